@@ -1,0 +1,465 @@
+//! The typed knobs of each stage: what labs change.
+//!
+//! Every stage has its own struct; the knobs every stage shares live in [`CommonKnobs`] and are
+//! flattened into it, so a knob is always addressed as `stage.knob` (e.g. `parse.mode`,
+//! `sink.fsync`, `aggregate.queue_capacity`). Field names are the knob names everywhere: in the
+//! stage config file, in `--set`, in `PIPELINE_KNOB_*` environment variables and in the
+//! Kubernetes `Pipeline` resource.
+
+use crate::PlanError;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde_json::{Map, Value};
+use std::fmt;
+use std::str::FromStr;
+
+/// The role a pipeline process plays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Source,
+    Parse,
+    Aggregate,
+    Sink,
+}
+
+impl Role {
+    /// The stages in data-flow order.
+    pub const CHAIN: [Role; 4] = [Role::Source, Role::Parse, Role::Aggregate, Role::Sink];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Source => "source",
+            Role::Parse => "parse",
+            Role::Aggregate => "aggregate",
+            Role::Sink => "sink",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = PlanError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Role::CHAIN
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| PlanError::UnknownStage(s.to_string()))
+    }
+}
+
+/// How the parse stage turns JSON into events.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ParseMode {
+    /// Every string field is copied into an owned `String`.
+    #[default]
+    Owned,
+    /// String fields borrow from the input buffer (`#[serde(borrow)]`, zero-copy).
+    Borrowed,
+}
+
+/// How the aggregate stage shares its window state between workers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum StateStrategy {
+    /// One `Mutex` around the whole window map, locked per event.
+    #[default]
+    Mutex,
+    /// `shards` mutexes, a key's shard chosen by its hash, locked per event.
+    Sharded,
+    /// A single task owns the map; workers send it decoded batches over a channel.
+    Owner,
+}
+
+/// What the sink does with window results.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum SinkMode {
+    /// Append every result to the checksummed segment log.
+    #[default]
+    Log,
+    /// Count and discard (pure throughput runs).
+    Blackhole,
+}
+
+/// When the sink calls `fsync` on the segment log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum FsyncPolicy {
+    /// Never: the OS decides when data reaches the disk.
+    Never,
+    /// At most every `fsync_interval_ms`.
+    #[default]
+    Interval,
+    /// After every received batch, before it is counted as persisted.
+    Batch,
+}
+
+/// The process's global allocator.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Allocator {
+    /// The platform allocator (glibc malloc).
+    System,
+    /// jemalloc, with heap profiling available on `/debug/pprof/heap`.
+    #[default]
+    Jemalloc,
+}
+
+impl Allocator {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Allocator::System => "system",
+            Allocator::Jemalloc => "jemalloc",
+        }
+    }
+}
+
+/// Knobs every stage has.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(default)]
+pub struct CommonKnobs {
+    /// Capacity, in batches, of each bounded queue inside the stage (1..=4096).
+    pub queue_capacity: u32,
+    /// The global allocator of the process.
+    pub allocator: Allocator,
+    /// Histograms, allocation counting and per-batch spans. The accounting counters that
+    /// conservation needs stay on either way.
+    pub telemetry: bool,
+    /// Largest frame accepted on the data port, in bytes (4096..=268435456).
+    pub max_frame_bytes: u32,
+    /// Tokio worker threads of the process (1..=64).
+    pub runtime_threads: u32,
+}
+
+impl Default for CommonKnobs {
+    fn default() -> Self {
+        CommonKnobs {
+            queue_capacity: 8,
+            allocator: Allocator::Jemalloc,
+            telemetry: true,
+            max_frame_bytes: 8 << 20,
+            runtime_threads: 2,
+        }
+    }
+}
+
+/// Knobs of the source: the workload.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(default)]
+pub struct SourceKnobs {
+    /// Seed of the deterministic event stream.
+    pub seed: u64,
+    /// Events to emit, then end the stream (0 = no count limit).
+    pub events: u64,
+    /// Seconds to run, then end the stream (0 = no time limit).
+    pub duration_seconds: f64,
+    /// Events per second (0 = as fast as downstream accepts).
+    pub rate: u64,
+    /// Events per batch (frame) (1..=65536).
+    pub batch_size: u32,
+    /// Distinct services (1..=1000).
+    pub services: u32,
+    /// Distinct routes per service (1..=1000).
+    pub routes: u32,
+    /// Zipf exponent over the (service, route) keys; 0 is uniform, larger is hotter (0..=5).
+    pub zipf_skew: f64,
+    /// Fraction of records that are malformed on purpose (0..=1).
+    pub malformed_rate: f64,
+    /// Fraction of valid requests with a 5xx status (0..=1).
+    pub error_rate: f64,
+    /// Event-time step between consecutive events, in microseconds (0..=1000000).
+    pub event_time_step_us: u64,
+    /// Replay this file of JSON lines instead of generating events ("" = generate).
+    pub replay: String,
+    #[serde(flatten)]
+    pub common: CommonKnobs,
+}
+
+impl Default for SourceKnobs {
+    fn default() -> Self {
+        SourceKnobs {
+            seed: 42,
+            events: 0,
+            duration_seconds: 0.0,
+            rate: 0,
+            batch_size: 1024,
+            services: 16,
+            routes: 16,
+            zipf_skew: 1.1,
+            malformed_rate: 0.0,
+            error_rate: 0.02,
+            event_time_step_us: 10,
+            replay: String::new(),
+            common: CommonKnobs::default(),
+        }
+    }
+}
+
+/// Knobs of the parse stage.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(default)]
+pub struct ParseKnobs {
+    /// Owned or borrowed (zero-copy) deserialization.
+    pub mode: ParseMode,
+    /// Batches parsed in parallel; output order is preserved (1..=64).
+    pub workers: u32,
+    #[serde(flatten)]
+    pub common: CommonKnobs,
+}
+
+impl Default for ParseKnobs {
+    fn default() -> Self {
+        ParseKnobs {
+            mode: ParseMode::Owned,
+            workers: 1,
+            common: CommonKnobs::default(),
+        }
+    }
+}
+
+/// Knobs of the aggregate stage.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(default)]
+pub struct AggregateKnobs {
+    /// How workers share the window state.
+    pub state: StateStrategy,
+    /// Shards of the `sharded` strategy (1..=1024).
+    pub shards: u32,
+    /// Batches aggregated in parallel (1..=64).
+    pub workers: u32,
+    /// Tumbling window length in event time, milliseconds (1..=3600000).
+    pub window_ms: u64,
+    /// Window results per outgoing frame (1..=65536).
+    pub batch_size: u32,
+    #[serde(flatten)]
+    pub common: CommonKnobs,
+}
+
+impl Default for AggregateKnobs {
+    fn default() -> Self {
+        AggregateKnobs {
+            state: StateStrategy::Mutex,
+            shards: 16,
+            workers: 1,
+            window_ms: 1000,
+            batch_size: 512,
+            common: CommonKnobs::default(),
+        }
+    }
+}
+
+/// Knobs of the sink.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(default)]
+pub struct SinkKnobs {
+    /// Persist to the segment log, or discard.
+    pub mode: SinkMode,
+    /// When to fsync the log.
+    pub fsync: FsyncPolicy,
+    /// Interval of the `interval` fsync policy, milliseconds (1..=60000).
+    pub fsync_interval_ms: u64,
+    /// Size at which a segment file is rolled, bytes (4096..=17179869184).
+    pub segment_bytes: u64,
+    /// Directory of the segment log.
+    pub dir: String,
+    #[serde(flatten)]
+    pub common: CommonKnobs,
+}
+
+impl Default for SinkKnobs {
+    fn default() -> Self {
+        SinkKnobs {
+            mode: SinkMode::Log,
+            fsync: FsyncPolicy::Interval,
+            fsync_interval_ms: 1000,
+            segment_bytes: 64 << 20,
+            dir: "data".into(),
+            common: CommonKnobs::default(),
+        }
+    }
+}
+
+/// Behaviour shared by every stage's knob struct: loading from a key/value map with unknown-knob
+/// detection, `key=value` overrides and range validation, all with errors naming the knob.
+pub trait Knobs: Serialize + DeserializeOwned + Default + Clone {
+    /// Check every range and cross-knob rule. `stage` prefixes knob names in errors.
+    fn validate(&self, stage: &str) -> Result<(), PlanError>;
+
+    /// The knobs shared by every stage.
+    fn common(&self) -> &CommonKnobs;
+
+    /// The knob names this stage accepts.
+    fn names() -> Vec<String> {
+        match serde_json::to_value(Self::default()) {
+            Ok(Value::Object(map)) => map.keys().cloned().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Build from a map of knob values (missing knobs take their defaults), rejecting unknown
+    /// knobs and out-of-range values.
+    fn from_map(stage: &str, map: Map<String, Value>) -> Result<Self, PlanError> {
+        let known = Self::names();
+        if let Some(bad) = map.keys().find(|k| !known.contains(k)) {
+            return Err(PlanError::UnknownKnob {
+                knob: format!("{stage}.{bad}"),
+                known: known.join(", "),
+            });
+        }
+        let knobs: Self = serde_path_to_error::deserialize(Value::Object(map)).map_err(|e| {
+            let path = e.path().to_string();
+            PlanError::Knob {
+                knob: format!("{stage}.{path}"),
+                message: e.into_inner().to_string(),
+            }
+        })?;
+        knobs.validate(stage)?;
+        Ok(knobs)
+    }
+
+    /// Set one knob from its textual value (`--set stage.key=value`, `PIPELINE_KNOB_KEY=value`).
+    fn set(&mut self, stage: &str, key: &str, raw: &str) -> Result<(), PlanError> {
+        let Ok(Value::Object(mut map)) = serde_json::to_value(&*self) else {
+            return Err(PlanError::Knob {
+                knob: format!("{stage}.{key}"),
+                message: "knobs do not serialize to a map".into(),
+            });
+        };
+        let value = match map.get(key) {
+            None => {
+                return Err(PlanError::UnknownKnob {
+                    knob: format!("{stage}.{key}"),
+                    known: Self::names().join(", "),
+                });
+            }
+            // A string knob takes the text as it is; anything else is read as a JSON scalar
+            // (numbers, booleans), falling back to a string so enum names need no quotes.
+            Some(Value::String(_)) => Value::String(raw.to_string()),
+            Some(_) => serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.into())),
+        };
+        map.insert(key.to_string(), value);
+        *self = Self::from_map(stage, map)?;
+        Ok(())
+    }
+}
+
+fn in_range<T: PartialOrd + fmt::Display>(
+    stage: &str,
+    name: &str,
+    value: T,
+    lo: T,
+    hi: T,
+) -> Result<(), PlanError> {
+    if value >= lo && value <= hi {
+        Ok(())
+    } else {
+        Err(PlanError::Knob {
+            knob: format!("{stage}.{name}"),
+            message: format!("must be between {lo} and {hi}, got {value}"),
+        })
+    }
+}
+
+fn fraction(stage: &str, name: &str, value: f64) -> Result<(), PlanError> {
+    if value.is_finite() {
+        in_range(stage, name, value, 0.0, 1.0)
+    } else {
+        Err(PlanError::Knob {
+            knob: format!("{stage}.{name}"),
+            message: format!("must be a finite number between 0 and 1, got {value}"),
+        })
+    }
+}
+
+impl CommonKnobs {
+    fn validate(&self, stage: &str) -> Result<(), PlanError> {
+        in_range(stage, "queue_capacity", self.queue_capacity, 1, 4096)?;
+        in_range(stage, "max_frame_bytes", self.max_frame_bytes, 4096, 256 << 20)?;
+        in_range(stage, "runtime_threads", self.runtime_threads, 1, 64)
+    }
+}
+
+impl Knobs for SourceKnobs {
+    fn validate(&self, stage: &str) -> Result<(), PlanError> {
+        in_range(stage, "batch_size", self.batch_size, 1, 65536)?;
+        in_range(stage, "services", self.services, 1, 1000)?;
+        in_range(stage, "routes", self.routes, 1, 1000)?;
+        if !self.zipf_skew.is_finite() {
+            return Err(PlanError::Knob {
+                knob: format!("{stage}.zipf_skew"),
+                message: format!("must be a finite number, got {}", self.zipf_skew),
+            });
+        }
+        in_range(stage, "zipf_skew", self.zipf_skew, 0.0, 5.0)?;
+        fraction(stage, "malformed_rate", self.malformed_rate)?;
+        fraction(stage, "error_rate", self.error_rate)?;
+        in_range(stage, "event_time_step_us", self.event_time_step_us, 0, 1_000_000)?;
+        if !(self.duration_seconds.is_finite() && self.duration_seconds >= 0.0) {
+            return Err(PlanError::Knob {
+                knob: format!("{stage}.duration_seconds"),
+                message: format!("must be a number of seconds >= 0, got {}", self.duration_seconds),
+            });
+        }
+        self.common.validate(stage)
+    }
+    fn common(&self) -> &CommonKnobs {
+        &self.common
+    }
+}
+
+impl Knobs for ParseKnobs {
+    fn validate(&self, stage: &str) -> Result<(), PlanError> {
+        in_range(stage, "workers", self.workers, 1, 64)?;
+        self.common.validate(stage)
+    }
+    fn common(&self) -> &CommonKnobs {
+        &self.common
+    }
+}
+
+impl Knobs for AggregateKnobs {
+    fn validate(&self, stage: &str) -> Result<(), PlanError> {
+        in_range(stage, "shards", self.shards, 1, 1024)?;
+        in_range(stage, "workers", self.workers, 1, 64)?;
+        in_range(stage, "window_ms", self.window_ms, 1, 3_600_000)?;
+        in_range(stage, "batch_size", self.batch_size, 1, 65536)?;
+        self.common.validate(stage)
+    }
+    fn common(&self) -> &CommonKnobs {
+        &self.common
+    }
+}
+
+impl Knobs for SinkKnobs {
+    fn validate(&self, stage: &str) -> Result<(), PlanError> {
+        in_range(stage, "fsync_interval_ms", self.fsync_interval_ms, 1, 60_000)?;
+        in_range(stage, "segment_bytes", self.segment_bytes, 4096, 16 << 30)?;
+        if self.mode == SinkMode::Log && self.dir.trim().is_empty() {
+            return Err(PlanError::Knob {
+                knob: format!("{stage}.dir"),
+                message: "must name a directory when mode is `log`".into(),
+            });
+        }
+        self.common.validate(stage)
+    }
+    fn common(&self) -> &CommonKnobs {
+        &self.common
+    }
+}
