@@ -1,0 +1,486 @@
+//! Frames on the wire between stages.
+//!
+//! Each frame is a 4-byte big-endian length (tokio-util's `LengthDelimitedCodec`, which also
+//! enforces the maximum frame size), then a 36-byte little-endian header:
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 0 | protocol version (1) |
+//! | 1 | kind: 0 data, 1 end of stream, 2 drain request (sent upstream) |
+//! | 2..4 | flags (0) |
+//! | 4..8 | stream id (chosen by the sender at start-up) |
+//! | 8..16 | batch sequence number (per stream, from 0) |
+//! | 16..20 | record count |
+//! | 20..28 | wall-clock ns the batch left the source (oldest data in it) |
+//! | 28..36 | event-time watermark: largest event time in the batch (µs) |
+//!
+//! then `record count` records, each a u32 LE length and that many bytes. An end-of-stream
+//! frame carries no records; its payload is the sender's totals for the stream (records sent
+//! u64, batches sent u64), so the receiver can tell whether anything went missing.
+
+use bytes::{Buf, Bytes, BytesMut};
+use thiserror::Error;
+use tokio_util::codec::{Decoder, LengthDelimitedCodec, length_delimited::LengthDelimitedCodecError};
+
+pub const VERSION: u8 = 1;
+pub const PREFIX_LEN: usize = 4;
+pub const HEADER_LEN: usize = 36;
+const SEQ_AT: usize = PREFIX_LEN + 8;
+
+/// What a frame is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    Data = 0,
+    End = 1,
+    Drain = 2,
+}
+
+/// The fixed header of every frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub kind: Kind,
+    pub stream_id: u32,
+    pub batch_seq: u64,
+    pub record_count: u32,
+    pub emitted_at_ns: u64,
+    pub watermark_us: u64,
+}
+
+/// Why a frame was rejected. The connection it came on is closed.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum FrameError {
+    #[error("frame of {0} bytes is shorter than its header")]
+    Short(usize),
+    #[error("unsupported protocol version {0}")]
+    Version(u8),
+    #[error("unknown frame kind {0}")]
+    Kind(u8),
+    #[error("records do not fill the frame as its header says")]
+    Records,
+    #[error("frame exceeds the maximum frame size")]
+    Oversized,
+    #[error("connection closed in the middle of a frame")]
+    Truncated,
+    #[error("i/o error: {0}")]
+    Io(String),
+}
+
+impl FrameError {
+    /// The `reason` label of `pipeline_frames_rejected_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            FrameError::Short(_) => "short_frame",
+            FrameError::Version(_) => "bad_version",
+            FrameError::Kind(_) => "bad_kind",
+            FrameError::Records => "bad_records",
+            FrameError::Oversized => "oversized_frame",
+            FrameError::Truncated => "truncated_frame",
+            FrameError::Io(_) => "io_error",
+        }
+    }
+
+    pub const REASONS: [&'static str; 7] = [
+        "short_frame",
+        "bad_version",
+        "bad_kind",
+        "bad_records",
+        "oversized_frame",
+        "truncated_frame",
+        "io_error",
+    ];
+}
+
+impl From<std::io::Error> for FrameError {
+    fn from(e: std::io::Error) -> Self {
+        let oversized = e
+            .get_ref()
+            .is_some_and(|inner| inner.downcast_ref::<LengthDelimitedCodecError>().is_some());
+        if oversized {
+            FrameError::Oversized
+        } else {
+            FrameError::Io(e.to_string())
+        }
+    }
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+/// A received, validated frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame {
+    pub header: Header,
+    /// The records area (data frames) or the totals (end frames).
+    pub payload: Bytes,
+    /// Size of the frame on the wire, prefix included.
+    pub wire_bytes: usize,
+}
+
+impl Frame {
+    /// Validate a frame body (without the length prefix).
+    pub fn parse(mut body: Bytes) -> Result<Frame, FrameError> {
+        let wire_bytes = body.len() + PREFIX_LEN;
+        if body.len() < HEADER_LEN {
+            return Err(FrameError::Short(body.len()));
+        }
+        let h = &body[..HEADER_LEN];
+        if h[0] != VERSION {
+            return Err(FrameError::Version(h[0]));
+        }
+        let kind = match h[1] {
+            0 => Kind::Data,
+            1 => Kind::End,
+            2 => Kind::Drain,
+            k => return Err(FrameError::Kind(k)),
+        };
+        let header = Header {
+            kind,
+            stream_id: u32_at(h, 4),
+            batch_seq: u64_at(h, 8),
+            record_count: u32_at(h, 16),
+            emitted_at_ns: u64_at(h, 20),
+            watermark_us: u64_at(h, 28),
+        };
+        body.advance(HEADER_LEN);
+        match kind {
+            Kind::Data => {
+                // Walk the record lengths once: they must add up to the payload exactly.
+                let mut at = 0usize;
+                for _ in 0..header.record_count {
+                    let len = body
+                        .get(at..at + 4)
+                        .map(|b| u32_at(b, 0) as usize)
+                        .ok_or(FrameError::Records)?;
+                    at = at.checked_add(4 + len).ok_or(FrameError::Records)?;
+                }
+                if at != body.len() {
+                    return Err(FrameError::Records);
+                }
+            }
+            Kind::End => {
+                if body.len() != 16 || header.record_count != 0 {
+                    return Err(FrameError::Records);
+                }
+            }
+            Kind::Drain => {
+                if !body.is_empty() || header.record_count != 0 {
+                    return Err(FrameError::Records);
+                }
+            }
+        }
+        Ok(Frame {
+            header,
+            payload: body,
+            wire_bytes,
+        })
+    }
+
+    /// The records of a data frame.
+    pub fn records(&self) -> Records<'_> {
+        Records {
+            rest: &self.payload,
+        }
+    }
+
+    /// (records sent, batches sent) of an end-of-stream frame.
+    pub fn end_totals(&self) -> (u64, u64) {
+        if self.header.kind == Kind::End && self.payload.len() == 16 {
+            (u64_at(&self.payload, 0), u64_at(&self.payload, 8))
+        } else {
+            (0, 0)
+        }
+    }
+}
+
+/// Iterator over the records of a validated data frame.
+pub struct Records<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for Records<'a> {
+    type Item = &'a [u8];
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let len = u32_at(self.rest.get(..4)?, 0) as usize;
+        let rec = self.rest.get(4..4 + len)?;
+        self.rest = &self.rest[4 + len..];
+        Some(rec)
+    }
+}
+
+/// A frame being built, length prefix and header included, ready to be written as is.
+#[derive(Debug)]
+pub struct OutFrame {
+    buf: Vec<u8>,
+    records: u32,
+}
+
+impl OutFrame {
+    fn new(kind: Kind, stream_id: u32, capacity: usize) -> Self {
+        let mut buf = Vec::with_capacity(PREFIX_LEN + HEADER_LEN + capacity);
+        buf.extend_from_slice(&[0; PREFIX_LEN]);
+        buf.push(VERSION);
+        buf.push(kind as u8);
+        buf.extend_from_slice(&[0, 0]);
+        buf.extend_from_slice(&stream_id.to_le_bytes());
+        buf.extend_from_slice(&[0; HEADER_LEN - 8]);
+        OutFrame { buf, records: 0 }
+    }
+
+    /// A data frame with room for `capacity` bytes of records.
+    pub fn data(stream_id: u32, capacity: usize) -> Self {
+        Self::new(Kind::Data, stream_id, capacity)
+    }
+
+    /// An end-of-stream frame with the sender's totals.
+    pub fn end(stream_id: u32, records_sent: u64, batches_sent: u64) -> Self {
+        let mut f = Self::new(Kind::End, stream_id, 16);
+        f.buf.extend_from_slice(&records_sent.to_le_bytes());
+        f.buf.extend_from_slice(&batches_sent.to_le_bytes());
+        f
+    }
+
+    /// A request, sent upstream, to finish the stream.
+    pub fn drain(stream_id: u32) -> Self {
+        Self::new(Kind::Drain, stream_id, 0)
+    }
+
+    /// Append one record written by `write`. If `write` returns an error, nothing is appended.
+    pub fn record<E>(&mut self, write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>) -> Result<(), E> {
+        let at = self.buf.len();
+        self.buf.extend_from_slice(&[0; 4]);
+        match write(&mut self.buf) {
+            Ok(()) => {
+                let len = (self.buf.len() - at - 4) as u32;
+                self.buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
+                self.records += 1;
+                Ok(())
+            }
+            Err(e) => {
+                self.buf.truncate(at);
+                Err(e)
+            }
+        }
+    }
+
+    /// Append one record's bytes.
+    pub fn push(&mut self, record: &[u8]) {
+        let _ = self.record::<()>(|out| {
+            out.extend_from_slice(record);
+            Ok(())
+        });
+    }
+
+    pub fn records(&self) -> u32 {
+        self.records
+    }
+
+    /// Bytes of the frame on the wire.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+
+    pub fn set_emitted_at(&mut self, ns: u64) {
+        self.buf[PREFIX_LEN + 20..PREFIX_LEN + 28].copy_from_slice(&ns.to_le_bytes());
+    }
+
+    pub fn set_watermark(&mut self, us: u64) {
+        self.buf[PREFIX_LEN + 28..PREFIX_LEN + 36].copy_from_slice(&us.to_le_bytes());
+    }
+
+    /// Stamp the sequence number (done by the sender, in send order), fill in the length prefix
+    /// and record count, and hand out the bytes.
+    pub fn finish(mut self, seq: u64) -> Bytes {
+        let body = (self.buf.len() - PREFIX_LEN) as u32;
+        self.buf[..PREFIX_LEN].copy_from_slice(&body.to_be_bytes());
+        self.buf[SEQ_AT..SEQ_AT + 8].copy_from_slice(&seq.to_le_bytes());
+        self.buf[PREFIX_LEN + 16..PREFIX_LEN + 20].copy_from_slice(&self.records.to_le_bytes());
+        Bytes::from(self.buf)
+    }
+}
+
+/// A tokio-util decoder of frames, with a size limit.
+pub struct FrameCodec {
+    inner: LengthDelimitedCodec,
+    /// The inner codec has consumed a length prefix and waits for the body.
+    mid_frame: bool,
+}
+
+impl FrameCodec {
+    pub fn new(max_frame_bytes: usize) -> Self {
+        FrameCodec {
+            inner: LengthDelimitedCodec::builder()
+                .length_field_length(PREFIX_LEN)
+                .max_frame_length(max_frame_bytes)
+                .new_codec(),
+            mid_frame: false,
+        }
+    }
+}
+
+impl Decoder for FrameCodec {
+    type Item = Frame;
+    type Error = FrameError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+        let before = src.len();
+        match self.inner.decode(src)? {
+            Some(body) => {
+                self.mid_frame = false;
+                Frame::parse(body.freeze()).map(Some)
+            }
+            None => {
+                self.mid_frame |= src.len() < before;
+                Ok(None)
+            }
+        }
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+        match self.decode(src)? {
+            Some(frame) => Ok(Some(frame)),
+            None if src.is_empty() && !self.mid_frame => Ok(None),
+            None => Err(FrameError::Truncated),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Bytes {
+        let mut f = OutFrame::data(7, 64);
+        f.push(b"hello");
+        f.push(b"");
+        f.record::<()>(|out| {
+            out.extend_from_slice(b"world!");
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(f.record(|out| {
+            out.extend_from_slice(b"discarded");
+            Err("nope")
+        }), Err("nope"));
+        f.set_emitted_at(123);
+        f.set_watermark(456);
+        f.finish(9)
+    }
+
+    fn decode_all(wire: &[u8], max: usize) -> (Vec<Frame>, Option<FrameError>) {
+        let mut codec = FrameCodec::new(max);
+        let mut buf = BytesMut::from(wire);
+        let mut frames = Vec::new();
+        loop {
+            match codec.decode(&mut buf) {
+                Ok(Some(f)) => frames.push(f),
+                Ok(None) => break,
+                Err(e) => return (frames, Some(e)),
+            }
+        }
+        match codec.decode_eof(&mut buf) {
+            Ok(Some(f)) => frames.push(f),
+            Ok(None) => {}
+            Err(e) => return (frames, Some(e)),
+        }
+        (frames, None)
+    }
+
+    #[test]
+    fn round_trip() {
+        let wire = sample();
+        let (frames, err) = decode_all(&wire, 1 << 20);
+        assert_eq!(err, None);
+        let f = &frames[0];
+        assert_eq!(
+            f.header,
+            Header {
+                kind: Kind::Data,
+                stream_id: 7,
+                batch_seq: 9,
+                record_count: 3,
+                emitted_at_ns: 123,
+                watermark_us: 456
+            }
+        );
+        assert_eq!(f.records().collect::<Vec<_>>(), vec![&b"hello"[..], b"", b"world!"]);
+        assert_eq!(f.wire_bytes, wire.len());
+        let end = OutFrame::end(7, 1000, 10).finish(11);
+        let (frames, _) = decode_all(&end, 1 << 20);
+        assert_eq!(frames[0].header.kind, Kind::End);
+        assert_eq!(frames[0].end_totals(), (1000, 10));
+    }
+
+    #[test]
+    fn every_truncation_is_detected_at_eof() {
+        let wire = sample();
+        for cut in 1..wire.len() {
+            let (frames, err) = decode_all(&wire[..cut], 1 << 20);
+            assert!(frames.is_empty(), "cut {cut}");
+            assert_eq!(err, Some(FrameError::Truncated), "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn oversized_frames_are_refused_before_buffering() {
+        let wire = sample();
+        let (_, err) = decode_all(&wire, 16);
+        assert_eq!(err, Some(FrameError::Oversized));
+        // A 4 GiB length prefix followed by a few bytes.
+        let (_, err) = decode_all(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3], 8 << 20);
+        assert_eq!(err, Some(FrameError::Oversized));
+    }
+
+    #[test]
+    fn corrupt_headers_and_record_areas_are_rejected() {
+        let wire = sample().to_vec();
+        let mut bad = wire.clone();
+        bad[PREFIX_LEN] = 9;
+        assert_eq!(decode_all(&bad, 1 << 20).1, Some(FrameError::Version(9)));
+        let mut bad = wire.clone();
+        bad[PREFIX_LEN + 1] = 7;
+        assert_eq!(decode_all(&bad, 1 << 20).1, Some(FrameError::Kind(7)));
+        let mut bad = wire.clone();
+        bad[PREFIX_LEN + 16] = 4; // claims 4 records, has 3
+        assert_eq!(decode_all(&bad, 1 << 20).1, Some(FrameError::Records));
+        let mut bad = wire.clone();
+        bad[PREFIX_LEN + HEADER_LEN] = 200; // first record length overruns
+        assert_eq!(decode_all(&bad, 1 << 20).1, Some(FrameError::Records));
+        let (_, err) = decode_all(&[0, 0, 0, 3, 1, 0, 0], 1 << 20);
+        assert_eq!(err, Some(FrameError::Short(3)));
+    }
+
+    #[test]
+    fn garbage_never_panics_and_never_yields_a_bogus_frame() {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(1);
+        let mut accepted = 0;
+        for _ in 0..2000 {
+            let len = rng.random_range(0..512);
+            let mut junk: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+            if rng.random_bool(0.5) && junk.len() > 8 {
+                // Plausible length prefix, random body.
+                let body = (junk.len() - 4) as u32;
+                junk[..4].copy_from_slice(&body.to_be_bytes());
+            }
+            let (frames, _) = decode_all(&junk, 1 << 16);
+            for f in frames {
+                // Anything accepted must be internally consistent.
+                assert_eq!(f.records().count() as u32, f.header.record_count);
+                accepted += 1;
+            }
+        }
+        assert!(accepted < 50, "random bytes accepted as frames: {accepted}");
+    }
+}

@@ -1,0 +1,271 @@
+//! Tumbling event-time windows per (service, route): count, 5xx errors, bytes and an HDR
+//! histogram of latency (2 significant digits: percentiles within 1%).
+//!
+//! A [`WindowMap`] is the state one owner (a mutex, a shard, or the owner task) holds. Windows
+//! close when the watermark passes their end; an event whose window has already closed is
+//! late and is dropped by the caller with a reason, so a window is persisted exactly once.
+
+use crate::event::{EventRef, Latency};
+use crate::parse::MAX_LATENCY_US;
+use hdrhistogram::Histogram;
+use rustc_hash::FxHashMap;
+
+/// Significant digits of latency histograms.
+pub const SIGFIG: u8 = 2;
+
+/// A fresh latency histogram (1 µs .. 1 h, 2 significant digits).
+pub fn latency_histogram() -> Histogram<u32> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, SIGFIG)
+        .expect("1..=3.6e9 with 2 significant digits is a valid histogram")
+}
+
+/// Percentiles of a histogram.
+pub fn percentiles(h: &Histogram<u32>) -> Latency {
+    if h.is_empty() {
+        return Latency::default();
+    }
+    Latency {
+        min: h.min(),
+        p50: h.value_at_quantile(0.50),
+        p90: h.value_at_quantile(0.90),
+        p99: h.value_at_quantile(0.99),
+        max: h.max(),
+    }
+}
+
+/// The running aggregate of one window of one key.
+#[derive(Clone, Debug)]
+pub struct WindowAgg {
+    pub count: u64,
+    pub errors: u64,
+    pub bytes: u64,
+    pub latency: Histogram<u32>,
+    pub last_emit_ns: u64,
+}
+
+impl Default for WindowAgg {
+    fn default() -> Self {
+        WindowAgg {
+            count: 0,
+            errors: 0,
+            bytes: 0,
+            latency: latency_histogram(),
+            last_emit_ns: 0,
+        }
+    }
+}
+
+impl WindowAgg {
+    #[inline]
+    pub fn record(&mut self, ev: &EventRef<'_>, emit_ns: u64) {
+        self.count += 1;
+        self.errors += u64::from(ev.is_error());
+        self.bytes += ev.bytes;
+        self.latency.saturating_record(u64::from(ev.latency_us));
+        self.last_emit_ns = self.last_emit_ns.max(emit_ns);
+    }
+}
+
+/// A window that has closed, ready to be encoded.
+#[derive(Debug)]
+pub struct ClosedWindow {
+    pub start_us: u64,
+    pub end_us: u64,
+    pub key: Box<[u8]>,
+    pub agg: WindowAgg,
+}
+
+/// The event was for a window that had already closed.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Late;
+
+/// Open windows of many keys.
+#[derive(Debug)]
+pub struct WindowMap {
+    windows: FxHashMap<Box<[u8]>, Vec<(u64, WindowAgg)>>,
+    window_us: u64,
+    /// Windows ending at or before this event time have been closed.
+    closed_until: u64,
+    open: usize,
+}
+
+impl WindowMap {
+    pub fn new(window_ms: u64) -> Self {
+        WindowMap {
+            windows: FxHashMap::default(),
+            window_us: window_ms.max(1) * 1000,
+            closed_until: 0,
+            open: 0,
+        }
+    }
+
+    /// Windows currently open.
+    pub fn open(&self) -> usize {
+        self.open
+    }
+
+    /// Add one event.
+    #[inline]
+    pub fn apply(&mut self, ev: &EventRef<'_>, emit_ns: u64) -> Result<(), Late> {
+        let start = ev.ts_us - ev.ts_us % self.window_us;
+        if start + self.window_us <= self.closed_until {
+            return Err(Late);
+        }
+        let wins = match self.windows.get_mut(ev.key) {
+            Some(w) => w,
+            None => self.windows.entry(ev.key.into()).or_default(),
+        };
+        let agg = match wins.iter().position(|(s, _)| *s == start) {
+            Some(i) => &mut wins[i].1,
+            None => {
+                wins.push((start, WindowAgg::default()));
+                self.open += 1;
+                &mut wins.last_mut().expect("just pushed").1
+            }
+        };
+        agg.record(ev, emit_ns);
+        Ok(())
+    }
+
+    /// Close every window that ends at or before `watermark_us` (`u64::MAX` closes all),
+    /// appending them to `out`.
+    pub fn close_until(&mut self, watermark_us: u64, out: &mut Vec<ClosedWindow>) {
+        if watermark_us <= self.closed_until {
+            return;
+        }
+        self.closed_until = watermark_us;
+        let len = self.window_us;
+        for (key, wins) in self.windows.iter_mut() {
+            let mut i = 0;
+            while i < wins.len() {
+                if wins[i].0.saturating_add(len) <= watermark_us {
+                    let (start_us, agg) = wins.swap_remove(i);
+                    out.push(ClosedWindow {
+                        start_us,
+                        end_us: start_us + len,
+                        key: key.clone(),
+                        agg,
+                    });
+                    self.open -= 1;
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        // Idle keys give their memory back.
+        self.windows.retain(|_, w| !w.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Method, put_key};
+    use std::collections::BTreeMap;
+
+    struct Ev {
+        key: Vec<u8>,
+        status: u16,
+        latency: u32,
+        bytes: u64,
+        ts: u64,
+    }
+
+    fn events(n: usize) -> Vec<Ev> {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand_pcg::Pcg64Mcg::seed_from_u64(4);
+        (0..n)
+            .map(|i| {
+                let mut key = Vec::new();
+                put_key(&mut key, ["a", "b", "c"][rng.random_range(0..3)], ["/x", "/y"][rng.random_range(0..2)]);
+                Ev {
+                    key,
+                    status: if rng.random_bool(0.1) { 503 } else { 200 },
+                    latency: rng.random_range(1..2_000_000),
+                    bytes: rng.random_range(0..10_000),
+                    ts: 1_000_000 + i as u64 * 37,
+                }
+            })
+            .collect()
+    }
+
+    fn exact_quantile(sorted: &[u64], q: f64) -> u64 {
+        // The same definition HdrHistogram uses: the value at rank ceil(q * n).
+        let rank = ((q * sorted.len() as f64).ceil() as usize).max(1);
+        sorted[rank - 1]
+    }
+
+    #[test]
+    fn windows_and_percentiles_match_a_naive_reference() {
+        let evs = events(50_000);
+        let window_ms = 100;
+        let mut map = WindowMap::new(window_ms);
+        let mut closed = Vec::new();
+        for (i, e) in evs.iter().enumerate() {
+            let ev = EventRef {
+                key: &e.key,
+                method: Method::Get,
+                status: e.status,
+                latency_us: e.latency,
+                bytes: e.bytes,
+                ts_us: e.ts,
+            };
+            map.apply(&ev, i as u64).unwrap();
+            // Close as the stream advances, like the aggregate stage does.
+            if i % 1000 == 999 {
+                map.close_until(e.ts, &mut closed);
+            }
+        }
+        map.close_until(u64::MAX, &mut closed);
+        assert_eq!(map.open(), 0);
+
+        let mut naive: BTreeMap<(u64, Vec<u8>), (u64, u64, u64, Vec<u64>)> = BTreeMap::new();
+        for e in &evs {
+            let start = e.ts - e.ts % (window_ms * 1000);
+            let w = naive.entry((start, e.key.clone())).or_default();
+            w.0 += 1;
+            w.1 += u64::from(e.status >= 500);
+            w.2 += e.bytes;
+            w.3.push(u64::from(e.latency));
+        }
+        assert_eq!(closed.len(), naive.len(), "each window closed exactly once");
+        for c in &closed {
+            let (count, errors, bytes, lat) = naive.get_mut(&(c.start_us, c.key.to_vec())).expect("window exists");
+            assert_eq!((c.agg.count, c.agg.errors, c.agg.bytes), (*count, *errors, *bytes));
+            lat.sort_unstable();
+            let p = percentiles(&c.agg.latency);
+            for (q, got) in [(0.5, p.p50), (0.9, p.p90), (0.99, p.p99), (1.0, p.max)] {
+                let want = exact_quantile(lat, q) as f64;
+                let err = (got as f64 - want).abs() / want;
+                assert!(err <= 0.01, "q{q}: hdr {got} vs exact {want}");
+            }
+            assert!((p.min as f64 - lat[0] as f64).abs() / (lat[0] as f64) <= 0.01);
+        }
+    }
+
+    #[test]
+    fn late_events_are_refused_after_their_window_closed() {
+        let mut key = Vec::new();
+        put_key(&mut key, "s", "/r");
+        let ev = |ts| EventRef {
+            key: &key,
+            method: Method::Get,
+            status: 200,
+            latency_us: 10,
+            bytes: 1,
+            ts_us: ts,
+        };
+        let mut map = WindowMap::new(1); // 1 ms windows
+        map.apply(&ev(500), 0).unwrap();
+        map.apply(&ev(1500), 0).unwrap();
+        let mut out = Vec::new();
+        map.close_until(1500, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].start_us, out[0].end_us), (0, 1000));
+        assert_eq!(map.apply(&ev(999), 0), Err(Late));
+        assert_eq!(map.apply(&ev(1999), 0), Ok(()));
+        map.close_until(u64::MAX, &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].agg.count, 2);
+    }
+}
