@@ -1,7 +1,7 @@
 //! Frames on the wire between stages.
 //!
 //! Each frame is a 4-byte big-endian length (tokio-util's `LengthDelimitedCodec`, which also
-//! enforces the maximum frame size), then a 36-byte little-endian header:
+//! enforces the maximum frame size), then a 40-byte little-endian header:
 //!
 //! | bytes | field |
 //! |---|---|
@@ -13,10 +13,11 @@
 //! | 16..20 | record count |
 //! | 20..28 | wall-clock ns the batch left the source (oldest data in it) |
 //! | 28..36 | event-time watermark: largest event time in the batch (µs) |
+//! | 36..40 | event count (equals the record count, except window results, which hold many) |
 //!
 //! then `record count` records, each a u32 LE length and that many bytes. An end-of-stream
 //! frame carries no records; its payload is the sender's totals for the stream (records sent
-//! u64, batches sent u64), so the receiver can tell whether anything went missing.
+//! u64, events sent u64), so the receiver can tell whether anything went missing.
 
 use bytes::{Buf, Bytes, BytesMut};
 use thiserror::Error;
@@ -24,7 +25,7 @@ use tokio_util::codec::{Decoder, LengthDelimitedCodec, length_delimited::LengthD
 
 pub const VERSION: u8 = 1;
 pub const PREFIX_LEN: usize = 4;
-pub const HEADER_LEN: usize = 36;
+pub const HEADER_LEN: usize = 40;
 const SEQ_AT: usize = PREFIX_LEN + 8;
 
 /// What a frame is for.
@@ -45,6 +46,7 @@ pub struct Header {
     pub record_count: u32,
     pub emitted_at_ns: u64,
     pub watermark_us: u64,
+    pub event_count: u32,
 }
 
 /// Why a frame was rejected. The connection it came on is closed.
@@ -148,6 +150,7 @@ impl Frame {
             record_count: u32_at(h, 16),
             emitted_at_ns: u64_at(h, 20),
             watermark_us: u64_at(h, 28),
+            event_count: u32_at(h, 36),
         };
         body.advance(HEADER_LEN);
         match kind {
@@ -166,12 +169,12 @@ impl Frame {
                 }
             }
             Kind::End => {
-                if body.len() != 16 || header.record_count != 0 {
+                if body.len() != 16 || header.record_count != 0 || header.event_count != 0 {
                     return Err(FrameError::Records);
                 }
             }
             Kind::Drain => {
-                if !body.is_empty() || header.record_count != 0 {
+                if !body.is_empty() || header.record_count != 0 || header.event_count != 0 {
                     return Err(FrameError::Records);
                 }
             }
@@ -190,7 +193,7 @@ impl Frame {
         }
     }
 
-    /// (records sent, batches sent) of an end-of-stream frame.
+    /// (records sent, events sent) of an end-of-stream frame.
     pub fn end_totals(&self) -> (u64, u64) {
         if self.header.kind == Kind::End && self.payload.len() == 16 {
             (u64_at(&self.payload, 0), u64_at(&self.payload, 8))
@@ -220,36 +223,43 @@ impl<'a> Iterator for Records<'a> {
 pub struct OutFrame {
     buf: Vec<u8>,
     records: u32,
+    /// Events carried, when not one per record.
+    events: Option<u32>,
 }
 
 impl OutFrame {
-    fn new(kind: Kind, stream_id: u32, capacity: usize) -> Self {
+    fn new(kind: Kind, capacity: usize) -> Self {
         let mut buf = Vec::with_capacity(PREFIX_LEN + HEADER_LEN + capacity);
         buf.extend_from_slice(&[0; PREFIX_LEN]);
         buf.push(VERSION);
         buf.push(kind as u8);
-        buf.extend_from_slice(&[0, 0]);
-        buf.extend_from_slice(&stream_id.to_le_bytes());
-        buf.extend_from_slice(&[0; HEADER_LEN - 8]);
-        OutFrame { buf, records: 0 }
+        buf.extend_from_slice(&[0; HEADER_LEN - 2]);
+        OutFrame {
+            buf,
+            records: 0,
+            events: None,
+        }
     }
 
     /// A data frame with room for `capacity` bytes of records.
-    pub fn data(stream_id: u32, capacity: usize) -> Self {
-        Self::new(Kind::Data, stream_id, capacity)
+    pub fn data(capacity: usize) -> Self {
+        Self::new(Kind::Data, capacity)
     }
 
     /// An end-of-stream frame with the sender's totals.
-    pub fn end(stream_id: u32, records_sent: u64, batches_sent: u64) -> Self {
-        let mut f = Self::new(Kind::End, stream_id, 16);
+    pub fn end(records_sent: u64, events_sent: u64) -> Self {
+        let mut f = Self::new(Kind::End, 16);
         f.buf.extend_from_slice(&records_sent.to_le_bytes());
-        f.buf.extend_from_slice(&batches_sent.to_le_bytes());
+        f.buf.extend_from_slice(&events_sent.to_le_bytes());
+        f.events = Some(0);
         f
     }
 
     /// A request, sent upstream, to finish the stream.
-    pub fn drain(stream_id: u32) -> Self {
-        Self::new(Kind::Drain, stream_id, 0)
+    pub fn drain() -> Self {
+        let mut f = Self::new(Kind::Drain, 0);
+        f.events = Some(0);
+        f
     }
 
     /// Append one record written by `write`. If `write` returns an error, nothing is appended.
@@ -270,16 +280,31 @@ impl OutFrame {
         }
     }
 
-    /// Append one record's bytes.
-    pub fn push(&mut self, record: &[u8]) {
-        let _ = self.record::<()>(|out| {
-            out.extend_from_slice(record);
+    /// Append one record written by an infallible `write`.
+    pub fn push_with(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        let _ = self.record::<std::convert::Infallible>(|out| {
+            write(out);
             Ok(())
         });
     }
 
+    /// Append one record's bytes.
+    pub fn push(&mut self, record: &[u8]) {
+        self.push_with(|out| out.extend_from_slice(record));
+    }
+
     pub fn records(&self) -> u32 {
         self.records
+    }
+
+    /// Events carried: the record count unless set with [`OutFrame::set_events`].
+    pub fn events(&self) -> u32 {
+        self.events.unwrap_or(self.records)
+    }
+
+    /// Declare how many events the records hold (window results hold many).
+    pub fn set_events(&mut self, events: u32) {
+        self.events = Some(events);
     }
 
     /// Bytes of the frame on the wire.
@@ -299,13 +324,16 @@ impl OutFrame {
         self.buf[PREFIX_LEN + 28..PREFIX_LEN + 36].copy_from_slice(&us.to_le_bytes());
     }
 
-    /// Stamp the sequence number (done by the sender, in send order), fill in the length prefix
-    /// and record count, and hand out the bytes.
-    pub fn finish(mut self, seq: u64) -> Bytes {
+    /// Stamp the stream id and sequence number (done by the sender, in send order), fill in
+    /// the length prefix and counts, and hand out the bytes.
+    pub fn finish(mut self, stream_id: u32, seq: u64) -> Bytes {
         let body = (self.buf.len() - PREFIX_LEN) as u32;
         self.buf[..PREFIX_LEN].copy_from_slice(&body.to_be_bytes());
+        self.buf[PREFIX_LEN + 4..PREFIX_LEN + 8].copy_from_slice(&stream_id.to_le_bytes());
         self.buf[SEQ_AT..SEQ_AT + 8].copy_from_slice(&seq.to_le_bytes());
         self.buf[PREFIX_LEN + 16..PREFIX_LEN + 20].copy_from_slice(&self.records.to_le_bytes());
+        let events = self.events();
+        self.buf[PREFIX_LEN + 36..PREFIX_LEN + 40].copy_from_slice(&events.to_le_bytes());
         Bytes::from(self.buf)
     }
 }
@@ -361,7 +389,7 @@ mod tests {
     use super::*;
 
     fn sample() -> Bytes {
-        let mut f = OutFrame::data(7, 64);
+        let mut f = OutFrame::data(64);
         f.push(b"hello");
         f.push(b"");
         f.record::<()>(|out| {
@@ -375,7 +403,7 @@ mod tests {
         }), Err("nope"));
         f.set_emitted_at(123);
         f.set_watermark(456);
-        f.finish(9)
+        f.finish(7, 9)
     }
 
     fn decode_all(wire: &[u8], max: usize) -> (Vec<Frame>, Option<FrameError>) {
@@ -411,12 +439,13 @@ mod tests {
                 batch_seq: 9,
                 record_count: 3,
                 emitted_at_ns: 123,
-                watermark_us: 456
+                watermark_us: 456,
+                event_count: 3,
             }
         );
         assert_eq!(f.records().collect::<Vec<_>>(), vec![&b"hello"[..], b"", b"world!"]);
         assert_eq!(f.wire_bytes, wire.len());
-        let end = OutFrame::end(7, 1000, 10).finish(11);
+        let end = OutFrame::end(1000, 10).finish(7, 11);
         let (frames, _) = decode_all(&end, 1 << 20);
         assert_eq!(frames[0].header.kind, Kind::End);
         assert_eq!(frames[0].end_totals(), (1000, 10));

@@ -31,6 +31,8 @@ pub enum DropReason {
     Late,
     /// A binary record from upstream could not be decoded.
     Undecodable,
+    /// A replayed record larger than a frame may be.
+    TooLarge,
     /// Discarded on purpose by a `blackhole` sink.
     Blackhole,
     /// Discarded on purpose: the last stage of a truncated plan has nowhere to send it.
@@ -52,7 +54,7 @@ pub enum DropClass {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 11] = [
+    pub const ALL: [DropReason; 12] = [
         DropReason::BadJson,
         DropReason::BadUtf8,
         DropReason::MissingField,
@@ -60,6 +62,7 @@ impl DropReason {
         DropReason::OutOfRange,
         DropReason::Late,
         DropReason::Undecodable,
+        DropReason::TooLarge,
         DropReason::Blackhole,
         DropReason::NoDownstream,
         DropReason::LostInTransit,
@@ -75,6 +78,7 @@ impl DropReason {
             DropReason::OutOfRange => "out_of_range",
             DropReason::Late => "late",
             DropReason::Undecodable => "undecodable",
+            DropReason::TooLarge => "too_large",
             DropReason::Blackhole => "blackhole",
             DropReason::NoDownstream => "no_downstream",
             DropReason::LostInTransit => "lost_in_transit",

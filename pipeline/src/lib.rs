@@ -1,13 +1,25 @@
 //! The observatory's streaming pipeline: `source -> parse -> aggregate -> sink`, one role per
 //! process, connected over TCP with length-delimited, batched frames and bounded queues.
 //!
-//! Layout: the data model ([`event`], [`generate`], [`parse`], [`window`], [`seglog`]) is pure
-//! and unit-tested; [`codec`] is the wire format.
+//! - Data model, pure and unit-tested: [`event`] (compact records, drop reasons),
+//!   [`generate`] (the seeded workload), [`parse`] (owned and borrowed JSON), [`window`]
+//!   (tumbling windows, HDR percentiles), [`seglog`] (the sink's checksummed log).
+//! - Wire and I/O: [`codec`] (frames), [`net`] (ingress, egress, drain, backpressure).
+//! - Stages: [`stage`] (one module per role, and the process driver).
+//! - Observability: [`metrics`] (Prometheus), [`stats`] (JSON snapshot), [`admin`] (the admin
+//!   port: metrics, health, pprof), [`telemetry`] (logs, OTLP traces), [`alloc`] (the counting,
+//!   switchable global allocator).
 
+pub mod admin;
 pub mod alloc;
 pub mod codec;
 pub mod event;
 pub mod generate;
+pub mod metrics;
+pub mod net;
 pub mod parse;
 pub mod seglog;
+pub mod stage;
+pub mod stats;
+pub mod telemetry;
 pub mod window;

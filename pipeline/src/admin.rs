@@ -1,0 +1,245 @@
+//! The admin port: everything a person or Prometheus asks a stage, kept off the data port.
+//!
+//! | path | what |
+//! |---|---|
+//! | `/metrics` | Prometheus text format |
+//! | `/stats` | JSON snapshot ([`crate::stats::StageStats`]) |
+//! | `/healthz` | liveness: 200 while the process serves |
+//! | `/readyz` | readiness: 200 once the data port is bound and the downstream connected |
+//! | `/debug/pprof/profile?seconds=N&frequency=F` | CPU profile, gzipped pprof protobuf (default 10 s at 99 Hz) |
+//! | `/debug/pprof/flamegraph?seconds=N&frequency=F` | the same as an SVG flamegraph |
+//! | `/debug/pprof/heap` | jemalloc heap profile (in use), gzipped pprof protobuf |
+//! | `/debug/pprof/heap/flamegraph` | the same as an SVG flamegraph |
+//!
+//! A CPU profile ends early, with what it has, when the stage shuts down, so a capture that
+//! spans the end of a run still returns.
+
+use crate::alloc;
+use crate::stats::StageCtx;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use pipeline_plan::Allocator;
+use serde::Deserialize;
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+
+/// Sampling frequency by default: higher rates undercount on small VMs.
+pub const DEFAULT_FREQUENCY: i32 = 99;
+
+pub fn router(ctx: Arc<StageCtx>) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/metrics", get(metrics))
+        .route("/stats", get(stats))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/debug/pprof/profile", get(cpu_profile))
+        .route("/debug/pprof/flamegraph", get(cpu_flamegraph))
+        .route("/debug/pprof/heap", get(heap_profile))
+        .route("/debug/pprof/heap/flamegraph", get(heap_flamegraph))
+        .with_state(ctx)
+}
+
+/// Serve until the stage's shutdown token is cancelled; in-flight requests complete.
+pub async fn serve(listener: TcpListener, ctx: Arc<StageCtx>) -> std::io::Result<()> {
+    let shutdown = ctx.shutdown.clone();
+    axum::serve(listener, router(ctx))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+async fn index(State(ctx): State<Arc<StageCtx>>) -> String {
+    format!(
+        "pipeline {} stage of `{}`\n\n/metrics\n/stats\n/healthz\n/readyz\n\
+         /debug/pprof/profile?seconds=10\n/debug/pprof/flamegraph?seconds=10\n\
+         /debug/pprof/heap\n/debug/pprof/heap/flamegraph\n",
+        ctx.cfg.role(),
+        ctx.cfg.pipeline
+    )
+}
+
+async fn metrics(State(ctx): State<Arc<StageCtx>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
+        ctx.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn stats(State(ctx): State<Arc<StageCtx>>) -> Json<crate::stats::StageStats> {
+    Json(ctx.stats())
+}
+
+async fn readyz(State(ctx): State<Arc<StageCtx>>) -> Response {
+    if ctx.is_ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: waiting for the data port or the downstream connection\n",
+        )
+            .into_response()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ProfileParams {
+    seconds: Option<u64>,
+    frequency: Option<i32>,
+}
+
+fn bad_request(msg: String) -> Response {
+    (StatusCode::BAD_REQUEST, msg + "\n").into_response()
+}
+
+static PROFILING: AtomicBool = AtomicBool::new(false);
+
+/// Marks the (process-wide, single) CPU profiler busy while alive.
+struct ProfilerSlot;
+
+impl ProfilerSlot {
+    fn take() -> Option<Self> {
+        PROFILING
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+            .ok()
+            .map(|_| ProfilerSlot)
+    }
+}
+
+impl Drop for ProfilerSlot {
+    fn drop(&mut self) {
+        PROFILING.store(false, Ordering::Release);
+    }
+}
+
+/// Profile the whole process for `params.seconds` (or until shutdown).
+async fn capture(ctx: &StageCtx, params: ProfileParams) -> Result<pprof::Report, Response> {
+    let seconds = params.seconds.unwrap_or(10);
+    let frequency = params.frequency.unwrap_or(DEFAULT_FREQUENCY);
+    if !(1..=300).contains(&seconds) {
+        return Err(bad_request(format!("seconds must be 1..=300, got {seconds}")));
+    }
+    if !(1..=1000).contains(&frequency) {
+        return Err(bad_request(format!("frequency must be 1..=1000 Hz, got {frequency}")));
+    }
+    let slot = ProfilerSlot::take().ok_or_else(|| {
+        (StatusCode::CONFLICT, "a CPU profile is already being taken\n").into_response()
+    })?;
+    let stop = ctx.shutdown.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        let guard = pprof::ProfilerGuardBuilder::default()
+            .frequency(frequency)
+            .blocklist(&["libc", "libgcc", "pthread", "vdso"])
+            .build()?;
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        while Instant::now() < deadline && !stop.is_cancelled() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        guard.report().build()
+    })
+    .await;
+    match result {
+        Ok(Ok(report)) => Ok(report),
+        Ok(Err(e)) => Err(server_error(format!("profiler: {e}"))),
+        Err(e) => Err(server_error(format!("profiler task: {e}"))),
+    }
+}
+
+fn server_error(msg: String) -> Response {
+    tracing::warn!(%msg, "admin request failed");
+    (StatusCode::INTERNAL_SERVER_ERROR, msg + "\n").into_response()
+}
+
+fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(data)?;
+    enc.finish()
+}
+
+async fn cpu_profile(State(ctx): State<Arc<StageCtx>>, Query(p): Query<ProfileParams>) -> Response {
+    let report = match capture(&ctx, p).await {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    use pprof::protos::Message;
+    let body = report
+        .pprof()
+        .map_err(|e| e.to_string())
+        .map(|profile| profile.encode_to_vec())
+        .and_then(|raw| gzip(&raw).map_err(|e| e.to_string()));
+    match body {
+        Ok(gz) => (
+            [
+                (header::CONTENT_TYPE, "application/octet-stream"),
+                (header::CONTENT_DISPOSITION, "attachment; filename=\"profile.pb.gz\""),
+            ],
+            gz,
+        )
+            .into_response(),
+        Err(e) => server_error(format!("encoding the profile: {e}")),
+    }
+}
+
+async fn cpu_flamegraph(State(ctx): State<Arc<StageCtx>>, Query(p): Query<ProfileParams>) -> Response {
+    let report = match capture(&ctx, p).await {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let mut options = pprof::flamegraph::Options::default();
+    options.title = format!("{} stage: CPU ({})", ctx.cfg.role(), ctx.cfg.pipeline);
+    let mut svg = Vec::new();
+    match report.flamegraph_with_options(&mut svg, &mut options) {
+        Ok(()) => ([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response(),
+        Err(e) => server_error(format!("rendering the flamegraph: {e}")),
+    }
+}
+
+async fn heap_dump(svg: bool) -> Response {
+    if alloc::active() != Allocator::Jemalloc {
+        return (
+            StatusCode::NOT_IMPLEMENTED,
+            "heap profiles need the jemalloc allocator (knob `allocator = \"jemalloc\"`)\n",
+        )
+            .into_response();
+    }
+    let Some(ctl) = jemalloc_pprof::PROF_CTL.as_ref() else {
+        return (StatusCode::NOT_IMPLEMENTED, "jemalloc heap profiling is not enabled\n").into_response();
+    };
+    let mut ctl = ctl.lock().await;
+    if !ctl.activated() {
+        return (StatusCode::NOT_IMPLEMENTED, "jemalloc heap profiling is not active\n").into_response();
+    }
+    if svg {
+        match ctl.dump_flamegraph() {
+            Ok(bytes) => ([(header::CONTENT_TYPE, "image/svg+xml")], bytes).into_response(),
+            Err(e) => server_error(format!("heap flamegraph: {e}")),
+        }
+    } else {
+        match ctl.dump_pprof() {
+            Ok(bytes) => (
+                [
+                    (header::CONTENT_TYPE, "application/octet-stream"),
+                    (header::CONTENT_DISPOSITION, "attachment; filename=\"heap.pb.gz\""),
+                ],
+                bytes,
+            )
+                .into_response(),
+            Err(e) => server_error(format!("heap profile: {e}")),
+        }
+    }
+}
+
+async fn heap_profile() -> Response {
+    heap_dump(false).await
+}
+
+async fn heap_flamegraph() -> Response {
+    heap_dump(true).await
+}

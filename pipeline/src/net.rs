@@ -1,0 +1,414 @@
+//! Connections between stages.
+//!
+//! Upstream stages connect to their downstream's data port and push frames; each connection is
+//! one stream. The same connection carries control frames the other way: a stage asked to stop
+//! (SIGTERM, or a drain request from its own downstream) sends `Drain` to each upstream, which
+//! finishes its stream with an end-of-stream frame. So stopping any stage drains the whole
+//! pipeline from the source down, and nothing in flight is lost.
+//!
+//! Every queue is bounded: a slow consumer fills the queue, then the TCP window, then blocks
+//! the producer upstream (backpressure), so memory stays bounded.
+
+use crate::codec::{FrameCodec, FrameError, Kind, OutFrame};
+use crate::event::DropReason;
+use crate::stats::StageCtx;
+use futures::StreamExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::codec::FramedRead;
+use tracing::{debug, info, warn};
+
+/// How long a draining stage waits for its upstreams to finish their streams.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a finishing stage waits for its downstream to acknowledge the end of stream.
+const END_ACK_TIMEOUT: Duration = Duration::from_secs(30);
+const READ_BUFFER: usize = 256 << 10;
+
+/// Wall-clock time in ns since the Unix epoch.
+pub fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// What arrives on the data port.
+#[derive(Debug)]
+pub enum Input {
+    /// A validated data frame from connection `conn`.
+    Batch { conn: u64, frame: crate::codec::Frame },
+    /// Connection `conn` finished its stream cleanly.
+    End { conn: u64 },
+}
+
+/// The receiving side of a stage: yields inputs until every expected upstream has ended (or,
+/// once draining, until the upstreams are gone or the drain deadline passes).
+pub struct Ingress {
+    rx: mpsc::Receiver<Input>,
+    ctx: Arc<StageCtx>,
+    expected: u32,
+    ended: u32,
+    deadline: Option<Instant>,
+    done: bool,
+}
+
+impl Ingress {
+    /// Start accepting on `listener`.
+    pub fn start(ctx: Arc<StageCtx>, listener: TcpListener) -> Self {
+        let cap = ctx.cfg.knobs.common().queue_capacity as usize;
+        let (tx, rx) = mpsc::channel(cap);
+        tokio::spawn(accept_loop(ctx.clone(), listener, tx));
+        Ingress {
+            rx,
+            expected: ctx.cfg.upstreams,
+            ctx,
+            ended: 0,
+            deadline: None,
+            done: false,
+        }
+    }
+
+    /// The next input, or `None` once the input is complete.
+    pub async fn recv(&mut self) -> Option<Input> {
+        loop {
+            if self.done || self.ended >= self.expected {
+                self.done = true;
+                return None;
+            }
+            if self.deadline.is_none() && self.ctx.drain.is_cancelled() {
+                self.deadline = Some(Instant::now() + DRAIN_TIMEOUT);
+            }
+            let drain = self.ctx.drain.clone();
+            let deadline = self.deadline;
+            tokio::select! {
+                biased;
+                item = self.rx.recv() => {
+                    self.ctx.metrics.input_queue_depth.set(self.rx.len() as i64);
+                    match item {
+                        Some(input) => {
+                            if matches!(input, Input::End { .. }) {
+                                self.ended += 1;
+                            }
+                            return Some(input);
+                        }
+                        // The acceptor (stopped by the drain) and every reader are gone.
+                        None => {
+                            if self.ended < self.expected {
+                                info!(ended = self.ended, expected = self.expected, "input closed while draining");
+                            }
+                            self.done = true;
+                        }
+                    }
+                }
+                _ = drain.cancelled(), if deadline.is_none() => {}
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                    warn!(
+                        ended = self.ended,
+                        expected = self.expected,
+                        "drain deadline passed with upstream streams unfinished; their in-flight events are unaccounted"
+                    );
+                    self.done = true;
+                }
+            }
+        }
+    }
+}
+
+async fn accept_loop(ctx: Arc<StageCtx>, listener: TcpListener, tx: mpsc::Sender<Input>) {
+    let mut next_conn = 0u64;
+    loop {
+        tokio::select! {
+            _ = ctx.drain.cancelled() => {
+                debug!("no longer accepting connections");
+                return;
+            }
+            accepted = listener.accept() => match accepted {
+                Ok((sock, peer)) => {
+                    next_conn += 1;
+                    let _ = sock.set_nodelay(true);
+                    debug!(conn = next_conn, %peer, "upstream connected");
+                    tokio::spawn(read_conn(ctx.clone(), next_conn, sock, tx.clone()));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Read one upstream connection until its end of stream, a bad frame, or close.
+async fn read_conn(ctx: Arc<StageCtx>, conn: u64, sock: TcpStream, tx: mpsc::Sender<Input>) {
+    let m = &ctx.metrics;
+    m.upstream_connections.inc();
+    let max = ctx.cfg.knobs.common().max_frame_bytes as usize;
+    let (rd, mut wr) = sock.into_split();
+    let mut frames = FramedRead::with_capacity(rd, FrameCodec::new(max), READ_BUFFER);
+    let mut events_in = 0u64;
+    let mut drain_sent = false;
+    loop {
+        tokio::select! {
+            biased;
+            _ = ctx.drain.cancelled(), if !drain_sent => {
+                drain_sent = true;
+                if let Err(e) = wr.write_all(&OutFrame::drain().finish(0, 0)).await {
+                    debug!(conn, error = %e, "could not send drain request upstream");
+                }
+            }
+            next = frames.next() => match next {
+                Some(Ok(frame)) => match frame.header.kind {
+                    Kind::Data => {
+                        let events = u64::from(frame.header.event_count);
+                        events_in += events;
+                        m.events_received.inc_by(events);
+                        m.batches_received.inc();
+                        m.received_bytes.inc_by(frame.wire_bytes as u64);
+                        if m.telemetry && frame.header.emitted_at_ns > 0 {
+                            let age = now_ns().saturating_sub(frame.header.emitted_at_ns);
+                            m.batch_age.observe(age as f64 / 1e9);
+                        }
+                        if tx.send(Input::Batch { conn, frame }).await.is_err() {
+                            break;
+                        }
+                    }
+                    Kind::End => {
+                        let (_, events_sent) = frame.end_totals();
+                        let missing = events_sent.saturating_sub(events_in);
+                        if missing > 0 {
+                            m.dropped(DropReason::LostInTransit).inc_by(missing);
+                            warn!(conn, missing, "upstream sent more events than arrived");
+                        }
+                        debug!(conn, events = events_in, "upstream finished its stream");
+                        let _ = tx.send(Input::End { conn }).await;
+                        break;
+                    }
+                    Kind::Drain => {
+                        let err = FrameError::Kind(Kind::Drain as u8);
+                        m.frame_rejected(&err);
+                        warn!(conn, "drain request on a data port; closing the connection");
+                        break;
+                    }
+                },
+                Some(Err(e)) => {
+                    m.frame_rejected(&e);
+                    warn!(conn, error = %e, reason = e.reason(), "rejected a frame; closing the connection");
+                    break;
+                }
+                None => {
+                    if events_in > 0 {
+                        warn!(conn, events = events_in, "upstream closed without finishing its stream");
+                    }
+                    break;
+                }
+            }
+        }
+    }
+    m.upstream_connections.dec();
+}
+
+/// The sending side of a stage: a bounded queue drained by one writer task that owns the
+/// downstream connection. With no downstream, frames are discarded and counted.
+pub struct Egress {
+    tx: mpsc::Sender<OutFrame>,
+    task: JoinHandle<()>,
+    connected: Arc<AtomicBool>,
+}
+
+impl Egress {
+    pub fn start(ctx: Arc<StageCtx>) -> Self {
+        let cap = ctx.cfg.knobs.common().queue_capacity as usize;
+        let (tx, rx) = mpsc::channel(cap);
+        let connected = Arc::new(AtomicBool::new(false));
+        let task = match ctx.cfg.downstream.clone() {
+            Some(addr) => tokio::spawn(write_loop(ctx, addr, rx, connected.clone())),
+            None => {
+                connected.store(true, Ordering::Relaxed);
+                tokio::spawn(discard_loop(ctx, rx))
+            }
+        };
+        Egress {
+            tx,
+            task,
+            connected,
+        }
+    }
+
+    /// A handle for producers on other threads (`blocking_send`).
+    pub fn sender(&self) -> mpsc::Sender<OutFrame> {
+        self.tx.clone()
+    }
+
+    /// Queue a frame, waiting while the queue is full (backpressure).
+    pub async fn send(&self, frame: OutFrame) {
+        // The writer only stops when every sender is gone, so this cannot fail.
+        let _ = self.tx.send(frame).await;
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// Wait until connected (or the stage drains, or `timeout` passes).
+    pub async fn wait_connected(&self, ctx: &StageCtx, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !self.is_connected() && !ctx.drain.is_cancelled() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        self.is_connected()
+    }
+
+    /// Close the queue, let the writer send what is queued and the end of stream, and wait.
+    pub async fn finish(self) {
+        drop(self.tx);
+        if let Err(e) = self.task.await {
+            warn!(error = %e, "egress task failed");
+        }
+    }
+}
+
+fn stream_id() -> u32 {
+    std::process::id().rotate_left(16) ^ (now_ns() as u32)
+}
+
+async fn discard_loop(ctx: Arc<StageCtx>, mut rx: mpsc::Receiver<OutFrame>) {
+    while let Some(frame) = rx.recv().await {
+        ctx.metrics
+            .dropped(DropReason::NoDownstream)
+            .inc_by(u64::from(frame.events()));
+    }
+}
+
+/// Connect, retrying with backoff, until connected; gives up once the stage has been draining
+/// for longer than the drain timeout.
+async fn connect(ctx: &StageCtx, addr: &str) -> Option<TcpStream> {
+    let mut backoff = Duration::from_millis(10);
+    let mut last_log = Instant::now();
+    let mut drain_deadline: Option<Instant> = None;
+    loop {
+        match TcpStream::connect(addr).await {
+            Ok(sock) => {
+                let _ = sock.set_nodelay(true);
+                info!(downstream = addr, "connected downstream");
+                return Some(sock);
+            }
+            Err(e) => {
+                if last_log.elapsed() > Duration::from_secs(5) {
+                    warn!(downstream = addr, error = %e, "still waiting for the downstream");
+                    last_log = Instant::now();
+                }
+            }
+        }
+        if ctx.drain.is_cancelled() {
+            let d = *drain_deadline.get_or_insert_with(|| Instant::now() + DRAIN_TIMEOUT);
+            if Instant::now() >= d {
+                return None;
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
+}
+
+async fn write_loop(
+    ctx: Arc<StageCtx>,
+    addr: String,
+    mut rx: mpsc::Receiver<OutFrame>,
+    connected: Arc<AtomicBool>,
+) {
+    let m = &ctx.metrics;
+    let max = ctx.cfg.knobs.common().max_frame_bytes as usize;
+    let stream = stream_id();
+    let (mut seq, mut records_sent, mut events_sent) = (0u64, 0u64, 0u64);
+    let mut conn = None;
+    loop {
+        if conn.is_none() {
+            match connect(&ctx, &addr).await {
+                Some(sock) => {
+                    let (rd, wr) = sock.into_split();
+                    conn = Some((wr, FramedRead::new(rd, FrameCodec::new(max))));
+                    connected.store(true, Ordering::Relaxed);
+                }
+                None => {
+                    // Nobody to deliver to: account for everything still queued.
+                    rx.close();
+                    while let Some(f) = rx.recv().await {
+                        m.dropped(DropReason::DownstreamLost).inc_by(u64::from(f.events()));
+                    }
+                    warn!(downstream = addr, "gave up on the downstream");
+                    return;
+                }
+            }
+        }
+        let Some((wr, control)) = conn.as_mut() else {
+            continue;
+        };
+        tokio::select! {
+            frame = rx.recv() => match frame {
+                Some(f) => {
+                    m.output_queue_depth.set(rx.len() as i64);
+                    let (records, events) = (u64::from(f.records()), u64::from(f.events()));
+                    let bytes = f.finish(stream, seq);
+                    match wr.write_all(&bytes).await {
+                        Ok(()) => {
+                            seq += 1;
+                            records_sent += records;
+                            events_sent += events;
+                            m.events_sent.inc_by(events);
+                            m.batches_sent.inc();
+                            m.sent_bytes.inc_by(bytes.len() as u64);
+                        }
+                        Err(e) => {
+                            m.dropped(DropReason::DownstreamLost).inc_by(events);
+                            warn!(downstream = addr, error = %e, events, "write failed; reconnecting");
+                            conn = None;
+                            connected.store(false, Ordering::Relaxed);
+                        }
+                    }
+                }
+                None => break,
+            },
+            ctrl = control.next() => match ctrl {
+                Some(Ok(f)) if f.header.kind == Kind::Drain => {
+                    info!("downstream asked to finish the stream");
+                    ctx.drain.cancel();
+                }
+                Some(Ok(f)) => warn!(kind = ?f.header.kind, "unexpected frame from downstream; ignored"),
+                Some(Err(e)) => {
+                    warn!(error = %e, "bad control frame from downstream; reconnecting");
+                    conn = None;
+                    connected.store(false, Ordering::Relaxed);
+                }
+                None => {
+                    warn!(downstream = addr, "downstream closed the connection; reconnecting");
+                    conn = None;
+                    connected.store(false, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+    // End of stream: send the totals and wait for the downstream to close (its receipt).
+    if let Some((mut wr, mut control)) = conn {
+        let end = OutFrame::end(records_sent, events_sent).finish(stream, seq);
+        if let Err(e) = wr.write_all(&end).await {
+            warn!(error = %e, "could not send end of stream");
+            return;
+        }
+        let _ = wr.shutdown().await;
+        let acked = tokio::time::timeout(END_ACK_TIMEOUT, async {
+            while let Some(Ok(_)) = control.next().await {}
+        })
+        .await;
+        if acked.is_err() {
+            warn!("downstream did not close after the end of stream");
+        }
+        debug!(records = records_sent, events = events_sent, "stream finished");
+    }
+}

@@ -1,0 +1,142 @@
+//! Running one stage process: bind the ports, announce them, serve the admin endpoints, run
+//! the role until its stream ends (or a signal drains it), then report and exit.
+
+pub mod aggregate;
+pub mod parse;
+pub mod sink;
+pub mod source;
+
+use crate::stats::StageCtx;
+use crate::{admin, alloc};
+use anyhow::Context;
+use pipeline_plan::{Role, StageConfig};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{info, warn};
+
+/// Process-level options that are not knobs.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Write [`ReadyInfo`] here (atomically) once the ports are bound.
+    pub ready_file: Option<PathBuf>,
+    /// Write the final [`crate::stats::StageStats`] here as JSON.
+    pub stats_out: Option<PathBuf>,
+    /// After a stream that ended by itself, keep the admin port up this long (so a scraper
+    /// sees the final counters); a signal ends it early.
+    pub linger: Duration,
+}
+
+/// The bound addresses of a started stage.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadyInfo {
+    pub pid: u32,
+    pub stage: String,
+    pub data_addr: Option<String>,
+    pub admin_addr: String,
+}
+
+/// Write a file so that readers never see it half-written.
+pub fn write_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, contents)?;
+    std::fs::rename(&tmp, path)
+}
+
+pub async fn run(cfg: StageConfig, opts: RunOptions) -> anyhow::Result<()> {
+    let role = cfg.role();
+    let ctx = StageCtx::new(cfg);
+    alloc::set_counting(ctx.metrics.telemetry);
+    let admin = TcpListener::bind(&ctx.cfg.admin)
+        .await
+        .with_context(|| format!("binding the admin port {}", ctx.cfg.admin))?;
+    let data = match role {
+        Role::Source => None,
+        _ => Some(
+            TcpListener::bind(&ctx.cfg.listen)
+                .await
+                .with_context(|| format!("binding the data port {}", ctx.cfg.listen))?,
+        ),
+    };
+    let ready = ReadyInfo {
+        pid: std::process::id(),
+        stage: role.to_string(),
+        data_addr: data.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.to_string()),
+        admin_addr: admin.local_addr()?.to_string(),
+    };
+    info!(
+        stage = %role,
+        pipeline = %ctx.cfg.pipeline,
+        admin = %ready.admin_addr,
+        data = ready.data_addr.as_deref().unwrap_or("-"),
+        downstream = ctx.cfg.downstream.as_deref().unwrap_or("-"),
+        allocator = alloc::active().as_str(),
+        "stage started"
+    );
+    if let Some(path) = &opts.ready_file {
+        write_atomically(path, &serde_json::to_vec(&ready)?)
+            .with_context(|| format!("writing the ready file {}", path.display()))?;
+    }
+    let admin_task = tokio::spawn(admin::serve(admin, ctx.clone()));
+    tokio::spawn(on_signals(ctx.clone()));
+
+    let result = match (role, data) {
+        (Role::Source, _) => source::run(ctx.clone()).await,
+        (Role::Parse, Some(l)) => parse::run(ctx.clone(), l).await,
+        (Role::Aggregate, Some(l)) => aggregate::run(ctx.clone(), l).await,
+        (Role::Sink, Some(l)) => sink::run(ctx.clone(), l).await,
+        (_, None) => unreachable!("every role but the source has a data listener"),
+    };
+    ctx.finished.store(true, std::sync::atomic::Ordering::Relaxed);
+    let stats = ctx.stats();
+    info!(
+        received = stats.events_received,
+        sent = stats.events_sent,
+        dead_lettered = stats.dead_lettered,
+        lost = stats.lost,
+        cpu_seconds = format!("{:.2}", stats.cpu_seconds),
+        peak_rss_mib = stats.peak_rss_bytes >> 20,
+        "stage finished"
+    );
+    if let Some(path) = &opts.stats_out {
+        write_atomically(path, &serde_json::to_vec_pretty(&stats)?)
+            .with_context(|| format!("writing the stats file {}", path.display()))?;
+    }
+    if result.is_ok() && !opts.linger.is_zero() && !ctx.drain.is_cancelled() {
+        tokio::select! {
+            _ = tokio::time::sleep(opts.linger) => {}
+            _ = ctx.drain.cancelled() => {}
+        }
+    }
+    ctx.shutdown.cancel();
+    if tokio::time::timeout(Duration::from_secs(5), admin_task).await.is_err() {
+        warn!("admin server did not stop within 5 s");
+    }
+    result
+}
+
+/// First SIGTERM/SIGINT: finish the stream (drain). Second: exit at once.
+async fn on_signals(ctx: std::sync::Arc<StageCtx>) {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        warn!("could not install signal handlers");
+        return;
+    };
+    let mut seen = 0;
+    loop {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        seen += 1;
+        if seen == 1 {
+            info!("signal received: finishing the stream (signal again to exit at once)");
+            ctx.drain.cancel();
+        } else {
+            warn!("second signal: exiting now");
+            std::process::exit(130);
+        }
+    }
+}

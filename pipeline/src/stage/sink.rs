@@ -1,0 +1,134 @@
+//! The sink: appends window results to the segment log (or discards them in `blackhole` mode)
+//! on a dedicated thread, applies the fsync policy, and measures end-to-end latency: from the
+//! newest event of a window leaving the source to its result being persisted.
+
+use crate::codec::Frame;
+use crate::event::{DropReason, WindowResult};
+use crate::net::{Ingress, Input, now_ns};
+use crate::seglog::SegmentLog;
+use crate::stats::StageCtx;
+use anyhow::Context;
+use pipeline_plan::{FsyncPolicy, SinkKnobs, SinkMode, StageKnobs};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tracing::info;
+
+pub async fn run(ctx: Arc<StageCtx>, listener: TcpListener) -> anyhow::Result<()> {
+    let StageKnobs::Sink(knobs) = ctx.cfg.knobs.clone() else {
+        anyhow::bail!("sink stage started with {:?} knobs", ctx.cfg.role());
+    };
+    // Open (and repair) the log before declaring readiness, so a bad directory fails fast.
+    let log = match knobs.mode {
+        SinkMode::Log => {
+            let dir = Path::new(&knobs.dir);
+            let (log, recovery) = SegmentLog::open(dir, knobs.segment_bytes)
+                .with_context(|| format!("opening the segment log in {}", dir.display()))?;
+            info!(
+                dir = %dir.display(),
+                existing_records = recovery.existing_records,
+                truncated_torn_bytes = recovery.truncated_bytes,
+                "segment log open"
+            );
+            Some(log)
+        }
+        SinkMode::Blackhole => None,
+    };
+    let mut ingress = Ingress::start(ctx.clone(), listener);
+    ctx.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (tx, rx) = mpsc::channel::<Frame>(knobs.common.queue_capacity as usize);
+    let writer_ctx = ctx.clone();
+    let writer = tokio::task::spawn_blocking(move || persist(&writer_ctx, &knobs, log, rx));
+    while let Some(input) = ingress.recv().await {
+        if let Input::Batch { frame, .. } = input
+            && tx.send(frame).await.is_err()
+        {
+            break;
+        }
+    }
+    drop(tx);
+    writer.await.context("log writer thread")?
+}
+
+fn persist(
+    ctx: &StageCtx,
+    k: &SinkKnobs,
+    mut log: Option<SegmentLog>,
+    mut rx: mpsc::Receiver<Frame>,
+) -> anyhow::Result<()> {
+    let m = &ctx.metrics;
+    let interval = Duration::from_millis(k.fsync_interval_ms);
+    let mut last_sync = Instant::now();
+    let mut emits = Vec::new();
+    let sync = |log: &mut SegmentLog| -> anyhow::Result<()> {
+        let t0 = Instant::now();
+        if log.sync()? {
+            m.fsyncs.inc();
+            if m.telemetry {
+                m.fsync_duration.observe(t0.elapsed().as_secs_f64());
+            }
+        }
+        Ok(())
+    };
+    while let Some(frame) = rx.blocking_recv() {
+        m.input_queue_depth.set(rx.len() as i64);
+        let t0 = Instant::now();
+        let _span = m
+            .telemetry
+            .then(|| tracing::debug_span!(target: "pipeline::batch", "persist", records = frame.header.record_count).entered());
+        let (mut events, mut windows, mut written) = (0u64, 0u64, 0u64);
+        emits.clear();
+        for rec in frame.records() {
+            match WindowResult::peek(rec) {
+                Ok((_, count, last_emit_ns)) => {
+                    if let Some(log) = log.as_mut() {
+                        written += log.append(rec)?;
+                    }
+                    events += count;
+                    windows += 1;
+                    emits.push(last_emit_ns);
+                }
+                Err(_) => m.undecodable_records.inc(),
+            }
+        }
+        if let Some(log) = log.as_mut() {
+            match k.fsync {
+                FsyncPolicy::Batch => sync(log)?,
+                FsyncPolicy::Interval if last_sync.elapsed() >= interval => {
+                    sync(log)?;
+                    last_sync = Instant::now();
+                }
+                // Hand the bytes to the OS now; durability is the OS's business.
+                _ => log.flush()?,
+            }
+            m.events_persisted.inc_by(events);
+            m.events_sent.inc_by(events);
+            m.windows_persisted.inc_by(windows);
+            m.log_written_bytes.inc_by(written);
+        } else {
+            m.dropped(DropReason::Blackhole).inc_by(events);
+        }
+        let now = now_ns();
+        if let Ok(mut hdr) = ctx.e2e.lock() {
+            for &emit in &emits {
+                let latency_ns = now.saturating_sub(emit);
+                hdr.saturating_record((latency_ns / 1000).max(1));
+                if m.telemetry {
+                    m.end_to_end_latency.observe(latency_ns as f64 / 1e9);
+                }
+            }
+        }
+        if m.telemetry {
+            m.batch_duration.observe(t0.elapsed().as_secs_f64());
+        }
+    }
+    if let Some(log) = log.as_mut() {
+        match k.fsync {
+            FsyncPolicy::Never => log.flush()?,
+            _ => sync(log)?,
+        }
+    }
+    Ok(())
+}

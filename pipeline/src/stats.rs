@@ -1,0 +1,191 @@
+//! The shared context of a running stage and its JSON snapshot (`/stats`, and the file written
+//! at exit with `--stats-out`): exact counters, exact end-to-end percentiles (HDR, not
+//! Prometheus buckets), CPU, memory and allocations. The local runner reads these.
+
+use crate::alloc;
+use crate::event::{DropClass, Latency};
+use crate::metrics::Metrics;
+use crate::window::{latency_histogram, percentiles};
+use hdrhistogram::Histogram;
+use pipeline_plan::StageConfig;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Percentiles of end-to-end latency, microseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LatencySummary {
+    pub count: u64,
+    pub min: u64,
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub max: u64,
+}
+
+/// A snapshot of one stage. Field meanings are documented in the README ("The run summary").
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StageStats {
+    pub pipeline: String,
+    pub stage: String,
+    pub pid: u32,
+    /// The stage has processed its whole input and forwarded its end of stream.
+    pub finished: bool,
+    pub uptime_seconds: f64,
+    pub events_emitted: u64,
+    pub events_received: u64,
+    pub events_sent: u64,
+    pub events_persisted: u64,
+    /// Non-zero drop counts by reason.
+    pub dropped: BTreeMap<String, u64>,
+    pub dead_lettered: u64,
+    pub discarded: u64,
+    pub lost: u64,
+    /// Non-zero rejected-frame counts by reason.
+    pub frames_rejected: BTreeMap<String, u64>,
+    pub batches_received: u64,
+    pub batches_sent: u64,
+    pub received_bytes: u64,
+    pub sent_bytes: u64,
+    pub windows_closed: u64,
+    pub windows_persisted: u64,
+    pub end_to_end_latency_us: Option<LatencySummary>,
+    pub cpu_seconds: f64,
+    pub rss_bytes: u64,
+    pub peak_rss_bytes: u64,
+    pub allocations: u64,
+    pub allocated_bytes: u64,
+    pub allocator: String,
+    pub telemetry: bool,
+}
+
+/// What every part of a running stage shares.
+pub struct StageCtx {
+    pub cfg: StageConfig,
+    pub metrics: Metrics,
+    pub started: Instant,
+    /// End-to-end latency (sink only), µs, exact to 2 significant digits.
+    pub e2e: Mutex<Histogram<u32>>,
+    /// Set once the data port is bound and the downstream connected.
+    pub ready: AtomicBool,
+    /// Set once the stage has forwarded its end of stream.
+    pub finished: AtomicBool,
+    /// Cancelled to ask the stage to finish its stream (SIGTERM, or a downstream request).
+    pub drain: CancellationToken,
+    /// Cancelled when the process is about to exit: admin server and profiles stop.
+    pub shutdown: CancellationToken,
+}
+
+impl StageCtx {
+    pub fn new(cfg: StageConfig) -> Arc<Self> {
+        let metrics = Metrics::new(&cfg);
+        Arc::new(StageCtx {
+            cfg,
+            metrics,
+            started: Instant::now(),
+            e2e: Mutex::new(latency_histogram()),
+            ready: AtomicBool::new(false),
+            finished: AtomicBool::new(false),
+            drain: CancellationToken::new(),
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    pub fn stats(&self) -> StageStats {
+        let m = &self.metrics;
+        let mut dropped = BTreeMap::new();
+        let (mut dead, mut discard, mut lost) = (0, 0, 0);
+        for (reason, n) in m.drops() {
+            if n == 0 {
+                continue;
+            }
+            dropped.insert(reason.as_str().to_string(), n);
+            match reason.class() {
+                DropClass::DeadLetter => dead += n,
+                DropClass::Discard => discard += n,
+                DropClass::Loss => lost += n,
+            }
+        }
+        let frames_rejected = m
+            .frames_rejected()
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(r, n)| (r.to_string(), n))
+            .collect();
+        let e2e = self.e2e.lock().map(|h| (h.len(), percentiles(&h))).ok();
+        let end_to_end_latency_us = e2e.filter(|(n, _)| *n > 0).map(
+            |(count, Latency { min, p50, p90, p99, max })| LatencySummary {
+                count,
+                min,
+                p50,
+                p90,
+                p99,
+                max,
+            },
+        );
+        let (cpu_seconds, peak_rss_bytes) = rusage();
+        let (allocations, allocated_bytes) = alloc::totals();
+        StageStats {
+            pipeline: self.cfg.pipeline.clone(),
+            stage: self.cfg.role().to_string(),
+            pid: std::process::id(),
+            finished: self.finished.load(Ordering::Relaxed),
+            uptime_seconds: self.started.elapsed().as_secs_f64(),
+            events_emitted: m.events_emitted.get(),
+            events_received: m.events_received.get(),
+            events_sent: m.events_sent.get(),
+            events_persisted: m.events_persisted.get(),
+            dropped,
+            dead_lettered: dead,
+            discarded: discard,
+            lost,
+            frames_rejected,
+            batches_received: m.batches_received.get(),
+            batches_sent: m.batches_sent.get(),
+            received_bytes: m.received_bytes.get(),
+            sent_bytes: m.sent_bytes.get(),
+            windows_closed: m.windows_closed.get(),
+            windows_persisted: m.windows_persisted.get(),
+            end_to_end_latency_us,
+            cpu_seconds,
+            rss_bytes: current_rss(),
+            peak_rss_bytes,
+            allocations,
+            allocated_bytes,
+            allocator: alloc::active().as_str().to_string(),
+            telemetry: m.telemetry,
+        }
+    }
+}
+
+/// (CPU seconds, peak RSS bytes) of this process.
+fn rusage() -> (f64, u64) {
+    // SAFETY: getrusage fills the zeroed struct we own.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return (0.0, 0);
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (
+        secs(ru.ru_utime) + secs(ru.ru_stime),
+        (ru.ru_maxrss.max(0) as u64) * 1024,
+    )
+}
+
+/// Current resident set size in bytes.
+fn current_rss() -> u64 {
+    let pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(0) as u64;
+    pages * page
+}
