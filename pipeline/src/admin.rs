@@ -131,6 +131,8 @@ async fn capture(ctx: &StageCtx, params: ProfileParams) -> Result<pprof::Report,
     let slot = ProfilerSlot::take().ok_or_else(|| {
         (StatusCode::CONFLICT, "a CPU profile is already being taken\n").into_response()
     })?;
+    ctx.sample_rss();
+    ctx.profiled.store(true, Ordering::Relaxed);
     let stop = ctx.shutdown.clone();
     let result = tokio::task::spawn_blocking(move || {
         let _slot = slot;
@@ -192,13 +194,27 @@ async fn cpu_flamegraph(State(ctx): State<Arc<StageCtx>>, Query(p): Query<Profil
         Ok(r) => r,
         Err(resp) => return resp,
     };
+    let title = format!("{} stage: CPU ({})", ctx.cfg.role(), ctx.cfg.pipeline);
+    if report.data.is_empty() {
+        let svg = empty_svg(&title, "no CPU samples: the stage was idle while profiled");
+        return ([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response();
+    }
     let mut options = pprof::flamegraph::Options::default();
-    options.title = format!("{} stage: CPU ({})", ctx.cfg.role(), ctx.cfg.pipeline);
+    options.title = title;
     let mut svg = Vec::new();
     match report.flamegraph_with_options(&mut svg, &mut options) {
         Ok(()) => ([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response(),
         Err(e) => server_error(format!("rendering the flamegraph: {e}")),
     }
+}
+
+/// A small SVG that says why there is no flamegraph.
+fn empty_svg(title: &str, note: &str) -> String {
+    format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"1200\" height=\"80\">\
+         <text x=\"600\" y=\"30\" text-anchor=\"middle\" font-size=\"17\">{title}</text>\
+         <text x=\"600\" y=\"60\" text-anchor=\"middle\" font-size=\"14\">{note}</text></svg>\n"
+    )
 }
 
 async fn heap_dump(svg: bool) -> Response {

@@ -10,7 +10,7 @@ use hdrhistogram::Histogram;
 use pipeline_plan::StageConfig;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -35,6 +35,10 @@ pub struct StageStats {
     /// The stage has processed its whole input and forwarded its end of stream.
     pub finished: bool,
     pub uptime_seconds: f64,
+    /// Wall clock (ns since the Unix epoch) when the stage started.
+    pub started_unix_ns: u64,
+    /// Wall clock when the stage finished its stream (0 while running).
+    pub finished_unix_ns: u64,
     pub events_emitted: u64,
     pub events_received: u64,
     pub events_sent: u64,
@@ -55,7 +59,13 @@ pub struct StageStats {
     pub end_to_end_latency_us: Option<LatencySummary>,
     pub cpu_seconds: f64,
     pub rss_bytes: u64,
+    /// Peak RSS of the process's whole life (includes the CPU profiler's memory, if one ran).
     pub peak_rss_bytes: u64,
+    /// Peak RSS sampled (10 Hz) before the first CPU profile: the pipeline's own footprint.
+    /// pprof-rs keeps a collector of ~80 MB from its first profile on.
+    pub peak_rss_unprofiled_bytes: u64,
+    /// Whether a CPU profile has been taken in this process.
+    pub profiled: bool,
     pub allocations: u64,
     pub allocated_bytes: u64,
     pub allocator: String,
@@ -67,6 +77,9 @@ pub struct StageCtx {
     pub cfg: StageConfig,
     pub metrics: Metrics,
     pub started: Instant,
+    pub started_unix_ns: u64,
+    /// Wall clock when the stream finished (0 while running).
+    pub finished_unix_ns: AtomicU64,
     /// End-to-end latency (sink only), µs, exact to 2 significant digits.
     pub e2e: Mutex<Histogram<u32>>,
     /// Set once the data port is bound and the downstream connected.
@@ -77,6 +90,9 @@ pub struct StageCtx {
     pub drain: CancellationToken,
     /// Cancelled when the process is about to exit: admin server and profiles stop.
     pub shutdown: CancellationToken,
+    /// Set when the first CPU profile starts.
+    pub profiled: AtomicBool,
+    rss_unprofiled_peak: AtomicU64,
 }
 
 impl StageCtx {
@@ -86,12 +102,24 @@ impl StageCtx {
             cfg,
             metrics,
             started: Instant::now(),
+            started_unix_ns: crate::net::now_ns(),
+            finished_unix_ns: AtomicU64::new(0),
             e2e: Mutex::new(latency_histogram()),
             ready: AtomicBool::new(false),
             finished: AtomicBool::new(false),
             drain: CancellationToken::new(),
             shutdown: CancellationToken::new(),
+            profiled: AtomicBool::new(false),
+            rss_unprofiled_peak: AtomicU64::new(0),
         })
+    }
+
+    /// Record the current RSS as part of the pipeline's own footprint, unless a profile has
+    /// already run. Called periodically, and just before a profile starts.
+    pub fn sample_rss(&self) {
+        if !self.profiled.load(Ordering::Relaxed) {
+            self.rss_unprofiled_peak.fetch_max(current_rss(), Ordering::Relaxed);
+        }
     }
 
     pub fn is_ready(&self) -> bool {
@@ -138,6 +166,8 @@ impl StageCtx {
             pid: std::process::id(),
             finished: self.finished.load(Ordering::Relaxed),
             uptime_seconds: self.started.elapsed().as_secs_f64(),
+            started_unix_ns: self.started_unix_ns,
+            finished_unix_ns: self.finished_unix_ns.load(Ordering::Relaxed),
             events_emitted: m.events_emitted.get(),
             events_received: m.events_received.get(),
             events_sent: m.events_sent.get(),
@@ -157,6 +187,11 @@ impl StageCtx {
             cpu_seconds,
             rss_bytes: current_rss(),
             peak_rss_bytes,
+            peak_rss_unprofiled_bytes: {
+                self.sample_rss();
+                self.rss_unprofiled_peak.load(Ordering::Relaxed)
+            },
+            profiled: self.profiled.load(Ordering::Relaxed),
             allocations,
             allocated_bytes,
             allocator: alloc::active().as_str().to_string(),

@@ -80,6 +80,14 @@ pub async fn run(cfg: StageConfig, opts: RunOptions) -> anyhow::Result<()> {
             .with_context(|| format!("writing the ready file {}", path.display()))?;
     }
     let admin_task = tokio::spawn(admin::serve(admin, ctx.clone()));
+    let sampler = ctx.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        while !sampler.shutdown.is_cancelled() {
+            tick.tick().await;
+            sampler.sample_rss();
+        }
+    });
     tokio::spawn(on_signals(ctx.clone()));
 
     let result = match (role, data) {
@@ -89,6 +97,8 @@ pub async fn run(cfg: StageConfig, opts: RunOptions) -> anyhow::Result<()> {
         (Role::Sink, Some(l)) => sink::run(ctx.clone(), l).await,
         (_, None) => unreachable!("every role but the source has a data listener"),
     };
+    ctx.finished_unix_ns
+        .store(crate::net::now_ns(), std::sync::atomic::Ordering::Relaxed);
     ctx.finished.store(true, std::sync::atomic::Ordering::Relaxed);
     let stats = ctx.stats();
     info!(

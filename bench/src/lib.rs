@@ -1,0 +1,11 @@
+//! The observatory's measurement library.
+//!
+//! - [`local`]: run a plan as child processes on loopback (the local mode of the observatory).
+//! - [`run`]: one measured run: live display, mid-run flamegraphs, the report folder.
+//! - [`summary`]: the run summary (JSON and text) and its conservation check.
+//! - [`http`]: scraping admin ports.
+
+pub mod http;
+pub mod local;
+pub mod run;
+pub mod summary;

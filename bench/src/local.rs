@@ -1,0 +1,249 @@
+//! Running a [`Plan`] as child processes on loopback: the same plan, knobs and stage configs
+//! the operator renders for Kubernetes, started last stage first so every stage finds its
+//! downstream. Ports are chosen by the stages themselves (port 0) and announced in ready files,
+//! so there is no race for free ports.
+//!
+//! Children die with the runner (`PR_SET_PDEATHSIG`), so an interrupted runner leaves no
+//! orphan process.
+
+use anyhow::{Context, bail};
+use pipeline::stage::ReadyInfo;
+use pipeline::stats::StageStats;
+use pipeline_plan::{Plan, Role};
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+
+/// Where and how to run.
+#[derive(Clone, Debug)]
+pub struct LocalOptions {
+    /// The `pipeline` binary.
+    pub pipeline_bin: PathBuf,
+    /// Working directory of the processes: configs, logs, ready and stats files, the sink's log.
+    pub workdir: PathBuf,
+    /// Keep admin ports up this long after the stream ends.
+    pub linger: Duration,
+}
+
+/// One running stage process.
+pub struct StageProc {
+    pub role: Role,
+    pub ready: ReadyInfo,
+    pub log: PathBuf,
+    pub stats_file: PathBuf,
+    child: Child,
+    status: Option<ExitStatus>,
+}
+
+impl StageProc {
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.ready.admin_addr)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.ready.pid
+    }
+
+    pub fn has_exited(&mut self) -> bool {
+        if self.status.is_none()
+            && let Ok(Some(s)) = self.child.try_wait()
+        {
+            self.status = Some(s);
+        }
+        self.status.is_some()
+    }
+}
+
+/// The last lines of a log, for error messages.
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Find the `pipeline` binary: `$PIPELINE_BIN`, next to this executable (or its parent, for
+/// test binaries in `target/*/deps`), or on `PATH`.
+pub fn find_pipeline_bin() -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("PIPELINE_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        for dir in exe.ancestors().skip(1).take(2) {
+            let candidate = dir.join("pipeline");
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
+        }
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let candidate = dir.join("pipeline");
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
+        }
+    }
+    bail!("cannot find the `pipeline` binary: build it (`cargo build --release`) or set PIPELINE_BIN")
+}
+
+/// A running pipeline.
+pub struct LocalRun {
+    /// In data-flow order.
+    pub stages: Vec<StageProc>,
+}
+
+impl LocalRun {
+    /// Start every stage of `plan`, last first, each once its downstream is listening.
+    pub async fn start(plan: &Plan, opts: &LocalOptions) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&opts.workdir)
+            .with_context(|| format!("creating {}", opts.workdir.display()))?;
+        let mut stages: Vec<StageProc> = Vec::new();
+        let mut downstream: Option<String> = None;
+        for knobs in plan.stages().iter().rev() {
+            let role = knobs.role();
+            let cfg = plan.stage_config(role, "127.0.0.1:0", "127.0.0.1:0", downstream.as_deref())?;
+            let file = |suffix: &str| opts.workdir.join(format!("{role}{suffix}"));
+            let (config, ready_file, stats_file, log) =
+                (file(".toml"), file(".ready.json"), file(".stats.json"), file(".log"));
+            std::fs::write(&config, cfg.to_toml())
+                .with_context(|| format!("writing {}", config.display()))?;
+            for stale in [&ready_file, &stats_file] {
+                let _ = std::fs::remove_file(stale);
+            }
+            let log_file = std::fs::File::create(&log)
+                .with_context(|| format!("creating {}", log.display()))?;
+            let mut cmd = Command::new(&opts.pipeline_bin);
+            cmd.arg(role.as_str())
+                .arg("--config")
+                .arg(&config)
+                .arg("--ready-file")
+                .arg(&ready_file)
+                .arg("--stats-out")
+                .arg(&stats_file)
+                .arg("--linger-seconds")
+                .arg(opts.linger.as_secs_f64().to_string())
+                .current_dir(&opts.workdir)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(log_file))
+                // Own process group: a terminal's Ctrl-C reaches only the runner, which then
+                // drains the stages with exactly one SIGTERM.
+                .process_group(0)
+                .kill_on_drop(true);
+            // The plan is the only source of knobs: drop any stray overrides of the caller.
+            for (name, _) in std::env::vars_os() {
+                if name.to_string_lossy().starts_with(pipeline_plan::KNOB_ENV_PREFIX) {
+                    cmd.env_remove(name);
+                }
+            }
+            // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill the child
+            // when this (the spawning) thread exits.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
+            let mut child = cmd
+                .spawn()
+                .with_context(|| format!("starting {}", opts.pipeline_bin.display()))?;
+            let ready = wait_ready(role, &ready_file, &mut child, &log).await?;
+            downstream = ready.data_addr.clone();
+            stages.push(StageProc {
+                role,
+                ready,
+                log,
+                stats_file,
+                child,
+                status: None,
+            });
+        }
+        stages.reverse();
+        Ok(LocalRun { stages })
+    }
+
+    pub fn stage(&self, role: Role) -> Option<&StageProc> {
+        self.stages.iter().find(|s| s.role == role)
+    }
+
+    /// Whether every stage process has exited.
+    pub fn all_exited(&mut self) -> bool {
+        self.stages.iter_mut().all(StageProc::has_exited)
+    }
+
+    /// Send a signal to every stage still running.
+    pub fn signal(&mut self, sig: libc::c_int) {
+        for s in &mut self.stages {
+            if !s.has_exited() {
+                // SAFETY: kill with a pid we spawned and have not reaped.
+                unsafe {
+                    libc::kill(s.pid() as libc::pid_t, sig);
+                }
+            }
+        }
+    }
+
+    /// Live stats of every stage (`None` where the stage does not answer).
+    pub async fn poll(&self) -> Vec<Option<StageStats>> {
+        let mut out = Vec::with_capacity(self.stages.len());
+        for s in &self.stages {
+            let got = crate::http::get_ok(&s.admin_url("/stats"), Duration::from_secs(1))
+                .await
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            out.push(got);
+        }
+        out
+    }
+
+    /// Wait for every process to exit (killing them all after `timeout`), then read their
+    /// final stats. A stage that failed is an error carrying the end of its log.
+    pub async fn finish(mut self, timeout: Duration) -> anyhow::Result<Vec<StageStats>> {
+        let deadline = Instant::now() + timeout;
+        while !self.all_exited() {
+            if Instant::now() >= deadline {
+                self.signal(libc::SIGKILL);
+                bail!("stages did not exit within {timeout:?}; killed");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut stats = Vec::new();
+        for s in &self.stages {
+            let status = s.status.expect("every stage has exited");
+            if !status.success() {
+                bail!(
+                    "the {} stage failed ({status}); the end of {}:\n{}",
+                    s.role,
+                    s.log.display(),
+                    log_tail(&s.log, 15)
+                );
+            }
+            let text = std::fs::read(&s.stats_file)
+                .with_context(|| format!("the {} stage left no stats file", s.role))?;
+            stats.push(serde_json::from_slice(&text).context("parsing a stage's stats")?);
+        }
+        Ok(stats)
+    }
+}
+
+async fn wait_ready(role: Role, file: &Path, child: &mut Child, log: &Path) -> anyhow::Result<ReadyInfo> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(text) = std::fs::read(file) {
+            return serde_json::from_slice(&text).context("parsing a ready file");
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "the {role} stage exited ({status}) before it was ready; the end of {}:\n{}",
+                log.display(),
+                log_tail(log, 15)
+            );
+        }
+        if Instant::now() >= deadline {
+            bail!("the {role} stage was not ready within 30 s; see {}", log.display());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

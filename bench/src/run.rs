@@ -1,0 +1,220 @@
+//! One measured run of a plan on this machine: start the processes, show live throughput,
+//! capture a CPU flamegraph of every stage during the run, wait for the stream to end (or for
+//! an interrupt to drain it), and write the report folder:
+//!
+//! ```text
+//! <report>/summary.json     the RunSummary
+//! <report>/summary.txt      the same for people
+//! <report>/plan.toml        the exact plan, to run it again
+//! <report>/flamegraph-<stage>.svg
+//! <report>/run/             stage configs, logs, ready and stats files, the sink's log
+//! ```
+
+use crate::local::{LocalOptions, LocalRun};
+use crate::summary::{RunSummary, group, si};
+use anyhow::Context;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use pipeline::stats::StageStats;
+use pipeline_plan::{Plan, Role, StageKnobs};
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+/// How to run.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    pub pipeline_bin: PathBuf,
+    pub report_dir: PathBuf,
+    /// Seconds of CPU profile per stage (0: no flamegraphs).
+    pub profile_seconds: u64,
+    /// Keep admin ports up this long after the stream ends.
+    pub linger: Duration,
+    /// Draw the live per-stage display on stderr (when it is a terminal).
+    pub live: bool,
+}
+
+/// What an interrupt does: the first drains the pipeline, a second kills it.
+const KILL_AFTER_DRAIN: Duration = Duration::from_secs(60);
+
+/// Run `plan` to the end of its stream. Each message on `interrupts` is an interrupt (Ctrl-C):
+/// the first drains the pipeline (the summary is still written), a second kills it.
+pub async fn run_local(
+    plan: &Plan,
+    cfg: &RunConfig,
+    mut interrupts: mpsc::UnboundedReceiver<()>,
+) -> anyhow::Result<RunSummary> {
+    std::fs::create_dir_all(&cfg.report_dir)
+        .with_context(|| format!("creating {}", cfg.report_dir.display()))?;
+    std::fs::write(cfg.report_dir.join("plan.toml"), plan.to_toml())?;
+    let opts = LocalOptions {
+        pipeline_bin: cfg.pipeline_bin.clone(),
+        workdir: cfg.report_dir.join("run"),
+        linger: cfg.linger,
+    };
+    let mut run = LocalRun::start(plan, &opts).await?;
+
+    let mut profiles = JoinSet::new();
+    let mut profiling = cfg.profile_seconds == 0;
+    let live = Live::new(&run, cfg.live);
+    let started = Instant::now();
+    let mut interrupted = 0;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut ticks = 0u64;
+    let mut drained_at: Option<Instant> = None;
+    while !run.all_exited() {
+        tokio::select! {
+            _ = tick.tick() => {
+                ticks += 1;
+                let polled = if ticks % 5 == 0 || !profiling { run.poll().await } else { Vec::new() };
+                if !profiling && warmed_up(plan, &polled, started.elapsed()) {
+                    profiling = true;
+                    start_profiles(&run, cfg, &mut profiles);
+                }
+                if ticks % 5 == 0 {
+                    live.update(&polled, started.elapsed());
+                }
+                if drained_at.is_some_and(|t| t.elapsed() > KILL_AFTER_DRAIN) {
+                    live.note("the drain is taking too long: killing the stages");
+                    run.signal(libc::SIGKILL);
+                }
+            }
+            Some(()) = interrupts.recv() => {
+                interrupted += 1;
+                if interrupted == 1 {
+                    live.note("interrupted: draining the pipeline (interrupt again to kill it)");
+                    run.signal(libc::SIGTERM);
+                    drained_at = Some(Instant::now());
+                } else {
+                    live.note("killing the stages");
+                    run.signal(libc::SIGKILL);
+                }
+            }
+        }
+    }
+    live.finish();
+    let stats: Vec<StageStats> = run.finish(Duration::from_secs(5)).await?;
+    while let Some(done) = profiles.join_next().await {
+        match done {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "a flamegraph was not captured"),
+            Err(e) => tracing::warn!(error = %e, "a flamegraph task failed"),
+        }
+    }
+    let summary = RunSummary::from_stats(&plan.name, &stats, &cfg.report_dir.display().to_string());
+    std::fs::write(
+        cfg.report_dir.join("summary.json"),
+        serde_json::to_vec_pretty(&summary)?,
+    )?;
+    std::fs::write(cfg.report_dir.join("summary.txt"), summary.to_text())?;
+    Ok(summary)
+}
+
+/// Flamegraphs start once the run is past its warm-up: a quarter of its events or of its
+/// duration, or 3 s into an open-ended run. Peak RSS before that is the pipeline's own.
+fn warmed_up(plan: &Plan, polled: &[Option<StageStats>], elapsed: Duration) -> bool {
+    let Some(StageKnobs::Source(k)) = plan.stage(Role::Source) else {
+        return true;
+    };
+    if k.events > 0 {
+        let emitted = polled.first().and_then(|s| s.as_ref()).map_or(0, |s| s.events_emitted);
+        emitted >= k.events / 4
+    } else if k.duration_seconds > 0.0 {
+        elapsed.as_secs_f64() >= k.duration_seconds / 4.0
+    } else {
+        elapsed >= Duration::from_secs(3)
+    }
+}
+
+fn start_profiles(run: &LocalRun, cfg: &RunConfig, profiles: &mut JoinSet<anyhow::Result<PathBuf>>) {
+    for s in &run.stages {
+        let url = s.admin_url(&format!("/debug/pprof/flamegraph?seconds={}", cfg.profile_seconds));
+        let out = cfg.report_dir.join(format!("flamegraph-{}.svg", s.role));
+        let wait = Duration::from_secs(cfg.profile_seconds + 30);
+        profiles.spawn(async move {
+            let body = crate::http::get_ok(&url, wait).await?;
+            std::fs::write(&out, &body)?;
+            anyhow::Ok(out)
+        });
+    }
+}
+
+/// The live per-stage display: one line per stage, refreshed twice a second.
+struct Live {
+    multi: MultiProgress,
+    bars: Vec<ProgressBar>,
+    last: std::sync::Mutex<(Vec<u64>, Duration)>,
+}
+
+impl Live {
+    fn new(run: &LocalRun, enabled: bool) -> Self {
+        let target = if enabled {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        };
+        let multi = MultiProgress::with_draw_target(target);
+        let style = ProgressStyle::with_template("{prefix:>10} {spinner:.green} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner());
+        let bars = run
+            .stages
+            .iter()
+            .map(|s| {
+                let bar = multi.add(ProgressBar::new_spinner());
+                bar.set_style(style.clone());
+                bar.set_prefix(s.role.to_string());
+                bar.set_message(format!("starting (admin http://{})", s.ready.admin_addr));
+                bar
+            })
+            .collect();
+        Live {
+            multi,
+            bars,
+            last: std::sync::Mutex::new((vec![0; run.stages.len()], Duration::ZERO)),
+        }
+    }
+
+    fn update(&self, stats: &[Option<StageStats>], elapsed: Duration) {
+        let Ok(mut last) = self.last.lock() else {
+            return;
+        };
+        let dt = (elapsed - last.1).as_secs_f64().max(1e-3);
+        for (i, (bar, s)) in self.bars.iter().zip(stats).enumerate() {
+            let Some(s) = s else {
+                continue;
+            };
+            let handled = if s.stage == "source" {
+                s.events_emitted
+            } else {
+                s.events_received
+            };
+            let rate = (handled.saturating_sub(last.0[i])) as f64 / dt;
+            last.0[i] = handled;
+            let dropped: u64 = s.dropped.values().sum();
+            bar.set_message(format!(
+                "{:>9} ev/s  in {:>13}  out {:>13}  dropped {:>9}  {:>5.1} MiB  {}",
+                si(rate),
+                group(handled),
+                group(s.events_sent),
+                group(dropped),
+                s.rss_bytes as f64 / (1 << 20) as f64,
+                if s.finished { "finished" } else { "" }
+            ));
+            bar.tick();
+        }
+        last.1 = elapsed;
+    }
+
+    fn note(&self, msg: &str) {
+        if self.multi.println(msg).is_err() || self.multi.is_hidden() {
+            eprintln!("{msg}");
+        }
+    }
+
+    fn finish(&self) {
+        for bar in &self.bars {
+            bar.finish();
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! The summary of one run: what `observatory run --json` prints and `summary.json` holds.
+//!
+//! Conservation: `events_emitted = events_persisted + dead_lettered + discarded + lost +
+//! unaccounted`, where dead letters are invalid input dropped with a reason, discards are
+//! deliberate (a `blackhole` sink, a truncated plan), `lost` are counted losses (an upstream's
+//! end of stream said more was sent than arrived, a broken downstream connection) and
+//! `unaccounted` is whatever no counter explains. `conserved` means nothing is unaccounted
+//! and every stage finished its stream.
+
+use pipeline::stats::StageStats;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+/// Version of the summary's JSON shape.
+pub const SUMMARY_VERSION: u32 = 1;
+
+/// Per-stage figures.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StageSummary {
+    pub name: String,
+    /// Peak resident set size of the process before its first CPU profile, bytes: the
+    /// pipeline's own footprint (sampled at 10 Hz).
+    pub rss_bytes: u64,
+    /// Peak RSS including the CPU profiler (pprof-rs holds ~80 MB once it has run).
+    pub peak_rss_with_profiler_bytes: u64,
+    /// User + system CPU time of the process, seconds.
+    pub cpu_seconds: f64,
+    /// Heap allocations per event the stage handled (0 when telemetry is off).
+    pub allocations_per_event: f64,
+    pub events_in: u64,
+    pub events_out: u64,
+    pub allocator: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub summary_version: u32,
+    pub pipeline: String,
+    pub events_emitted: u64,
+    pub events_persisted: u64,
+    pub dead_lettered: u64,
+    pub discarded: u64,
+    pub lost: u64,
+    pub unaccounted: i64,
+    pub conserved: bool,
+    /// Events emitted per second of the run.
+    pub throughput_eps: f64,
+    /// End-to-end latency percentiles (sink; 0 without a sink).
+    pub latency_p50_seconds: f64,
+    pub latency_p99_seconds: f64,
+    /// From the source starting to the last stage finishing its stream.
+    pub duration_seconds: f64,
+    /// Drops of every stage, by reason.
+    pub drops: BTreeMap<String, u64>,
+    pub stages: Vec<StageSummary>,
+    /// Where the report (this summary, flamegraphs, logs) was written.
+    pub report_dir: String,
+}
+
+impl RunSummary {
+    /// Combine the final stats of the stages (in data-flow order; the first is the source).
+    pub fn from_stats(pipeline: &str, stats: &[StageStats], report_dir: &str) -> Self {
+        let source = stats.first();
+        let sink = stats.iter().find(|s| s.stage == "sink");
+        let emitted = source.map_or(0, |s| s.events_emitted);
+        let persisted = sink.map_or(0, |s| s.events_persisted);
+        let dead: u64 = stats.iter().map(|s| s.dead_lettered).sum();
+        let discarded: u64 = stats.iter().map(|s| s.discarded).sum();
+        let lost: u64 = stats.iter().map(|s| s.lost).sum();
+        let unaccounted =
+            emitted as i64 - persisted as i64 - dead as i64 - discarded as i64 - lost as i64;
+        let mut drops = BTreeMap::new();
+        for s in stats {
+            for (reason, n) in &s.dropped {
+                *drops.entry(reason.clone()).or_insert(0) += n;
+            }
+        }
+        let started = source.map_or(0, |s| s.started_unix_ns);
+        let finished = stats.iter().map(|s| s.finished_unix_ns).max().unwrap_or(0);
+        let duration = finished.saturating_sub(started) as f64 / 1e9;
+        let latency = sink.and_then(|s| s.end_to_end_latency_us);
+        let stages = stats
+            .iter()
+            .map(|s| {
+                let events_in = if s.stage == "source" {
+                    s.events_emitted
+                } else {
+                    s.events_received
+                };
+                StageSummary {
+                    name: s.stage.clone(),
+                    rss_bytes: s.peak_rss_unprofiled_bytes,
+                    peak_rss_with_profiler_bytes: s.peak_rss_bytes,
+                    cpu_seconds: s.cpu_seconds,
+                    allocations_per_event: if events_in > 0 {
+                        s.allocations as f64 / events_in as f64
+                    } else {
+                        0.0
+                    },
+                    events_in,
+                    events_out: s.events_sent,
+                    allocator: s.allocator.clone(),
+                }
+            })
+            .collect();
+        RunSummary {
+            summary_version: SUMMARY_VERSION,
+            pipeline: pipeline.to_string(),
+            events_emitted: emitted,
+            events_persisted: persisted,
+            dead_lettered: dead,
+            discarded,
+            lost,
+            unaccounted,
+            conserved: unaccounted == 0 && stats.iter().all(|s| s.finished),
+            throughput_eps: if duration > 0.0 { emitted as f64 / duration } else { 0.0 },
+            latency_p50_seconds: latency.map_or(0.0, |l| l.p50 as f64 / 1e6),
+            latency_p99_seconds: latency.map_or(0.0, |l| l.p99 as f64 / 1e6),
+            duration_seconds: duration,
+            drops,
+            stages,
+            report_dir: report_dir.to_string(),
+        }
+    }
+
+    /// The human-readable summary.
+    pub fn to_text(&self) -> String {
+        let mut t = String::new();
+        let _ = writeln!(
+            t,
+            "Pipeline `{}`: {} events in {:.2} s = {}/s",
+            self.pipeline,
+            group(self.events_emitted),
+            self.duration_seconds,
+            si(self.throughput_eps)
+        );
+        let _ = writeln!(
+            t,
+            "conservation: emitted {} = persisted {} + dead-lettered {} + discarded {} + lost {}{}  {}",
+            group(self.events_emitted),
+            group(self.events_persisted),
+            group(self.dead_lettered),
+            group(self.discarded),
+            group(self.lost),
+            if self.unaccounted != 0 {
+                format!(" + UNACCOUNTED {}", self.unaccounted)
+            } else {
+                String::new()
+            },
+            if self.conserved { "(conserved)" } else { "(NOT conserved)" }
+        );
+        let _ = writeln!(
+            t,
+            "end-to-end latency: p50 {}  p99 {}",
+            duration(self.latency_p50_seconds),
+            duration(self.latency_p99_seconds)
+        );
+        if !self.drops.is_empty() {
+            let parts: Vec<String> =
+                self.drops.iter().map(|(r, n)| format!("{r} {}", group(*n))).collect();
+            let _ = writeln!(t, "drops: {}", parts.join(", "));
+        }
+        let _ = writeln!(
+            t,
+            "\n{:<10} {:>12} {:>12} {:>9} {:>12} {:>10}",
+            "stage", "events in", "events out", "cpu s", "peak RSS", "allocs/ev"
+        );
+        for s in &self.stages {
+            let _ = writeln!(
+                t,
+                "{:<10} {:>12} {:>12} {:>9.2} {:>9.1} MiB {:>10.3}",
+                s.name,
+                group(s.events_in),
+                group(s.events_out),
+                s.cpu_seconds,
+                s.rss_bytes as f64 / (1 << 20) as f64,
+                s.allocations_per_event
+            );
+        }
+        t
+    }
+}
+
+/// 1234567 -> "1,234,567".
+pub fn group(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// 1.45e6 -> "1.45 M".
+pub fn si(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.2} M", v / 1e6)
+    } else if v >= 1e3 {
+        format!("{:.1} k", v / 1e3)
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+/// Seconds in a readable unit.
+pub fn duration(s: f64) -> String {
+    if s >= 1.0 {
+        format!("{s:.2} s")
+    } else if s >= 1e-3 {
+        format!("{:.1} ms", s * 1e3)
+    } else {
+        format!("{:.0} µs", s * 1e6)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stage(name: &str) -> StageStats {
+        StageStats {
+            stage: name.into(),
+            finished: true,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn conservation_is_computed_from_every_stage() {
+        let mut src = stage("source");
+        src.events_emitted = 1000;
+        src.started_unix_ns = 1_000_000_000;
+        src.finished_unix_ns = 1_500_000_000;
+        src.allocations = 50;
+        let mut parse = stage("parse");
+        parse.events_received = 1000;
+        parse.dead_lettered = 10;
+        parse.dropped.insert("bad_json".into(), 10);
+        let mut sink = stage("sink");
+        sink.events_persisted = 985;
+        sink.lost = 5;
+        sink.dropped.insert("lost_in_transit".into(), 5);
+        sink.finished_unix_ns = 3_000_000_000;
+        let s = RunSummary::from_stats("p", &[src.clone(), parse.clone(), sink.clone()], "r");
+        assert_eq!((s.dead_lettered, s.lost, s.unaccounted), (10, 5, 0));
+        assert!(s.conserved);
+        assert_eq!(s.duration_seconds, 2.0);
+        assert_eq!(s.throughput_eps, 500.0);
+        assert_eq!(s.stages[0].allocations_per_event, 0.05);
+        assert_eq!(s.drops.len(), 2);
+
+        sink.events_persisted = 980;
+        let s = RunSummary::from_stats("p", &[src.clone(), parse.clone(), sink.clone()], "r");
+        assert_eq!(s.unaccounted, 5);
+        assert!(!s.conserved);
+        assert!(s.to_text().contains("UNACCOUNTED 5"));
+
+        sink.events_persisted = 985;
+        parse.finished = false;
+        assert!(!RunSummary::from_stats("p", &[src, parse, sink], "r").conserved);
+    }
+
+    #[test]
+    fn number_formatting() {
+        assert_eq!(group(0), "0");
+        assert_eq!(group(999), "999");
+        assert_eq!(group(1_000), "1,000");
+        assert_eq!(group(1_234_567), "1,234,567");
+        assert_eq!(si(1_450_000.0), "1.45 M");
+        assert_eq!(duration(0.0274), "27.4 ms");
+    }
+}
