@@ -26,7 +26,10 @@ pub async fn get(url: &str, timeout: Duration) -> anyhow::Result<(StatusCode, By
 pub async fn get_ok(url: &str, timeout: Duration) -> anyhow::Result<Bytes> {
     let (status, body) = get(url, timeout).await?;
     if status != StatusCode::OK {
-        anyhow::bail!("GET {url}: {status}: {}", String::from_utf8_lossy(&body).trim());
+        anyhow::bail!(
+            "GET {url}: {status}: {}",
+            String::from_utf8_lossy(&body).trim()
+        );
     }
     Ok(body)
 }

@@ -85,7 +85,9 @@ pub fn find_pipeline_bin() -> anyhow::Result<PathBuf> {
             }
         }
     }
-    bail!("cannot find the `pipeline` binary: build it (`cargo build --release`) or set PIPELINE_BIN")
+    bail!(
+        "cannot find the `pipeline` binary: build it (`cargo build --release`) or set PIPELINE_BIN"
+    )
 }
 
 /// A running pipeline.
@@ -99,14 +101,21 @@ impl LocalRun {
     pub async fn start(plan: &Plan, opts: &LocalOptions) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&opts.workdir)
             .with_context(|| format!("creating {}", opts.workdir.display()))?;
+        // The stages run inside the work directory: every path handed to them is absolute.
+        let workdir = opts.workdir.canonicalize()?;
         let mut stages: Vec<StageProc> = Vec::new();
         let mut downstream: Option<String> = None;
         for knobs in plan.stages().iter().rev() {
             let role = knobs.role();
-            let cfg = plan.stage_config(role, "127.0.0.1:0", "127.0.0.1:0", downstream.as_deref())?;
-            let file = |suffix: &str| opts.workdir.join(format!("{role}{suffix}"));
-            let (config, ready_file, stats_file, log) =
-                (file(".toml"), file(".ready.json"), file(".stats.json"), file(".log"));
+            let cfg =
+                plan.stage_config(role, "127.0.0.1:0", "127.0.0.1:0", downstream.as_deref())?;
+            let file = |suffix: &str| workdir.join(format!("{role}{suffix}"));
+            let (config, ready_file, stats_file, log) = (
+                file(".toml"),
+                file(".ready.json"),
+                file(".stats.json"),
+                file(".log"),
+            );
             std::fs::write(&config, cfg.to_toml())
                 .with_context(|| format!("writing {}", config.display()))?;
             for stale in [&ready_file, &stats_file] {
@@ -124,7 +133,7 @@ impl LocalRun {
                 .arg(&stats_file)
                 .arg("--linger-seconds")
                 .arg(opts.linger.as_secs_f64().to_string())
-                .current_dir(&opts.workdir)
+                .current_dir(&workdir)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::from(log_file))
@@ -134,7 +143,10 @@ impl LocalRun {
                 .kill_on_drop(true);
             // The plan is the only source of knobs: drop any stray overrides of the caller.
             for (name, _) in std::env::vars_os() {
-                if name.to_string_lossy().starts_with(pipeline_plan::KNOB_ENV_PREFIX) {
+                if name
+                    .to_string_lossy()
+                    .starts_with(pipeline_plan::KNOB_ENV_PREFIX)
+                {
                     cmd.env_remove(name);
                 }
             }
@@ -228,7 +240,12 @@ impl LocalRun {
     }
 }
 
-async fn wait_ready(role: Role, file: &Path, child: &mut Child, log: &Path) -> anyhow::Result<ReadyInfo> {
+async fn wait_ready(
+    role: Role,
+    file: &Path,
+    child: &mut Child,
+    log: &Path,
+) -> anyhow::Result<ReadyInfo> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(text) = std::fs::read(file) {
@@ -242,7 +259,10 @@ async fn wait_ready(role: Role, file: &Path, child: &mut Child, log: &Path) -> a
             );
         }
         if Instant::now() >= deadline {
-            bail!("the {role} stage was not ready within 30 s; see {}", log.display());
+            bail!(
+                "the {role} stage was not ready within 30 s; see {}",
+                log.display()
+            );
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

@@ -67,12 +67,16 @@ pub async fn run_local(
         tokio::select! {
             _ = tick.tick() => {
                 ticks += 1;
-                let polled = if ticks % 5 == 0 || !profiling { run.poll().await } else { Vec::new() };
+                let polled = if ticks.is_multiple_of(5) || !profiling { run.poll().await } else { Vec::new() };
                 if !profiling && warmed_up(plan, &polled, started.elapsed()) {
                     profiling = true;
                     start_profiles(&run, cfg, &mut profiles);
+                    live.note(&format!(
+                        "capturing {} s CPU flamegraphs of every stage (pprof-rs adds ~80-150 MB to each stage's RSS from now on; the summary reports RSS from before)",
+                        cfg.profile_seconds
+                    ));
                 }
-                if ticks % 5 == 0 {
+                if ticks.is_multiple_of(5) {
                     live.update(&polled, started.elapsed());
                 }
                 if drained_at.is_some_and(|t| t.elapsed() > KILL_AFTER_DRAIN) {
@@ -118,7 +122,10 @@ fn warmed_up(plan: &Plan, polled: &[Option<StageStats>], elapsed: Duration) -> b
         return true;
     };
     if k.events > 0 {
-        let emitted = polled.first().and_then(|s| s.as_ref()).map_or(0, |s| s.events_emitted);
+        let emitted = polled
+            .first()
+            .and_then(|s| s.as_ref())
+            .map_or(0, |s| s.events_emitted);
         emitted >= k.events / 4
     } else if k.duration_seconds > 0.0 {
         elapsed.as_secs_f64() >= k.duration_seconds / 4.0
@@ -127,9 +134,16 @@ fn warmed_up(plan: &Plan, polled: &[Option<StageStats>], elapsed: Duration) -> b
     }
 }
 
-fn start_profiles(run: &LocalRun, cfg: &RunConfig, profiles: &mut JoinSet<anyhow::Result<PathBuf>>) {
+fn start_profiles(
+    run: &LocalRun,
+    cfg: &RunConfig,
+    profiles: &mut JoinSet<anyhow::Result<PathBuf>>,
+) {
     for s in &run.stages {
-        let url = s.admin_url(&format!("/debug/pprof/flamegraph?seconds={}", cfg.profile_seconds));
+        let url = s.admin_url(&format!(
+            "/debug/pprof/flamegraph?seconds={}",
+            cfg.profile_seconds
+        ));
         let out = cfg.report_dir.join(format!("flamegraph-{}.svg", s.role));
         let wait = Duration::from_secs(cfg.profile_seconds + 30);
         profiles.spawn(async move {

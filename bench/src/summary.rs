@@ -114,7 +114,11 @@ impl RunSummary {
             lost,
             unaccounted,
             conserved: unaccounted == 0 && stats.iter().all(|s| s.finished),
-            throughput_eps: if duration > 0.0 { emitted as f64 / duration } else { 0.0 },
+            throughput_eps: if duration > 0.0 {
+                emitted as f64 / duration
+            } else {
+                0.0
+            },
             latency_p50_seconds: latency.map_or(0.0, |l| l.p50 as f64 / 1e6),
             latency_p99_seconds: latency.map_or(0.0, |l| l.p99 as f64 / 1e6),
             duration_seconds: duration,
@@ -148,7 +152,11 @@ impl RunSummary {
             } else {
                 String::new()
             },
-            if self.conserved { "(conserved)" } else { "(NOT conserved)" }
+            if self.conserved {
+                "(conserved)"
+            } else {
+                "(NOT conserved)"
+            }
         );
         let _ = writeln!(
             t,
@@ -157,8 +165,11 @@ impl RunSummary {
             duration(self.latency_p99_seconds)
         );
         if !self.drops.is_empty() {
-            let parts: Vec<String> =
-                self.drops.iter().map(|(r, n)| format!("{r} {}", group(*n))).collect();
+            let parts: Vec<String> = self
+                .drops
+                .iter()
+                .map(|(r, n)| format!("{r} {}", group(*n)))
+                .collect();
             let _ = writeln!(t, "drops: {}", parts.join(", "));
         }
         let _ = writeln!(
@@ -187,7 +198,7 @@ pub fn group(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

@@ -36,6 +36,39 @@ enum Command {
     },
     /// List every knob with its default value.
     Knobs,
+    /// Measurements.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Run two configurations interleaved (A B A B …) and compare them.
+    Ab {
+        #[command(flatten)]
+        workload: Workload,
+        /// Label of side A.
+        #[arg(long, default_value = "A")]
+        a_label: String,
+        /// A knob assignment of side A (repeatable), e.g. --a all.telemetry=true.
+        #[arg(long = "a", value_name = "STAGE.KNOB=VALUE")]
+        a: Vec<String>,
+        /// Label of side B.
+        #[arg(long, default_value = "B")]
+        b_label: String,
+        /// A knob assignment of side B (repeatable), e.g. --b all.telemetry=false.
+        #[arg(long = "b", value_name = "STAGE.KNOB=VALUE")]
+        b: Vec<String>,
+        /// Measured pairs of runs.
+        #[arg(long, default_value_t = 5)]
+        pairs: usize,
+        /// Warm-up pairs, run first and discarded.
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        /// Write the result JSON here (default: <report dir>/ab.json).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -104,7 +137,8 @@ impl Workload {
             let (k, v) = l
                 .split_once('=')
                 .with_context(|| format!("`{l}` is not NAME=VALUE"))?;
-            plan.labels.insert(k.trim().to_string(), v.trim().to_string());
+            plan.labels
+                .insert(k.trim().to_string(), v.trim().to_string());
         }
         Ok(plan)
     }
@@ -112,10 +146,9 @@ impl Workload {
     fn config(&self, command: &str) -> anyhow::Result<RunConfig> {
         Ok(RunConfig {
             pipeline_bin: find_pipeline_bin()?,
-            report_dir: self
-                .report_dir
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("reports").join(format!("{}-{command}", timestamp()))),
+            report_dir: self.report_dir.clone().unwrap_or_else(|| {
+                PathBuf::from("reports").join(format!("{}-{command}", timestamp()))
+            }),
             profile_seconds: self.profile_seconds,
             linger: Duration::from_secs_f64(self.linger.max(0.0)),
             live: std::io::stderr().is_terminal(),
@@ -175,7 +208,11 @@ async fn up(w: Workload) -> anyhow::Result<()> {
     eprintln!(
         "observatory: starting pipeline `{}` locally ({}); report in {}",
         plan.name,
-        if source_bounded(&plan) { "bounded run" } else { "Ctrl-C to stop" },
+        if source_bounded(&plan) {
+            "bounded run"
+        } else {
+            "Ctrl-C to stop"
+        },
         cfg.report_dir.display()
     );
     eprintln!(
@@ -184,7 +221,10 @@ async fn up(w: Workload) -> anyhow::Result<()> {
     );
     let summary = run_local(&plan, &cfg, interrupts()).await?;
     println!("{}", summary.to_text());
-    println!("report: {}  (summary.txt, summary.json, flamegraph-<stage>.svg)", summary.report_dir);
+    println!(
+        "report: {}  (summary.txt, summary.json, flamegraph-<stage>.svg)",
+        summary.report_dir
+    );
     if !summary.conserved {
         bail!("events were not all accounted for; see the report");
     }
@@ -194,7 +234,9 @@ async fn up(w: Workload) -> anyhow::Result<()> {
 async fn run(w: Workload, json: bool) -> anyhow::Result<()> {
     let plan = w.plan("local")?;
     if !source_bounded(&plan) {
-        bail!("`run` needs a bounded workload: --events N or --duration SECONDS (use `up` to run until Ctrl-C)");
+        bail!(
+            "`run` needs a bounded workload: --events N or --duration SECONDS (use `up` to run until Ctrl-C)"
+        );
     }
     let cfg = w.config("run")?;
     let summary = run_local(&plan, &cfg, interrupts()).await?;
@@ -204,6 +246,68 @@ async fn run(w: Workload, json: bool) -> anyhow::Result<()> {
         println!("{}", summary.to_text());
         println!("report: {}", summary.report_dir);
     }
+    Ok(())
+}
+
+async fn bench_ab(
+    w: Workload,
+    a: (String, Vec<String>),
+    b: (String, Vec<String>),
+    pairs: usize,
+    warmup: usize,
+    out: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    use observatory_bench::ab::{AbConfig, default_out, run_ab};
+    use observatory_bench::summary::si;
+    if pairs < 2 {
+        bail!("--pairs must be at least 2 to say anything about spread");
+    }
+    let base = w.plan("ab")?;
+    if !source_bounded(&base) {
+        bail!("an A/B run needs a bounded workload: --events N or --duration SECONDS");
+    }
+    let mut run = w.config("ab")?;
+    run.live = false;
+    let out = out.unwrap_or_else(|| default_out(&run.report_dir));
+    let cfg = AbConfig {
+        base,
+        a,
+        b,
+        pairs,
+        warmup_pairs: warmup,
+        run,
+    };
+    let bar = indicatif::ProgressBar::new((2 * (pairs + warmup)) as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} runs  {msg}  (eta {eta})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let result = run_ab(&cfg, |n, total, label| {
+        bar.set_position((n - 1) as u64);
+        bar.set_message(format!("run {n}/{total}: {label}"));
+    })
+    .await;
+    bar.finish_and_clear();
+    let result = result?;
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&out, serde_json::to_vec_pretty(&result)?)?;
+    let r = result.throughput_ratio;
+    for s in [&result.a, &result.b] {
+        let runs: Vec<String> = s.runs.iter().map(|f| si(f.throughput_eps)).collect();
+        println!(
+            "{:<16} median {}/s   runs: {}",
+            s.label,
+            si(s.median_throughput_eps),
+            runs.join(", ")
+        );
+    }
+    println!(
+        "throughput {}/{}: {:.4} (95% bootstrap interval {:.4} .. {:.4})",
+        result.b.label, result.a.label, r.ratio, r.low, r.high
+    );
+    println!("results: {}", out.display());
     Ok(())
 }
 
@@ -228,7 +332,10 @@ fn main() -> ExitCode {
         .init();
     // One thread: the work happens in the stage processes; spawning children from one
     // long-lived thread also keeps their parent-death signal tied to this process.
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("observatory: error: starting the runtime: {e}");
@@ -243,6 +350,16 @@ fn main() -> ExitCode {
                 knobs();
                 Ok(())
             }
+            Command::Bench(BenchCommand::Ab {
+                workload,
+                a_label,
+                a,
+                b_label,
+                b,
+                pairs,
+                warmup,
+                out,
+            }) => bench_ab(workload, (a_label, a), (b_label, b), pairs, warmup, out).await,
         }
     });
     match result {

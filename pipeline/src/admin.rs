@@ -123,13 +123,21 @@ async fn capture(ctx: &StageCtx, params: ProfileParams) -> Result<pprof::Report,
     let seconds = params.seconds.unwrap_or(10);
     let frequency = params.frequency.unwrap_or(DEFAULT_FREQUENCY);
     if !(1..=300).contains(&seconds) {
-        return Err(bad_request(format!("seconds must be 1..=300, got {seconds}")));
+        return Err(bad_request(format!(
+            "seconds must be 1..=300, got {seconds}"
+        )));
     }
     if !(1..=1000).contains(&frequency) {
-        return Err(bad_request(format!("frequency must be 1..=1000 Hz, got {frequency}")));
+        return Err(bad_request(format!(
+            "frequency must be 1..=1000 Hz, got {frequency}"
+        )));
     }
     let slot = ProfilerSlot::take().ok_or_else(|| {
-        (StatusCode::CONFLICT, "a CPU profile is already being taken\n").into_response()
+        (
+            StatusCode::CONFLICT,
+            "a CPU profile is already being taken\n",
+        )
+            .into_response()
     })?;
     ctx.sample_rss();
     ctx.profiled.store(true, Ordering::Relaxed);
@@ -180,7 +188,10 @@ async fn cpu_profile(State(ctx): State<Arc<StageCtx>>, Query(p): Query<ProfilePa
         Ok(gz) => (
             [
                 (header::CONTENT_TYPE, "application/octet-stream"),
-                (header::CONTENT_DISPOSITION, "attachment; filename=\"profile.pb.gz\""),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"profile.pb.gz\"",
+                ),
             ],
             gz,
         )
@@ -189,14 +200,20 @@ async fn cpu_profile(State(ctx): State<Arc<StageCtx>>, Query(p): Query<ProfilePa
     }
 }
 
-async fn cpu_flamegraph(State(ctx): State<Arc<StageCtx>>, Query(p): Query<ProfileParams>) -> Response {
+async fn cpu_flamegraph(
+    State(ctx): State<Arc<StageCtx>>,
+    Query(p): Query<ProfileParams>,
+) -> Response {
     let report = match capture(&ctx, p).await {
         Ok(r) => r,
         Err(resp) => return resp,
     };
     let title = format!("{} stage: CPU ({})", ctx.cfg.role(), ctx.cfg.pipeline);
     if report.data.is_empty() {
-        let svg = empty_svg(&title, "no CPU samples: the stage was idle while profiled");
+        let svg = empty_svg(
+            &title,
+            "no CPU samples: the stage was idle while profiled, or its work ended before the profile started (profile a longer run)",
+        );
         return ([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response();
     }
     let mut options = pprof::flamegraph::Options::default();
@@ -226,11 +243,19 @@ async fn heap_dump(svg: bool) -> Response {
             .into_response();
     }
     let Some(ctl) = jemalloc_pprof::PROF_CTL.as_ref() else {
-        return (StatusCode::NOT_IMPLEMENTED, "jemalloc heap profiling is not enabled\n").into_response();
+        return (
+            StatusCode::NOT_IMPLEMENTED,
+            "jemalloc heap profiling is not enabled\n",
+        )
+            .into_response();
     };
     let mut ctl = ctl.lock().await;
     if !ctl.activated() {
-        return (StatusCode::NOT_IMPLEMENTED, "jemalloc heap profiling is not active\n").into_response();
+        return (
+            StatusCode::NOT_IMPLEMENTED,
+            "jemalloc heap profiling is not active\n",
+        )
+            .into_response();
     }
     if svg {
         match ctl.dump_flamegraph() {
@@ -242,7 +267,10 @@ async fn heap_dump(svg: bool) -> Response {
             Ok(bytes) => (
                 [
                     (header::CONTENT_TYPE, "application/octet-stream"),
-                    (header::CONTENT_DISPOSITION, "attachment; filename=\"heap.pb.gz\""),
+                    (
+                        header::CONTENT_DISPOSITION,
+                        "attachment; filename=\"heap.pb.gz\"",
+                    ),
                 ],
                 bytes,
             )

@@ -21,7 +21,9 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 use thiserror::Error;
-use tokio_util::codec::{Decoder, LengthDelimitedCodec, length_delimited::LengthDelimitedCodecError};
+use tokio_util::codec::{
+    Decoder, LengthDelimitedCodec, length_delimited::LengthDelimitedCodecError,
+};
 
 pub const VERSION: u8 = 1;
 pub const PREFIX_LEN: usize = 4;
@@ -263,7 +265,10 @@ impl OutFrame {
     }
 
     /// Append one record written by `write`. If `write` returns an error, nothing is appended.
-    pub fn record<E>(&mut self, write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>) -> Result<(), E> {
+    pub fn record<E>(
+        &mut self,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<(), E> {
         let at = self.buf.len();
         self.buf.extend_from_slice(&[0; 4]);
         match write(&mut self.buf) {
@@ -397,10 +402,13 @@ mod tests {
             Ok(())
         })
         .unwrap();
-        assert_eq!(f.record(|out| {
-            out.extend_from_slice(b"discarded");
+        assert_eq!(
+            f.record(|out| {
+                out.extend_from_slice(b"discarded");
+                Err("nope")
+            }),
             Err("nope")
-        }), Err("nope"));
+        );
         f.set_emitted_at(123);
         f.set_watermark(456);
         f.finish(7, 9)
@@ -443,7 +451,10 @@ mod tests {
                 event_count: 3,
             }
         );
-        assert_eq!(f.records().collect::<Vec<_>>(), vec![&b"hello"[..], b"", b"world!"]);
+        assert_eq!(
+            f.records().collect::<Vec<_>>(),
+            vec![&b"hello"[..], b"", b"world!"]
+        );
         assert_eq!(f.wire_bytes, wire.len());
         let end = OutFrame::end(1000, 10).finish(7, 11);
         let (frames, _) = decode_all(&end, 1 << 20);

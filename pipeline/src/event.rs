@@ -176,8 +176,10 @@ fn key_len(rec: &[u8]) -> Result<usize, DecodeError> {
 pub fn split_key(key: &[u8]) -> Result<(&str, &str), DecodeError> {
     let len = key_len(key)?;
     let s = key[0] as usize;
-    let service = std::str::from_utf8(&key[1..1 + s]).map_err(|_| DecodeError("service not UTF-8"))?;
-    let route = std::str::from_utf8(&key[2 + s..len]).map_err(|_| DecodeError("route not UTF-8"))?;
+    let service =
+        std::str::from_utf8(&key[1..1 + s]).map_err(|_| DecodeError("service not UTF-8"))?;
+    let route =
+        std::str::from_utf8(&key[2 + s..len]).map_err(|_| DecodeError("route not UTF-8"))?;
     Ok((service, route))
 }
 
@@ -216,7 +218,14 @@ pub fn encode_event(
     put_event_tail(out, method, status, latency_us, bytes, ts_us);
 }
 
-fn put_event_tail(out: &mut Vec<u8>, method: Method, status: u16, latency_us: u32, bytes: u64, ts_us: u64) {
+fn put_event_tail(
+    out: &mut Vec<u8>,
+    method: Method,
+    status: u16,
+    latency_us: u32,
+    bytes: u64,
+    ts_us: u64,
+) {
     out.push(method as u8);
     out.extend_from_slice(&status.to_le_bytes());
     out.extend_from_slice(&latency_us.to_le_bytes());
@@ -228,7 +237,14 @@ impl<'a> EventRef<'a> {
     /// Append the compact encoding.
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(self.key);
-        put_event_tail(out, self.method, self.status, self.latency_us, self.bytes, self.ts_us);
+        put_event_tail(
+            out,
+            self.method,
+            self.status,
+            self.latency_us,
+            self.bytes,
+            self.ts_us,
+        );
     }
 
     pub fn decode(rec: &'a [u8]) -> Result<Self, DecodeError> {

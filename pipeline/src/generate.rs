@@ -18,15 +18,48 @@ use rand_pcg::Pcg64Mcg;
 pub const BASE_TS_US: u64 = 1_764_000_000_000_000;
 
 const SERVICES: [&str; 16] = [
-    "checkout", "cart", "catalog", "search", "payments", "users", "auth", "inventory", "shipping",
-    "orders", "reviews", "recommend", "notify", "pricing", "media", "gateway",
+    "checkout",
+    "cart",
+    "catalog",
+    "search",
+    "payments",
+    "users",
+    "auth",
+    "inventory",
+    "shipping",
+    "orders",
+    "reviews",
+    "recommend",
+    "notify",
+    "pricing",
+    "media",
+    "gateway",
 ];
 const RESOURCES: [&str; 16] = [
-    "items", "items/:id", "sessions", "search", "orders/:id", "orders", "profile", "tokens",
-    "stock/:sku", "quotes", "reviews/:id", "feed", "events", "prices/:sku", "assets/:id", "health",
+    "items",
+    "items/:id",
+    "sessions",
+    "search",
+    "orders/:id",
+    "orders",
+    "profile",
+    "tokens",
+    "stock/:sku",
+    "quotes",
+    "reviews/:id",
+    "feed",
+    "events",
+    "prices/:sku",
+    "assets/:id",
+    "health",
 ];
 const REGIONS: [&str; 4] = ["eu-west-1", "us-east-1", "ap-south-1", "sa-east-1"];
-const AGENTS: [&str; 4] = ["curl/8.5.0", "okhttp/4.12", "Go-http-client/2.0", "python-requests/2.32"];
+const AGENTS: [&str; 4] = [
+    "curl/8.5.0",
+    "okhttp/4.12",
+    "Go-http-client/2.0",
+    "python-requests/2.32",
+];
 const OK_STATUSES: [u16; 8] = [200, 200, 200, 200, 200, 201, 204, 404];
 const ERR_STATUSES: [u16; 3] = [500, 502, 503];
 const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -155,7 +188,11 @@ impl Generator {
             OK_STATUSES[(trace.0 % 8) as usize]
         };
         let u = self.rng.random::<f64>();
-        let tail = if trace.1 % 100 == 0 { 8.0 } else { 1.0 };
+        let tail = if trace.1.is_multiple_of(100) {
+            8.0
+        } else {
+            1.0
+        };
         let latency_us = ((key.base_latency_us as f64) * (0.5 + u) * tail) as u64 + 1;
         let bytes = ((key.base_bytes as f64) * (0.25 + 1.5 * (1.0 - u))) as u64;
         let agent = AGENTS[(trace.1 % 4) as usize];

@@ -180,7 +180,11 @@ fn ensure_allocator(cfg: &StageConfig) -> anyhow::Result<()> {
         return Ok(());
     }
     if std::env::var_os("PIPELINE_REEXEC").is_some() {
-        bail!("allocator {} requested but {} is active after re-exec", want.as_str(), alloc::active().as_str());
+        bail!(
+            "allocator {} requested but {} is active after re-exec",
+            want.as_str(),
+            alloc::active().as_str()
+        );
     }
     let exe = std::env::current_exe().context("locating this executable")?;
     let err = std::process::Command::new(exe)
@@ -213,11 +217,19 @@ fn run_stage(role: Role, args: StageArgs) -> anyhow::Result<()> {
 
 fn verify_log(dir: PathBuf, json: bool) -> anyhow::Result<bool> {
     let (mut events, mut undecodable) = (0u64, 0u64);
-    let totals = seglog::read_log(&dir, |rec| match WindowResult::decode(rec) {
+    if !dir.is_dir() {
+        bail!("{} is not a directory", dir.display());
+    }
+    let totals = match seglog::read_log(&dir, |rec| match WindowResult::decode(rec) {
         Ok(w) => events += w.count,
         Err(_) => undecodable += 1,
-    })
-    .with_context(|| format!("verifying {}", dir.display()))?;
+    }) {
+        Ok(t) => t,
+        Err(e) => {
+            println!("CORRUPT    {e}");
+            return Ok(false);
+        }
+    };
     if json {
         let v = serde_json::json!({
             "dir": dir,
@@ -233,11 +245,17 @@ fn verify_log(dir: PathBuf, json: bool) -> anyhow::Result<bool> {
     } else {
         println!("log        {}", dir.display());
         println!("segments   {}", totals.segments);
-        println!("records    {} window results, every CRC checked", totals.records);
+        println!(
+            "records    {} window results, every CRC checked",
+            totals.records
+        );
         println!("events     {events}");
         println!("bytes      {}", totals.bytes);
         if totals.torn_tail_bytes > 0 {
-            println!("torn tail  {} bytes after the last whole record (tolerated)", totals.torn_tail_bytes);
+            println!(
+                "torn tail  {} bytes after the last whole record (tolerated)",
+                totals.torn_tail_bytes
+            );
         } else {
             println!("torn tail  none");
         }
@@ -299,7 +317,11 @@ fn main() -> ExitCode {
             Ok(false) => return ExitCode::from(1),
             Err(e) => Err(e),
         },
-        Command::Generate { events, set, output } => generate(events, &set, output),
+        Command::Generate {
+            events,
+            set,
+            output,
+        } => generate(events, &set, output),
         Command::Knobs { stage } => print_knobs(stage),
     };
     match result {

@@ -107,7 +107,10 @@ impl Metrics {
             .map(|r| rejected_vec.with_label_values(&[r]))
             .collect();
         let queue_vec = IntGaugeVec::new(
-            Opts::new("pipeline_queue_depth", "Batches waiting in a bounded internal queue."),
+            Opts::new(
+                "pipeline_queue_depth",
+                "Batches waiting in a bounded internal queue.",
+            ),
             &["queue"],
         )
         .expect("valid");
@@ -135,13 +138,25 @@ impl Metrics {
                 "pipeline_events_sent_total",
                 "Events passed on downstream (at the aggregate: events inside emitted windows; at the sink: events persisted).",
             ),
-            received_bytes: counter("pipeline_received_bytes_total", "Frame bytes received on the data port."),
-            sent_bytes: counter("pipeline_sent_bytes_total", "Frame bytes written downstream."),
+            received_bytes: counter(
+                "pipeline_received_bytes_total",
+                "Frame bytes received on the data port.",
+            ),
+            sent_bytes: counter(
+                "pipeline_sent_bytes_total",
+                "Frame bytes written downstream.",
+            ),
             batches_received: counter("pipeline_batches_received_total", "Data frames received."),
-            batches_sent: counter("pipeline_batches_sent_total", "Data frames written downstream."),
+            batches_sent: counter(
+                "pipeline_batches_sent_total",
+                "Data frames written downstream.",
+            ),
             dropped,
             frames_rejected,
-            upstream_connections: gauge("pipeline_upstream_connections", "Open connections on the data port."),
+            upstream_connections: gauge(
+                "pipeline_upstream_connections",
+                "Open connections on the data port.",
+            ),
             input_queue_depth: queue_vec.with_label_values(&["input"]),
             output_queue_depth: queue_vec.with_label_values(&["output"]),
             batch_duration: histogram(
@@ -154,21 +169,40 @@ impl Metrics {
                 "Age of a batch when it arrives here: now minus when its oldest data left the source.",
                 seconds_buckets(),
             ),
-            events_emitted: counter("pipeline_events_emitted_total", "Events generated or replayed by the source."),
-            windows_open: gauge("pipeline_windows_open", "Windows currently open in the aggregate."),
-            windows_closed: counter("pipeline_windows_closed_total", "Windows closed and emitted by the aggregate."),
+            events_emitted: counter(
+                "pipeline_events_emitted_total",
+                "Events generated or replayed by the source.",
+            ),
+            windows_open: gauge(
+                "pipeline_windows_open",
+                "Windows currently open in the aggregate.",
+            ),
+            windows_closed: counter(
+                "pipeline_windows_closed_total",
+                "Windows closed and emitted by the aggregate.",
+            ),
             events_persisted: counter(
                 "pipeline_events_persisted_total",
                 "Events inside window results appended to the segment log.",
             ),
-            windows_persisted: counter("pipeline_windows_persisted_total", "Window results appended to the segment log."),
+            windows_persisted: counter(
+                "pipeline_windows_persisted_total",
+                "Window results appended to the segment log.",
+            ),
             undecodable_records: counter(
                 "pipeline_undecodable_records_total",
                 "Window records the sink could not decode (their event counts are unknown).",
             ),
-            log_written_bytes: counter("pipeline_log_written_bytes_total", "Bytes appended to the segment log."),
+            log_written_bytes: counter(
+                "pipeline_log_written_bytes_total",
+                "Bytes appended to the segment log.",
+            ),
             fsyncs: counter("pipeline_fsyncs_total", "fsync calls on the segment log."),
-            fsync_duration: histogram("pipeline_fsync_duration_seconds", "Duration of one fsync.", seconds_buckets()),
+            fsync_duration: histogram(
+                "pipeline_fsync_duration_seconds",
+                "Duration of one fsync.",
+                seconds_buckets(),
+            ),
             end_to_end_latency: histogram(
                 "pipeline_end_to_end_latency_seconds",
                 "From the newest event of a window leaving the source to its result being persisted.",
@@ -216,8 +250,10 @@ impl Metrics {
             r.register(c).expect("each metric is registered once");
         }
         #[cfg(target_os = "linux")]
-        r.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
-            .expect("process collector registers once");
+        r.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .expect("process collector registers once");
         m
     }
 
@@ -277,7 +313,8 @@ fn knob_info(cfg: &StageConfig) -> IntGaugeVec {
         };
         v.with_label_values(&[&k, &text]).set(1);
     }
-    v.with_label_values(&["allocator_active", alloc::active().as_str()]).set(1);
+    v.with_label_values(&["allocator_active", alloc::active().as_str()])
+        .set(1);
     v
 }
 
@@ -319,7 +356,8 @@ impl Collector for AllocCollector {
 
     fn collect(&self) -> Vec<MetricFamily> {
         let (n, b) = alloc::totals();
-        self.allocations.inc_by(n.saturating_sub(self.allocations.get()));
+        self.allocations
+            .inc_by(n.saturating_sub(self.allocations.get()));
         self.bytes.inc_by(b.saturating_sub(self.bytes.get()));
         let mut out = self.allocations.collect();
         out.extend(self.bytes.collect());

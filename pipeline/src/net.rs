@@ -42,7 +42,10 @@ pub fn now_ns() -> u64 {
 #[derive(Debug)]
 pub enum Input {
     /// A validated data frame from connection `conn`.
-    Batch { conn: u64, frame: crate::codec::Frame },
+    Batch {
+        conn: u64,
+        frame: crate::codec::Frame,
+    },
     /// Connection `conn` finished its stream cleanly.
     End { conn: u64 },
 }
@@ -340,7 +343,8 @@ async fn write_loop(
                     // Nobody to deliver to: account for everything still queued.
                     rx.close();
                     while let Some(f) = rx.recv().await {
-                        m.dropped(DropReason::DownstreamLost).inc_by(u64::from(f.events()));
+                        m.dropped(DropReason::DownstreamLost)
+                            .inc_by(u64::from(f.events()));
                     }
                     warn!(downstream = addr, "gave up on the downstream");
                     return;
@@ -409,6 +413,10 @@ async fn write_loop(
         if acked.is_err() {
             warn!("downstream did not close after the end of stream");
         }
-        debug!(records = records_sent, events = events_sent, "stream finished");
+        debug!(
+            records = records_sent,
+            events = events_sent,
+            "stream finished"
+        );
     }
 }

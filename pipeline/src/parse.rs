@@ -92,8 +92,19 @@ fn validate_and_encode(
         && service.len() <= MAX_NAME_BYTES
         && !route.is_empty()
         && route.len() <= MAX_NAME_BYTES;
-    let method = Method::parse(method).filter(|_| ok).ok_or(DropReason::OutOfRange)?;
-    encode_event(out, service, route, method, status, latency_us as u32, bytes, ts);
+    let method = Method::parse(method)
+        .filter(|_| ok)
+        .ok_or(DropReason::OutOfRange)?;
+    encode_event(
+        out,
+        service,
+        route,
+        method,
+        status,
+        latency_us as u32,
+        bytes,
+        ts,
+    );
     Ok(ts)
 }
 
@@ -107,13 +118,27 @@ pub fn parse_into(mode: ParseMode, record: &[u8], out: &mut Vec<u8>) -> Result<u
         ParseMode::Owned => {
             let e: OwnedEvent = serde_json::from_str(text).map_err(|e| classify(&e))?;
             validate_and_encode(
-                &e.service, &e.route, &e.method, e.status, e.latency_us, e.bytes, e.ts, out,
+                &e.service,
+                &e.route,
+                &e.method,
+                e.status,
+                e.latency_us,
+                e.bytes,
+                e.ts,
+                out,
             )
         }
         ParseMode::Borrowed => {
             let e: BorrowedEvent<'_> = serde_json::from_str(text).map_err(|e| classify(&e))?;
             validate_and_encode(
-                &e.service, &e.route, &e.method, e.status, e.latency_us, e.bytes, e.ts, out,
+                &e.service,
+                &e.route,
+                &e.method,
+                e.status,
+                e.latency_us,
+                e.bytes,
+                e.ts,
+                out,
             )
         }
     }
@@ -123,10 +148,12 @@ pub fn parse_into(mode: ParseMode, record: &[u8], out: &mut Vec<u8>) -> Result<u
 mod tests {
     use super::*;
     use crate::event::EventRef;
+
+    type Parsed = Result<(u64, Vec<u8>), DropReason>;
     use crate::generate::{Generated, Generator};
     use pipeline_plan::SourceKnobs;
 
-    fn both(record: &[u8]) -> (Result<(u64, Vec<u8>), DropReason>, Result<(u64, Vec<u8>), DropReason>) {
+    fn both(record: &[u8]) -> (Parsed, Parsed) {
         let run = |mode| {
             let mut out = Vec::new();
             parse_into(mode, record, &mut out).map(|ts| (ts, out))
@@ -183,8 +210,18 @@ mod tests {
         ];
         for (input, want) in cases {
             let (owned, borrowed) = both(input);
-            assert_eq!(owned, Err(*want), "owned: {}", String::from_utf8_lossy(input));
-            assert_eq!(borrowed, Err(*want), "borrowed: {}", String::from_utf8_lossy(input));
+            assert_eq!(
+                owned,
+                Err(*want),
+                "owned: {}",
+                String::from_utf8_lossy(input)
+            );
+            assert_eq!(
+                borrowed,
+                Err(*want),
+                "borrowed: {}",
+                String::from_utf8_lossy(input)
+            );
         }
         let long = format!(
             r#"{{"ts":1,"service":"{}","route":"/r","method":"GET","status":200,"latency_us":5,"bytes":10}}"#,

@@ -206,7 +206,10 @@ impl SegmentLog {
             let scan = scan_segment(path, last, |_| {})?;
             recovery.existing_records += scan.records;
             if last && scan.torn_bytes > 0 {
-                let file = OpenOptions::new().write(true).open(path).map_err(io_err(path))?;
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(io_err(path))?;
                 file.set_len(scan.valid_bytes).map_err(io_err(path))?;
                 file.sync_all().map_err(io_err(path))?;
                 recovery.truncated_bytes = scan.torn_bytes;
@@ -305,7 +308,9 @@ mod tests {
     use super::*;
 
     fn payloads(n: usize) -> Vec<Vec<u8>> {
-        (0..n).map(|i| format!("record-{i}-{}", "x".repeat(i % 50)).into_bytes()).collect()
+        (0..n)
+            .map(|i| format!("record-{i}-{}", "x".repeat(i % 50)).into_bytes())
+            .collect()
     }
 
     fn write(dir: &Path, recs: &[Vec<u8>], segment_bytes: u64) {
@@ -347,10 +352,18 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             fs::write(dir.path().join(segment_name(0)), &full[..cut]).unwrap();
             let (back, totals) = read(dir.path());
-            assert!(back.len() == 18 || back.len() == 19, "cut {cut}: {}", back.len());
+            assert!(
+                back.len() == 18 || back.len() == 19,
+                "cut {cut}: {}",
+                back.len()
+            );
             assert_eq!(back[..], recs[..back.len()]);
             let valid = MAGIC.len() + back.iter().map(|r| r.len() + 8).sum::<usize>();
-            assert_eq!(valid as u64 + totals.torn_tail_bytes, cut as u64, "cut {cut}");
+            assert_eq!(
+                valid as u64 + totals.torn_tail_bytes,
+                cut as u64,
+                "cut {cut}"
+            );
             assert_eq!(totals.bytes, valid as u64);
             // Reopening repairs the tail and appends after it.
             let (mut log, rec) = SegmentLog::open(dir.path(), 1 << 20).unwrap();
@@ -394,14 +407,23 @@ mod tests {
         log.sync().unwrap();
         assert!(read_log(dir.path(), |_| {}).is_ok(), "repaired by open");
         fs::write(&path, &good[..good.len() - 3]).unwrap();
-        assert!(matches!(read_log(dir.path(), |_| {}), Err(LogError::Corrupt { .. })));
+        assert!(matches!(
+            read_log(dir.path(), |_| {}),
+            Err(LogError::Corrupt { .. })
+        ));
     }
 
     #[test]
     fn not_a_segment_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(segment_name(0)), b"hello world, not a log").unwrap();
-        assert!(matches!(read_log(dir.path(), |_| {}), Err(LogError::BadMagic { .. })));
-        assert_eq!(read_log(&dir.path().join("missing"), |_| {}).unwrap(), LogTotals::default());
+        assert!(matches!(
+            read_log(dir.path(), |_| {}),
+            Err(LogError::BadMagic { .. })
+        ));
+        assert_eq!(
+            read_log(&dir.path().join("missing"), |_| {}).unwrap(),
+            LogTotals::default()
+        );
     }
 }

@@ -114,11 +114,18 @@ impl StageCtx {
         })
     }
 
+    /// The injected per-batch delay (the `inject_delay_us` knob), if any.
+    pub fn injected_delay(&self) -> Option<std::time::Duration> {
+        let us = self.cfg.knobs.common().inject_delay_us;
+        (us > 0).then(|| std::time::Duration::from_micros(us))
+    }
+
     /// Record the current RSS as part of the pipeline's own footprint, unless a profile has
     /// already run. Called periodically, and just before a profile starts.
     pub fn sample_rss(&self) {
         if !self.profiled.load(Ordering::Relaxed) {
-            self.rss_unprofiled_peak.fetch_max(current_rss(), Ordering::Relaxed);
+            self.rss_unprofiled_peak
+                .fetch_max(current_rss(), Ordering::Relaxed);
         }
     }
 
@@ -149,7 +156,16 @@ impl StageCtx {
             .collect();
         let e2e = self.e2e.lock().map(|h| (h.len(), percentiles(&h))).ok();
         let end_to_end_latency_us = e2e.filter(|(n, _)| *n > 0).map(
-            |(count, Latency { min, p50, p90, p99, max })| LatencySummary {
+            |(
+                count,
+                Latency {
+                    min,
+                    p50,
+                    p90,
+                    p99,
+                    max,
+                },
+            )| LatencySummary {
                 count,
                 min,
                 p50,

@@ -177,7 +177,11 @@ mod tests {
         (0..n)
             .map(|i| {
                 let mut key = Vec::new();
-                put_key(&mut key, ["a", "b", "c"][rng.random_range(0..3)], ["/x", "/y"][rng.random_range(0..2)]);
+                put_key(
+                    &mut key,
+                    ["a", "b", "c"][rng.random_range(0..3)],
+                    ["/x", "/y"][rng.random_range(0..2)],
+                );
                 Ev {
                     key,
                     status: if rng.random_bool(0.1) { 503 } else { 200 },
@@ -219,7 +223,8 @@ mod tests {
         map.close_until(u64::MAX, &mut closed);
         assert_eq!(map.open(), 0);
 
-        let mut naive: BTreeMap<(u64, Vec<u8>), (u64, u64, u64, Vec<u64>)> = BTreeMap::new();
+        type Naive = BTreeMap<(u64, Vec<u8>), (u64, u64, u64, Vec<u64>)>;
+        let mut naive: Naive = BTreeMap::new();
         for e in &evs {
             let start = e.ts - e.ts % (window_ms * 1000);
             let w = naive.entry((start, e.key.clone())).or_default();
@@ -230,8 +235,13 @@ mod tests {
         }
         assert_eq!(closed.len(), naive.len(), "each window closed exactly once");
         for c in &closed {
-            let (count, errors, bytes, lat) = naive.get_mut(&(c.start_us, c.key.to_vec())).expect("window exists");
-            assert_eq!((c.agg.count, c.agg.errors, c.agg.bytes), (*count, *errors, *bytes));
+            let (count, errors, bytes, lat) = naive
+                .get_mut(&(c.start_us, c.key.to_vec()))
+                .expect("window exists");
+            assert_eq!(
+                (c.agg.count, c.agg.errors, c.agg.bytes),
+                (*count, *errors, *bytes)
+            );
             lat.sort_unstable();
             let p = percentiles(&c.agg.latency);
             for (q, got) in [(0.5, p.p50), (0.9, p.p90), (0.99, p.p99), (1.0, p.max)] {

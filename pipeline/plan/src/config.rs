@@ -243,15 +243,18 @@ mod tests {
             matches!(&err, PlanError::Knob { knob, message } if knob == "parse.mode" && message.contains("owned")),
             "{err}"
         );
-        let err = StageConfig::from_toml("p.toml", &format!("{base}[knobs]\nworkerz = 2\n"))
-            .unwrap_err();
+        let err =
+            StageConfig::from_toml("p.toml", &format!("{base}[knobs]\nworkerz = 2\n")).unwrap_err();
         assert!(
             matches!(&err, PlanError::UnknownKnob { knob, .. } if knob == "parse.workerz"),
             "{err}"
         );
-        let err = StageConfig::from_toml("p.toml", &format!("{base}[knobs]\nworkers = 0\n"))
-            .unwrap_err();
-        assert_eq!(err.to_string(), "knob `parse.workers`: must be between 1 and 64, got 0");
+        let err =
+            StageConfig::from_toml("p.toml", &format!("{base}[knobs]\nworkers = 0\n")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "knob `parse.workers`: must be between 1 and 64, got 0"
+        );
         let err = StageConfig::from_toml("p.toml", "role = \"parse\"\nbogus = 1\n").unwrap_err();
         assert!(
             matches!(&err, PlanError::Config { path, .. } if path == "p.toml"),

@@ -142,6 +142,9 @@ pub struct CommonKnobs {
     pub max_frame_bytes: u32,
     /// Tokio worker threads of the process (1..=64).
     pub runtime_threads: u32,
+    /// Injected fault for drills: sleep this many microseconds per batch processed
+    /// (0..=10000000; 0 = off).
+    pub inject_delay_us: u64,
 }
 
 impl Default for CommonKnobs {
@@ -152,6 +155,7 @@ impl Default for CommonKnobs {
             telemetry: true,
             max_frame_bytes: 8 << 20,
             runtime_threads: 2,
+            inject_delay_us: 0,
         }
     }
 }
@@ -391,8 +395,21 @@ fn fraction(stage: &str, name: &str, value: f64) -> Result<(), PlanError> {
 impl CommonKnobs {
     fn validate(&self, stage: &str) -> Result<(), PlanError> {
         in_range(stage, "queue_capacity", self.queue_capacity, 1, 4096)?;
-        in_range(stage, "max_frame_bytes", self.max_frame_bytes, 4096, 256 << 20)?;
-        in_range(stage, "runtime_threads", self.runtime_threads, 1, 64)
+        in_range(
+            stage,
+            "max_frame_bytes",
+            self.max_frame_bytes,
+            4096,
+            256 << 20,
+        )?;
+        in_range(stage, "runtime_threads", self.runtime_threads, 1, 64)?;
+        in_range(
+            stage,
+            "inject_delay_us",
+            self.inject_delay_us,
+            0,
+            10_000_000,
+        )
     }
 }
 
@@ -410,11 +427,20 @@ impl Knobs for SourceKnobs {
         in_range(stage, "zipf_skew", self.zipf_skew, 0.0, 5.0)?;
         fraction(stage, "malformed_rate", self.malformed_rate)?;
         fraction(stage, "error_rate", self.error_rate)?;
-        in_range(stage, "event_time_step_us", self.event_time_step_us, 0, 1_000_000)?;
+        in_range(
+            stage,
+            "event_time_step_us",
+            self.event_time_step_us,
+            0,
+            1_000_000,
+        )?;
         if !(self.duration_seconds.is_finite() && self.duration_seconds >= 0.0) {
             return Err(PlanError::Knob {
                 knob: format!("{stage}.duration_seconds"),
-                message: format!("must be a number of seconds >= 0, got {}", self.duration_seconds),
+                message: format!(
+                    "must be a number of seconds >= 0, got {}",
+                    self.duration_seconds
+                ),
             });
         }
         self.common.validate(stage)
@@ -449,7 +475,13 @@ impl Knobs for AggregateKnobs {
 
 impl Knobs for SinkKnobs {
     fn validate(&self, stage: &str) -> Result<(), PlanError> {
-        in_range(stage, "fsync_interval_ms", self.fsync_interval_ms, 1, 60_000)?;
+        in_range(
+            stage,
+            "fsync_interval_ms",
+            self.fsync_interval_ms,
+            1,
+            60_000,
+        )?;
         in_range(stage, "segment_bytes", self.segment_bytes, 4096, 16 << 30)?;
         if self.mode == SinkMode::Log && self.dir.trim().is_empty() {
             return Err(PlanError::Knob {

@@ -1,9 +1,9 @@
 //! The plan: which stages run, with which knobs, wired in which order. One plan drives both the
 //! local runner (child processes on loopback) and the operator (Kubernetes objects).
 
+use crate::PlanError;
 use crate::config::{StageConfig, StageKnobs};
 use crate::knobs::Role;
-use crate::PlanError;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
@@ -140,7 +140,8 @@ impl Plan {
             path: path.to_string(),
             message,
         };
-        let mut table: Map<String, Value> = toml::from_str(text).map_err(|e| cfg_err(e.to_string()))?;
+        let mut table: Map<String, Value> =
+            toml::from_str(text).map_err(|e| cfg_err(e.to_string()))?;
         let name = match table.remove("name") {
             Some(Value::String(s)) => s,
             None => "pipeline".to_string(),
@@ -222,11 +223,26 @@ mod tests {
     fn bad_assignments_are_clear_errors() {
         let mut plan = Plan::new("demo");
         let cases = [
-            ("parse.mode=fast", "knob `parse.mode`: unknown variant `fast`"),
-            ("parse.workers=0", "knob `parse.workers`: must be between 1 and 64, got 0"),
-            ("parse.workers=many", "knob `parse.workers`: invalid type: string \"many\""),
-            ("source.malformed_rate=1.5", "knob `source.malformed_rate`: must be between 0 and 1"),
-            ("sink.fsync_interval_ms=-3", "knob `sink.fsync_interval_ms`: invalid value: integer `-3`"),
+            (
+                "parse.mode=fast",
+                "knob `parse.mode`: unknown variant `fast`",
+            ),
+            (
+                "parse.workers=0",
+                "knob `parse.workers`: must be between 1 and 64, got 0",
+            ),
+            (
+                "parse.workers=many",
+                "knob `parse.workers`: invalid type: string \"many\"",
+            ),
+            (
+                "source.malformed_rate=1.5",
+                "knob `source.malformed_rate`: must be between 0 and 1",
+            ),
+            (
+                "sink.fsync_interval_ms=-3",
+                "knob `sink.fsync_interval_ms`: invalid value: integer `-3`",
+            ),
             ("reduce.mode=x", "unknown stage `reduce`"),
             ("parse.nope=1", "unknown knob `parse.nope`"),
             ("all.nope=1", "unknown knob `all.nope`"),
@@ -235,7 +251,10 @@ mod tests {
         ];
         for (input, want) in cases {
             let err = plan.assign(input).unwrap_err().to_string();
-            assert!(err.starts_with(want), "{input}: got `{err}`, want `{want}...`");
+            assert!(
+                err.starts_with(want),
+                "{input}: got `{err}`, want `{want}...`"
+            );
         }
         // A failed assignment leaves the plan untouched.
         assert_eq!(plan, Plan::new("demo"));
@@ -244,16 +263,29 @@ mod tests {
     #[test]
     fn chain_shape_is_enforced() {
         use crate::knobs::Role::*;
-        let ok = Plan::from_stages("p", vec![StageKnobs::defaults(Source), StageKnobs::defaults(Parse)]);
+        let ok = Plan::from_stages(
+            "p",
+            vec![StageKnobs::defaults(Source), StageKnobs::defaults(Parse)],
+        );
         assert!(ok.is_ok());
         assert_eq!(ok.unwrap().downstream_of(Parse), None);
         for bad in [
             vec![],
             vec![StageKnobs::defaults(Parse)],
-            vec![StageKnobs::defaults(Source), StageKnobs::defaults(Aggregate)],
-            vec![StageKnobs::defaults(Source), StageKnobs::defaults(Parse), StageKnobs::defaults(Parse)],
+            vec![
+                StageKnobs::defaults(Source),
+                StageKnobs::defaults(Aggregate),
+            ],
+            vec![
+                StageKnobs::defaults(Source),
+                StageKnobs::defaults(Parse),
+                StageKnobs::defaults(Parse),
+            ],
         ] {
-            assert!(matches!(Plan::from_stages("p", bad), Err(PlanError::Shape(_))));
+            assert!(matches!(
+                Plan::from_stages("p", bad),
+                Err(PlanError::Shape(_))
+            ));
         }
     }
 
@@ -262,7 +294,12 @@ mod tests {
         let mut plan = Plan::new("demo");
         plan.labels.insert("run".into(), "b".into());
         let cfg = plan
-            .stage_config(Role::Aggregate, "127.0.0.1:0", "127.0.0.1:0", Some("127.0.0.1:7003"))
+            .stage_config(
+                Role::Aggregate,
+                "127.0.0.1:0",
+                "127.0.0.1:0",
+                Some("127.0.0.1:7003"),
+            )
             .unwrap();
         assert_eq!(cfg.role(), Role::Aggregate);
         assert_eq!(cfg.downstream.as_deref(), Some("127.0.0.1:7003"));
@@ -280,7 +317,11 @@ mod tests {
         plan.labels.insert("lab".into(), "06".into());
         let back = Plan::from_toml("plan.toml", &plan.to_toml()).unwrap();
         assert_eq!(back, plan);
-        let short = Plan::from_toml("p.toml", "name = \"x\"\n[source]\n[parse]\nmode = \"borrowed\"\n").unwrap();
+        let short = Plan::from_toml(
+            "p.toml",
+            "name = \"x\"\n[source]\n[parse]\nmode = \"borrowed\"\n",
+        )
+        .unwrap();
         assert_eq!(short.stages().len(), 2);
         let err = Plan::from_toml("p.toml", "[source]\n[reduce]\n").unwrap_err();
         assert!(err.to_string().contains("unknown key `reduce`"), "{err}");

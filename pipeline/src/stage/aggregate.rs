@@ -56,7 +56,9 @@ impl State {
         match k.state {
             StateStrategy::Mutex => State::Mutex(Mutex::new(WindowMap::new(k.window_ms))),
             StateStrategy::Sharded => State::Sharded(
-                (0..k.shards).map(|_| Mutex::new(WindowMap::new(k.window_ms))).collect(),
+                (0..k.shards)
+                    .map(|_| Mutex::new(WindowMap::new(k.window_ms)))
+                    .collect(),
             ),
             StateStrategy::Owner => {
                 let (tx, rx) = mpsc::channel(k.common.queue_capacity as usize);
@@ -162,7 +164,8 @@ fn count_drops(ctx: &StageCtx, applied: &Applied) {
         m.dropped(DropReason::Late).inc_by(applied.late);
     }
     if applied.undecodable > 0 {
-        m.dropped(DropReason::Undecodable).inc_by(applied.undecodable);
+        m.dropped(DropReason::Undecodable)
+            .inc_by(applied.undecodable);
     }
 }
 
@@ -223,6 +226,9 @@ async fn worker(
     while let Some(Job { index, input }) = rx.recv().await {
         let d = match input {
             Input::Batch { conn, frame } => {
+                if let Some(d) = ctx.injected_delay() {
+                    tokio::time::sleep(d).await;
+                }
                 let t0 = Instant::now();
                 let watermark = frame.header.watermark_us;
                 let span = if m.telemetry {
@@ -267,7 +273,11 @@ fn low_watermark(streams: &HashMap<u64, StreamMark>, expected: u32) -> u64 {
     if streams.len() < expected as usize {
         return 0;
     }
-    let running = streams.values().filter(|s| !s.ended).map(|s| s.watermark).min();
+    let running = streams
+        .values()
+        .filter(|s| !s.ended)
+        .map(|s| s.watermark)
+        .min();
     running.unwrap_or_else(|| streams.values().map(|s| s.watermark).max().unwrap_or(0))
 }
 

@@ -63,7 +63,10 @@ pub async fn run(cfg: StageConfig, opts: RunOptions) -> anyhow::Result<()> {
     let ready = ReadyInfo {
         pid: std::process::id(),
         stage: role.to_string(),
-        data_addr: data.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.to_string()),
+        data_addr: data
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.to_string()),
         admin_addr: admin.local_addr()?.to_string(),
     };
     info!(
@@ -99,7 +102,8 @@ pub async fn run(cfg: StageConfig, opts: RunOptions) -> anyhow::Result<()> {
     };
     ctx.finished_unix_ns
         .store(crate::net::now_ns(), std::sync::atomic::Ordering::Relaxed);
-    ctx.finished.store(true, std::sync::atomic::Ordering::Relaxed);
+    ctx.finished
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     let stats = ctx.stats();
     info!(
         received = stats.events_received,
@@ -121,7 +125,10 @@ pub async fn run(cfg: StageConfig, opts: RunOptions) -> anyhow::Result<()> {
         }
     }
     ctx.shutdown.cancel();
-    if tokio::time::timeout(Duration::from_secs(5), admin_task).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), admin_task)
+        .await
+        .is_err()
+    {
         warn!("admin server did not stop within 5 s");
     }
     result
@@ -129,8 +136,10 @@ pub async fn run(cfg: StageConfig, opts: RunOptions) -> anyhow::Result<()> {
 
 /// First SIGTERM/SIGINT: finish the stream (drain). Second: exit at once.
 async fn on_signals(ctx: std::sync::Arc<StageCtx>) {
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         warn!("could not install signal handlers");
         return;
     };

@@ -28,7 +28,8 @@ pub fn parse_batch(frame: &Frame, mode: ParseMode) -> Parsed {
     let mut drops = [0u32; DropReason::ALL.len()];
     let mut watermark = 0;
     for rec in frame.records() {
-        let parsed = out.record(|buf| parse_into(mode, rec, buf).map(|ts| watermark = watermark.max(ts)));
+        let parsed =
+            out.record(|buf| parse_into(mode, rec, buf).map(|ts| watermark = watermark.max(ts)));
         if let Err(reason) = parsed {
             drops[reason.index()] += 1;
         }
@@ -64,7 +65,11 @@ pub async fn run(ctx: Arc<StageCtx>, listener: TcpListener) -> anyhow::Result<()
             input = ingress.recv(), if !input_done && pending.len() < workers => match input {
                 Some(Input::Batch { frame, .. }) => {
                     let telemetry = ctx.metrics.telemetry;
+                    let delay = ctx.injected_delay();
                     pending.push_back(tokio::spawn(async move {
+                        if let Some(d) = delay {
+                            tokio::time::sleep(d).await;
+                        }
                         let _span = telemetry.then(|| {
                             tracing::debug_span!(target: "pipeline::batch", "parse", records = frame.header.record_count).entered()
                         });

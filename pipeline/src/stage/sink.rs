@@ -74,6 +74,9 @@ fn persist(
     };
     while let Some(frame) = rx.blocking_recv() {
         m.input_queue_depth.set(rx.len() as i64);
+        if let Some(d) = ctx.injected_delay() {
+            std::thread::sleep(d);
+        }
         let t0 = Instant::now();
         let _span = m
             .telemetry

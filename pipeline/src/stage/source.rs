@@ -18,7 +18,10 @@ use tracing::{info, warn};
 /// Where records come from.
 enum Records {
     Generated(Box<Generator>),
-    Replay { reader: BufReader<File>, line: Vec<u8> },
+    Replay {
+        reader: BufReader<File>,
+        line: Vec<u8>,
+    },
 }
 
 /// What one pull produced.
@@ -33,7 +36,8 @@ impl Records {
         if k.replay.is_empty() {
             return Ok(Records::Generated(Box::new(Generator::new(k))));
         }
-        let file = File::open(&k.replay).with_context(|| format!("opening replay file {}", k.replay))?;
+        let file =
+            File::open(&k.replay).with_context(|| format!("opening replay file {}", k.replay))?;
         Ok(Records::Replay {
             reader: BufReader::with_capacity(1 << 20, file),
             line: Vec::new(),
@@ -107,7 +111,8 @@ fn generate(
     let max_frame = ctx.cfg.knobs.common().max_frame_bytes as usize;
     let max_record = max_frame / 2;
     let start = Instant::now();
-    let deadline = (k.duration_seconds > 0.0).then(|| start + Duration::from_secs_f64(k.duration_seconds));
+    let deadline =
+        (k.duration_seconds > 0.0).then(|| start + Duration::from_secs_f64(k.duration_seconds));
     let mut emitted = 0u64;
     let mut exhausted = false;
     while !exhausted {
@@ -124,9 +129,9 @@ fn generate(
             batch
         };
         let t0 = Instant::now();
-        let _span = m
-            .telemetry
-            .then(|| tracing::debug_span!(target: "pipeline::batch", "generate", records = want).entered());
+        let _span = m.telemetry.then(|| {
+            tracing::debug_span!(target: "pipeline::batch", "generate", records = want).entered()
+        });
         let mut frame = OutFrame::data(want * 240);
         let mut got = 0u64;
         let mut too_large = 0u64;
@@ -161,6 +166,9 @@ fn generate(
             m.batch_duration.observe(t0.elapsed().as_secs_f64());
         }
         drop(_span);
+        if let Some(d) = ctx.injected_delay() {
+            std::thread::sleep(d);
+        }
         if tx.blocking_send(frame).is_err() {
             // The writer gave up on the downstream and accounted for the rest.
             break;

@@ -1,0 +1,41 @@
+# Rust Performance Observatory — `make help` lists the targets.
+
+CARGO    ?= cargo
+RELEASE  := target/release
+OBS      := $(RELEASE)/observatory
+REPORTS  := reports
+
+.DEFAULT_GOAL := help
+.PHONY: help build demo up test lint fmt bench-e2e clean
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+
+build: ## Build every binary (release, with frame pointers for cheap profiles)
+	$(CARGO) build --release --workspace --bins
+
+demo: build ## Run the local observatory for 30 s with the live display, then print the summary and the report path
+	$(OBS) up --local --duration 30 --rate 250000
+
+up: build ## Run the local observatory until Ctrl-C
+	$(OBS) up --local
+
+test: build ## Run every test (unit, real processes on loopback, real Prometheus)
+	$(CARGO) test --release --workspace
+
+lint: ## rustfmt check and clippy with warnings as errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+bench-e2e: build ## End-to-end events/s, telemetry on vs off, interleaved; writes reports/bench-e2e/ab.json
+	$(OBS) bench ab --events 3000000 --pairs 5 --warmup 1 --profile-seconds 0 \
+		--a-label telemetry-on --a all.telemetry=true \
+		--b-label telemetry-off --b all.telemetry=false \
+		--report-dir $(REPORTS)/bench-e2e
+
+clean: ## Remove build output and reports
+	$(CARGO) clean
+	rm -rf $(REPORTS)

@@ -1,0 +1,274 @@
+//! Bad input, shutdown in the middle of a run, bad knobs, and backpressure, against real
+//! processes.
+
+mod common;
+
+use common::{chain, metric, spawn, wait_until};
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::Duration;
+
+fn send_and_expect_close(addr: &str, bytes: &[u8]) {
+    let mut sock = TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let _ = sock.write_all(bytes);
+    let _ = sock.shutdown(std::net::Shutdown::Write);
+    // The stage closes the connection: the read ends (EOF or reset), it does not hang.
+    let mut buf = [0u8; 64];
+    loop {
+        match std::io::Read::read(&mut sock, &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => continue,
+        }
+    }
+}
+
+#[test]
+fn bad_input_is_counted_and_the_stage_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut parse = spawn(dir.path(), "parse", &[], &[]);
+    let addr = parse.data_addr();
+
+    // Random bytes.
+    let junk: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    send_and_expect_close(&addr, &junk);
+    // A 4 GiB length prefix.
+    send_and_expect_close(&addr, &[0xff, 0xff, 0xff, 0xff, 1, 2, 3, 4]);
+    // Half a frame, then close.
+    let mut half = vec![0, 0, 0, 200, 1, 0];
+    half.extend_from_slice(&[7; 50]);
+    send_and_expect_close(&addr, &half);
+    // A frame with a valid header whose one record claims 100 bytes that are not there.
+    let mut body = vec![1u8, 0, 0, 0]; // version 1, data, no flags
+    body.extend_from_slice(&0u32.to_le_bytes()); // stream id
+    body.extend_from_slice(&0u64.to_le_bytes()); // batch sequence
+    body.extend_from_slice(&1u32.to_le_bytes()); // record count
+    body.extend_from_slice(&0u64.to_le_bytes()); // emitted at
+    body.extend_from_slice(&0u64.to_le_bytes()); // watermark
+    body.extend_from_slice(&1u32.to_le_bytes()); // event count
+    assert_eq!(body.len(), pipeline::codec::HEADER_LEN);
+    body.extend_from_slice(&100u32.to_le_bytes());
+    let mut bad_records = (body.len() as u32).to_be_bytes().to_vec();
+    bad_records.extend_from_slice(&body);
+    send_and_expect_close(&addr, &bad_records);
+
+    wait_until(Duration::from_secs(10), "rejections to be counted", || {
+        let m = parse.metrics();
+        metric(&m, "pipeline_frames_rejected_total", None) >= 4.0
+    });
+    let m = parse.metrics();
+    assert_eq!(
+        metric(
+            &m,
+            "pipeline_frames_rejected_total",
+            Some(("reason", "oversized_frame"))
+        ),
+        2.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "pipeline_frames_rejected_total",
+            Some(("reason", "truncated_frame"))
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "pipeline_frames_rejected_total",
+            Some(("reason", "bad_records"))
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(&m, "pipeline_upstream_connections", None),
+        0.0,
+        "every bad connection closed"
+    );
+
+    // A real upstream still gets through, completely.
+    let mut source = spawn(
+        dir.path(),
+        "source",
+        &["--downstream", &addr, "--set", "events=20000"],
+        &[],
+    );
+    let s = source.finish(Duration::from_secs(30));
+    let p = parse.finish(Duration::from_secs(30));
+    assert_eq!(s.events_sent, 20_000);
+    assert_eq!(p.events_received, 20_000);
+    assert_eq!(p.dropped["no_downstream"], 20_000);
+    assert!(
+        !parse.log_text().contains("panicked"),
+        "{}",
+        parse.log_text()
+    );
+}
+
+fn drain_mid_run(victim: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = format!("dir={}", dir.path().join("log").display());
+    // An unbounded stream at a steady rate: only the signal ends it.
+    let mut stages = chain(
+        dir.path(),
+        [
+            &["--set", "rate=200000", "--set", "malformed_rate=0.01"],
+            &[],
+            &["--set", "window_ms=100"],
+            &["--set", log.as_str()],
+        ],
+    );
+    wait_until(Duration::from_secs(20), "events to reach the sink", || {
+        stages[3].stats().events_received > 50_000
+    });
+    stages[victim].signal(libc::SIGTERM);
+    let stats: Vec<_> = stages
+        .iter_mut()
+        .map(|s| s.finish(Duration::from_secs(60)))
+        .collect();
+    let emitted = stats[0].events_emitted;
+    let dead: u64 = stats.iter().map(|s| s.dead_lettered).sum();
+    let lost: u64 = stats.iter().map(|s| s.lost + s.discarded).sum();
+    assert!(emitted > 50_000);
+    assert_eq!(lost, 0, "victim {}: {stats:#?}", stages[victim].role);
+    assert_eq!(
+        stats[3].events_persisted + dead,
+        emitted,
+        "victim {}",
+        stages[victim].role
+    );
+    assert!(stats.iter().all(|s| s.finished));
+}
+
+#[test]
+fn sigterm_on_the_source_drains_without_loss() {
+    drain_mid_run(0);
+}
+
+#[test]
+fn sigterm_on_parse_drains_without_loss() {
+    drain_mid_run(1);
+}
+
+#[test]
+fn sigterm_on_aggregate_drains_without_loss() {
+    drain_mid_run(2);
+}
+
+#[test]
+fn sigterm_on_the_sink_drains_without_loss() {
+    drain_mid_run(3);
+}
+
+#[test]
+fn a_slow_stage_slows_the_source_instead_of_growing_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    // Parse sleeps 20 ms per batch of 1024 events: about 50k events/s at most.
+    let mut parse = spawn(
+        dir.path(),
+        "parse",
+        &["--set", "inject_delay_us=20000"],
+        &[],
+    );
+    let addr = parse.data_addr();
+    let mut source = spawn(
+        dir.path(),
+        "source",
+        &["--downstream", &addr, "--set", "events=2000000"],
+        &[],
+    );
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_millis(300));
+        let (s, p) = (source.stats(), parse.stats());
+        // Unbounded buffering would let the source race ahead by the whole run. Bounded
+        // queues (8 batches each side) and the TCP buffers cap the gap.
+        let gap = s.events_emitted - p.events_received;
+        assert!(gap < 150_000, "source ran {gap} events ahead of parse");
+        assert!(
+            s.rss_bytes < 40 << 20,
+            "source RSS {} MiB",
+            s.rss_bytes >> 20
+        );
+    }
+    assert!(
+        source.stats().events_emitted < 1_000_000,
+        "the source was held back"
+    );
+    source.signal(libc::SIGTERM);
+    let s = source.finish(Duration::from_secs(60));
+    let p = parse.finish(Duration::from_secs(60));
+    assert_eq!(s.events_sent, p.events_received);
+}
+
+fn run_fails(args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = std::process::Command::new(common::bin())
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{args:?} should fail with exit code 2"
+    );
+    String::from_utf8(out.stderr).unwrap()
+}
+
+#[test]
+fn bad_knobs_are_clear_errors_naming_the_knob() {
+    let err = run_fails(&["parse", "--set", "mode=fast"], &[]);
+    assert!(
+        err.contains("knob `parse.mode`: unknown variant `fast`, expected `owned` or `borrowed`"),
+        "{err}"
+    );
+    let err = run_fails(&["aggregate"], &[("PIPELINE_KNOB_WORKERS", "0")]);
+    assert!(
+        err.contains("knob `aggregate.workers`: must be between 1 and 64, got 0"),
+        "{err}"
+    );
+    let err = run_fails(&["sink", "--set", "fsync=sometimes"], &[]);
+    assert!(err.contains("knob `sink.fsync`"), "{err}");
+    let err = run_fails(&["source", "--set", "nope=1"], &[]);
+    assert!(err.contains("unknown knob `source.nope`"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("agg.toml");
+    std::fs::write(&cfg, "pipeline = \"p\"\nrole = \"aggregate\"\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n[knobs]\nwindow_ms = -1\n").unwrap();
+    let err = run_fails(&["aggregate", "--config", cfg.to_str().unwrap()], &[]);
+    assert!(err.contains("knob `aggregate.window_ms`"), "{err}");
+    std::fs::write(&cfg, "pipeline = \"p\"\nrole = \"aggregate\"\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n").unwrap();
+    let err = run_fails(&["parse", "--config", cfg.to_str().unwrap()], &[]);
+    assert!(err.contains("configures a `aggregate` stage"), "{err}");
+}
+
+#[test]
+fn the_allocator_knob_switches_the_process_allocator() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sink = spawn(
+        dir.path(),
+        "sink",
+        &["--set", "allocator=system", "--set", "mode=blackhole"],
+        &[],
+    );
+    assert_eq!(sink.stats().allocator, "system");
+    let m = sink.metrics();
+    assert_eq!(
+        metric(&m, "pipeline_knob_info", Some(("value", "system"))),
+        2.0,
+        "knob and active allocator"
+    );
+    let (status, body) = common::http_get(sink.admin(), "/debug/pprof/heap");
+    assert_eq!(status, 501, "{}", String::from_utf8_lossy(&body));
+    sink.signal(libc::SIGTERM);
+    sink.finish(Duration::from_secs(10));
+
+    let mut sink = spawn(dir.path(), "sink", &["--set", "mode=blackhole"], &[]);
+    assert_eq!(sink.stats().allocator, "jemalloc");
+    sink.signal(libc::SIGTERM);
+    sink.finish(Duration::from_secs(10));
+}
