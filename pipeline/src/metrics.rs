@@ -33,6 +33,7 @@ pub struct Metrics {
     pub batches_received: IntCounter,
     pub batches_sent: IntCounter,
     dropped: Vec<IntCounter>,
+    dropped_bytes: Vec<IntCounter>,
     frames_rejected: Vec<IntCounter>,
     pub upstream_connections: IntGauge,
     pub input_queue_depth: IntGauge,
@@ -94,6 +95,18 @@ impl Metrics {
             .iter()
             .map(|r| dropped_vec.with_label_values(&[r.as_str()]))
             .collect();
+        let dropped_bytes_vec = IntCounterVec::new(
+            Opts::new(
+                "pipeline_dropped_bytes_total",
+                "Bytes of the records or frames this stage dropped, by reason (0 where they never arrived: lost_in_transit).",
+            ),
+            &["reason"],
+        )
+        .expect("valid");
+        let dropped_bytes = DropReason::ALL
+            .iter()
+            .map(|r| dropped_bytes_vec.with_label_values(&[r.as_str()]))
+            .collect();
         let rejected_vec = IntCounterVec::new(
             Opts::new(
                 "pipeline_frames_rejected_total",
@@ -152,6 +165,7 @@ impl Metrics {
                 "Data frames written downstream.",
             ),
             dropped,
+            dropped_bytes,
             frames_rejected,
             upstream_connections: gauge(
                 "pipeline_upstream_connections",
@@ -220,6 +234,7 @@ impl Metrics {
             Box::new(m.batches_received.clone()),
             Box::new(m.batches_sent.clone()),
             Box::new(dropped_vec),
+            Box::new(dropped_bytes_vec),
             Box::new(rejected_vec),
             Box::new(m.upstream_connections.clone()),
             Box::new(queue_vec),
@@ -257,10 +272,15 @@ impl Metrics {
         m
     }
 
-    /// The handle counting drops for one reason.
+    /// Count `events` dropped for `reason`, `bytes` long in all.
     #[inline]
-    pub fn dropped(&self, reason: DropReason) -> &IntCounter {
-        &self.dropped[reason.index()]
+    pub fn drop_events(&self, reason: DropReason, events: u64, bytes: u64) {
+        if events > 0 {
+            self.dropped[reason.index()].inc_by(events);
+        }
+        if bytes > 0 {
+            self.dropped_bytes[reason.index()].inc_by(bytes);
+        }
     }
 
     /// Count a rejected frame.

@@ -186,7 +186,8 @@ async fn read_conn(ctx: Arc<StageCtx>, conn: u64, sock: TcpStream, tx: mpsc::Sen
                         let (_, events_sent) = frame.end_totals();
                         let missing = events_sent.saturating_sub(events_in);
                         if missing > 0 {
-                            m.dropped(DropReason::LostInTransit).inc_by(missing);
+                            // They never arrived: no bytes to count.
+                            m.drop_events(DropReason::LostInTransit, missing, 0);
                             warn!(conn, missing, "upstream sent more events than arrived");
                         }
                         debug!(conn, events = events_in, "upstream finished its stream");
@@ -283,9 +284,11 @@ fn stream_id() -> u32 {
 
 async fn discard_loop(ctx: Arc<StageCtx>, mut rx: mpsc::Receiver<OutFrame>) {
     while let Some(frame) = rx.recv().await {
-        ctx.metrics
-            .dropped(DropReason::NoDownstream)
-            .inc_by(u64::from(frame.events()));
+        ctx.metrics.drop_events(
+            DropReason::NoDownstream,
+            u64::from(frame.events()),
+            frame.len() as u64,
+        );
     }
 }
 
@@ -343,8 +346,11 @@ async fn write_loop(
                     // Nobody to deliver to: account for everything still queued.
                     rx.close();
                     while let Some(f) = rx.recv().await {
-                        m.dropped(DropReason::DownstreamLost)
-                            .inc_by(u64::from(f.events()));
+                        m.drop_events(
+                            DropReason::DownstreamLost,
+                            u64::from(f.events()),
+                            f.len() as u64,
+                        );
                     }
                     warn!(downstream = addr, "gave up on the downstream");
                     return;
@@ -370,7 +376,7 @@ async fn write_loop(
                             m.sent_bytes.inc_by(bytes.len() as u64);
                         }
                         Err(e) => {
-                            m.dropped(DropReason::DownstreamLost).inc_by(events);
+                            m.drop_events(DropReason::DownstreamLost, events, bytes.len() as u64);
                             warn!(downstream = addr, error = %e, events, "write failed; reconnecting");
                             conn = None;
                             connected.store(false, Ordering::Relaxed);

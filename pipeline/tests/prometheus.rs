@@ -167,6 +167,14 @@ fn prometheus_scrapes_every_stage_and_sees_the_run_total() {
         "count(count by (stage) (pipeline_events_received_total))",
         vec![4.0],
     );
+    let bad_json_bytes = query(
+        &prom_addr,
+        "sum(pipeline_dropped_bytes_total{reason=\"bad_json\"})",
+    );
+    assert!(
+        bad_json_bytes[0] > 0.0,
+        "dropped records are counted in bytes: {bad_json_bytes:?}"
+    );
     drop(cleanup);
     for s in &stages {
         s.signal(libc::SIGTERM);

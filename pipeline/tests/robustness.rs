@@ -27,7 +27,7 @@ fn send_and_expect_close(addr: &str, bytes: &[u8]) {
 #[test]
 fn bad_input_is_counted_and_the_stage_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
-    let mut parse = spawn(dir.path(), "parse", &[], &[]);
+    let mut parse = spawn(dir.path(), "parse", &["--linger-seconds", "60"], &[]);
     let addr = parse.data_addr();
 
     // Random bytes.
@@ -99,6 +99,18 @@ fn bad_input_is_counted_and_the_stage_keeps_serving() {
         &[],
     );
     let s = source.finish(Duration::from_secs(30));
+    wait_until(Duration::from_secs(30), "parse to finish", || {
+        parse.stats().finished
+    });
+    // Discarded frames are counted in bytes too: each compact event is over 40 bytes.
+    let m = parse.metrics();
+    let discarded_bytes = metric(
+        &m,
+        "pipeline_dropped_bytes_total",
+        Some(("reason", "no_downstream")),
+    );
+    assert!(discarded_bytes > 20_000.0 * 40.0, "{discarded_bytes}");
+    parse.signal(libc::SIGTERM);
     let p = parse.finish(Duration::from_secs(30));
     assert_eq!(s.events_sent, 20_000);
     assert_eq!(p.events_received, 20_000);

@@ -42,12 +42,28 @@ enum State {
 #[derive(Default)]
 struct Applied {
     late: u64,
+    late_bytes: u64,
     undecodable: u64,
+    undecodable_bytes: u64,
 }
 
-fn apply_to(map: &mut WindowMap, ev: &EventRef<'_>, emit_ns: u64, applied: &mut Applied) {
+impl Applied {
+    fn undecodable(&mut self, rec: &[u8]) {
+        self.undecodable += 1;
+        self.undecodable_bytes += rec.len() as u64;
+    }
+}
+
+fn apply_to(
+    map: &mut WindowMap,
+    rec: &[u8],
+    ev: &EventRef<'_>,
+    emit_ns: u64,
+    applied: &mut Applied,
+) {
     if map.apply(ev, emit_ns).is_err() {
         applied.late += 1;
+        applied.late_bytes += rec.len() as u64;
     }
 }
 
@@ -78,9 +94,9 @@ impl State {
                     match EventRef::decode(rec) {
                         Ok(ev) => {
                             let mut map = m.lock().unwrap_or_else(PoisonError::into_inner);
-                            apply_to(&mut map, &ev, emit, &mut applied);
+                            apply_to(&mut map, rec, &ev, emit, &mut applied);
                         }
-                        Err(_) => applied.undecodable += 1,
+                        Err(_) => applied.undecodable(rec),
                     }
                 }
             }
@@ -92,9 +108,9 @@ impl State {
                             ev.key.hash(&mut h);
                             let shard = &shards[(h.finish() % shards.len() as u64) as usize];
                             let mut map = shard.lock().unwrap_or_else(PoisonError::into_inner);
-                            apply_to(&mut map, &ev, emit, &mut applied);
+                            apply_to(&mut map, rec, &ev, emit, &mut applied);
                         }
-                        Err(_) => applied.undecodable += 1,
+                        Err(_) => applied.undecodable(rec),
                     }
                 }
             }
@@ -143,8 +159,8 @@ async fn owner_loop(ctx: Arc<StageCtx>, mut map: WindowMap, mut rx: mpsc::Receiv
                 let mut applied = Applied::default();
                 for rec in frame.records() {
                     match EventRef::decode(rec) {
-                        Ok(ev) => apply_to(&mut map, &ev, emit, &mut applied),
-                        Err(_) => applied.undecodable += 1,
+                        Ok(ev) => apply_to(&mut map, rec, &ev, emit, &mut applied),
+                        Err(_) => applied.undecodable(rec),
                     }
                 }
                 count_drops(&ctx, &applied);
@@ -160,13 +176,12 @@ async fn owner_loop(ctx: Arc<StageCtx>, mut map: WindowMap, mut rx: mpsc::Receiv
 
 fn count_drops(ctx: &StageCtx, applied: &Applied) {
     let m = &ctx.metrics;
-    if applied.late > 0 {
-        m.dropped(DropReason::Late).inc_by(applied.late);
-    }
-    if applied.undecodable > 0 {
-        m.dropped(DropReason::Undecodable)
-            .inc_by(applied.undecodable);
-    }
+    m.drop_events(DropReason::Late, applied.late, applied.late_bytes);
+    m.drop_events(
+        DropReason::Undecodable,
+        applied.undecodable,
+        applied.undecodable_bytes,
+    );
 }
 
 struct Job {

@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 pub struct Parsed {
     pub frame: OutFrame,
     pub drops: [u32; DropReason::ALL.len()],
+    pub drop_bytes: [u64; DropReason::ALL.len()],
     pub elapsed: Duration,
 }
 
@@ -26,12 +27,14 @@ pub fn parse_batch(frame: &Frame, mode: ParseMode) -> Parsed {
     // Compact events are about a fifth of the JSON.
     let mut out = OutFrame::data(frame.payload.len() / 4);
     let mut drops = [0u32; DropReason::ALL.len()];
+    let mut drop_bytes = [0u64; DropReason::ALL.len()];
     let mut watermark = 0;
     for rec in frame.records() {
         let parsed =
             out.record(|buf| parse_into(mode, rec, buf).map(|ts| watermark = watermark.max(ts)));
         if let Err(reason) = parsed {
             drops[reason.index()] += 1;
+            drop_bytes[reason.index()] += rec.len() as u64;
         }
     }
     out.set_emitted_at(frame.header.emitted_at_ns);
@@ -39,6 +42,7 @@ pub fn parse_batch(frame: &Frame, mode: ParseMode) -> Parsed {
     Parsed {
         frame: out,
         drops,
+        drop_bytes,
         elapsed: t0.elapsed(),
     }
 }
@@ -87,10 +91,8 @@ pub async fn run(ctx: Arc<StageCtx>, listener: TcpListener) -> anyhow::Result<()
 
 fn account(ctx: &StageCtx, parsed: &Parsed) {
     let m = &ctx.metrics;
-    for (reason, n) in DropReason::ALL.iter().zip(parsed.drops) {
-        if n > 0 {
-            m.dropped(*reason).inc_by(u64::from(n));
-        }
+    for (i, reason) in DropReason::ALL.iter().enumerate() {
+        m.drop_events(*reason, u64::from(parsed.drops[i]), parsed.drop_bytes[i]);
     }
     if m.telemetry {
         m.batch_duration.observe(parsed.elapsed.as_secs_f64());

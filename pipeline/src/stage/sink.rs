@@ -111,7 +111,7 @@ fn persist(
             m.windows_persisted.inc_by(windows);
             m.log_written_bytes.inc_by(written);
         } else {
-            m.dropped(DropReason::Blackhole).inc_by(events);
+            m.drop_events(DropReason::Blackhole, events, frame.wire_bytes as u64);
         }
         let now = now_ns();
         if let Ok(mut hdr) = ctx.e2e.lock() {

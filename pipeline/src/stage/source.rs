@@ -27,7 +27,8 @@ enum Records {
 /// What one pull produced.
 enum Pulled {
     Record,
-    TooLarge,
+    /// A record of this many bytes, too large for a frame.
+    TooLarge(usize),
     Exhausted,
 }
 
@@ -63,7 +64,7 @@ impl Records {
                     continue;
                 }
                 if line.len() > max_record {
-                    return Ok(Pulled::TooLarge);
+                    return Ok(Pulled::TooLarge(line.len()));
                 }
                 out.extend_from_slice(line);
                 return Ok(Pulled::Record);
@@ -134,7 +135,7 @@ fn generate(
         });
         let mut frame = OutFrame::data(want * 240);
         let mut got = 0u64;
-        let mut too_large = 0u64;
+        let (mut too_large, mut too_large_bytes) = (0u64, 0u64);
         while (got as usize) < want && frame.len() + max_record < max_frame {
             let pulled = frame.record(|out| match records.pull(out, max_record) {
                 Ok(Pulled::Record) => Ok(()),
@@ -143,7 +144,10 @@ fn generate(
             });
             match pulled {
                 Ok(()) => got += 1,
-                Err(Ok(Pulled::TooLarge)) => too_large += 1,
+                Err(Ok(Pulled::TooLarge(len))) => {
+                    too_large += 1;
+                    too_large_bytes += len as u64;
+                }
                 Err(Ok(_)) => {
                     exhausted = true;
                     break;
@@ -153,7 +157,7 @@ fn generate(
         }
         if too_large > 0 {
             m.events_emitted.inc_by(too_large);
-            m.dropped(DropReason::TooLarge).inc_by(too_large);
+            m.drop_events(DropReason::TooLarge, too_large, too_large_bytes);
             emitted += too_large;
         }
         if got == 0 {
