@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{chain, http_get, spawn, wait_until};
+use common::{chain, http_get, source_into_parse, spawn, wait_until};
 use pipeline::seglog::segments;
 use pprof::protos::Message;
 use std::io::Read;
@@ -23,14 +23,8 @@ fn gunzip(data: &[u8]) -> Vec<u8> {
 fn cpu_and_heap_profiles_are_real_and_name_pipeline_functions() {
     let dir = tempfile::tempdir().unwrap();
     // A steady load for the profiles to see: an unbounded stream into parse, which discards.
-    let mut parse = spawn(dir.path(), "parse", &[], &[]);
-    let addr = parse.data_addr();
-    let mut source = spawn(
-        dir.path(),
-        "source",
-        &["--downstream", &addr, "--set", "rate=300000"],
-        &[],
-    );
+    let (mut source, mut parse) =
+        source_into_parse(dir.path(), &[], &["--set", "rate=300000"], &[]);
 
     let (status, body) = http_get(parse.admin(), "/debug/pprof/profile?seconds=2");
     assert_eq!(status, 200);
@@ -169,14 +163,8 @@ fn spans_are_exported_over_otlp_when_the_endpoint_is_set() {
     let (endpoint, got) = fake_collector();
     let dir = tempfile::tempdir().unwrap();
     let env = [("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())];
-    let mut parse = spawn(dir.path(), "parse", &[], &env);
-    let addr = parse.data_addr();
-    let mut source = spawn(
-        dir.path(),
-        "source",
-        &["--downstream", &addr, "--set", "events=50000"],
-        &[],
-    );
+    let (mut source, mut parse) =
+        source_into_parse(dir.path(), &[], &["--set", "events=50000"], &env);
     source.finish(Duration::from_secs(30));
     parse.finish(Duration::from_secs(30));
     let got = got.lock().unwrap();
@@ -189,14 +177,8 @@ fn spans_are_exported_over_otlp_when_the_endpoint_is_set() {
 
     // Without the variable, nothing is exported (and nothing breaks).
     let (_, quiet) = fake_collector();
-    let mut parse = spawn(dir.path(), "parse", &[], &[]);
-    let addr = parse.data_addr();
-    let mut source = spawn(
-        dir.path(),
-        "source",
-        &["--downstream", &addr, "--set", "events=1000"],
-        &[],
-    );
+    let (mut source, mut parse) =
+        source_into_parse(dir.path(), &[], &["--set", "events=1000"], &[]);
     source.finish(Duration::from_secs(30));
     parse.finish(Duration::from_secs(30));
     assert!(quiet.lock().unwrap().is_empty());

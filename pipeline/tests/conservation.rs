@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{chain, spawn};
+use common::{chain, source_into_parse};
 use pipeline::event::{EventRef, Latency, WindowResult, split_key};
 use pipeline::generate::Generator;
 use pipeline::parse::parse_into;
@@ -217,14 +217,8 @@ fn a_replayed_file_goes_through_like_the_generated_stream() {
 #[test]
 fn a_stage_without_downstream_discards_and_counts() {
     let dir = tempfile::tempdir().unwrap();
-    let mut parse = spawn(dir.path(), "parse", &[], &[]);
-    let addr = parse.data_addr();
-    let mut source = spawn(
-        dir.path(),
-        "source",
-        &["--downstream", &addr, "--set", "events=5000"],
-        &[],
-    );
+    let (mut source, mut parse) =
+        source_into_parse(dir.path(), &[], &["--set", "events=5000"], &[]);
     let s = source.finish(Duration::from_secs(30));
     let p = parse.finish(Duration::from_secs(30));
     assert_eq!(s.events_sent, 5000);

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{chain, metric, spawn, wait_until};
+use common::{chain, metric, source_into_parse, spawn, wait_until};
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::Duration;
@@ -181,17 +181,10 @@ fn sigterm_on_the_sink_drains_without_loss() {
 fn a_slow_stage_slows_the_source_instead_of_growing_memory() {
     let dir = tempfile::tempdir().unwrap();
     // Parse sleeps 20 ms per batch of 1024 events: about 50k events/s at most.
-    let mut parse = spawn(
+    let (mut source, mut parse) = source_into_parse(
         dir.path(),
-        "parse",
         &["--set", "inject_delay_us=20000"],
-        &[],
-    );
-    let addr = parse.data_addr();
-    let mut source = spawn(
-        dir.path(),
-        "source",
-        &["--downstream", &addr, "--set", "events=2000000"],
+        &["--set", "events=2000000"],
         &[],
     );
     for _ in 0..5 {

@@ -172,6 +172,21 @@ pub fn chain(dir: &Path, extra: [&[&str]; 4]) -> Vec<Stage> {
     vec![source, parse, agg, sink]
 }
 
+/// A parse stage (no downstream: it discards and counts) fed by a source; `source_args` are
+/// the source's own arguments (e.g. `--set events=1000`).
+pub fn source_into_parse(
+    dir: &Path,
+    parse_args: &[&str],
+    source_args: &[&str],
+    parse_env: &[(&str, &str)],
+) -> (Stage, Stage) {
+    let parse = spawn(dir, "parse", parse_args, parse_env);
+    let addr = parse.data_addr();
+    let args = [&["--downstream", addr.as_str()][..], source_args].concat();
+    let source = spawn(dir, "source", &args, &[]);
+    (source, parse)
+}
+
 /// A plain HTTP/1.1 GET over loopback: (status, body). Handles chunked bodies.
 pub fn http_get(addr: &str, path: &str) -> (u16, Vec<u8>) {
     let mut sock = TcpStream::connect(addr).expect("connect to admin port");
