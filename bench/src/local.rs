@@ -30,6 +30,8 @@ pub struct LocalOptions {
 /// One running stage process.
 pub struct StageProc {
     pub role: Role,
+    /// `parse`, or `parse-0`, `parse-1`, … when the stage has several replicas.
+    pub name: String,
     pub ready: ReadyInfo,
     pub log: PathBuf,
     pub stats_file: PathBuf,
@@ -104,75 +106,30 @@ impl LocalRun {
         // The stages run inside the work directory: every path handed to them is absolute.
         let workdir = opts.workdir.canonicalize()?;
         let mut stages: Vec<StageProc> = Vec::new();
-        let mut downstream: Option<String> = None;
-        for knobs in plan.stages().iter().rev() {
-            let role = knobs.role();
-            let cfg =
-                plan.stage_config(role, "127.0.0.1:0", "127.0.0.1:0", downstream.as_deref())?;
-            let file = |suffix: &str| workdir.join(format!("{role}{suffix}"));
-            let (config, ready_file, stats_file, log) = (
-                file(".toml"),
-                file(".ready.json"),
-                file(".stats.json"),
-                file(".log"),
-            );
-            std::fs::write(&config, cfg.to_toml())
-                .with_context(|| format!("writing {}", config.display()))?;
-            for stale in [&ready_file, &stats_file] {
-                let _ = std::fs::remove_file(stale);
+        let mut downstream: Vec<String> = Vec::new();
+        for stage in plan.stages().iter().rev() {
+            let role = stage.role();
+            if role == Role::Source && stage.replicas != 1 {
+                bail!("the local runner runs one source (source.replicas = 1)");
             }
-            let log_file = std::fs::File::create(&log)
-                .with_context(|| format!("creating {}", log.display()))?;
-            let mut cmd = Command::new(&opts.pipeline_bin);
-            cmd.arg(role.as_str())
-                .arg("--config")
-                .arg(&config)
-                .arg("--ready-file")
-                .arg(&ready_file)
-                .arg("--stats-out")
-                .arg(&stats_file)
-                .arg("--linger-seconds")
-                .arg(opts.linger.as_secs_f64().to_string())
-                .current_dir(&workdir)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::from(log_file))
-                // Own process group: a terminal's Ctrl-C reaches only the runner, which then
-                // drains the stages with exactly one SIGTERM.
-                .process_group(0)
-                .kill_on_drop(true);
-            // The plan is the only source of knobs: drop any stray overrides of the caller.
-            for (name, _) in std::env::vars_os() {
-                if name
-                    .to_string_lossy()
-                    .starts_with(pipeline_plan::KNOB_ENV_PREFIX)
-                {
-                    cmd.env_remove(name);
-                }
+            let cfg = plan.stage_config(role, "127.0.0.1:0", "127.0.0.1:0", &downstream)?;
+            let mut replicas = Vec::new();
+            for i in 0..stage.replicas {
+                let name = if stage.replicas == 1 {
+                    role.to_string()
+                } else {
+                    format!("{role}-{i}")
+                };
+                replicas.push(spawn_stage(opts, &workdir, name, &cfg).await?);
             }
-            // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill the child
-            // when this (the spawning) thread exits.
-            unsafe {
-                cmd.pre_exec(|| {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                    Ok(())
-                });
-            }
-            let mut child = cmd
-                .spawn()
-                .with_context(|| format!("starting {}", opts.pipeline_bin.display()))?;
-            let ready = wait_ready(role, &ready_file, &mut child, &log).await?;
-            downstream = ready.data_addr.clone();
-            stages.push(StageProc {
-                role,
-                ready,
-                log,
-                stats_file,
-                child,
-                status: None,
-            });
+            // The stage before this one connects to every replica of it.
+            downstream = replicas
+                .iter()
+                .filter_map(|s| s.ready.data_addr.clone())
+                .collect();
+            // Started last stage first; kept in data-flow order, replicas in order.
+            stages.splice(0..0, replicas);
         }
-        stages.reverse();
         Ok(LocalRun { stages })
     }
 
@@ -212,7 +169,7 @@ impl LocalRun {
 
     /// Wait for every process to exit (killing them all after `timeout`), then read their
     /// final stats. A stage that failed is an error carrying the end of its log.
-    pub async fn finish(mut self, timeout: Duration) -> anyhow::Result<Vec<StageStats>> {
+    pub async fn finish(mut self, timeout: Duration) -> anyhow::Result<Vec<(String, StageStats)>> {
         let deadline = Instant::now() + timeout;
         while !self.all_exited() {
             if Instant::now() >= deadline {
@@ -227,21 +184,93 @@ impl LocalRun {
             if !status.success() {
                 bail!(
                     "the {} stage failed ({status}); the end of {}:\n{}",
-                    s.role,
+                    s.name,
                     s.log.display(),
                     log_tail(&s.log, 15)
                 );
             }
             let text = std::fs::read(&s.stats_file)
-                .with_context(|| format!("the {} stage left no stats file", s.role))?;
-            stats.push(serde_json::from_slice(&text).context("parsing a stage's stats")?);
+                .with_context(|| format!("the {} stage left no stats file", s.name))?;
+            let parsed = serde_json::from_slice(&text).context("parsing a stage's stats")?;
+            stats.push((s.name.clone(), parsed));
         }
         Ok(stats)
     }
 }
 
+/// Start one stage process from its config and wait until its ports are bound.
+async fn spawn_stage(
+    opts: &LocalOptions,
+    workdir: &Path,
+    name: String,
+    cfg: &pipeline_plan::StageConfig,
+) -> anyhow::Result<StageProc> {
+    let file = |suffix: &str| workdir.join(format!("{name}{suffix}"));
+    let (config, ready_file, stats_file, log) = (
+        file(".toml"),
+        file(".ready.json"),
+        file(".stats.json"),
+        file(".log"),
+    );
+    std::fs::write(&config, cfg.to_toml())
+        .with_context(|| format!("writing {}", config.display()))?;
+    for stale in [&ready_file, &stats_file] {
+        let _ = std::fs::remove_file(stale);
+    }
+    let log_file =
+        std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+    let mut cmd = Command::new(&opts.pipeline_bin);
+    cmd.arg(cfg.role().as_str())
+        .arg("--config")
+        .arg(&config)
+        .arg("--ready-file")
+        .arg(&ready_file)
+        .arg("--stats-out")
+        .arg(&stats_file)
+        .arg("--linger-seconds")
+        .arg(opts.linger.as_secs_f64().to_string())
+        .current_dir(workdir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log_file))
+        // Own process group: a terminal's Ctrl-C reaches only the runner, which then drains
+        // the stages with exactly one SIGTERM.
+        .process_group(0)
+        .kill_on_drop(true);
+    // The plan is the only source of knobs: drop any stray overrides of the caller.
+    for (var, _) in std::env::vars_os() {
+        if var
+            .to_string_lossy()
+            .starts_with(pipeline_plan::KNOB_ENV_PREFIX)
+        {
+            cmd.env_remove(var);
+        }
+    }
+    // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill the child when this
+    // (the spawning) thread exits.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("starting {}", opts.pipeline_bin.display()))?;
+    let ready = wait_ready(&name, &ready_file, &mut child, &log).await?;
+    Ok(StageProc {
+        role: cfg.role(),
+        name,
+        ready,
+        log,
+        stats_file,
+        child,
+        status: None,
+    })
+}
+
 async fn wait_ready(
-    role: Role,
+    name: &str,
     file: &Path,
     child: &mut Child,
     log: &Path,
@@ -253,14 +282,14 @@ async fn wait_ready(
         }
         if let Some(status) = child.try_wait()? {
             bail!(
-                "the {role} stage exited ({status}) before it was ready; the end of {}:\n{}",
+                "the {name} stage exited ({status}) before it was ready; the end of {}:\n{}",
                 log.display(),
                 log_tail(log, 15)
             );
         }
         if Instant::now() >= deadline {
             bail!(
-                "the {role} stage was not ready within 30 s; see {}",
+                "the {name} stage was not ready within 30 s; see {}",
                 log.display()
             );
         }

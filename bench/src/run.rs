@@ -98,7 +98,7 @@ pub async fn run_local(
         }
     }
     live.finish();
-    let stats: Vec<StageStats> = run.finish(Duration::from_secs(5)).await?;
+    let stats = run.finish(Duration::from_secs(5)).await?;
     while let Some(done) = profiles.join_next().await {
         match done {
             Ok(Ok(_)) => {}
@@ -118,7 +118,7 @@ pub async fn run_local(
 /// Flamegraphs start once the run is past its warm-up: a quarter of its events or of its
 /// duration, or 3 s into an open-ended run. Peak RSS before that is the pipeline's own.
 fn warmed_up(plan: &Plan, polled: &[Option<StageStats>], elapsed: Duration) -> bool {
-    let Some(StageKnobs::Source(k)) = plan.stage(Role::Source) else {
+    let Some(StageKnobs::Source(k)) = plan.knobs(Role::Source) else {
         return true;
     };
     if k.events > 0 {
@@ -144,7 +144,7 @@ fn start_profiles(
             "/debug/pprof/flamegraph?seconds={}",
             cfg.profile_seconds
         ));
-        let out = cfg.report_dir.join(format!("flamegraph-{}.svg", s.role));
+        let out = cfg.report_dir.join(format!("flamegraph-{}.svg", s.name));
         let wait = Duration::from_secs(cfg.profile_seconds + 30);
         profiles.spawn(async move {
             let body = crate::http::get_ok(&url, wait).await?;
@@ -177,7 +177,7 @@ impl Live {
             .map(|s| {
                 let bar = multi.add(ProgressBar::new_spinner());
                 bar.set_style(style.clone());
-                bar.set_prefix(s.role.to_string());
+                bar.set_prefix(s.name.clone());
                 bar.set_message(format!("starting (admin http://{})", s.ready.admin_addr));
                 bar
             })

@@ -59,10 +59,12 @@ pub struct RunSummary {
 }
 
 impl RunSummary {
-    /// Combine the final stats of the stages (in data-flow order; the first is the source).
-    pub fn from_stats(pipeline: &str, stats: &[StageStats], report_dir: &str) -> Self {
-        let source = stats.first();
-        let sink = stats.iter().find(|s| s.stage == "sink");
+    /// Combine the final stats of the stage processes, by name, in data-flow order (the first
+    /// is the source).
+    pub fn from_stats(pipeline: &str, named: &[(String, StageStats)], report_dir: &str) -> Self {
+        let stats: Vec<&StageStats> = named.iter().map(|(_, s)| s).collect();
+        let source = stats.first().copied();
+        let sink = stats.iter().copied().find(|s| s.stage == "sink");
         let emitted = source.map_or(0, |s| s.events_emitted);
         let persisted = sink.map_or(0, |s| s.events_persisted);
         let dead: u64 = stats.iter().map(|s| s.dead_lettered).sum();
@@ -71,7 +73,7 @@ impl RunSummary {
         let unaccounted =
             emitted as i64 - persisted as i64 - dead as i64 - discarded as i64 - lost as i64;
         let mut drops = BTreeMap::new();
-        for s in stats {
+        for s in &stats {
             for (reason, n) in &s.dropped {
                 *drops.entry(reason.clone()).or_insert(0) += n;
             }
@@ -80,16 +82,16 @@ impl RunSummary {
         let finished = stats.iter().map(|s| s.finished_unix_ns).max().unwrap_or(0);
         let duration = finished.saturating_sub(started) as f64 / 1e9;
         let latency = sink.and_then(|s| s.end_to_end_latency_us);
-        let stages = stats
+        let stages = named
             .iter()
-            .map(|s| {
+            .map(|(name, s)| {
                 let events_in = if s.stage == "source" {
                     s.events_emitted
                 } else {
                     s.events_received
                 };
                 StageSummary {
-                    name: s.stage.clone(),
+                    name: name.clone(),
                     rss_bytes: s.peak_rss_unprofiled_bytes,
                     peak_rss_with_profiler_bytes: s.peak_rss_bytes,
                     cpu_seconds: s.cpu_seconds,
@@ -232,6 +234,13 @@ pub fn duration(s: f64) -> String {
 mod tests {
     use super::*;
 
+    fn named(stats: &[&StageStats]) -> Vec<(String, StageStats)> {
+        stats
+            .iter()
+            .map(|s| (s.stage.clone(), (*s).clone()))
+            .collect()
+    }
+
     fn stage(name: &str) -> StageStats {
         StageStats {
             stage: name.into(),
@@ -256,7 +265,7 @@ mod tests {
         sink.lost = 5;
         sink.dropped.insert("lost_in_transit".into(), 5);
         sink.finished_unix_ns = 3_000_000_000;
-        let s = RunSummary::from_stats("p", &[src.clone(), parse.clone(), sink.clone()], "r");
+        let s = RunSummary::from_stats("p", &named(&[&src, &parse, &sink]), "r");
         assert_eq!((s.dead_lettered, s.lost, s.unaccounted), (10, 5, 0));
         assert!(s.conserved);
         assert_eq!(s.duration_seconds, 2.0);
@@ -265,14 +274,14 @@ mod tests {
         assert_eq!(s.drops.len(), 2);
 
         sink.events_persisted = 980;
-        let s = RunSummary::from_stats("p", &[src.clone(), parse.clone(), sink.clone()], "r");
+        let s = RunSummary::from_stats("p", &named(&[&src, &parse, &sink]), "r");
         assert_eq!(s.unaccounted, 5);
         assert!(!s.conserved);
         assert!(s.to_text().contains("UNACCOUNTED 5"));
 
         sink.events_persisted = 985;
         parse.finished = false;
-        assert!(!RunSummary::from_stats("p", &[src, parse, sink], "r").conserved);
+        assert!(!RunSummary::from_stats("p", &named(&[&src, &parse, &sink]), "r").conserved);
     }
 
     #[test]

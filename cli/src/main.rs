@@ -157,7 +157,7 @@ impl Workload {
 }
 
 fn source_bounded(plan: &Plan) -> bool {
-    matches!(plan.stage(Role::Source), Some(StageKnobs::Source(s)) if s.events > 0 || s.duration_seconds > 0.0)
+    matches!(plan.knobs(Role::Source), Some(StageKnobs::Source(s)) if s.events > 0 || s.duration_seconds > 0.0)
 }
 
 /// UTC `YYYYmmdd-HHMMSS`.

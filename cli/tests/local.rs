@@ -245,3 +245,64 @@ fn killing_the_runner_kills_the_stages() {
         || pids.iter().all(|p| !alive(*p)),
     );
 }
+
+#[test]
+fn replicas_run_as_separate_processes_and_conserve() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = observatory()
+        .args([
+            "run",
+            "--local",
+            "--events",
+            "300000",
+            "--json",
+            "--profile-seconds",
+            "0",
+        ])
+        .args(["--set", "parse.replicas=2", "--set", "aggregate.replicas=3"])
+        .args(["--report-dir", dir.path().join("r").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = s["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|st| st["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "source",
+            "parse-0",
+            "parse-1",
+            "aggregate-0",
+            "aggregate-1",
+            "aggregate-2",
+            "sink"
+        ]
+    );
+    assert_eq!(s["conserved"], true);
+    assert_eq!(s["events_persisted"], 300_000);
+    let out = observatory()
+        .args([
+            "run",
+            "--local",
+            "--events",
+            "10",
+            "--set",
+            "source.replicas=2",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("one source"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -161,6 +161,22 @@ pub fn put_key(out: &mut Vec<u8>, service: &str, route: &str) {
     out.extend_from_slice(route.as_bytes());
 }
 
+/// The aggregate partition (of `n`) a key belongs to: the same on every parse replica.
+pub fn partition_of(key: &[u8], n: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    if n <= 1 {
+        return 0;
+    }
+    let mut h = rustc_hash::FxHasher::default();
+    key.hash(&mut h);
+    (h.finish() % n as u64) as usize
+}
+
+/// The key at the start of a compact event.
+pub fn key_of(rec: &[u8]) -> Result<&[u8], DecodeError> {
+    Ok(&rec[..key_len(rec)?])
+}
+
 /// Length of the key at the start of `rec`.
 fn key_len(rec: &[u8]) -> Result<usize, DecodeError> {
     let s = *rec.first().ok_or(DecodeError("empty record"))? as usize;

@@ -7,7 +7,7 @@
 //! purpose, one of four ways, each mapping to one parse drop reason.
 
 use crate::event::DropReason;
-use pipeline_plan::SourceKnobs;
+use pipeline_plan::{EventTime, SourceKnobs};
 use rand::seq::SliceRandom;
 use rand::{Rng, RngExt, SeedableRng};
 use rand_distr::Distribution;
@@ -88,6 +88,7 @@ pub struct Generator {
     keys: Vec<Key>,
     zipf: WeightedAliasIndex<f64>,
     index: u64,
+    base_us: u64,
     step_us: u64,
     malformed_rate: f64,
     error_rate: f64,
@@ -159,6 +160,10 @@ impl Generator {
             keys,
             zipf,
             index: 0,
+            base_us: match knobs.event_time {
+                EventTime::Fixed => BASE_TS_US,
+                EventTime::WallClock => crate::net::now_ns() / 1000,
+            },
             step_us: knobs.event_time_step_us,
             malformed_rate: knobs.malformed_rate,
             error_rate: knobs.error_rate,
@@ -172,7 +177,7 @@ impl Generator {
 
     /// Event time of the next event.
     pub fn next_ts(&self) -> u64 {
-        BASE_TS_US + self.index * self.step_us
+        self.base_us + self.index * self.step_us
     }
 
     /// Append the next record (one JSON object, no newline) to `out`.

@@ -87,9 +87,14 @@ struct StageArgs {
     /// Admin port address (metrics, health, profiles).
     #[arg(long)]
     admin: Option<String>,
-    /// The next stage's data address.
+    /// A data address of the next stage (repeatable: one connection each; the source deals
+    /// round-robin over them, parse routes by key, one per aggregate partition).
     #[arg(long)]
-    downstream: Option<String>,
+    downstream: Vec<String>,
+    /// Service mode (Kubernetes): never complete by itself; a downstream's drain request ends
+    /// only that connection, which is re-established.
+    #[arg(long)]
+    service: bool,
     /// Upstream streams whose end completes the input.
     #[arg(long)]
     upstreams: Option<u32>,
@@ -157,16 +162,17 @@ fn resolve(role: Role, args: &StageArgs) -> anyhow::Result<StageConfig> {
     if let Some(v) = &args.admin {
         cfg.admin = v.clone();
     }
-    if let Some(v) = &args.downstream {
-        cfg.downstream = Some(v.clone());
+    if !args.downstream.is_empty() {
+        cfg.downstream = args.downstream.clone();
     }
+    cfg.service |= args.service;
     if let Some(v) = args.upstreams {
         if v == 0 {
             bail!("--upstreams must be at least 1");
         }
         cfg.upstreams = v;
     }
-    if role == Role::Sink && cfg.downstream.is_some() {
+    if role == Role::Sink && !cfg.downstream.is_empty() {
         bail!("the sink is the last stage and takes no --downstream");
     }
     Ok(cfg)

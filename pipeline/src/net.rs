@@ -14,7 +14,7 @@ use crate::event::DropReason;
 use crate::stats::StageCtx;
 use futures::StreamExt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -69,7 +69,12 @@ impl Ingress {
         tokio::spawn(accept_loop(ctx.clone(), listener, tx));
         Ingress {
             rx,
-            expected: ctx.cfg.upstreams,
+            // In service mode the input never completes by itself, only by draining.
+            expected: if ctx.cfg.service {
+                u32::MAX
+            } else {
+                ctx.cfg.upstreams
+            },
             ctx,
             ended: 0,
             deadline: None,
@@ -218,46 +223,97 @@ async fn read_conn(ctx: Arc<StageCtx>, conn: u64, sock: TcpStream, tx: mpsc::Sen
     m.upstream_connections.dec();
 }
 
-/// The sending side of a stage: a bounded queue drained by one writer task that owns the
-/// downstream connection. With no downstream, frames are discarded and counted.
+/// The sending side of a stage: one lane per downstream address, each a bounded queue drained
+/// by a writer task that owns that connection. With no downstream, one lane discards and counts.
 pub struct Egress {
+    lanes: Vec<Lane>,
+    next: AtomicUsize,
+}
+
+struct Lane {
     tx: mpsc::Sender<OutFrame>,
     task: JoinHandle<()>,
     connected: Arc<AtomicBool>,
 }
 
+/// A handle for a producer on its own thread: deals frames round-robin over the lanes.
+pub struct EgressSender {
+    txs: Vec<mpsc::Sender<OutFrame>>,
+    next: usize,
+}
+
+impl EgressSender {
+    /// Queue a frame on the next lane, blocking while it is full (backpressure). Fails once the
+    /// writers are gone.
+    pub fn blocking_send(&mut self, frame: OutFrame) -> Result<(), OutFrame> {
+        let lane = self.next % self.txs.len();
+        self.next = self.next.wrapping_add(1);
+        self.txs[lane].blocking_send(frame).map_err(|e| e.0)
+    }
+}
+
 impl Egress {
     pub fn start(ctx: Arc<StageCtx>) -> Self {
         let cap = ctx.cfg.knobs.common().queue_capacity as usize;
-        let (tx, rx) = mpsc::channel(cap);
-        let connected = Arc::new(AtomicBool::new(false));
-        let task = match ctx.cfg.downstream.clone() {
-            Some(addr) => tokio::spawn(write_loop(ctx, addr, rx, connected.clone())),
-            None => {
-                connected.store(true, Ordering::Relaxed);
-                tokio::spawn(discard_loop(ctx, rx))
+        let lane = |addr: Option<String>| {
+            let (tx, rx) = mpsc::channel(cap);
+            let connected = Arc::new(AtomicBool::new(addr.is_none()));
+            let task = match addr {
+                Some(addr) => tokio::spawn(write_loop(ctx.clone(), addr, rx, connected.clone())),
+                None => tokio::spawn(discard_loop(ctx.clone(), rx)),
+            };
+            Lane {
+                tx,
+                task,
+                connected,
             }
         };
+        let lanes = if ctx.cfg.downstream.is_empty() {
+            vec![lane(None)]
+        } else {
+            ctx.cfg
+                .downstream
+                .iter()
+                .cloned()
+                .map(|a| lane(Some(a)))
+                .collect()
+        };
         Egress {
-            tx,
-            task,
-            connected,
+            lanes,
+            next: AtomicUsize::new(0),
         }
     }
 
-    /// A handle for producers on other threads (`blocking_send`).
-    pub fn sender(&self) -> mpsc::Sender<OutFrame> {
-        self.tx.clone()
+    /// Number of lanes (downstream connections).
+    pub fn lanes(&self) -> usize {
+        self.lanes.len()
     }
 
-    /// Queue a frame, waiting while the queue is full (backpressure).
+    /// A round-robin handle for a producer on another thread.
+    pub fn sender(&self) -> EgressSender {
+        EgressSender {
+            txs: self.lanes.iter().map(|l| l.tx.clone()).collect(),
+            next: 0,
+        }
+    }
+
+    /// Queue a frame on the next lane (round-robin), waiting while it is full.
     pub async fn send(&self, frame: OutFrame) {
-        // The writer only stops when every sender is gone, so this cannot fail.
-        let _ = self.tx.send(frame).await;
+        let lane = self.next.fetch_add(1, Ordering::Relaxed) % self.lanes.len();
+        self.send_to(lane, frame).await;
     }
 
+    /// Queue a frame on one lane, waiting while it is full (backpressure).
+    pub async fn send_to(&self, lane: usize, frame: OutFrame) {
+        // A writer only stops when every sender is gone, so this cannot fail.
+        let _ = self.lanes[lane].tx.send(frame).await;
+    }
+
+    /// Whether every lane is connected.
     pub fn is_connected(&self) -> bool {
-        self.connected.load(Ordering::Relaxed)
+        self.lanes
+            .iter()
+            .all(|l| l.connected.load(Ordering::Relaxed))
     }
 
     /// Wait until connected (or the stage drains, or `timeout` passes).
@@ -269,17 +325,29 @@ impl Egress {
         self.is_connected()
     }
 
-    /// Close the queue, let the writer send what is queued and the end of stream, and wait.
+    /// Close the queues, let the writers send what is queued and their end of stream, and wait.
     pub async fn finish(self) {
-        drop(self.tx);
-        if let Err(e) = self.task.await {
-            warn!(error = %e, "egress task failed");
+        let tasks: Vec<_> = self
+            .lanes
+            .into_iter()
+            .map(|l| {
+                drop(l.tx);
+                l.task
+            })
+            .collect();
+        for t in tasks {
+            if let Err(e) = t.await {
+                warn!(error = %e, "egress task failed");
+            }
         }
     }
 }
 
 fn stream_id() -> u32 {
-    std::process::id().rotate_left(16) ^ (now_ns() as u32)
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    std::process::id().rotate_left(16)
+        ^ (now_ns() as u32)
+        ^ (NEXT.fetch_add(1, Ordering::Relaxed) as u32)
 }
 
 async fn discard_loop(ctx: Arc<StageCtx>, mut rx: mpsc::Receiver<OutFrame>) {
@@ -323,6 +391,54 @@ async fn connect(ctx: &StageCtx, addr: &str) -> Option<TcpStream> {
     }
 }
 
+/// One downstream connection and what has been sent on it (an end of stream carries the
+/// totals of its connection).
+struct Conn {
+    wr: tokio::net::tcp::OwnedWriteHalf,
+    control: FramedRead<tokio::net::tcp::OwnedReadHalf, FrameCodec>,
+    stream: u32,
+    seq: u64,
+    records: u64,
+    events: u64,
+}
+
+impl Conn {
+    fn new(sock: TcpStream, max: usize) -> Self {
+        let (rd, wr) = sock.into_split();
+        Conn {
+            wr,
+            control: FramedRead::new(rd, FrameCodec::new(max)),
+            stream: stream_id(),
+            seq: 0,
+            records: 0,
+            events: 0,
+        }
+    }
+
+    /// Send the end of stream with this connection's totals and wait for the downstream to
+    /// close it (its receipt).
+    async fn end(mut self) {
+        let end = OutFrame::end(self.records, self.events).finish(self.stream, self.seq);
+        if let Err(e) = self.wr.write_all(&end).await {
+            warn!(error = %e, "could not send end of stream");
+            return;
+        }
+        let _ = self.wr.shutdown().await;
+        let acked = tokio::time::timeout(END_ACK_TIMEOUT, async {
+            while let Some(Ok(_)) = self.control.next().await {}
+        })
+        .await;
+        if acked.is_err() {
+            warn!("downstream did not close after the end of stream");
+        }
+        debug!(
+            records = self.records,
+            events = self.events,
+            "stream finished"
+        );
+    }
+}
+
 async fn write_loop(
     ctx: Arc<StageCtx>,
     addr: String,
@@ -331,15 +447,12 @@ async fn write_loop(
 ) {
     let m = &ctx.metrics;
     let max = ctx.cfg.knobs.common().max_frame_bytes as usize;
-    let stream = stream_id();
-    let (mut seq, mut records_sent, mut events_sent) = (0u64, 0u64, 0u64);
-    let mut conn = None;
+    let mut conn: Option<Conn> = None;
     loop {
         if conn.is_none() {
             match connect(&ctx, &addr).await {
                 Some(sock) => {
-                    let (rd, wr) = sock.into_split();
-                    conn = Some((wr, FramedRead::new(rd, FrameCodec::new(max))));
+                    conn = Some(Conn::new(sock, max));
                     connected.store(true, Ordering::Relaxed);
                 }
                 None => {
@@ -357,7 +470,7 @@ async fn write_loop(
                 }
             }
         }
-        let Some((wr, control)) = conn.as_mut() else {
+        let Some(c) = conn.as_mut() else {
             continue;
         };
         tokio::select! {
@@ -365,12 +478,12 @@ async fn write_loop(
                 Some(f) => {
                     m.output_queue_depth.set(rx.len() as i64);
                     let (records, events) = (u64::from(f.records()), u64::from(f.events()));
-                    let bytes = f.finish(stream, seq);
-                    match wr.write_all(&bytes).await {
+                    let bytes = f.finish(c.stream, c.seq);
+                    match c.wr.write_all(&bytes).await {
                         Ok(()) => {
-                            seq += 1;
-                            records_sent += records;
-                            events_sent += events;
+                            c.seq += 1;
+                            c.records += records;
+                            c.events += events;
                             m.events_sent.inc_by(events);
                             m.batches_sent.inc();
                             m.sent_bytes.inc_by(bytes.len() as u64);
@@ -385,10 +498,20 @@ async fn write_loop(
                 }
                 None => break,
             },
-            ctrl = control.next() => match ctrl {
+            ctrl = c.control.next() => match ctrl {
                 Some(Ok(f)) if f.header.kind == Kind::Drain => {
-                    info!("downstream asked to finish the stream");
-                    ctx.drain.cancel();
+                    if ctx.cfg.service {
+                        // The downstream instance is going away: finish this connection and
+                        // carry on with whichever instance answers next at the same address.
+                        info!(downstream = addr, "downstream is draining: ending this connection, then reconnecting");
+                        connected.store(false, Ordering::Relaxed);
+                        if let Some(c) = conn.take() {
+                            c.end().await;
+                        }
+                    } else {
+                        info!("downstream asked to finish the stream");
+                        ctx.drain.cancel();
+                    }
                 }
                 Some(Ok(f)) => warn!(kind = ?f.header.kind, "unexpected frame from downstream; ignored"),
                 Some(Err(e)) => {
@@ -404,25 +527,7 @@ async fn write_loop(
             }
         }
     }
-    // End of stream: send the totals and wait for the downstream to close (its receipt).
-    if let Some((mut wr, mut control)) = conn {
-        let end = OutFrame::end(records_sent, events_sent).finish(stream, seq);
-        if let Err(e) = wr.write_all(&end).await {
-            warn!(error = %e, "could not send end of stream");
-            return;
-        }
-        let _ = wr.shutdown().await;
-        let acked = tokio::time::timeout(END_ACK_TIMEOUT, async {
-            while let Some(Ok(_)) = control.next().await {}
-        })
-        .await;
-        if acked.is_err() {
-            warn!("downstream did not close after the end of stream");
-        }
-        debug!(
-            records = records_sent,
-            events = events_sent,
-            "stream finished"
-        );
+    if let Some(c) = conn {
+        c.end().await;
     }
 }

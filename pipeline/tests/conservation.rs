@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{chain, source_into_parse};
+use common::{chain, source_into_parse, spawn};
 use pipeline::event::{EventRef, Latency, WindowResult, split_key};
 use pipeline::generate::Generator;
 use pipeline::parse::parse_into;
@@ -154,6 +154,102 @@ fn borrowed_parsing_and_parallel_sharded_aggregation_give_the_same_result() {
 #[test]
 fn the_owner_strategy_gives_the_same_result() {
     run_and_check(&[], &["--set", "state=owner", "--set", "workers=2"]);
+}
+
+#[test]
+fn parse_replicas_and_aggregate_partitions_give_the_same_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let events = 600_000u64;
+    let log = format!("dir={}", d.join("log").display());
+    let mut sink = spawn(d, "sink", &["--set", &log, "--upstreams", "3"], &[]);
+    // Three aggregate partitions, each fed by both parse replicas.
+    let mut aggs: Vec<_> = (0..3)
+        .map(|_| {
+            let args = [
+                "--downstream",
+                &sink.data_addr(),
+                "--upstreams",
+                "2",
+                "--set",
+                "window_ms=250",
+            ];
+            spawn_named(d, "aggregate", &args)
+        })
+        .collect();
+    let agg_addrs: Vec<String> = aggs.iter().map(|a| a.data_addr()).collect();
+    let mut parses: Vec<_> = (0..2)
+        .map(|_| {
+            let mut args: Vec<&str> = agg_addrs
+                .iter()
+                .flat_map(|a| ["--downstream", a.as_str()])
+                .collect();
+            args.extend(["--set", "mode=borrowed"]);
+            spawn_named(d, "parse", &args)
+        })
+        .collect();
+    let parse_addrs: Vec<String> = parses.iter().map(|p| p.data_addr()).collect();
+    let mut args: Vec<&str> = parse_addrs
+        .iter()
+        .flat_map(|a| ["--downstream", a.as_str()])
+        .collect();
+    args.extend([
+        "--set",
+        "events=600000",
+        "--set",
+        "seed=77",
+        "--set",
+        "malformed_rate=0.01",
+    ]);
+    let mut source = spawn(d, "source", &args, &[]);
+
+    let src = source.finish(Duration::from_secs(120));
+    let parse_stats: Vec<_> = parses
+        .iter_mut()
+        .map(|p| p.finish(Duration::from_secs(60)))
+        .collect();
+    let agg_stats: Vec<_> = aggs
+        .iter_mut()
+        .map(|a| a.finish(Duration::from_secs(60)))
+        .collect();
+    let sink_stats = sink.finish(Duration::from_secs(60));
+    assert_eq!(src.events_emitted, events);
+    for p in &parse_stats {
+        assert!(
+            p.events_received > events / 3,
+            "round-robin reaches both parse replicas"
+        );
+    }
+    for a in &agg_stats {
+        assert!(
+            a.events_received > events / 6,
+            "every partition gets its keys"
+        );
+        assert_eq!(a.dead_lettered, 0, "no late events: {:?}", a.dropped);
+    }
+    let dead: u64 = parse_stats.iter().map(|p| p.dead_lettered).sum();
+    assert_eq!(sink_stats.events_persisted + dead, events);
+    let knobs = SourceKnobs {
+        events,
+        seed: 77,
+        malformed_rate: 0.01,
+        ..SourceKnobs::default()
+    };
+    let (want, _) = reference(&knobs, 250);
+    assert_eq!(
+        persisted(&d.join("log"), 250),
+        want,
+        "each window computed whole, in one partition"
+    );
+}
+
+/// Spawn a stage whose files carry a unique suffix (several replicas share a directory).
+fn spawn_named(dir: &std::path::Path, role: &str, args: &[&str]) -> common::Stage {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let i = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let sub = dir.join(format!("{role}-{i}"));
+    std::fs::create_dir_all(&sub).unwrap();
+    spawn(&sub, role, args, &[])
 }
 
 #[test]

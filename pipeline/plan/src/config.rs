@@ -110,10 +110,16 @@ pub struct StageConfig {
     pub listen: String,
     /// Admin port address (metrics, profiles, health).
     pub admin: String,
-    /// Address of the next stage's data port; `None` makes this the last stage.
-    pub downstream: Option<String>,
-    /// Upstream streams whose end completes this stage's input.
+    /// Data addresses of the next stage, one connection each; empty makes this the last stage.
+    /// The source deals batches round-robin over them; parse routes each event by its key's
+    /// hash (one address per aggregate partition); the aggregate deals round-robin.
+    pub downstream: Vec<String>,
+    /// Upstream streams whose end completes this stage's input (run mode).
     pub upstreams: u32,
+    /// Service mode (Kubernetes): the stage never completes by itself; a drain request from a
+    /// downstream ends only that connection, which is then re-established; a finished bounded
+    /// source stays up (idle) until it is signalled.
+    pub service: bool,
     /// Extra constant labels on every metric (e.g. `run = "baseline"`).
     pub labels: BTreeMap<String, String>,
     pub knobs: StageKnobs,
@@ -127,10 +133,12 @@ struct StageFile {
     role: Role,
     listen: String,
     admin: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    downstream: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    downstream: Vec<String>,
     #[serde(default = "one")]
     upstreams: u32,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    service: bool,
     #[serde(default)]
     labels: BTreeMap<String, String>,
     #[serde(default)]
@@ -147,8 +155,9 @@ impl StageConfig {
             pipeline: pipeline.to_string(),
             listen: "127.0.0.1:0".into(),
             admin: "127.0.0.1:0".into(),
-            downstream: None,
+            downstream: Vec::new(),
             upstreams: 1,
+            service: false,
             labels: BTreeMap::new(),
             knobs,
         }
@@ -176,6 +185,7 @@ impl StageConfig {
             admin: file.admin,
             downstream: file.downstream,
             upstreams: file.upstreams,
+            service: file.service,
             labels: file.labels,
             knobs: StageKnobs::from_map(file.role, file.knobs)?,
         })
@@ -190,6 +200,7 @@ impl StageConfig {
             admin: self.admin.clone(),
             downstream: self.downstream.clone(),
             upstreams: self.upstreams,
+            service: self.service,
             labels: self.labels.clone(),
             knobs: self.knobs.to_map(),
         };
@@ -210,6 +221,8 @@ mod tests {
         knobs.set("dir", "/var/lib/obs").unwrap();
         let mut cfg = StageConfig::new("demo", knobs);
         cfg.labels.insert("run".into(), "a".into());
+        cfg.service = true;
+        cfg.upstreams = 3;
         let text = cfg.to_toml();
         let back = StageConfig::from_toml("t.toml", &text).unwrap();
         assert_eq!(back, cfg);
@@ -226,6 +239,10 @@ mod tests {
     fn partial_knob_table_takes_defaults() {
         let text = "pipeline = \"p\"\nrole = \"parse\"\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n[knobs]\nmode = \"borrowed\"\n";
         let cfg = StageConfig::from_toml("p.toml", text).unwrap();
+        assert!(cfg.downstream.is_empty() && !cfg.service && cfg.upstreams == 1);
+        let with_downstreams = text.replace("[knobs]", "downstream = [\"a:1\", \"b:2\"]\n[knobs]");
+        let two = StageConfig::from_toml("p.toml", &with_downstreams).unwrap();
+        assert_eq!(two.downstream, ["a:1", "b:2"]);
         let StageKnobs::Parse(p) = cfg.knobs else {
             panic!("not parse")
         };

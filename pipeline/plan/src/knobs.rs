@@ -53,6 +53,19 @@ impl FromStr for Role {
     }
 }
 
+/// Where the source's event time starts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum EventTime {
+    /// A fixed origin: the stream is the same bytes on every run (reproducible aggregates).
+    #[default]
+    Fixed,
+    /// The wall clock when the source starts: a restarted long-running source continues in
+    /// the present instead of replaying old event times (which would all be late).
+    WallClock,
+}
+
 /// How the parse stage turns JSON into events.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -187,6 +200,8 @@ pub struct SourceKnobs {
     pub error_rate: f64,
     /// Event-time step between consecutive events, in microseconds (0..=1000000).
     pub event_time_step_us: u64,
+    /// Origin of event time.
+    pub event_time: EventTime,
     /// Replay this file of JSON lines instead of generating events ("" = generate).
     pub replay: String,
     #[serde(flatten)]
@@ -207,6 +222,7 @@ impl Default for SourceKnobs {
             malformed_rate: 0.0,
             error_rate: 0.02,
             event_time_step_us: 10,
+            event_time: EventTime::Fixed,
             replay: String::new(),
             common: CommonKnobs::default(),
         }

@@ -10,10 +10,10 @@ mod plan;
 
 pub use config::{StageConfig, StageKnobs};
 pub use knobs::{
-    AggregateKnobs, Allocator, CommonKnobs, FsyncPolicy, Knobs, ParseKnobs, ParseMode, Role,
-    SinkKnobs, SinkMode, SourceKnobs, StateStrategy,
+    AggregateKnobs, Allocator, CommonKnobs, EventTime, FsyncPolicy, Knobs, ParseKnobs, ParseMode,
+    Role, SinkKnobs, SinkMode, SourceKnobs, StateStrategy,
 };
-pub use plan::Plan;
+pub use plan::{MAX_REPLICAS, Plan, PlanStage};
 
 /// Environment variables `PIPELINE_KNOB_<NAME>=value` override a stage's knobs.
 pub const KNOB_ENV_PREFIX: &str = "PIPELINE_KNOB_";

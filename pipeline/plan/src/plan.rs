@@ -1,11 +1,34 @@
-//! The plan: which stages run, with which knobs, wired in which order. One plan drives both the
-//! local runner (child processes on loopback) and the operator (Kubernetes objects).
+//! The plan: which stages run, how many replicas of each, with which knobs, wired in which
+//! order. One plan drives both the local runner (child processes on loopback) and the operator
+//! (Kubernetes objects).
+//!
+//! Wiring, the same in both modes: every replica of a stage opens one connection to every
+//! replica of the next stage. The source deals its batches round-robin over the parse
+//! replicas; parse sends each event to the aggregate replica its key hashes to (the aggregate
+//! is partitioned by key, so every window is computed in one place); the aggregate replicas all
+//! feed the one sink. So a stage expects one stream per replica of the stage before it.
 
 use crate::PlanError;
 use crate::config::{StageConfig, StageKnobs};
 use crate::knobs::Role;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
+
+/// Most replicas of one stage.
+pub const MAX_REPLICAS: u32 = 64;
+
+/// One stage of a plan.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlanStage {
+    pub knobs: StageKnobs,
+    pub replicas: u32,
+}
+
+impl PlanStage {
+    pub fn role(&self) -> Role {
+        self.knobs.role()
+    }
+}
 
 /// A pipeline: a source followed by a contiguous prefix of `parse -> aggregate -> sink`.
 /// The last stage present discards what it would forward, counting it under the drop reason
@@ -15,23 +38,45 @@ pub struct Plan {
     pub name: String,
     /// Constant labels put on every metric of every stage (e.g. `run = "baseline"`).
     pub labels: BTreeMap<String, String>,
-    stages: Vec<StageKnobs>,
+    stages: Vec<PlanStage>,
+}
+
+fn check_replicas(role: Role, replicas: u32) -> Result<(), PlanError> {
+    if !(1..=MAX_REPLICAS).contains(&replicas) {
+        return Err(PlanError::Knob {
+            knob: format!("{role}.replicas"),
+            message: format!("must be between 1 and {MAX_REPLICAS}, got {replicas}"),
+        });
+    }
+    if role == Role::Sink && replicas != 1 {
+        return Err(PlanError::Knob {
+            knob: "sink.replicas".into(),
+            message: format!("the sink writes one log: must be 1, got {replicas}"),
+        });
+    }
+    Ok(())
 }
 
 impl Plan {
-    /// The full four-stage pipeline with default knobs.
+    /// The full four-stage pipeline with default knobs, one replica each.
     pub fn new(name: &str) -> Self {
         Plan {
             name: name.to_string(),
             labels: BTreeMap::new(),
-            stages: Role::CHAIN.into_iter().map(StageKnobs::defaults).collect(),
+            stages: Role::CHAIN
+                .into_iter()
+                .map(|r| PlanStage {
+                    knobs: StageKnobs::defaults(r),
+                    replicas: 1,
+                })
+                .collect(),
         }
     }
 
     /// A plan from explicit stages, which must be a source followed by a contiguous prefix of
     /// the rest of the chain.
-    pub fn from_stages(name: &str, stages: Vec<StageKnobs>) -> Result<Self, PlanError> {
-        let roles: Vec<Role> = stages.iter().map(StageKnobs::role).collect();
+    pub fn from_stages(name: &str, stages: Vec<PlanStage>) -> Result<Self, PlanError> {
+        let roles: Vec<Role> = stages.iter().map(PlanStage::role).collect();
         if roles.is_empty() || roles[..] != Role::CHAIN[..roles.len()] {
             let got: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
             return Err(PlanError::Shape(format!(
@@ -39,6 +84,9 @@ impl Plan {
                  order without gaps; got [{}]",
                 got.join(", ")
             )));
+        }
+        for s in &stages {
+            check_replicas(s.role(), s.replicas)?;
         }
         Ok(Plan {
             name: name.to_string(),
@@ -48,21 +96,38 @@ impl Plan {
     }
 
     /// The stages in data-flow order.
-    pub fn stages(&self) -> &[StageKnobs] {
+    pub fn stages(&self) -> &[PlanStage] {
         &self.stages
     }
 
-    pub fn stage(&self, role: Role) -> Option<&StageKnobs> {
+    pub fn stage(&self, role: Role) -> Option<&PlanStage> {
         self.stages.iter().find(|s| s.role() == role)
+    }
+
+    /// A stage's knobs.
+    pub fn knobs(&self, role: Role) -> Option<&StageKnobs> {
+        self.stage(role).map(|s| &s.knobs)
+    }
+
+    /// Replicas of a stage (0 if absent).
+    pub fn replicas(&self, role: Role) -> u32 {
+        self.stage(role).map_or(0, |s| s.replicas)
     }
 
     /// The stage that receives `role`'s output, if any.
     pub fn downstream_of(&self, role: Role) -> Option<Role> {
         let at = self.stages.iter().position(|s| s.role() == role)?;
-        self.stages.get(at + 1).map(StageKnobs::role)
+        self.stages.get(at + 1).map(PlanStage::role)
+    }
+
+    /// The stage that feeds `role`, if any.
+    pub fn upstream_of(&self, role: Role) -> Option<Role> {
+        let at = self.stages.iter().position(|s| s.role() == role)?;
+        at.checked_sub(1).map(|i| self.stages[i].role())
     }
 
     /// Apply `stage.knob=value`; `all.knob=value` sets the knob on every stage that has it.
+    /// `stage.replicas=N` sets a stage's replica count.
     pub fn assign(&mut self, assignment: &str) -> Result<(), PlanError> {
         let bad = || PlanError::BadAssignment(assignment.to_string());
         let (path, value) = assignment.split_once('=').ok_or_else(bad)?;
@@ -70,12 +135,12 @@ impl Plan {
         self.set(stage, knob, value.trim())
     }
 
-    /// Set one knob of one stage (`all` for every stage that has it).
+    /// Set one knob of one stage (`all` for every stage that has it), or its `replicas`.
     pub fn set(&mut self, stage: &str, knob: &str, value: &str) -> Result<(), PlanError> {
         if stage == "all" {
             let mut any = false;
-            for s in self.stages.iter_mut().filter(|s| s.has(knob)) {
-                s.set(knob, value)?;
+            for s in self.stages.iter_mut().filter(|s| s.knobs.has(knob)) {
+                s.knobs.set(knob, value)?;
                 any = true;
             }
             return if any {
@@ -93,29 +158,39 @@ impl Plan {
             .iter_mut()
             .find(|s| s.role() == role)
             .ok_or_else(|| PlanError::AbsentStage(stage.to_string()))?;
-        s.set(knob, value)
+        if knob == "replicas" {
+            let n: u32 = value.parse().map_err(|_| PlanError::Knob {
+                knob: format!("{role}.replicas"),
+                message: format!("must be a whole number, got `{value}`"),
+            })?;
+            check_replicas(role, n)?;
+            s.replicas = n;
+            return Ok(());
+        }
+        s.knobs.set(knob, value)
     }
 
-    /// The config of one stage process. `downstream` is the data address of the next stage,
-    /// required exactly when the plan has a next stage.
+    /// The config of one stage process. `downstream` holds the data addresses of the next
+    /// stage (one connection each), required exactly when the plan has a next stage; the
+    /// process expects one stream per replica of the stage before it.
     pub fn stage_config(
         &self,
         role: Role,
         listen: &str,
         admin: &str,
-        downstream: Option<&str>,
+        downstream: &[String],
     ) -> Result<StageConfig, PlanError> {
         let knobs = self
-            .stage(role)
+            .knobs(role)
             .ok_or_else(|| PlanError::AbsentStage(role.to_string()))?
             .clone();
-        match (self.downstream_of(role), downstream) {
-            (Some(next), None) => {
+        match (self.downstream_of(role), downstream.is_empty()) {
+            (Some(next), true) => {
                 return Err(PlanError::Shape(format!(
                     "stage `{role}` needs the address of `{next}`"
                 )));
             }
-            (None, Some(_)) => {
+            (None, false) => {
                 return Err(PlanError::Shape(format!(
                     "stage `{role}` is the last stage and takes no downstream"
                 )));
@@ -126,15 +201,16 @@ impl Plan {
             pipeline: self.name.clone(),
             listen: listen.to_string(),
             admin: admin.to_string(),
-            downstream: downstream.map(str::to_string),
-            upstreams: 1,
+            downstream: downstream.to_vec(),
+            upstreams: self.upstream_of(role).map_or(1, |u| self.replicas(u)),
+            service: false,
             labels: self.labels.clone(),
             knobs,
         })
     }
 
     /// Read a plan file: `name`, optional `[labels]`, and one table per stage present
-    /// (`[source]`, `[parse]`, ...) holding that stage's knobs.
+    /// (`[source]`, `[parse]`, ...) holding that stage's knobs and optionally `replicas`.
     pub fn from_toml(path: &str, text: &str) -> Result<Self, PlanError> {
         let cfg_err = |message: String| PlanError::Config {
             path: path.to_string(),
@@ -156,7 +232,23 @@ impl Plan {
         for role in Role::CHAIN {
             match table.remove(role.as_str()) {
                 None => {}
-                Some(Value::Object(knobs)) => stages.push(StageKnobs::from_map(role, knobs)?),
+                Some(Value::Object(mut knobs)) => {
+                    let replicas = match knobs.remove("replicas") {
+                        None => 1,
+                        Some(v) => {
+                            v.as_u64()
+                                .and_then(|n| u32::try_from(n).ok())
+                                .ok_or_else(|| PlanError::Knob {
+                                    knob: format!("{role}.replicas"),
+                                    message: format!("must be a whole number, got {v}"),
+                                })?
+                        }
+                    };
+                    stages.push(PlanStage {
+                        knobs: StageKnobs::from_map(role, knobs)?,
+                        replicas,
+                    });
+                }
                 Some(other) => {
                     return Err(cfg_err(format!("`{role}` must be a table, got {other}")));
                 }
@@ -185,7 +277,11 @@ impl Plan {
             table.insert("labels".into(), Value::Object(labels));
         }
         for s in &self.stages {
-            table.insert(s.role().to_string(), Value::Object(s.to_map()));
+            let mut knobs = s.knobs.to_map();
+            if s.replicas != 1 {
+                knobs.insert("replicas".into(), Value::from(s.replicas));
+            }
+            table.insert(s.role().to_string(), Value::Object(knobs));
         }
         toml::to_string(&table).unwrap_or_default()
     }
@@ -196,8 +292,15 @@ mod tests {
     use super::*;
     use crate::knobs::{Allocator, ParseMode, StateStrategy};
 
+    fn stage(role: Role) -> PlanStage {
+        PlanStage {
+            knobs: StageKnobs::defaults(role),
+            replicas: 1,
+        }
+    }
+
     fn parse_knobs(plan: &Plan) -> &crate::ParseKnobs {
-        match plan.stage(Role::Parse) {
+        match plan.knobs(Role::Parse) {
             Some(StageKnobs::Parse(p)) => p,
             other => panic!("no parse stage: {other:?}"),
         }
@@ -209,14 +312,21 @@ mod tests {
         plan.assign("parse.mode=borrowed").unwrap();
         plan.assign("aggregate.state = owner").unwrap();
         plan.assign("all.allocator=system").unwrap();
+        plan.assign("aggregate.replicas=3").unwrap();
         assert_eq!(parse_knobs(&plan).mode, ParseMode::Borrowed);
         for s in plan.stages() {
-            assert_eq!(s.common().allocator, Allocator::System, "{:?}", s.role());
+            assert_eq!(
+                s.knobs.common().allocator,
+                Allocator::System,
+                "{:?}",
+                s.role()
+            );
         }
-        match plan.stage(Role::Aggregate) {
+        match plan.knobs(Role::Aggregate) {
             Some(StageKnobs::Aggregate(a)) => assert_eq!(a.state, StateStrategy::Owner),
             other => panic!("{other:?}"),
         }
+        assert_eq!(plan.replicas(Role::Aggregate), 3);
     }
 
     #[test]
@@ -243,6 +353,18 @@ mod tests {
                 "sink.fsync_interval_ms=-3",
                 "knob `sink.fsync_interval_ms`: invalid value: integer `-3`",
             ),
+            (
+                "sink.replicas=2",
+                "knob `sink.replicas`: the sink writes one log: must be 1, got 2",
+            ),
+            (
+                "parse.replicas=0",
+                "knob `parse.replicas`: must be between 1 and 64, got 0",
+            ),
+            (
+                "parse.replicas=two",
+                "knob `parse.replicas`: must be a whole number",
+            ),
             ("reduce.mode=x", "unknown stage `reduce`"),
             ("parse.nope=1", "unknown knob `parse.nope`"),
             ("all.nope=1", "unknown knob `all.nope`"),
@@ -263,24 +385,14 @@ mod tests {
     #[test]
     fn chain_shape_is_enforced() {
         use crate::knobs::Role::*;
-        let ok = Plan::from_stages(
-            "p",
-            vec![StageKnobs::defaults(Source), StageKnobs::defaults(Parse)],
-        );
+        let ok = Plan::from_stages("p", vec![stage(Source), stage(Parse)]);
         assert!(ok.is_ok());
         assert_eq!(ok.unwrap().downstream_of(Parse), None);
         for bad in [
             vec![],
-            vec![StageKnobs::defaults(Parse)],
-            vec![
-                StageKnobs::defaults(Source),
-                StageKnobs::defaults(Aggregate),
-            ],
-            vec![
-                StageKnobs::defaults(Source),
-                StageKnobs::defaults(Parse),
-                StageKnobs::defaults(Parse),
-            ],
+            vec![stage(Parse)],
+            vec![stage(Source), stage(Aggregate)],
+            vec![stage(Source), stage(Parse), stage(Parse)],
         ] {
             assert!(matches!(
                 Plan::from_stages("p", bad),
@@ -293,20 +405,28 @@ mod tests {
     fn stage_configs_follow_the_chain() {
         let mut plan = Plan::new("demo");
         plan.labels.insert("run".into(), "b".into());
+        plan.assign("parse.replicas=2").unwrap();
+        plan.assign("aggregate.replicas=3").unwrap();
+        let sink = vec!["127.0.0.1:7003".to_string()];
         let cfg = plan
-            .stage_config(
-                Role::Aggregate,
-                "127.0.0.1:0",
-                "127.0.0.1:0",
-                Some("127.0.0.1:7003"),
-            )
+            .stage_config(Role::Aggregate, "127.0.0.1:0", "127.0.0.1:0", &sink)
             .unwrap();
         assert_eq!(cfg.role(), Role::Aggregate);
-        assert_eq!(cfg.downstream.as_deref(), Some("127.0.0.1:7003"));
+        assert_eq!(cfg.downstream, sink);
+        assert_eq!(cfg.upstreams, 2, "one stream per parse replica");
         assert_eq!(cfg.labels.get("run").map(String::as_str), Some("b"));
-        assert!(plan.stage_config(Role::Parse, "a", "b", None).is_err());
-        assert!(plan.stage_config(Role::Sink, "a", "b", Some("c")).is_err());
+        let cfg = plan.stage_config(Role::Sink, "a", "b", &[]).unwrap();
+        assert_eq!(cfg.upstreams, 3, "one stream per aggregate partition");
+        assert_eq!(
+            plan.stage_config(Role::Source, "a", "b", &sink)
+                .unwrap()
+                .upstreams,
+            1
+        );
+        assert!(plan.stage_config(Role::Parse, "a", "b", &[]).is_err());
+        assert!(plan.stage_config(Role::Sink, "a", "b", &sink).is_err());
         assert_eq!(plan.downstream_of(Role::Source), Some(Role::Parse));
+        assert_eq!(plan.upstream_of(Role::Source), None);
     }
 
     #[test]
@@ -314,16 +434,24 @@ mod tests {
         let mut plan = Plan::new("lab");
         plan.assign("parse.mode=borrowed").unwrap();
         plan.assign("source.events=1000").unwrap();
+        plan.assign("aggregate.replicas=2").unwrap();
         plan.labels.insert("lab".into(), "06".into());
         let back = Plan::from_toml("plan.toml", &plan.to_toml()).unwrap();
         assert_eq!(back, plan);
         let short = Plan::from_toml(
             "p.toml",
-            "name = \"x\"\n[source]\n[parse]\nmode = \"borrowed\"\n",
+            "name = \"x\"\n[source]\n[parse]\nmode = \"borrowed\"\nreplicas = 4\n",
         )
         .unwrap();
         assert_eq!(short.stages().len(), 2);
+        assert_eq!(short.replicas(Role::Parse), 4);
         let err = Plan::from_toml("p.toml", "[source]\n[reduce]\n").unwrap_err();
         assert!(err.to_string().contains("unknown key `reduce`"), "{err}");
+        let err = Plan::from_toml(
+            "p.toml",
+            "[source]\n[parse]\n[aggregate]\n[sink]\nreplicas = 2\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("sink.replicas"), "{err}");
     }
 }

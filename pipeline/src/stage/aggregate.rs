@@ -18,7 +18,7 @@ use crate::stats::StageCtx;
 use crate::window::{ClosedWindow, WindowMap, percentiles};
 use pipeline_plan::{AggregateKnobs, StageKnobs, StateStrategy};
 use rustc_hash::FxHasher;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -276,24 +276,52 @@ async fn worker(
     }
 }
 
+/// The event-time progress of the upstream streams, in arrival order of their frames.
 #[derive(Default)]
-struct StreamMark {
-    watermark: u64,
-    ended: bool,
+struct Streams {
+    /// Watermark of every stream still running.
+    running: HashMap<u64, u64>,
+    /// Every stream seen, running or ended.
+    known: HashSet<u64>,
+    /// The largest watermark of any stream.
+    max_watermark: u64,
 }
 
-/// The event time below which every expected stream has delivered everything: the lowest
-/// watermark of the streams still running, and nothing until all expected streams appeared.
-fn low_watermark(streams: &HashMap<u64, StreamMark>, expected: u32) -> u64 {
-    if streams.len() < expected as usize {
-        return 0;
+impl Streams {
+    fn record(&mut self, d: &Done) {
+        self.known.insert(d.conn);
+        if d.end {
+            // Everything of an ended stream has been applied: it holds nothing back.
+            self.running.remove(&d.conn);
+        } else {
+            let w = self.running.entry(d.conn).or_insert(0);
+            *w = (*w).max(d.watermark);
+            self.max_watermark = self.max_watermark.max(d.watermark);
+        }
     }
-    let running = streams
-        .values()
-        .filter(|s| !s.ended)
-        .map(|s| s.watermark)
-        .min();
-    running.unwrap_or_else(|| streams.values().map(|s| s.watermark).max().unwrap_or(0))
+
+    /// The event time below which every stream has delivered everything: the lowest watermark
+    /// of the running streams. In run mode (`expected` streams), nothing until all have
+    /// appeared, and the largest watermark once all have ended; in service mode, nothing while
+    /// no stream runs.
+    fn low_watermark(&self, expected: Option<u32>) -> Option<u64> {
+        if let Some(e) = expected
+            && self.known.len() < e as usize
+        {
+            return None;
+        }
+        match self.running.values().min() {
+            Some(w) => Some(*w),
+            None if expected.is_some() => Some(self.max_watermark),
+            None => None,
+        }
+    }
+}
+
+/// In service mode, windows are closed after this much wall time without input, so a pause
+/// in the stream does not hold results back forever.
+fn idle_flush_after(window_ms: u64) -> Duration {
+    Duration::from_millis(window_ms.max(5000))
 }
 
 async fn coordinate(
@@ -304,22 +332,42 @@ async fn coordinate(
     k: AggregateKnobs,
 ) {
     let window_us = k.window_ms * 1000;
+    let service = ctx.cfg.service;
+    let expected = (!service).then_some(ctx.cfg.upstreams);
     let mut next = 0u64;
     let mut pending = BTreeMap::new();
-    let mut streams: HashMap<u64, StreamMark> = HashMap::new();
+    let mut streams = Streams::default();
     let mut closed_at = 0u64;
-    while let Some(d) = done_rx.recv().await {
-        pending.insert(d.index, d);
-        while let Some(d) = pending.remove(&next) {
-            next += 1;
-            let s = streams.entry(d.conn).or_default();
-            s.watermark = s.watermark.max(d.watermark);
-            s.ended |= d.end;
-        }
-        let w = low_watermark(&streams, ctx.cfg.upstreams);
-        if w / window_us > closed_at / window_us {
-            close(&ctx, &state, &egress, w, k.batch_size).await;
-            closed_at = w;
+    let mut last_input = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            d = done_rx.recv() => {
+                let Some(d) = d else { break };
+                last_input = Instant::now();
+                pending.insert(d.index, d);
+                while let Some(d) = pending.remove(&next) {
+                    next += 1;
+                    streams.record(&d);
+                }
+                if let Some(w) = streams.low_watermark(expected)
+                    && w / window_us > closed_at / window_us
+                {
+                    close(&ctx, &state, &egress, w, k.batch_size).await;
+                    closed_at = w;
+                }
+            }
+            _ = tick.tick(), if service => {
+                // Close every window that has seen an event, once input has paused.
+                let through = (streams.max_watermark / window_us + 1) * window_us;
+                if streams.max_watermark > 0
+                    && through > closed_at
+                    && last_input.elapsed() >= idle_flush_after(k.window_ms)
+                {
+                    close(&ctx, &state, &egress, through, k.batch_size).await;
+                    closed_at = through;
+                }
+            }
         }
     }
     close(&ctx, &state, &egress, u64::MAX, k.batch_size).await;
@@ -375,4 +423,88 @@ fn encode(closed: &[ClosedWindow], batch: usize) -> Vec<OutFrame> {
         frames.push(frame);
     }
     frames
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn done(conn: u64, watermark: u64, end: bool) -> Done {
+        Done {
+            index: 0,
+            conn,
+            watermark,
+            end,
+        }
+    }
+
+    #[test]
+    fn run_mode_waits_for_every_expected_stream_then_follows_the_slowest() {
+        let mut s = Streams::default();
+        s.record(&done(1, 500, false));
+        assert_eq!(s.low_watermark(Some(2)), None, "stream 2 has not appeared");
+        s.record(&done(2, 300, false));
+        assert_eq!(s.low_watermark(Some(2)), Some(300));
+        s.record(&done(2, 900, false));
+        assert_eq!(s.low_watermark(Some(2)), Some(500));
+        s.record(&done(1, 0, true));
+        assert_eq!(
+            s.low_watermark(Some(2)),
+            Some(900),
+            "an ended stream holds nothing back"
+        );
+        s.record(&done(2, 0, true));
+        assert_eq!(
+            s.low_watermark(Some(2)),
+            Some(900),
+            "all ended: everything seen is complete"
+        );
+    }
+
+    #[test]
+    fn service_mode_follows_running_streams_only() {
+        let mut s = Streams::default();
+        assert_eq!(s.low_watermark(None), None);
+        s.record(&done(1, 500, false));
+        assert_eq!(s.low_watermark(None), Some(500));
+        s.record(&done(1, 0, true));
+        assert_eq!(
+            s.low_watermark(None),
+            None,
+            "no running stream: wait (or flush when idle)"
+        );
+        s.record(&done(7, 800, false));
+        assert_eq!(s.low_watermark(None), Some(800));
+        assert_eq!(s.max_watermark, 800);
+    }
+
+    #[test]
+    fn window_results_are_split_into_frames_of_at_most_batch_size() {
+        let mut key = Vec::new();
+        crate::event::put_key(&mut key, "s", "/r");
+        let closed: Vec<ClosedWindow> = (0..5)
+            .map(|i| {
+                let agg = crate::window::WindowAgg {
+                    count: 10 + i,
+                    last_emit_ns: 100 + i,
+                    ..Default::default()
+                };
+                ClosedWindow {
+                    start_us: i * 1000,
+                    end_us: (i + 1) * 1000,
+                    key: key.clone().into_boxed_slice(),
+                    agg,
+                }
+            })
+            .collect();
+        let frames = encode(&closed, 2);
+        assert_eq!(
+            frames.iter().map(OutFrame::records).collect::<Vec<_>>(),
+            [2, 2, 1]
+        );
+        assert_eq!(
+            frames.iter().map(OutFrame::events).collect::<Vec<_>>(),
+            [21, 25, 14]
+        );
+    }
 }

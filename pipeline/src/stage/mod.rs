@@ -74,7 +74,8 @@ pub async fn run(cfg: StageConfig, opts: RunOptions) -> anyhow::Result<()> {
         pipeline = %ctx.cfg.pipeline,
         admin = %ready.admin_addr,
         data = ready.data_addr.as_deref().unwrap_or("-"),
-        downstream = ctx.cfg.downstream.as_deref().unwrap_or("-"),
+        downstream = ctx.cfg.downstream.join(",").as_str(),
+        service = ctx.cfg.service,
         allocator = alloc::active().as_str(),
         "stage started"
     );
@@ -118,10 +119,16 @@ pub async fn run(cfg: StageConfig, opts: RunOptions) -> anyhow::Result<()> {
         write_atomically(path, &serde_json::to_vec_pretty(&stats)?)
             .with_context(|| format!("writing the stats file {}", path.display()))?;
     }
-    if result.is_ok() && !opts.linger.is_zero() && !ctx.drain.is_cancelled() {
-        tokio::select! {
-            _ = tokio::time::sleep(opts.linger) => {}
-            _ = ctx.drain.cancelled() => {}
+    if result.is_ok() && !ctx.drain.is_cancelled() {
+        if ctx.cfg.service {
+            // A service (a finished bounded source) stays up, idle, until it is stopped.
+            info!("stream finished; staying up until signalled (service mode)");
+            ctx.drain.cancelled().await;
+        } else if !opts.linger.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep(opts.linger) => {}
+                _ = ctx.drain.cancelled() => {}
+            }
         }
     }
     ctx.shutdown.cancel();

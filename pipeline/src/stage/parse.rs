@@ -1,8 +1,9 @@
 //! The parse stage: JSON records -> compact binary events, `workers` batches at a time, output
-//! in input order (so event time stays monotonic downstream).
+//! in input order (so event time stays monotonic downstream). With several aggregate partitions
+//! downstream, each event goes to the partition its key hashes to.
 
 use crate::codec::{Frame, OutFrame};
-use crate::event::DropReason;
+use crate::event::{DropReason, key_of, partition_of};
 use crate::net::{Egress, Ingress, Input};
 use crate::parse::parse_into;
 use crate::stats::StageCtx;
@@ -13,34 +14,55 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
-/// One parsed batch and what was dropped from it.
+/// One parsed batch (a frame per output lane) and what was dropped from it.
 pub struct Parsed {
-    pub frame: OutFrame,
+    pub frames: Vec<OutFrame>,
     pub drops: [u32; DropReason::ALL.len()],
     pub drop_bytes: [u64; DropReason::ALL.len()],
     pub elapsed: Duration,
 }
 
-/// Parse every record of a frame. Pure CPU work; never panics on bad input.
-pub fn parse_batch(frame: &Frame, mode: ParseMode) -> Parsed {
+/// Parse every record of a frame into `lanes` output frames, each event going to the lane
+/// (aggregate partition) its key hashes to. Pure CPU work; never panics on bad input.
+pub fn parse_batch(frame: &Frame, mode: ParseMode, lanes: usize) -> Parsed {
     let t0 = Instant::now();
+    let lanes = lanes.max(1);
     // Compact events are about a fifth of the JSON.
-    let mut out = OutFrame::data(frame.payload.len() / 4);
+    let capacity = frame.payload.len() / 4 / lanes;
+    let mut out: Vec<OutFrame> = (0..lanes).map(|_| OutFrame::data(capacity)).collect();
     let mut drops = [0u32; DropReason::ALL.len()];
     let mut drop_bytes = [0u64; DropReason::ALL.len()];
     let mut watermark = 0;
+    let mut scratch = Vec::with_capacity(128);
     for rec in frame.records() {
-        let parsed =
-            out.record(|buf| parse_into(mode, rec, buf).map(|ts| watermark = watermark.max(ts)));
-        if let Err(reason) = parsed {
-            drops[reason.index()] += 1;
-            drop_bytes[reason.index()] += rec.len() as u64;
+        let parsed = if lanes == 1 {
+            let mut ts = 0;
+            out[0]
+                .record(|buf| parse_into(mode, rec, buf).map(|t| ts = t))
+                .map(|()| ts)
+        } else {
+            scratch.clear();
+            parse_into(mode, rec, &mut scratch).inspect(|_| {
+                let key = key_of(&scratch).expect("the parser wrote a whole event");
+                out[partition_of(key, lanes)].push(&scratch);
+            })
+        };
+        match parsed {
+            Ok(ts) => watermark = watermark.max(ts),
+            Err(reason) => {
+                drops[reason.index()] += 1;
+                drop_bytes[reason.index()] += rec.len() as u64;
+            }
         }
     }
-    out.set_emitted_at(frame.header.emitted_at_ns);
-    out.set_watermark(watermark);
+    // The stream is in event-time order, so every lane may advance to the batch's watermark,
+    // even a lane that got no event of this batch.
+    for f in &mut out {
+        f.set_emitted_at(frame.header.emitted_at_ns);
+        f.set_watermark(watermark);
+    }
     Parsed {
-        frame: out,
+        frames: out,
         drops,
         drop_bytes,
         elapsed: t0.elapsed(),
@@ -56,6 +78,7 @@ pub async fn run(ctx: Arc<StageCtx>, listener: TcpListener) -> anyhow::Result<()
     egress.wait_connected(&ctx, Duration::from_secs(60)).await;
     ctx.ready.store(true, std::sync::atomic::Ordering::Relaxed);
     let workers = knobs.workers as usize;
+    let lanes = egress.lanes();
     let mut pending = FuturesOrdered::new();
     let mut input_done = false;
     while !(input_done && pending.is_empty()) {
@@ -64,7 +87,13 @@ pub async fn run(ctx: Arc<StageCtx>, listener: TcpListener) -> anyhow::Result<()
             Some(done) = pending.next(), if !pending.is_empty() => {
                 let parsed: Parsed = done?;
                 account(&ctx, &parsed);
-                egress.send(parsed.frame).await;
+                let partitioned = parsed.frames.len() > 1;
+                for (lane, f) in parsed.frames.into_iter().enumerate() {
+                    // With partitions, an empty frame still carries the watermark.
+                    if partitioned || !f.is_empty() {
+                        egress.send_to(lane, f).await;
+                    }
+                }
             }
             input = ingress.recv(), if !input_done && pending.len() < workers => match input {
                 Some(Input::Batch { frame, .. }) => {
@@ -77,7 +106,7 @@ pub async fn run(ctx: Arc<StageCtx>, listener: TcpListener) -> anyhow::Result<()
                         let _span = telemetry.then(|| {
                             tracing::debug_span!(target: "pipeline::batch", "parse", records = frame.header.record_count).entered()
                         });
-                        parse_batch(&frame, knobs.mode)
+                        parse_batch(&frame, knobs.mode, lanes)
                     }));
                 }
                 Some(Input::End { .. }) => {}

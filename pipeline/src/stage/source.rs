@@ -4,7 +4,7 @@
 use crate::codec::OutFrame;
 use crate::event::DropReason;
 use crate::generate::Generator;
-use crate::net::{Egress, now_ns};
+use crate::net::{Egress, EgressSender, now_ns};
 use crate::stats::StageCtx;
 use anyhow::Context;
 use pipeline_plan::{SourceKnobs, StageKnobs};
@@ -12,7 +12,6 @@ use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 /// Where records come from.
@@ -99,7 +98,7 @@ fn generate(
     ctx: &StageCtx,
     k: &SourceKnobs,
     mut records: Records,
-    tx: mpsc::Sender<OutFrame>,
+    mut tx: EgressSender,
 ) -> anyhow::Result<u64> {
     let m = &ctx.metrics;
     // At a fixed rate, batches are cut at most every 10 ms so latency does not wait on a full
