@@ -7,8 +7,8 @@
 //! - Wire and I/O: [`codec`] (frames), [`net`] (ingress, egress, drain, backpressure).
 //! - Stages: [`stage`] (one module per role, and the process driver).
 //! - Observability: [`metrics`] (Prometheus), [`stats`] (JSON snapshot), [`admin`] (the admin
-//!   port: metrics, health, pprof), [`telemetry`] (logs, OTLP traces), [`alloc`] (the counting,
-//!   switchable global allocator).
+//!   port: metrics, health, pprof), [`alloc`] (the counting, switchable global allocator); logs
+//!   and OTLP traces come from the `observatory-telemetry` crate.
 
 pub mod admin;
 pub mod alloc;
@@ -21,5 +21,4 @@ pub mod parse;
 pub mod seglog;
 pub mod stage;
 pub mod stats;
-pub mod telemetry;
 pub mod window;

@@ -2,12 +2,12 @@
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
+use observatory_telemetry::{self as telemetry, LogFormat};
 use pipeline::alloc::{self, Dispatch};
 use pipeline::event::WindowResult;
 use pipeline::generate::Generator;
 use pipeline::seglog;
 use pipeline::stage::{self, RunOptions};
-use pipeline::telemetry::{self, LogFormat};
 use pipeline_plan::{Knobs, PlanError, Role, SourceKnobs, StageConfig, StageKnobs};
 use std::io::Write;
 use std::os::unix::process::CommandExt;
@@ -204,7 +204,7 @@ fn ensure_allocator(cfg: &StageConfig) -> anyhow::Result<()> {
 fn run_stage(role: Role, args: StageArgs) -> anyhow::Result<()> {
     let cfg = resolve(role, &args)?;
     ensure_allocator(&cfg)?;
-    let telemetry = telemetry::init(&format!("pipeline-{role}"), args.log_format)?;
+    let telemetry = telemetry::init(&format!("pipeline-{role}"), args.log_format, &["pipeline"])?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cfg.knobs.common().runtime_threads as usize)
         .thread_name(format!("{role}-rt"))

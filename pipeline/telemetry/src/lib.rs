@@ -1,10 +1,11 @@
-//! Logs and traces.
+//! Logs and traces, set up the same way for every observatory process (pipeline stages, the
+//! operator).
 //!
 //! Logs go to stderr through `tracing-subscriber`, filtered by `RUST_LOG` (default `info`), as
 //! text or JSON. When the standard `OTEL_EXPORTER_OTLP_ENDPOINT` (or
-//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set, spans are also exported over OTLP/HTTP
-//! (protobuf) with a batch exporter; per-batch spans are at `debug` level under the target
-//! `pipeline::batch`, so they cost nothing when no exporter is configured.
+//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set, spans of the given targets, down to `debug`
+//! level, are also exported over OTLP/HTTP (protobuf) with a batch exporter. Hot-path spans
+//! belong at `debug`, so they cost nothing when no exporter is configured.
 
 use anyhow::Context;
 use opentelemetry::trace::TracerProvider as _;
@@ -38,9 +39,14 @@ pub fn otlp_configured() -> bool {
     .any(|v| std::env::var(v).is_ok_and(|s| !s.trim().is_empty()))
 }
 
-/// Install the global subscriber. Must run before the Tokio runtime starts (the OTLP HTTP
-/// client is a blocking one, driven by the exporter's own thread).
-pub fn init(service_name: &str, format: LogFormat) -> anyhow::Result<Telemetry> {
+/// Install the global subscriber; spans of `trace_targets` (e.g. `["pipeline"]`) go to OTLP
+/// when it is configured. Must run before the Tokio runtime starts (the OTLP HTTP client is a
+/// blocking one, driven by the exporter's own thread).
+pub fn init(
+    service_name: &str,
+    format: LogFormat,
+    trace_targets: &[&str],
+) -> anyhow::Result<Telemetry> {
     let filter = EnvFilter::builder()
         .with_default_directive(LevelFilter::INFO.into())
         .from_env_lossy();
@@ -72,10 +78,13 @@ pub fn init(service_name: &str, format: LogFormat) -> anyhow::Result<Telemetry> 
     } else {
         None
     };
+    let targets = trace_targets.iter().fold(Targets::new(), |t, target| {
+        t.with_target(*target, tracing::Level::DEBUG)
+    });
     let otel_layer = provider.as_ref().map(|p| {
         tracing_opentelemetry::layer()
-            .with_tracer(p.tracer("pipeline"))
-            .with_filter(Targets::new().with_target("pipeline", tracing::Level::DEBUG))
+            .with_tracer(p.tracer(service_name.to_string()))
+            .with_filter(targets)
     });
     tracing_subscriber::registry()
         .with(fmt_layer)
