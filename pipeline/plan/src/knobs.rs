@@ -145,6 +145,7 @@ impl Allocator {
 #[serde(default)]
 pub struct CommonKnobs {
     /// Capacity, in batches, of each bounded queue inside the stage (1..=4096).
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 4096)))]
     pub queue_capacity: u32,
     /// The global allocator of the process.
     pub allocator: Allocator,
@@ -152,11 +153,14 @@ pub struct CommonKnobs {
     /// conservation needs stay on either way.
     pub telemetry: bool,
     /// Largest frame accepted on the data port, in bytes (4096..=268435456).
+    #[cfg_attr(feature = "schema", schemars(range(min = 4096, max = 268435456)))]
     pub max_frame_bytes: u32,
     /// Tokio worker threads of the process (1..=64).
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 64)))]
     pub runtime_threads: u32,
     /// Injected fault for drills: sleep this many microseconds per batch processed
     /// (0..=10000000; 0 = off).
+    #[cfg_attr(feature = "schema", schemars(range(max = 10000000)))]
     pub inject_delay_us: u64,
 }
 
@@ -183,22 +187,30 @@ pub struct SourceKnobs {
     /// Events to emit, then end the stream (0 = no count limit).
     pub events: u64,
     /// Seconds to run, then end the stream (0 = no time limit).
+    #[cfg_attr(feature = "schema", schemars(range(min = 0.0)))]
     pub duration_seconds: f64,
     /// Events per second (0 = as fast as downstream accepts).
     pub rate: u64,
     /// Events per batch (frame) (1..=65536).
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 65536)))]
     pub batch_size: u32,
     /// Distinct services (1..=1000).
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 1000)))]
     pub services: u32,
     /// Distinct routes per service (1..=1000).
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 1000)))]
     pub routes: u32,
     /// Zipf exponent over the (service, route) keys; 0 is uniform, larger is hotter (0..=5).
+    #[cfg_attr(feature = "schema", schemars(range(min = 0.0, max = 5.0)))]
     pub zipf_skew: f64,
     /// Fraction of records that are malformed on purpose (0..=1).
+    #[cfg_attr(feature = "schema", schemars(range(min = 0.0, max = 1.0)))]
     pub malformed_rate: f64,
     /// Fraction of valid requests with a 5xx status (0..=1).
+    #[cfg_attr(feature = "schema", schemars(range(min = 0.0, max = 1.0)))]
     pub error_rate: f64,
     /// Event-time step between consecutive events, in microseconds (0..=1000000).
+    #[cfg_attr(feature = "schema", schemars(range(max = 1000000)))]
     pub event_time_step_us: u64,
     /// Origin of event time.
     pub event_time: EventTime,
@@ -237,6 +249,7 @@ pub struct ParseKnobs {
     /// Owned or borrowed (zero-copy) deserialization.
     pub mode: ParseMode,
     /// Batches parsed in parallel; output order is preserved (1..=64).
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 64)))]
     pub workers: u32,
     #[serde(flatten)]
     pub common: CommonKnobs,
@@ -260,12 +273,16 @@ pub struct AggregateKnobs {
     /// How workers share the window state.
     pub state: StateStrategy,
     /// Shards of the `sharded` strategy (1..=1024).
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 1024)))]
     pub shards: u32,
     /// Batches aggregated in parallel (1..=64).
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 64)))]
     pub workers: u32,
     /// Tumbling window length in event time, milliseconds (1..=3600000).
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 3600000)))]
     pub window_ms: u64,
     /// Window results per outgoing frame (1..=65536).
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 65536)))]
     pub batch_size: u32,
     #[serde(flatten)]
     pub common: CommonKnobs,
@@ -294,8 +311,13 @@ pub struct SinkKnobs {
     /// When to fsync the log.
     pub fsync: FsyncPolicy,
     /// Interval of the `interval` fsync policy, milliseconds (1..=60000).
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 60000)))]
     pub fsync_interval_ms: u64,
     /// Size at which a segment file is rolled, bytes (4096..=17179869184).
+    #[cfg_attr(
+        feature = "schema",
+        schemars(range(min = 4096, max = 17_179_869_184_u64))
+    )]
     pub segment_bytes: u64,
     /// Directory of the segment log.
     pub dir: String,

@@ -1,0 +1,244 @@
+//! `operator`: run the observatory's Kubernetes operator, or render a Pipeline's objects.
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::routing::get;
+use clap::{Parser, Subcommand};
+use kube::Client;
+use kube_lease_manager::LeaseManagerBuilder;
+use observatory_telemetry::{self as telemetry, LogFormat};
+use operator::crd::Pipeline;
+use operator::metrics::Metrics;
+use operator::{controller, render};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+#[derive(Parser)]
+#[command(
+    name = "operator",
+    version,
+    about = "The observatory's Kubernetes operator: reconciles Pipeline resources into running stages."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the operator (uses the in-cluster config, or KUBECONFIG).
+    Run {
+        /// Admin address: /metrics, /healthz, /readyz.
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        admin: String,
+        /// Watch Pipelines in this namespace only (default: every namespace).
+        #[arg(long)]
+        namespace: Option<String>,
+        /// Namespace of the leader-election Lease (default: $POD_NAMESPACE, else `observatory`).
+        #[arg(long)]
+        lease_namespace: Option<String>,
+        /// Reconcile without leader election (a single replica, or tests).
+        #[arg(long)]
+        no_leader_election: bool,
+        /// Log format.
+        #[arg(long, value_enum, env = "OPERATOR_LOG_FORMAT", default_value = "text")]
+        log_format: LogFormat,
+    },
+    /// Print the objects a Pipeline file renders to, as YAML (nothing is applied).
+    Render {
+        /// A Pipeline manifest.
+        file: PathBuf,
+    },
+}
+
+fn render_file(file: PathBuf) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+    let mut p: Pipeline = yaml_serde::from_str(&text)
+        .with_context(|| format!("{} is not a Pipeline", file.display()))?;
+    if p.metadata.namespace.is_none() {
+        p.metadata.namespace = Some("default".into());
+    }
+    p.metadata
+        .uid
+        .get_or_insert_with(|| "00000000-0000-0000-0000-000000000000".into());
+    let desired = render::render(&p).map_err(|e| anyhow::anyhow!("invalid Pipeline: {e}"))?;
+    let mut out = String::new();
+    for s in &desired.stages {
+        let workload = match &s.workload {
+            render::Workload::Deployment(d) => yaml_serde::to_string(d)?,
+            render::Workload::StatefulSet(d) => yaml_serde::to_string(d)?,
+        };
+        for doc in [
+            yaml_serde::to_string(&s.config_map)?,
+            yaml_serde::to_string(&s.service)?,
+            workload,
+        ] {
+            out.push_str("---\n");
+            out.push_str(&doc);
+        }
+    }
+    print!("{out}");
+    Ok(())
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+async fn terminated() {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        warn!("could not install signal handlers");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+async fn serve_admin(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(move || async move { metrics.render() }))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(|| async { "ready\n" }));
+    let mut stop = shutdown;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await?;
+    Ok(())
+}
+
+async fn run(
+    admin: String,
+    namespace: Option<String>,
+    lease_namespace: Option<String>,
+    no_leader_election: bool,
+) -> anyhow::Result<()> {
+    let client = Client::try_default()
+        .await
+        .context("connecting to Kubernetes (in-cluster config or KUBECONFIG)")?;
+    let metrics = Arc::new(Metrics::new());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let listener = tokio::net::TcpListener::bind(&admin)
+        .await
+        .with_context(|| format!("binding the admin address {admin}"))?;
+    info!(%admin, "admin port: /metrics /healthz /readyz");
+    let admin_task = tokio::spawn(serve_admin(listener, metrics.clone(), stop_rx.clone()));
+    tokio::spawn(async move {
+        terminated().await;
+        info!("signal received: stopping");
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    if no_leader_election {
+        metrics.leader.set(1);
+        controller::run(client, metrics, namespace, stopped(stop_rx.clone())).await;
+        let _ = admin_task.await;
+        return Ok(());
+    }
+    let lease_ns = lease_namespace
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .unwrap_or_else(|| "observatory".into());
+    let identity = std::env::var("POD_NAME")
+        .ok()
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .unwrap_or_else(|| format!("operator-{}", std::process::id()));
+    let manager = LeaseManagerBuilder::new(client.clone(), "observatory-operator")
+        .with_namespace(&lease_ns)
+        .with_identity(&identity)
+        .with_duration(15)
+        .with_grace(5)
+        .build()
+        .await
+        .context("setting up leader election")?;
+    let (mut leader, lease_task) = manager.watch().await;
+    info!(
+        identity,
+        lease_namespace = lease_ns,
+        "waiting for leadership"
+    );
+    loop {
+        tokio::select! {
+            _ = stopped(stop_rx.clone()) => break,
+            changed = leader.wait_for(|l| *l) => {
+                if changed.is_err() {
+                    warn!("leader election stopped");
+                    break;
+                }
+            }
+        }
+        info!("leading: reconciling Pipelines");
+        metrics.leader.set(1);
+        let mut lost = leader.clone();
+        let stop = stop_rx.clone();
+        let until = async move {
+            tokio::select! {
+                _ = lost.wait_for(|l| !*l) => info!("lost leadership"),
+                _ = stopped(stop) => {}
+            }
+        };
+        controller::run(client.clone(), metrics.clone(), namespace.clone(), until).await;
+        metrics.leader.set(0);
+        if *stop_rx.borrow() {
+            break;
+        }
+    }
+    // Closing the channel makes the manager release the lease and finish.
+    drop(leader);
+    match lease_task.await {
+        Ok(Ok(_)) => info!("released the leader lease"),
+        Ok(Err(e)) => warn!(error = %e, "leader election ended with an error"),
+        Err(e) => warn!(error = %e, "leader election task failed"),
+    }
+    let _ = admin_task.await;
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Render { file } => render_file(file),
+        Command::Run {
+            admin,
+            namespace,
+            lease_namespace,
+            no_leader_election,
+            log_format,
+        } => telemetry::init("observatory-operator", log_format, &["operator"]).and_then(
+            |telemetry| {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()
+                    .context("starting the async runtime")?;
+                let result =
+                    runtime.block_on(run(admin, namespace, lease_namespace, no_leader_election));
+                telemetry.shutdown();
+                result
+            },
+        ),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("operator: error: {e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
