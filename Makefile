@@ -6,7 +6,7 @@ OBS      := $(RELEASE)/observatory
 REPORTS  := reports
 
 .DEFAULT_GOAL := help
-.PHONY: help build demo up test lint fmt bench-e2e clean
+.PHONY: help build demo up down images e2e test validate crd lint fmt bench-e2e clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -17,11 +17,32 @@ build: ## Build every binary (release, with frame pointers for cheap profiles)
 demo: build ## Run the local observatory for 30 s with the live display, then print the summary and the report path
 	$(OBS) up --local --duration 30 --rate 250000
 
-up: build ## Run the local observatory until Ctrl-C
+local: build ## Run the local observatory until Ctrl-C
 	$(OBS) up --local
 
-test: build ## Run every test (unit, real processes on loopback, real Prometheus)
+test: build ## Run every test (unit, real processes on loopback, real Prometheus, manifests)
 	$(CARGO) test --release --workspace
+	$(MAKE) --no-print-directory validate
+
+validate: build ## Validate every manifest offline (Kubernetes schemas, the CRD, CEL rules via cargo test)
+	@python3 -c 'import kubernetes_validate, jsonschema, yaml' 2>/dev/null || \
+		{ echo "make validate: needs Python packages: python3 -m pip install kubernetes-validate jsonschema"; exit 1; }
+	python3 deploy/validate.py --self-test
+
+crd: ## Regenerate deploy/base/crd.yaml from the operator's types
+	$(CARGO) run --release -q -p operator --bin crdgen -- --out deploy/base/crd.yaml
+
+images: ## Build the pipeline and operator images (docker, podman or nerdctl)
+	deploy/cluster.sh images
+
+up: ## On a k3s host: build and import the images, deploy the operator and a sample Pipeline, wait until Ready
+	deploy/cluster.sh up
+
+down: ## Remove everything `make up` created
+	deploy/cluster.sh down
+
+e2e: ## The live-cluster suite (when KUBECONFIG points at a cluster; skipped otherwise)
+	deploy/cluster.sh e2e
 
 lint: ## rustfmt check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check

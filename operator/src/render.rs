@@ -666,7 +666,7 @@ mod tests {
     use crate::fixtures::sample;
     use pipeline_plan::StageConfig;
 
-    fn stage<'a>(d: &'a Desired, role: Role) -> &'a StageObjects {
+    fn stage(d: &Desired, role: Role) -> &StageObjects {
         d.stages
             .iter()
             .find(|s| s.role == role)
@@ -968,7 +968,8 @@ mod tests {
 
     #[test]
     fn invalid_specs_name_the_field() {
-        let cases: Vec<(Box<dyn Fn(&mut Pipeline)>, &str, &str)> = vec![
+        type Mutation = Box<dyn Fn(&mut Pipeline)>;
+        let cases: Vec<(Mutation, &str, &str)> = vec![
             (
                 Box::new(|p| p.spec.parse.as_mut().unwrap().knobs.workers = 0),
                 "spec.parse.knobs.workers",

@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# The Kubernetes side of the Makefile: images, up, down, e2e.
+# Every step says what it does; a missing prerequisite is one line, not a stack of errors.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TAG="${IMAGE_TAG:-dev}"
+PIPELINE_IMAGE="${PIPELINE_IMAGE:-observatory/pipeline:$TAG}"
+OPERATOR_IMAGE="${OPERATOR_IMAGE:-observatory/operator:$TAG}"
+NS=observatory
+
+step() { printf '\n==> %s\n' "$*"; }
+die() { printf '%s: %s\n' "$CMD" "$*" >&2; exit 1; }
+
+# The first container engine whose daemon answers.
+engine() {
+  for e in docker podman nerdctl; do
+    if command -v "$e" >/dev/null 2>&1 && "$e" info >/dev/null 2>&1; then
+      echo "$e"
+      return 0
+    fi
+  done
+  return 1
+}
+
+need_cluster() {
+  command -v kubectl >/dev/null 2>&1 || die "kubectl is not installed (https://kubernetes.io/docs/tasks/tools/)"
+  if ! kubectl version --request-timeout=5s >/dev/null 2>&1; then
+    if [ -z "${KUBECONFIG:-}" ] && [ -r /etc/rancher/k3s/k3s.yaml ]; then
+      die "no cluster reachable; on this k3s host run: export KUBECONFIG=/etc/rancher/k3s/k3s.yaml"
+    fi
+    die "no Kubernetes cluster reachable (KUBECONFIG=${KUBECONFIG:-unset}); start k3s or point KUBECONFIG at a cluster"
+  fi
+}
+
+images() {
+  local e
+  e="$(engine)" || die "no container engine with a running daemon (docker, podman or nerdctl); install one to build images"
+  step "building $PIPELINE_IMAGE and $OPERATOR_IMAGE with $e"
+  "$e" build -f deploy/docker/Dockerfile --target pipeline -t "$PIPELINE_IMAGE" .
+  "$e" build -f deploy/docker/Dockerfile --target operator -t "$OPERATOR_IMAGE" .
+}
+
+# Put the images where k3s's containerd finds them (k3s does not read the engine's store).
+import_k3s() {
+  local e
+  e="$(engine)" || die "no container engine to export the images from"
+  if ! command -v k3s >/dev/null 2>&1; then
+    echo "    not a k3s host: make sure the cluster can pull $PIPELINE_IMAGE and $OPERATOR_IMAGE (push them to its registry)"
+    return 0
+  fi
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  for img in "$PIPELINE_IMAGE" "$OPERATOR_IMAGE"; do
+    step "importing $img into k3s's containerd"
+    "$e" save "$img" | $sudo k3s ctr images import -
+  done
+}
+
+up() {
+  need_cluster
+  if [ "${SKIP_IMAGES:-0}" != 1 ]; then
+    images
+    import_k3s
+  fi
+  step "applying deploy/base: namespace $NS, the Pipeline CRD, RBAC, the operator"
+  kubectl apply -k deploy/base
+  if [ "$OPERATOR_IMAGE" != "observatory/operator:dev" ]; then
+    kubectl -n "$NS" set image deployment/observatory-operator operator="$OPERATOR_IMAGE"
+  fi
+  step "waiting for the CRD to be established"
+  kubectl wait --for=condition=Established crd/pipelines.observatory.dev --timeout=60s
+  step "waiting for the operator to roll out"
+  kubectl -n "$NS" rollout status deployment/observatory-operator --timeout=180s
+  step "applying the sample Pipeline (deploy/samples)"
+  kubectl apply -k deploy/samples
+  if [ "$PIPELINE_IMAGE" != "observatory/pipeline:dev" ]; then
+    kubectl -n "$NS" patch pipeline demo --type merge -p "{\"spec\":{\"image\":\"$PIPELINE_IMAGE\"}}"
+  fi
+  step "waiting for pipeline/demo to be Ready"
+  if ! kubectl -n "$NS" wait --for=condition=Ready pipeline/demo --timeout=300s; then
+    kubectl -n "$NS" get pipeline demo -o jsonpath='{range .status.conditions[*]}{.type}={.status} {.reason}: {.message}{"\n"}{end}' || true
+    die "pipeline/demo did not become Ready; see: kubectl -n $NS describe pipeline demo"
+  fi
+  step "running"
+  kubectl -n "$NS" get pipelines,pods -o wide
+  cat <<EOF
+
+The pipeline runs in namespace $NS. To look at it:
+  kubectl -n $NS get pipelines                      # READY, STATUS, AGE
+  kubectl -n $NS describe pipeline demo             # conditions and events
+  kubectl -n $NS port-forward svc/demo-sink 9000    # then http://localhost:9000/metrics, /stats, /debug/pprof/flamegraph?seconds=10
+Change a knob (the parse stage rolls, nothing else):
+  kubectl -n $NS patch pipeline demo --type merge -p '{"spec":{"parse":{"knobs":{"mode":"owned"}}}}'
+EOF
+}
+
+down() {
+  need_cluster
+  step "deleting the sample Pipeline (its stages go with it)"
+  kubectl delete -k deploy/samples --ignore-not-found --wait=true
+  step "deleting the operator, RBAC, the CRD and namespace $NS"
+  kubectl delete -k deploy/base --ignore-not-found --wait=true
+}
+
+e2e() {
+  if [ -z "${KUBECONFIG:-}" ] || ! kubectl version --request-timeout=5s >/dev/null 2>&1; then
+    echo "e2e: SKIPPED: KUBECONFIG does not point at a reachable cluster (KUBECONFIG=${KUBECONFIG:-unset})"
+    return 0
+  fi
+  if [ "${SKIP_IMAGES:-0}" != 1 ]; then
+    images
+    import_k3s
+  fi
+  step "running the live-cluster suite against $(kubectl config current-context)"
+  E2E_PIPELINE_IMAGE="$PIPELINE_IMAGE" cargo test --release -p operator --test live -- --ignored --nocapture
+}
+
+CMD="make ${1:-}"
+case "${1:-}" in
+  images) images ;;
+  up) up ;;
+  down) down ;;
+  e2e) e2e ;;
+  *) echo "usage: $0 images|up|down|e2e" >&2; exit 2 ;;
+esac

@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""Validate the observatory's Kubernetes manifests offline.
+
+- Built-in kinds (everything in deploy/, and what the operator renders for the sample Pipeline)
+  against the Kubernetes OpenAPI schemas, strictly (unknown fields are errors), with the PyPI
+  package `kubernetes-validate`, for the oldest and newest Kubernetes versions we support.
+- Pipelines against the CRD's own openAPIV3Schema (`jsonschema`), also refusing unknown fields:
+  the API server would silently prune them, hiding a typo.
+
+Usage: validate.py [--operator PATH] [--self-test]
+  --self-test also checks that broken manifests are rejected (the validator can fail).
+"""
+
+import argparse
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+VERSIONS = ["1.33.0", "1.37.0"]
+
+
+def documents(text):
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def kustomize(path):
+    return subprocess.run(
+        ["kubectl", "kustomize", str(ROOT / path)], check=True, capture_output=True, text=True
+    ).stdout
+
+
+def crd_schema():
+    crd = documents((ROOT / "deploy/base/crd.yaml").read_text())[0]
+    return crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+
+
+def unknown_fields(instance, schema, path="$"):
+    """Fields the schema does not describe (which the API server would prune)."""
+    found = []
+    if isinstance(instance, dict) and schema.get("type") == "object":
+        props = schema.get("properties")
+        if props is None or schema.get("x-kubernetes-preserve-unknown-fields"):
+            return found
+        for key, value in instance.items():
+            if key in props:
+                found += unknown_fields(value, props[key], f"{path}.{key}")
+            elif path == "$" and key in ("apiVersion", "kind", "metadata"):
+                continue
+            else:
+                found.append(f"{path}.{key}")
+    elif isinstance(instance, list) and "items" in schema:
+        for i, item in enumerate(instance):
+            found += unknown_fields(item, schema["items"], f"{path}[{i}]")
+    return found
+
+
+def check_pipeline(doc, schema):
+    errors = [f"{'.'.join(map(str, e.absolute_path)) or '$'}: {e.message}"
+              for e in jsonschema.Draft7Validator(schema).iter_errors(doc)]
+    errors += [f"{f}: unknown field" for f in unknown_fields(doc, schema)]
+    return errors
+
+
+def check_builtin(doc, version):
+    try:
+        kubernetes_validate.validate(doc, version, strict=True)
+        return []
+    except kubernetes_validate.ValidationError as e:
+        return [str(e.message)]
+    except Exception as e:  # schema not found, etc.
+        return [f"{type(e).__name__}: {e}"]
+
+
+def check(docs, label):
+    schema = crd_schema()
+    failures = 0
+    for doc in docs:
+        name = f"{doc.get('kind')} {doc.get('metadata', {}).get('namespace', '-')}/{doc.get('metadata', {}).get('name')}"
+        if doc.get("kind") == "Pipeline":
+            errors = check_pipeline(doc, schema)
+            against = "the Pipeline CRD"
+        else:
+            errors = [f"k8s {v}: {e}" for v in VERSIONS for e in check_builtin(doc, v)]
+            against = "Kubernetes " + " and ".join(VERSIONS)
+        if errors:
+            failures += 1
+            print(f"FAIL  {label}: {name} ({against})")
+            for e in errors:
+                print(f"      {e}")
+        else:
+            print(f"ok    {label}: {name} ({against})")
+    return failures
+
+
+def self_test(rendered):
+    """Broken manifests must be rejected, or this validator proves nothing."""
+    schema = crd_schema()
+    sample = documents((ROOT / "deploy/samples/pipeline-demo.yaml").read_text())[0]
+    bad_pipelines = []
+    p = copy.deepcopy(sample); p["spec"]["parse"]["knobs"]["mode"] = "fast"; bad_pipelines.append(("enum", p))
+    p = copy.deepcopy(sample); p["spec"]["parse"]["knobs"]["workers"] = 0; bad_pipelines.append(("range", p))
+    p = copy.deepcopy(sample); p["spec"]["parse"]["knobs"]["workerz"] = 2; bad_pipelines.append(("unknown knob", p))
+    p = copy.deepcopy(sample); del p["spec"]["image"]; bad_pipelines.append(("required", p))
+    p = copy.deepcopy(sample); p["spec"]["source"]["replicas"] = "two"; bad_pipelines.append(("type", p))
+    failures = 0
+    for what, p in bad_pipelines:
+        if not check_pipeline(p, schema):
+            print(f"SELF-TEST FAIL: a Pipeline with a bad {what} passed")
+            failures += 1
+    deployment = next(d for d in rendered if d["kind"] == "Deployment")
+    d = copy.deepcopy(deployment); d["spec"]["replicas"] = "two"; bad = [("type", d)]
+    d = copy.deepcopy(deployment); d["spec"]["template"]["spec"]["containers"][0]["imagePullPolicee"] = "x"; bad.append(("unknown field", d))
+    d = copy.deepcopy(deployment); del d["spec"]["selector"]; bad.append(("required", d))
+    for what, d in bad:
+        if not check_builtin(d, VERSIONS[0]):
+            print(f"SELF-TEST FAIL: a Deployment with a bad {what} passed")
+            failures += 1
+    if failures == 0:
+        print(f"self-test: {len(bad_pipelines)} broken Pipelines and {len(bad)} broken Deployments rejected")
+    return failures
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--operator", default=str(ROOT / "target/release/operator"))
+    ap.add_argument("--self-test", action="store_true")
+    args = ap.parse_args()
+    rendered = []
+    for sample in sorted((ROOT / "deploy/samples").glob("*.yaml")):
+        docs = documents(sample.read_text())
+        if any(d.get("kind") == "Pipeline" for d in docs):
+            out = subprocess.run([args.operator, "render", str(sample)], check=True, capture_output=True, text=True).stdout
+            rendered += documents(out)
+    failures = check(documents(kustomize("deploy/base")), "deploy/base")
+    failures += check(documents(kustomize("deploy/samples")), "deploy/samples")
+    failures += check(rendered, "rendered")
+    if args.self_test:
+        failures += self_test(rendered)
+    if failures:
+        print(f"{failures} manifest(s) invalid")
+        sys.exit(1)
+    print("every manifest is valid")
+
+
+if __name__ == "__main__":
+    main()
