@@ -103,12 +103,27 @@ async fn terminated() {
 async fn serve_admin(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
+    connected: watch::Receiver<bool>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    use axum::http::StatusCode;
+    let ready = move || {
+        let connected = *connected.borrow();
+        async move {
+            if connected {
+                (StatusCode::OK, "ready\n")
+            } else {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not ready: the Kubernetes API is not reachable yet\n",
+                )
+            }
+        }
+    };
     let app = Router::new()
         .route("/metrics", get(move || async move { metrics.render() }))
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(|| async { "ready\n" }));
+        .route("/readyz", get(ready));
     let mut stop = shutdown;
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
@@ -118,22 +133,48 @@ async fn serve_admin(
     Ok(())
 }
 
+/// Connect to the API server, retrying with backoff while the admin port keeps serving;
+/// `None` if stopped first.
+async fn connect(mut stop: watch::Receiver<bool>) -> anyhow::Result<Option<Client>> {
+    let mut backoff = std::time::Duration::from_secs(1);
+    loop {
+        let client = Client::try_default()
+            .await
+            .context("loading the Kubernetes config (in-cluster, or KUBECONFIG)")?;
+        match client.apiserver_version().await {
+            Ok(v) => {
+                info!(version = %v.git_version, "connected to the Kubernetes API");
+                return Ok(Some(client));
+            }
+            Err(e) => warn!(error = %e, retry_in = ?backoff, "cannot reach the Kubernetes API"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.wait_for(|s| *s) => return Ok(None),
+        }
+        backoff = (backoff * 2).min(std::time::Duration::from_secs(30));
+    }
+}
+
 async fn run(
     admin: String,
     namespace: Option<String>,
     lease_namespace: Option<String>,
     no_leader_election: bool,
 ) -> anyhow::Result<()> {
-    let client = Client::try_default()
-        .await
-        .context("connecting to Kubernetes (in-cluster config or KUBECONFIG)")?;
     let metrics = Arc::new(Metrics::new());
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (connected_tx, connected_rx) = watch::channel(false);
     let listener = tokio::net::TcpListener::bind(&admin)
         .await
         .with_context(|| format!("binding the admin address {admin}"))?;
     info!(%admin, "admin port: /metrics /healthz /readyz");
-    let admin_task = tokio::spawn(serve_admin(listener, metrics.clone(), stop_rx.clone()));
+    let admin_task = tokio::spawn(serve_admin(
+        listener,
+        metrics.clone(),
+        connected_rx,
+        stop_rx.clone(),
+    ));
     tokio::spawn(async move {
         terminated().await;
         info!("signal received: stopping");
@@ -142,6 +183,11 @@ async fn run(
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    let Some(client) = connect(stop_rx.clone()).await? else {
+        let _ = admin_task.await;
+        return Ok(());
+    };
+    let _ = connected_tx.send(true);
 
     if no_leader_election {
         metrics.leader.set(1);

@@ -59,6 +59,10 @@ impl Metrics {
         registry
             .register(Box::new(failures.clone()))
             .expect("registered once");
+        // The common kinds exist from the start, at 0, so dashboards see series, not gaps.
+        for kind in ["api_409", "api_500", "kube_client"] {
+            failures.with_label_values(&[kind]);
+        }
         registry
             .register(Box::new(duration.clone()))
             .expect("registered once");

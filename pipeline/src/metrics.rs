@@ -40,6 +40,8 @@ pub struct Metrics {
     pub output_queue_depth: IntGauge,
     pub batch_duration: Histogram,
     pub batch_age: Histogram,
+    /// When the stage finished its stream (Unix seconds; 0 while running).
+    pub finished_at: prometheus::Gauge,
 
     /// Source.
     pub events_emitted: IntCounter,
@@ -183,6 +185,11 @@ impl Metrics {
                 "Age of a batch when it arrives here: now minus when its oldest data left the source.",
                 seconds_buckets(),
             ),
+            finished_at: prometheus::Gauge::new(
+                "pipeline_stage_finished_timestamp_seconds",
+                "When the stage finished its stream, Unix seconds (0 while it runs): with process_start_time_seconds, it marks a run.",
+            )
+            .expect("valid"),
             events_emitted: counter(
                 "pipeline_events_emitted_total",
                 "Events generated or replayed by the source.",
@@ -241,6 +248,7 @@ impl Metrics {
             Box::new(capacity_vec),
             Box::new(m.batch_duration.clone()),
             Box::new(m.batch_age.clone()),
+            Box::new(m.finished_at.clone()),
             Box::new(AllocCollector::new()),
             Box::new(knob_info(cfg)),
         ];

@@ -101,8 +101,10 @@ pub async fn run(cfg: StageConfig, opts: RunOptions) -> anyhow::Result<()> {
         (Role::Sink, Some(l)) => sink::run(ctx.clone(), l).await,
         (_, None) => unreachable!("every role but the source has a data listener"),
     };
+    let finished = crate::net::now_ns();
     ctx.finished_unix_ns
-        .store(crate::net::now_ns(), std::sync::atomic::Ordering::Relaxed);
+        .store(finished, std::sync::atomic::Ordering::Relaxed);
+    ctx.metrics.finished_at.set(finished as f64 / 1e9);
     ctx.finished
         .store(true, std::sync::atomic::Ordering::Relaxed);
     let stats = ctx.stats();
