@@ -24,10 +24,13 @@ test: build ## Run every test (unit, real processes on loopback, real Prometheus
 	$(CARGO) test --release --workspace
 	$(MAKE) --no-print-directory validate
 
-validate: build ## Validate every manifest offline (Kubernetes schemas, the CRD, CEL rules via cargo test)
+validate: build ## Validate offline: manifests (Kubernetes schemas, CRD, promtool) and dashboards (@grafana/schema)
 	@python3 -c 'import kubernetes_validate, jsonschema, yaml' 2>/dev/null || \
 		{ echo "make validate: needs Python packages: python3 -m pip install kubernetes-validate jsonschema"; exit 1; }
 	python3 deploy/validate.py --self-test
+	@command -v npm >/dev/null || { echo "make validate: needs Node.js and npm for the dashboard schema"; exit 1; }
+	npm ci --prefix dashboards/schema --silent --no-audit --no-fund
+	node dashboards/schema/validate.mjs --self-test
 
 crd: ## Regenerate deploy/base/crd.yaml from the operator's types
 	$(CARGO) run --release -q -p operator --bin crdgen -- --out deploy/base/crd.yaml

@@ -72,6 +72,8 @@ up() {
   kubectl wait --for=condition=Established crd/pipelines.observatory.dev --timeout=60s
   step "waiting for the operator to roll out"
   kubectl -n "$NS" rollout status deployment/observatory-operator --timeout=180s
+  step "applying deploy/monitoring: Prometheus (pod discovery in $NS) and Grafana with the dashboards"
+  kubectl apply -k deploy/monitoring
   step "applying the sample Pipeline (deploy/samples)"
   kubectl apply -k deploy/samples
   if [ "$PIPELINE_IMAGE" != "observatory/pipeline:dev" ]; then
@@ -82,9 +84,18 @@ up() {
     kubectl -n "$NS" get pipeline demo -o jsonpath='{range .status.conditions[*]}{.type}={.status} {.reason}: {.message}{"\n"}{end}' || true
     die "pipeline/demo did not become Ready; see: kubectl -n $NS describe pipeline demo"
   fi
+  step "waiting for Prometheus and Grafana"
+  kubectl -n "$NS" rollout status deployment/prometheus --timeout=180s
+  kubectl -n "$NS" rollout status deployment/grafana --timeout=300s
   step "running"
   kubectl -n "$NS" get pipelines,pods -o wide
+  local node
+  node="$(kubectl get nodes -o jsonpath='{.items[0].status.addresses[?(@.type=="InternalIP")].address}')"
   cat <<EOF
+
+Grafana (anonymous, read-only): http://${node:-<node-ip>}:30300/d/obs-pipeline-overview
+  dashboards: Pipeline overview, Stage detail, Lab comparison, Operator (folder "Observatory")
+Prometheus: kubectl -n $NS port-forward svc/prometheus 9090   # then http://localhost:9090
 
 The pipeline runs in namespace $NS. To look at it:
   kubectl -n $NS get pipelines                      # READY, STATUS, AGE
@@ -99,6 +110,8 @@ down() {
   need_cluster
   step "deleting the sample Pipeline (its stages go with it)"
   kubectl delete -k deploy/samples --ignore-not-found --wait=true
+  step "deleting Prometheus and Grafana"
+  kubectl delete -k deploy/monitoring --ignore-not-found --wait=true
   step "deleting the operator, RBAC, the CRD and namespace $NS"
   kubectl delete -k deploy/base --ignore-not-found --wait=true
 }

@@ -7,12 +7,18 @@
 - Pipelines against the CRD's own openAPIV3Schema (`jsonschema`), also refusing unknown fields:
   the API server would silently prune them, hiding a typo.
 
-Usage: validate.py [--operator PATH] [--self-test]
+- deploy/monitoring: the Prometheus config with `promtool check config` (a promtool that knows
+  Kubernetes service discovery: deploy/promtool.sh), the Grafana provisioning files (their
+  shape, and that they point where the Deployment mounts things), and the dashboards ConfigMap
+  kustomize generates (byte-identical to dashboards/*.json: no copies to drift).
+
+Usage: validate.py [--operator PATH] [--promtool PATH] [--self-test]
   --self-test also checks that broken manifests are rejected (the validator can fail).
 """
 
 import argparse
 import copy
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +28,7 @@ import kubernetes_validate
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+PROMTOOL = None
 VERSIONS = ["1.33.0", "1.37.0"]
 
 
@@ -98,6 +105,53 @@ def check(docs, label):
     return failures
 
 
+def promtool_check(promtool, path):
+    out = subprocess.run([promtool, "check", "config", str(path)], capture_output=True, text=True)
+    return out.returncode == 0, (out.stdout + out.stderr).strip()
+
+
+def check_monitoring(promtool, docs):
+    failures = 0
+    ok, out = promtool_check(promtool, ROOT / "deploy/monitoring/prometheus.yml")
+    print(f"{'ok  ' if ok else 'FAIL'}  promtool check config deploy/monitoring/prometheus.yml")
+    if not ok:
+        print("      " + out.replace("\n", "\n      "))
+        failures += 1
+    problems = []
+    ds = yaml.safe_load((ROOT / "deploy/monitoring/grafana/datasources.yaml").read_text())
+    if ds.get("apiVersion") != 1 or not ds.get("datasources"):
+        problems.append("datasources.yaml: apiVersion 1 with a datasources list")
+    else:
+        d = ds["datasources"][0]
+        for key, want in [("type", "prometheus"), ("uid", "prometheus"), ("url", "http://prometheus:9090")]:
+            if d.get(key) != want:
+                problems.append(f"datasources.yaml: {key} is {d.get(key)!r}, want {want!r}")
+    prov = yaml.safe_load((ROOT / "deploy/monitoring/grafana/dashboards.yaml").read_text())
+    providers = prov.get("providers") or [{}]
+    path = providers[0].get("options", {}).get("path")
+    if prov.get("apiVersion") != 1 or providers[0].get("type") != "file" or not path:
+        problems.append("dashboards.yaml: apiVersion 1 with a file provider and a path")
+    grafana = next((d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "grafana"), None)
+    mounts = {m["name"]: m["mountPath"] for m in grafana["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]} if grafana else {}
+    if mounts.get("dashboards") != path:
+        problems.append(f"the provider reads {path} but Grafana mounts the dashboards at {mounts.get('dashboards')}")
+    if mounts.get("datasources") != "/etc/grafana/provisioning/datasources":
+        problems.append("the datasource file is not mounted where Grafana provisions from")
+    cm = next((d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("grafana-dashboards")), None)
+    files = {f.name: f.read_text() for f in sorted((ROOT / "dashboards").glob("*.json"))}
+    if not cm or cm.get("data") != files:
+        problems.append("the generated grafana-dashboards ConfigMap is not exactly dashboards/*.json")
+    for f, text in files.items():
+        ds_var = [v for v in json.loads(text)["templating"]["list"] if v["type"] == "datasource"]
+        if not ds_var or ds_var[0]["current"]["value"] != "prometheus":
+            problems.append(f"{f}: its datasource variable does not default to the provisioned uid `prometheus`")
+    for p in problems:
+        print(f"FAIL  grafana provisioning: {p}")
+    if not problems:
+        print(f"ok    grafana provisioning: datasource, dashboard provider, {len(files)} dashboards mounted from one generated ConfigMap")
+    return failures + len(problems)
+
+
 def self_test(rendered):
     """Broken manifests must be rejected, or this validator proves nothing."""
     schema = crd_schema()
@@ -121,16 +175,29 @@ def self_test(rendered):
         if not check_builtin(d, VERSIONS[0]):
             print(f"SELF-TEST FAIL: a Deployment with a bad {what} passed")
             failures += 1
+    if PROMTOOL:
+        good = (ROOT / "deploy/monitoring/prometheus.yml").read_text()
+        import tempfile
+        for what, text in [("an unknown SD role", good.replace("role: pod", "role: podz")),
+                           ("a bad relabel action", good.replace("action: keep", "action: keeep", 1))]:
+            with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as f:
+                f.write(text)
+            if promtool_check(PROMTOOL, f.name)[0]:
+                print(f"SELF-TEST FAIL: a Prometheus config with {what} passed")
+                failures += 1
     if failures == 0:
-        print(f"self-test: {len(bad_pipelines)} broken Pipelines and {len(bad)} broken Deployments rejected")
+        print(f"self-test: {len(bad_pipelines)} broken Pipelines, {len(bad)} broken Deployments and 2 broken Prometheus configs rejected")
     return failures
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--operator", default=str(ROOT / "target/release/operator"))
+    ap.add_argument("--promtool", help="a promtool with Kubernetes SD (default: deploy/promtool.sh fetches one)")
     ap.add_argument("--self-test", action="store_true")
     args = ap.parse_args()
+    global PROMTOOL
+    PROMTOOL = args.promtool or subprocess.run([str(ROOT / "deploy/promtool.sh")], check=True, capture_output=True, text=True).stdout.strip()
     rendered = []
     for sample in sorted((ROOT / "deploy/samples").glob("*.yaml")):
         docs = documents(sample.read_text())
@@ -140,6 +207,9 @@ def main():
     failures = check(documents(kustomize("deploy/base")), "deploy/base")
     failures += check(documents(kustomize("deploy/samples")), "deploy/samples")
     failures += check(rendered, "rendered")
+    monitoring = documents(kustomize("deploy/monitoring"))
+    failures += check(monitoring, "deploy/monitoring")
+    failures += check_monitoring(PROMTOOL, monitoring)
     if args.self_test:
         failures += self_test(rendered)
     if failures:

@@ -33,7 +33,13 @@ pub struct RunConfig {
     pub linger: Duration,
     /// Draw the live per-stage display on stderr (when it is a terminal).
     pub live: bool,
+    /// Start Prometheus (and Grafana) around the run, when installed.
+    pub stack: bool,
 }
+
+/// With a Prometheus around, stages stay up this long after their stream so the last scrape
+/// sees their final counters (it scrapes every second).
+const LINGER_FOR_SCRAPE: Duration = Duration::from_secs(3);
 
 /// What an interrupt does: the first drains the pipeline, a second kills it.
 const KILL_AFTER_DRAIN: Duration = Duration::from_secs(60);
@@ -51,9 +57,27 @@ pub async fn run_local(
     let opts = LocalOptions {
         pipeline_bin: cfg.pipeline_bin.clone(),
         workdir: cfg.report_dir.join("run"),
-        linger: cfg.linger,
+        linger: if cfg.stack {
+            cfg.linger.max(LINGER_FOR_SCRAPE)
+        } else {
+            cfg.linger
+        },
     };
     let mut run = LocalRun::start(plan, &opts).await?;
+    let stack = if cfg.stack {
+        let targets: Vec<String> = run
+            .stages
+            .iter()
+            .map(|s| s.ready.admin_addr.clone())
+            .collect();
+        let stack = crate::stack::start(&opts.workdir, &targets).await;
+        for note in &stack.notes {
+            eprintln!("observatory: {note}");
+        }
+        Some(stack)
+    } else {
+        None
+    };
 
     let mut profiles = JoinSet::new();
     let mut profiling = cfg.profile_seconds == 0;
@@ -98,7 +122,19 @@ pub async fn run_local(
         }
     }
     live.finish();
-    let stats = run.finish(Duration::from_secs(5)).await?;
+    let stats = run
+        .finish(LINGER_FOR_SCRAPE + Duration::from_secs(5))
+        .await?;
+    if let Some(p) = stack.as_ref().and_then(|s| s.prometheus.as_ref()) {
+        let dir = opts.workdir.join("prometheus");
+        eprintln!(
+            "observatory: Prometheus at {} stops with the run; its data stays: prometheus --config.file={} --storage.tsdb.path={}",
+            p.url,
+            dir.join("prometheus.yml").display(),
+            dir.join("data").display()
+        );
+    }
+    drop(stack);
     while let Some(done) = profiles.join_next().await {
         match done {
             Ok(Ok(_)) => {}

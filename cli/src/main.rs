@@ -106,6 +106,12 @@ struct Workload {
     /// Keep the stages' admin ports up this many seconds after the stream ends.
     #[arg(long, default_value_t = 0.0)]
     linger: f64,
+    /// Start Prometheus (and Grafana) around the run when installed (the default for `up`).
+    #[arg(long, conflicts_with = "no_stack")]
+    stack: bool,
+    /// Do not start Prometheus or Grafana.
+    #[arg(long)]
+    no_stack: bool,
 }
 
 impl Workload {
@@ -144,6 +150,7 @@ impl Workload {
     }
 
     fn config(&self, command: &str) -> anyhow::Result<RunConfig> {
+        let stack = !self.no_stack && (self.stack || command == "up");
         Ok(RunConfig {
             pipeline_bin: find_pipeline_bin()?,
             report_dir: self.report_dir.clone().unwrap_or_else(|| {
@@ -152,6 +159,7 @@ impl Workload {
             profile_seconds: self.profile_seconds,
             linger: Duration::from_secs_f64(self.linger.max(0.0)),
             live: std::io::stderr().is_terminal(),
+            stack,
         })
     }
 }

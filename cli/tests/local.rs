@@ -306,3 +306,71 @@ fn replicas_run_as_separate_processes_and_conserve() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn up_starts_prometheus_when_installed_and_says_so_in_one_line_when_not() {
+    let dir = tempfile::tempdir().unwrap();
+    // Without Prometheus (an empty PATH): one line, and the run goes on.
+    let empty = dir.path().join("empty-path");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = observatory()
+        .args(["up", "--local", "--duration", "2", "--profile-seconds", "0"])
+        .args(["--report-dir", dir.path().join("a").to_str().unwrap()])
+        .env("PATH", &empty)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("Prometheus") || l.contains("Grafana"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(lines[0].contains("not installed"), "{stderr}");
+
+    // With Prometheus: it scrapes the stages, and its config is valid.
+    let has_prometheus = std::process::Command::new("prometheus")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !has_prometheus {
+        assert!(
+            std::env::var_os("OBSERVATORY_SKIP_PROMETHEUS").is_some(),
+            "install prometheus (apt-get install prometheus)"
+        );
+        eprintln!("SKIPPED: the Prometheus half (prometheus is not installed)");
+        return;
+    }
+    let report = dir.path().join("b");
+    let out = observatory()
+        .args(["up", "--local", "--duration", "3", "--profile-seconds", "0"])
+        .args(["--report-dir", report.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("Prometheus: http://127.0.0.1:"), "{stderr}");
+    let config = report.join("run/prometheus/prometheus.yml");
+    let check = std::process::Command::new("promtool")
+        .args(["check", "config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    assert!(
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .matches("127.0.0.1:")
+            .count()
+            >= 4,
+        "every stage is a target"
+    );
+    assert!(
+        report.join("run/prometheus/data/wal").is_dir(),
+        "Prometheus stored what it scraped"
+    );
+}

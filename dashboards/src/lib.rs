@@ -207,6 +207,36 @@ mod tests {
         );
     }
 
+    fn yaml(path: &Path) -> Value {
+        yaml_serde::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn local_provisioning_is_well_formed_and_matches_the_clusters() {
+        let dir = tempfile::tempdir().unwrap();
+        let prov = write_provisioning(dir.path(), "http://127.0.0.1:9090").unwrap();
+        let local_ds = yaml(&prov.join("datasources/prometheus.yaml"));
+        let local_pr = yaml(&prov.join("dashboards/observatory.yaml"));
+        let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/monitoring/grafana");
+        let mut cluster_ds = yaml(&deploy.join("datasources.yaml"));
+        let mut cluster_pr = yaml(&deploy.join("dashboards.yaml"));
+        // The same provisioning, but for where Prometheus and the files are.
+        assert_eq!(local_ds["datasources"][0]["url"], "http://127.0.0.1:9090");
+        cluster_ds["datasources"][0]["url"] = local_ds["datasources"][0]["url"].clone();
+        cluster_ds["datasources"][0]["jsonData"] = local_ds["datasources"][0]["jsonData"].clone();
+        assert_eq!(local_ds, cluster_ds);
+        let path = local_pr["providers"][0]["options"]["path"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        cluster_pr["providers"][0]["options"]["path"] = Value::String(path.clone());
+        assert_eq!(local_pr, cluster_pr);
+        for d in ALL {
+            let written = std::fs::read_to_string(Path::new(&path).join(d.file)).unwrap();
+            assert_eq!(written, d.json, "{} provisioned as is", d.file);
+        }
+    }
+
     #[test]
     fn substitution_prefers_the_longest_variable() {
         let e = substitute(
