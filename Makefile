@@ -6,7 +6,7 @@ OBS      := $(RELEASE)/observatory
 REPORTS  := reports
 
 .DEFAULT_GOAL := help
-.PHONY: help build demo up down images e2e test validate crd lint fmt bench-e2e clean
+.PHONY: help build demo local up down images e2e test validate crd lint fmt bench bench-e2e clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -54,11 +54,15 @@ lint: ## rustfmt check and clippy with warnings as errors
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
-bench-e2e: build ## End-to-end events/s, telemetry on vs off, interleaved; writes reports/bench-e2e/ab.json
-	$(OBS) bench ab --events 3000000 --pairs 5 --warmup 1 --profile-seconds 0 \
+bench: ## The criterion benchmarks of the hot paths (time and throughput; flamegraphs with PROFILE=1)
+	$(CARGO) bench -p observatory-bench --bench hot_paths -- $(if $(PROFILE),--profile-time 5,)
+
+bench-e2e: build ## End to end, interleaved: the A/A noise floor, then telemetry on vs off (reports/bench-e2e/)
+	$(OBS) bench aa --events 2000000 --pairs 8 --warmup 1 --report-dir $(REPORTS)/bench-e2e/aa
+	$(OBS) bench ab --events 2000000 --pairs 8 --warmup 1 \
 		--a-label telemetry-on --a all.telemetry=true \
 		--b-label telemetry-off --b all.telemetry=false \
-		--report-dir $(REPORTS)/bench-e2e
+		--report-dir $(REPORTS)/bench-e2e/telemetry
 
 clean: ## Remove build output and reports
 	$(CARGO) clean

@@ -1,16 +1,35 @@
-//! A/B runs: two plans run interleaved (A B A B …) on the same machine, so drift and noise hit
-//! both alike; warm-up pairs are discarded. The result holds every run's figures, each side's
-//! median, and the ratio B/A of the medians with a 95% percentile-bootstrap interval.
+//! The A/B engine: two configurations of the pipeline run interleaved (A B A B …) on the same
+//! machine, so drift and background noise hit both alike; warm-up pairs are discarded. Every
+//! run is a real local run; its figures (events/s, p50/p99 latency, CPU seconds per million
+//! events, the largest stage RSS, allocations per event, conservation) become samples, and
+//! each metric's ratio B/A gets a 95% bootstrap interval and a verdict ([`crate::stats`]).
+//!
+//! A/A mode runs the same configuration on both sides: its intervals are this machine's noise
+//! floor. Profiles are taken in separate runs after the measured ones (one per side), so the
+//! profiler never perturbs a measurement; they feed the differential flamegraph of the report.
 
 use crate::run::{RunConfig, run_local};
+use crate::samples::{SampleSet, Series};
+use crate::stats::{Better, Comparison, Options, compare};
 use crate::summary::RunSummary;
 use pipeline_plan::Plan;
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use tokio::sync::mpsc;
 
-/// Version of the A/B result's JSON shape.
-pub const AB_VERSION: u32 = 1;
+/// Version of the A/B result's JSON shape (`ab.json`).
+pub const AB_VERSION: u32 = 2;
+
+/// The metrics of a run: (name, unit, which way is better).
+pub const METRICS: [(&str, &str, Better); 6] = [
+    ("throughput_eps", "events/s", Better::Higher),
+    ("latency_p50_seconds", "s", Better::Lower),
+    ("latency_p99_seconds", "s", Better::Lower),
+    ("cpu_seconds_per_million", "s", Better::Lower),
+    ("max_stage_rss_bytes", "bytes", Better::Lower),
+    ("allocations_per_event", "allocations", Better::Lower),
+];
 
 /// One run's figures.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -21,26 +40,62 @@ pub struct RunFigures {
     /// CPU seconds of all stages per million events emitted.
     pub cpu_seconds_per_million: f64,
     /// Largest per-stage RSS (before profiling), bytes.
-    pub max_stage_rss_bytes: u64,
+    pub max_stage_rss_bytes: f64,
+    /// Allocations of all stages per event emitted (0 with telemetry off).
     pub allocations_per_event: f64,
+    /// CPU seconds per million events, per stage process.
+    pub stage_cpu_seconds_per_million: BTreeMap<String, f64>,
     pub conserved: bool,
+    pub report_dir: String,
+}
+
+impl RunFigures {
+    pub fn metric(&self, name: &str) -> f64 {
+        match name {
+            "throughput_eps" => self.throughput_eps,
+            "latency_p50_seconds" => self.latency_p50_seconds,
+            "latency_p99_seconds" => self.latency_p99_seconds,
+            "cpu_seconds_per_million" => self.cpu_seconds_per_million,
+            "max_stage_rss_bytes" => self.max_stage_rss_bytes,
+            "allocations_per_event" => self.allocations_per_event,
+            _ => f64::NAN,
+        }
+    }
 }
 
 impl From<&RunSummary> for RunFigures {
     fn from(s: &RunSummary) -> Self {
+        let per_million = |cpu: f64| {
+            if s.events_emitted > 0 {
+                cpu / s.events_emitted as f64 * 1e6
+            } else {
+                0.0
+            }
+        };
         let cpu: f64 = s.stages.iter().map(|st| st.cpu_seconds).sum();
+        let allocations: f64 = s
+            .stages
+            .iter()
+            .map(|st| st.allocations_per_event * st.events_in as f64)
+            .sum();
         RunFigures {
             throughput_eps: s.throughput_eps,
             latency_p50_seconds: s.latency_p50_seconds,
             latency_p99_seconds: s.latency_p99_seconds,
-            cpu_seconds_per_million: if s.events_emitted > 0 {
-                cpu / s.events_emitted as f64 * 1e6
+            cpu_seconds_per_million: per_million(cpu),
+            max_stage_rss_bytes: s.stages.iter().map(|st| st.rss_bytes).max().unwrap_or(0) as f64,
+            allocations_per_event: if s.events_emitted > 0 {
+                allocations / s.events_emitted as f64
             } else {
                 0.0
             },
-            max_stage_rss_bytes: s.stages.iter().map(|st| st.rss_bytes).max().unwrap_or(0),
-            allocations_per_event: s.stages.iter().map(|st| st.allocations_per_event).sum(),
+            stage_cpu_seconds_per_million: s
+                .stages
+                .iter()
+                .map(|st| (st.name.clone(), per_million(st.cpu_seconds)))
+                .collect(),
             conserved: s.conserved,
+            report_dir: s.report_dir.clone(),
         }
     }
 }
@@ -49,168 +104,242 @@ impl From<&RunSummary> for RunFigures {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Side {
     pub label: String,
-    /// The knob assignments that define this side.
+    /// The knob assignments that define this side, on top of the shared workload.
     pub assignments: Vec<String>,
     pub runs: Vec<RunFigures>,
-    pub median_throughput_eps: f64,
 }
 
-/// An interval on a ratio B/A.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct RatioInterval {
-    pub ratio: f64,
-    pub low: f64,
-    pub high: f64,
+impl Side {
+    /// The side's samples, in the format `observatory bench compare` reads.
+    pub fn samples(&self) -> SampleSet {
+        let mut set = SampleSet::new(&self.label);
+        for (name, unit, better) in METRICS {
+            set.metrics.insert(
+                name.to_string(),
+                Series {
+                    unit: unit.into(),
+                    better,
+                    samples: self.runs.iter().map(|r| r.metric(name)).collect(),
+                },
+            );
+        }
+        set
+    }
 }
 
+/// The whole result, `ab.json` in the report folder.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AbResult {
     pub ab_version: u32,
+    /// `ab`, or `aa` (the same configuration both sides: the noise floor).
+    pub mode: String,
+    /// The shared workload (plan file text).
+    pub workload: String,
     pub pairs: usize,
     pub warmup_pairs: usize,
+    pub machine: Machine,
     pub a: Side,
     pub b: Side,
-    /// Median throughput of B over A, with a 95% bootstrap interval.
-    pub throughput_ratio: RatioInterval,
+    pub comparisons: Vec<Comparison>,
+    /// Every measured run conserved its events.
+    pub conserved: bool,
+    /// The stage whose CPU per event changed most (where the diff flamegraph looks).
+    pub changed_stage: Option<String>,
+    /// Files of the report, relative to its folder.
+    pub files: BTreeMap<String, String>,
 }
 
-/// The median of a sample (0 for none).
-pub fn median(xs: &[f64]) -> f64 {
-    if xs.is_empty() {
-        return 0.0;
-    }
-    let mut v = xs.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
+impl AbResult {
+    pub fn comparison(&self, metric: &str) -> Option<&Comparison> {
+        self.comparisons.iter().find(|c| c.metric == metric)
     }
 }
 
-/// Ratio of medians B/A with a 95% percentile-bootstrap interval (resampling each side
-/// independently, `resamples` times, with a fixed-seed generator so reports reproduce).
-pub fn median_ratio(a: &[f64], b: &[f64], resamples: usize) -> RatioInterval {
-    let ratio = median(b) / median(a);
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    let mut next = |n: usize| {
-        // splitmix64: small, fast, good enough to pick indices.
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) % n as u64) as usize
-    };
-    let mut ratios = Vec::with_capacity(resamples);
-    let (mut ra, mut rb) = (vec![0.0; a.len()], vec![0.0; b.len()]);
-    for _ in 0..resamples {
-        for x in ra.iter_mut() {
-            *x = a[next(a.len())];
+/// Where the measurement was taken.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Machine {
+    pub cores: usize,
+    pub kernel: String,
+    pub hostname: String,
+}
+
+impl Machine {
+    pub fn here() -> Self {
+        let read = |p: &str| {
+            std::fs::read_to_string(p)
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default()
+        };
+        Machine {
+            cores: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            kernel: read("/proc/sys/kernel/osrelease"),
+            hostname: read("/proc/sys/kernel/hostname"),
         }
-        for x in rb.iter_mut() {
-            *x = b[next(b.len())];
-        }
-        ratios.push(median(&rb) / median(&ra));
-    }
-    ratios.sort_by(f64::total_cmp);
-    let at =
-        |q: f64| ratios[((q * (ratios.len() - 1) as f64).round() as usize).min(ratios.len() - 1)];
-    RatioInterval {
-        ratio,
-        low: at(0.025),
-        high: at(0.975),
     }
 }
 
 /// What to compare.
 pub struct AbConfig {
+    /// The shared workload (knobs both sides start from).
     pub base: Plan,
+    /// (label, knob assignments) of each side.
     pub a: (String, Vec<String>),
     pub b: (String, Vec<String>),
     pub pairs: usize,
     pub warmup_pairs: usize,
+    /// Where runs start from: binary, report folder (the A/B report goes there, each run in
+    /// `runs/`), live display off.
     pub run: RunConfig,
+    /// Seconds of CPU profile per stage in one extra run per side (0: no profiles, no diff
+    /// flamegraph).
+    pub profile_seconds: u64,
+    pub stats: Options,
 }
 
-/// Run the comparison. `progress` is told about each run as it starts.
+impl AbConfig {
+    fn plan(&self, side: &(String, Vec<String>)) -> anyhow::Result<Plan> {
+        let mut plan = self.base.clone();
+        for s in &side.1 {
+            plan.assign(s)?;
+        }
+        plan.labels.insert("side".into(), side.0.clone());
+        Ok(plan)
+    }
+
+    fn is_aa(&self) -> bool {
+        self.a.1 == self.b.1
+    }
+}
+
+/// One run of one side.
+async fn one_run(
+    plan: &Plan,
+    cfg: &RunConfig,
+    dir: PathBuf,
+    profile_seconds: u64,
+) -> anyhow::Result<RunSummary> {
+    let mut run = cfg.clone();
+    run.report_dir = dir;
+    run.profile_seconds = profile_seconds;
+    run.live = false;
+    run.stack = false;
+    let (_tx, rx) = mpsc::unbounded_channel();
+    run_local(plan, &run, rx).await
+}
+
+/// Run the comparison and write its report. `progress(n, total, what)` is told about each run.
 pub async fn run_ab(
     cfg: &AbConfig,
     mut progress: impl FnMut(usize, usize, &str),
 ) -> anyhow::Result<AbResult> {
-    let mut plans = Vec::new();
-    for (label, assignments) in [&cfg.a, &cfg.b] {
-        let mut plan = cfg.base.clone();
-        for s in assignments {
-            plan.assign(s)?;
-        }
-        plan.labels.insert("side".into(), label.clone());
-        plans.push(plan);
-    }
-    let total = 2 * (cfg.pairs + cfg.warmup_pairs);
+    let plans = [cfg.plan(&cfg.a)?, cfg.plan(&cfg.b)?];
+    let labels = [cfg.a.0.as_str(), cfg.b.0.as_str()];
+    let profiled = usize::from(cfg.profile_seconds > 0) * 2;
+    let total = 2 * (cfg.pairs + cfg.warmup_pairs) + profiled;
+    let runs_dir = cfg.run.report_dir.join("runs");
     let mut figures: [Vec<RunFigures>; 2] = [Vec::new(), Vec::new()];
+    let mut n = 0;
     for pair in 0..cfg.pairs + cfg.warmup_pairs {
-        for (side, plan) in plans.iter().enumerate() {
-            let n = 2 * pair + side + 1;
-            let label = if side == 0 { &cfg.a.0 } else { &cfg.b.0 };
-            progress(n, total, label);
-            let mut run = cfg.run.clone();
-            run.report_dir = cfg.run.report_dir.join(format!("run-{n:03}-{label}"));
-            let (_tx, rx) = mpsc::unbounded_channel();
-            let summary = run_local(plan, &run, rx).await?;
+        let warmup = pair < cfg.warmup_pairs;
+        for side in 0..2 {
+            n += 1;
+            let what = format!("{}{}", labels[side], if warmup { " (warm-up)" } else { "" });
+            progress(n, total, &what);
+            let dir = runs_dir.join(format!("{n:03}-{}", labels[side]));
+            let summary = one_run(&plans[side], &cfg.run, dir, 0).await?;
             if !summary.conserved {
-                anyhow::bail!("run {n} ({label}) lost events; see {}", summary.report_dir);
+                anyhow::bail!(
+                    "run {n} ({}) lost events; see {}",
+                    labels[side],
+                    summary.report_dir
+                );
             }
-            if pair >= cfg.warmup_pairs {
+            if !warmup {
                 figures[side].push(RunFigures::from(&summary));
             }
         }
     }
+    let mut profiles: [Option<PathBuf>; 2] = [None, None];
+    if profiled > 0 {
+        for side in 0..2 {
+            n += 1;
+            progress(n, total, &format!("{} (profiled)", labels[side]));
+            let dir = runs_dir.join(format!("profile-{}", labels[side]));
+            one_run(&plans[side], &cfg.run, dir.clone(), cfg.profile_seconds).await?;
+            profiles[side] = Some(dir);
+        }
+    }
     let [fa, fb] = figures;
-    let tput = |f: &[RunFigures]| f.iter().map(|r| r.throughput_eps).collect::<Vec<_>>();
-    let side = |(label, assignments): &(String, Vec<String>), runs: Vec<RunFigures>| Side {
-        label: label.clone(),
-        assignments: assignments.clone(),
-        median_throughput_eps: median(&tput(&runs)),
-        runs,
-    };
-    Ok(AbResult {
+    let comparisons = METRICS
+        .iter()
+        .map(|(name, unit, better)| {
+            let a: Vec<f64> = fa.iter().map(|r| r.metric(name)).collect();
+            let b: Vec<f64> = fb.iter().map(|r| r.metric(name)).collect();
+            compare(name, unit, *better, &a, &b, &cfg.stats)
+        })
+        .collect();
+    let conserved = fa.iter().chain(&fb).all(|r| r.conserved);
+    let changed_stage = changed_stage(&fa, &fb);
+    let mut result = AbResult {
         ab_version: AB_VERSION,
+        mode: if cfg.is_aa() { "aa" } else { "ab" }.into(),
+        workload: cfg.base.to_toml(),
         pairs: cfg.pairs,
         warmup_pairs: cfg.warmup_pairs,
-        throughput_ratio: median_ratio(&tput(&fa), &tput(&fb), 10_000),
-        a: side(&cfg.a, fa),
-        b: side(&cfg.b, fb),
-    })
+        machine: Machine::here(),
+        a: Side {
+            label: cfg.a.0.clone(),
+            assignments: cfg.a.1.clone(),
+            runs: fa,
+        },
+        b: Side {
+            label: cfg.b.0.clone(),
+            assignments: cfg.b.1.clone(),
+            runs: fb,
+        },
+        comparisons,
+        conserved,
+        changed_stage,
+        files: BTreeMap::new(),
+    };
+    crate::report::write(
+        &cfg.run.report_dir,
+        &mut result,
+        [profiles[0].as_deref(), profiles[1].as_deref()],
+    )?;
+    Ok(result)
 }
 
-/// Where an A/B result goes by default.
-pub fn default_out(report_dir: &std::path::Path) -> PathBuf {
+/// The stage whose median CPU per event moved most, relatively, between the sides.
+fn changed_stage(a: &[RunFigures], b: &[RunFigures]) -> Option<String> {
+    let stages: Vec<String> = a
+        .first()?
+        .stage_cpu_seconds_per_million
+        .keys()
+        .cloned()
+        .collect();
+    let median = |runs: &[RunFigures], stage: &str| {
+        crate::stats::median(
+            &runs
+                .iter()
+                .filter_map(|r| r.stage_cpu_seconds_per_million.get(stage).copied())
+                .collect::<Vec<_>>(),
+        )
+    };
+    stages
+        .into_iter()
+        .map(|s| {
+            let (ma, mb) = (median(a, &s), median(b, &s));
+            let change = if ma > 0.0 { (mb / ma).ln().abs() } else { 0.0 };
+            (s, change)
+        })
+        .max_by(|x, y| x.1.total_cmp(&y.1))
+        .map(|(s, _)| s)
+}
+
+/// Where an A/B result goes.
+pub fn result_path(report_dir: &Path) -> PathBuf {
     report_dir.join("ab.json")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn medians() {
-        assert_eq!(median(&[]), 0.0);
-        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
-    }
-
-    #[test]
-    fn bootstrap_interval_brackets_the_ratio_and_narrows_with_less_noise() {
-        let a: Vec<f64> = (0..9).map(|i| 100.0 + (i % 3) as f64).collect();
-        let b: Vec<f64> = a.iter().map(|x| x * 1.10).collect();
-        let r = median_ratio(&a, &b, 2000);
-        assert!((r.ratio - 1.10).abs() < 1e-9);
-        assert!(r.low <= r.ratio && r.ratio <= r.high);
-        assert!(r.low > 1.05 && r.high < 1.15, "{r:?}");
-        let noisy: Vec<f64> = (0..9).map(|i| 100.0 + (i * 37 % 50) as f64).collect();
-        let wide = median_ratio(&noisy, &noisy, 2000);
-        assert!(wide.low < 1.0 && wide.high > 1.0, "{wide:?}");
-        assert!(wide.high - wide.low > r.high - r.low);
-    }
 }

@@ -4,12 +4,23 @@
 //! - [`run`]: one measured run: live display, mid-run flamegraphs, the report folder.
 //! - [`summary`]: the run summary (JSON and text) and its conservation check.
 //! - [`stack`]: Prometheus and Grafana around a local run, when installed.
-//! - [`ab`]: interleaved A/B runs of two plans, with a bootstrap interval on the ratio.
+//! - [`ab`]: the A/B engine: interleaved runs of two plans (or A/A: the noise floor).
+//! - [`stats`]: ratios of medians with bootstrap intervals, verdicts, noise flags.
+//! - [`samples`]: the sample-file format, and comparing two files (regressions).
+//! - [`report`], [`plot`], [`flame`]: the report folder: JSON, table, plots, flamegraphs.
+//! - [`callgrind`]: the deterministic mode: instruction counts of one stage's kernel.
 //! - [`http`]: scraping admin ports.
 
 pub mod ab;
+pub mod callgrind;
+pub mod criterion_summary;
+pub mod flame;
 pub mod http;
 pub mod local;
+pub mod plot;
+pub mod report;
 pub mod run;
+pub mod samples;
 pub mod stack;
+pub mod stats;
 pub mod summary;

@@ -6,7 +6,7 @@
 //! <report>/summary.json     the RunSummary
 //! <report>/summary.txt      the same for people
 //! <report>/plan.toml        the exact plan, to run it again
-//! <report>/flamegraph-<stage>.svg
+//! <report>/flamegraph-<stage>.svg  (and folded-<stage>.txt, its collapsed stacks)
 //! <report>/run/             stage configs, logs, ready and stats files, the sink's log
 //! ```
 
@@ -94,7 +94,7 @@ pub async fn run_local(
                 let polled = if ticks.is_multiple_of(5) || !profiling { run.poll().await } else { Vec::new() };
                 if !profiling && warmed_up(plan, &polled, started.elapsed()) {
                     profiling = true;
-                    start_profiles(&run, cfg, &mut profiles);
+                    start_profiles(&run, cfg, &plan.name, &mut profiles);
                     live.note(&format!(
                         "capturing {} s CPU flamegraphs of every stage (pprof-rs adds ~80-150 MB to each stage's RSS from now on; the summary reports RSS from before)",
                         cfg.profile_seconds
@@ -173,19 +173,24 @@ fn warmed_up(plan: &Plan, polled: &[Option<StageStats>], elapsed: Duration) -> b
 fn start_profiles(
     run: &LocalRun,
     cfg: &RunConfig,
+    pipeline: &str,
     profiles: &mut JoinSet<anyhow::Result<PathBuf>>,
 ) {
     for s in &run.stages {
         let url = s.admin_url(&format!(
-            "/debug/pprof/flamegraph?seconds={}",
+            "/debug/pprof/folded?seconds={}",
             cfg.profile_seconds
         ));
-        let out = cfg.report_dir.join(format!("flamegraph-{}.svg", s.name));
+        let folded_path = cfg.report_dir.join(format!("folded-{}.txt", s.name));
+        let svg = cfg.report_dir.join(format!("flamegraph-{}.svg", s.name));
+        let title = format!("{} stage: CPU ({pipeline})", s.name);
         let wait = Duration::from_secs(cfg.profile_seconds + 30);
         profiles.spawn(async move {
             let body = crate::http::get_ok(&url, wait).await?;
-            std::fs::write(&out, &body)?;
-            anyhow::Ok(out)
+            let folded = String::from_utf8_lossy(&body).into_owned();
+            std::fs::write(&folded_path, &folded)?;
+            crate::flame::render(&folded, &title, &svg)?;
+            anyhow::Ok(svg)
         });
     }
 }

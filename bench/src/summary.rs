@@ -210,7 +210,9 @@ pub fn group(n: u64) -> String {
 
 /// 1.45e6 -> "1.45 M".
 pub fn si(v: f64) -> String {
-    if v >= 1e6 {
+    if v >= 1e9 {
+        format!("{:.2} G", v / 1e9)
+    } else if v >= 1e6 {
         format!("{:.2} M", v / 1e6)
     } else if v >= 1e3 {
         format!("{:.1} k", v / 1e3)

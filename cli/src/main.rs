@@ -43,32 +43,82 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchCommand {
-    /// Run two configurations interleaved (A B A B …) and compare them.
+    /// Compare two configurations: interleaved runs (A B A B …), ratios with 95% intervals,
+    /// a report with plots and a differential flamegraph; or instruction counts (--mode instructions).
     Ab {
         #[command(flatten)]
         workload: Workload,
-        /// Label of side A.
-        #[arg(long, default_value = "A")]
-        a_label: String,
-        /// A knob assignment of side A (repeatable), e.g. --a all.telemetry=true.
-        #[arg(long = "a", value_name = "STAGE.KNOB=VALUE")]
-        a: Vec<String>,
-        /// Label of side B.
-        #[arg(long, default_value = "B")]
-        b_label: String,
-        /// A knob assignment of side B (repeatable), e.g. --b all.telemetry=false.
-        #[arg(long = "b", value_name = "STAGE.KNOB=VALUE")]
-        b: Vec<String>,
-        /// Measured pairs of runs.
-        #[arg(long, default_value_t = 5)]
-        pairs: usize,
-        /// Warm-up pairs, run first and discarded.
-        #[arg(long, default_value_t = 1)]
-        warmup: usize,
-        /// Write the result JSON here (default: <report dir>/ab.json).
-        #[arg(long)]
-        out: Option<PathBuf>,
+        #[command(flatten)]
+        sides: Sides,
+        #[command(flatten)]
+        repeat: Repeat,
+        /// `wall`: real runs, timed; `instructions`: callgrind instruction counts of one stage's
+        /// kernel over a fixed replay (deterministic; for CPU-bound changes).
+        #[arg(long, value_enum, default_value = "wall")]
+        mode: Mode,
+        /// The stage whose kernel is counted (instructions mode): parse or aggregate.
+        #[arg(long, default_value = "parse")]
+        stage: String,
     },
+    /// Measure this machine's noise floor: the same configuration on both sides.
+    Aa {
+        #[command(flatten)]
+        workload: Workload,
+        #[command(flatten)]
+        repeat: Repeat,
+    },
+    /// Compare two sample files (from `bench ab`, `bench aa` or `bench run --json`): exit 1 on a
+    /// significant regression beyond the threshold.
+    Compare {
+        /// The baseline samples.
+        old: PathBuf,
+        /// The samples to judge.
+        new: PathBuf,
+        /// A regression must be significant and larger than this fraction.
+        #[arg(long, default_value_t = 0.05)]
+        threshold: f64,
+    },
+    /// Run the criterion benchmarks of the hot paths (needs the source tree and cargo) and
+    /// print a summary.
+    Run {
+        /// Only benchmarks whose name contains this.
+        filter: Option<String>,
+        /// Write the samples (time per iteration) as a sample file, for `bench compare`.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Mode {
+    Wall,
+    Instructions,
+}
+
+#[derive(Args)]
+struct Sides {
+    /// Label of side A.
+    #[arg(long, default_value = "A")]
+    a_label: String,
+    /// A knob assignment of side A (repeatable), e.g. --a parse.mode=owned.
+    #[arg(long = "a", value_name = "STAGE.KNOB=VALUE")]
+    a: Vec<String>,
+    /// Label of side B.
+    #[arg(long, default_value = "B")]
+    b_label: String,
+    /// A knob assignment of side B (repeatable), e.g. --b parse.mode=borrowed.
+    #[arg(long = "b", value_name = "STAGE.KNOB=VALUE")]
+    b: Vec<String>,
+}
+
+#[derive(Args)]
+struct Repeat {
+    /// Measured pairs of runs (instructions mode: repeats per side).
+    #[arg(long, default_value_t = 6)]
+    pairs: usize,
+    /// Warm-up pairs, run first and discarded.
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
 }
 
 #[derive(Args)]
@@ -257,65 +307,156 @@ async fn run(w: Workload, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn bench_ab(
-    w: Workload,
-    a: (String, Vec<String>),
-    b: (String, Vec<String>),
-    pairs: usize,
-    warmup: usize,
-    out: Option<PathBuf>,
-) -> anyhow::Result<()> {
-    use observatory_bench::ab::{AbConfig, default_out, run_ab};
-    use observatory_bench::summary::si;
-    if pairs < 2 {
-        bail!("--pairs must be at least 2 to say anything about spread");
-    }
-    let base = w.plan("ab")?;
-    if !source_bounded(&base) {
-        bail!("an A/B run needs a bounded workload: --events N or --duration SECONDS");
-    }
-    let mut run = w.config("ab")?;
-    run.live = false;
-    let out = out.unwrap_or_else(|| default_out(&run.report_dir));
-    let cfg = AbConfig {
-        base,
-        a,
-        b,
-        pairs,
-        warmup_pairs: warmup,
-        run,
-    };
-    let bar = indicatif::ProgressBar::new((2 * (pairs + warmup)) as u64);
+fn progress_bar(total: usize) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(total as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} runs  {msg}  (eta {eta})")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let result = run_ab(&cfg, |n, total, label| {
+    bar
+}
+
+async fn bench_ab(w: Workload, sides: Sides, repeat: Repeat, aa: bool) -> anyhow::Result<()> {
+    use observatory_bench::ab::{AbConfig, run_ab};
+    use observatory_bench::report::summary_text;
+    if repeat.pairs < 3 {
+        bail!("--pairs must be at least 3 to say anything about spread");
+    }
+    let base = w.plan(if aa { "aa" } else { "ab" })?;
+    if !source_bounded(&base) {
+        bail!("a measurement needs a bounded workload: --events N or --duration SECONDS");
+    }
+    let mut run = w.config(if aa { "aa" } else { "ab" })?;
+    run.live = false;
+    let report_dir = run.report_dir.clone();
+    let (a, b) = if aa {
+        (
+            ("A".to_string(), Vec::new()),
+            ("A'".to_string(), Vec::new()),
+        )
+    } else {
+        ((sides.a_label, sides.a), (sides.b_label, sides.b))
+    };
+    let cfg = AbConfig {
+        base,
+        a,
+        b,
+        pairs: repeat.pairs,
+        warmup_pairs: repeat.warmup,
+        run,
+        profile_seconds: if aa { 0 } else { w.profile_seconds },
+        stats: Default::default(),
+    };
+    let bar = progress_bar(
+        2 * (repeat.pairs + repeat.warmup) + if cfg.profile_seconds > 0 { 2 } else { 0 },
+    );
+    let result = run_ab(&cfg, |n, total, what| {
         bar.set_position((n - 1) as u64);
-        bar.set_message(format!("run {n}/{total}: {label}"));
+        bar.set_message(format!("run {n}/{total}: {what}"));
     })
     .await;
     bar.finish_and_clear();
     let result = result?;
-    if let Some(dir) = out.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(&out, serde_json::to_vec_pretty(&result)?)?;
-    let r = result.throughput_ratio;
-    for s in [&result.a, &result.b] {
-        let runs: Vec<String> = s.runs.iter().map(|f| si(f.throughput_eps)).collect();
+    print!("{}", summary_text(&result));
+    println!("report: {}", report_dir.display());
+    Ok(())
+}
+
+fn bench_instructions(
+    w: Workload,
+    sides: Sides,
+    repeat: Repeat,
+    stage: &str,
+) -> anyhow::Result<()> {
+    use observatory_bench::callgrind::{InstructionConfig, run};
+    let base = w.plan("instructions")?;
+    let events = match base.knobs(Role::Source) {
+        Some(StageKnobs::Source(s)) if s.events > 0 => s.events,
+        _ => 20_000,
+    };
+    let run_cfg = w.config("instructions")?;
+    let cfg = InstructionConfig {
+        pipeline_bin: run_cfg.pipeline_bin,
+        dir: run_cfg.report_dir.clone(),
+        base: &base,
+        stage: stage.parse()?,
+        a: (sides.a_label, sides.a),
+        b: (sides.b_label, sides.b),
+        events,
+        repeats: repeat.pairs.clamp(1, 5),
+    };
+    let bar = progress_bar(2 * cfg.repeats);
+    let result = run(&cfg, |n, total, what| {
+        bar.set_position((n - 1) as u64);
+        bar.set_message(format!("callgrind {n}/{total}: {what}"));
+    });
+    bar.finish_and_clear();
+    let r = result?;
+    println!(
+        "instructions of the {} kernel over {} replayed events (callgrind):",
+        r.stage, r.events
+    );
+    for s in [&r.a, &r.b] {
         println!(
-            "{:<16} median {}/s   runs: {}",
+            "  {:<14} {:>10.1} instructions/event  (repeats {:?}, spread {:.4}%)",
             s.label,
-            si(s.median_throughput_eps),
-            runs.join(", ")
+            s.instructions_per_event,
+            s.instructions,
+            s.spread * 100.0
         );
     }
     println!(
-        "throughput {}/{}: {:.4} (95% bootstrap interval {:.4} .. {:.4})",
-        result.b.label, result.a.label, r.ratio, r.low, r.high
+        "B/A: {:.4} [{:.4} .. {:.4}]  {}",
+        r.ratio.ratio, r.ratio.low, r.ratio.high, r.verdict
     );
-    println!("results: {}", out.display());
+    println!("results: {}", cfg.dir.join("instructions.json").display());
+    Ok(())
+}
+
+fn bench_compare(
+    old: &std::path::Path,
+    new: &std::path::Path,
+    threshold: f64,
+) -> anyhow::Result<bool> {
+    use observatory_bench::samples::{SampleSet, compare_sets};
+    let (a, b) = (SampleSet::read(old)?, SampleSet::read(new)?);
+    let v = compare_sets(&a, &b, threshold, &Default::default());
+    if v.comparisons.is_empty() {
+        bail!("the two files share no metric");
+    }
+    println!(
+        "{} -> {} (regression: significantly worse by more than {:.1}%)",
+        a.label,
+        b.label,
+        threshold * 100.0
+    );
+    for c in &v.comparisons {
+        println!(
+            "  {:<40} {:.4} [{:.4} .. {:.4}]  {}{}",
+            c.metric,
+            c.ratio.ratio,
+            c.ratio.low,
+            c.ratio.high,
+            c.verdict,
+            if v.regressions.contains(&c.metric) {
+                "  REGRESSION"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(v.regressions.is_empty())
+}
+
+fn bench_run(filter: Option<String>, json: Option<PathBuf>) -> anyhow::Result<()> {
+    use observatory_bench::criterion_summary::{run_suite, summary};
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let results = run_suite(&root, filter.as_deref())?;
+    print!("{}", summary(&results));
+    if let Some(path) = json {
+        observatory_bench::criterion_summary::samples(&results).write(&path)?;
+        println!("samples: {}", path.display());
+    }
     Ok(())
 }
 
@@ -360,14 +501,35 @@ fn main() -> ExitCode {
             }
             Command::Bench(BenchCommand::Ab {
                 workload,
-                a_label,
-                a,
-                b_label,
-                b,
-                pairs,
-                warmup,
-                out,
-            }) => bench_ab(workload, (a_label, a), (b_label, b), pairs, warmup, out).await,
+                sides,
+                repeat,
+                mode,
+                stage,
+            }) => match mode {
+                Mode::Wall => bench_ab(workload, sides, repeat, false).await,
+                Mode::Instructions => bench_instructions(workload, sides, repeat, &stage),
+            },
+            Command::Bench(BenchCommand::Aa { workload, repeat }) => {
+                let sides = Sides {
+                    a_label: "A".into(),
+                    a: vec![],
+                    b_label: "A'".into(),
+                    b: vec![],
+                };
+                bench_ab(workload, sides, repeat, true).await
+            }
+            Command::Bench(BenchCommand::Compare {
+                old,
+                new,
+                threshold,
+            }) => match bench_compare(&old, &new, threshold) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(anyhow::anyhow!(
+                    "significant regression (see the table above)"
+                )),
+                Err(e) => Err(e),
+            },
+            Command::Bench(BenchCommand::Run { filter, json }) => bench_run(filter, json),
         }
     });
     match result {

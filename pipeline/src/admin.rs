@@ -8,6 +8,7 @@
 //! | `/readyz` | readiness: 200 once the data port is bound and the downstream connected |
 //! | `/debug/pprof/profile?seconds=N&frequency=F` | CPU profile, gzipped pprof protobuf (default 10 s at 99 Hz) |
 //! | `/debug/pprof/flamegraph?seconds=N&frequency=F` | the same as an SVG flamegraph |
+//! | `/debug/pprof/folded?seconds=N&frequency=F` | the same as collapsed stacks (`a;b;c 12` per line, all threads merged), for differential flamegraphs |
 //! | `/debug/pprof/heap` | jemalloc heap profile (in use), gzipped pprof protobuf |
 //! | `/debug/pprof/heap/flamegraph` | the same as an SVG flamegraph |
 //!
@@ -41,6 +42,7 @@ pub fn router(ctx: Arc<StageCtx>) -> Router {
         .route("/readyz", get(readyz))
         .route("/debug/pprof/profile", get(cpu_profile))
         .route("/debug/pprof/flamegraph", get(cpu_flamegraph))
+        .route("/debug/pprof/folded", get(cpu_folded))
         .route("/debug/pprof/heap", get(heap_profile))
         .route("/debug/pprof/heap/flamegraph", get(heap_flamegraph))
         .with_state(ctx)
@@ -222,6 +224,39 @@ async fn cpu_flamegraph(
     match report.flamegraph_with_options(&mut svg, &mut options) {
         Ok(()) => ([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response(),
         Err(e) => server_error(format!("rendering the flamegraph: {e}")),
+    }
+}
+
+/// Collapsed stacks of a report, outermost frame first, threads merged, heaviest first.
+pub fn folded(report: &pprof::Report) -> String {
+    let mut stacks: std::collections::HashMap<String, isize> = std::collections::HashMap::new();
+    for (frames, count) in &report.data {
+        let names: Vec<String> = frames
+            .frames
+            .iter()
+            .rev()
+            .flat_map(|frame| frame.iter().rev().map(|symbol| symbol.to_string()))
+            .collect();
+        if !names.is_empty() {
+            *stacks.entry(names.join(";")).or_insert(0) += count;
+        }
+    }
+    let mut lines: Vec<(String, isize)> = stacks.into_iter().collect();
+    lines.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    lines
+        .into_iter()
+        .map(|(stack, n)| format!("{stack} {n}\n"))
+        .collect()
+}
+
+async fn cpu_folded(State(ctx): State<Arc<StageCtx>>, Query(p): Query<ProfileParams>) -> Response {
+    match capture(&ctx, p).await {
+        Ok(report) => (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            folded(&report),
+        )
+            .into_response(),
+        Err(resp) => resp,
     }
 }
 

@@ -343,6 +343,14 @@ impl OutFrame {
     }
 }
 
+impl OutFrame {
+    /// The frame as a receiver would see it (for in-process pipelines: benches, kernels).
+    pub fn into_frame(self, stream_id: u32, seq: u64) -> Frame {
+        let bytes = self.finish(stream_id, seq);
+        Frame::parse(bytes.slice(PREFIX_LEN..)).expect("a frame we built is valid")
+    }
+}
+
 /// A tokio-util decoder of frames, with a size limit.
 pub struct FrameCodec {
     inner: LengthDelimitedCodec,

@@ -3,7 +3,8 @@
 //!
 //! - Data model, pure and unit-tested: [`event`] (compact records, drop reasons),
 //!   [`generate`] (the seeded workload), [`parse`] (owned and borrowed JSON), [`window`]
-//!   (tumbling windows, HDR percentiles), [`seglog`] (the sink's checksummed log).
+//!   (tumbling windows, HDR percentiles), [`state`] (the aggregate's shared state strategies),
+//!   [`seglog`] (the sink's checksummed log).
 //! - Wire and I/O: [`codec`] (frames), [`net`] (ingress, egress, drain, backpressure).
 //! - Stages: [`stage`] (one module per role, and the process driver).
 //! - Observability: [`metrics`] (Prometheus), [`stats`] (JSON snapshot), [`admin`] (the admin
@@ -20,5 +21,6 @@ pub mod net;
 pub mod parse;
 pub mod seglog;
 pub mod stage;
+pub mod state;
 pub mod stats;
 pub mod window;

@@ -71,6 +71,87 @@ enum Command {
         /// source, parse, aggregate or sink.
         stage: Option<String>,
     },
+    /// Run one stage's hot code in-process over a replay file, for instruction counting
+    /// (`valgrind --tool=callgrind --toggle-collect=observatory_measured_region`).
+    Kernel {
+        /// parse or aggregate.
+        stage: String,
+        /// A JSON-lines file (`pipeline generate`).
+        #[arg(long)]
+        input: PathBuf,
+        /// Set a knob of the stage, e.g. --set mode=borrowed (repeatable).
+        #[arg(long = "set", value_name = "KNOB=VALUE")]
+        set: Vec<String>,
+    },
+}
+
+/// The part of `pipeline kernel` an instruction counter measures; its unmangled name is what
+/// callgrind's `--toggle-collect` matches.
+#[inline(never)]
+#[unsafe(no_mangle)]
+pub fn observatory_measured_region(work: &mut dyn FnMut() -> u64) -> u64 {
+    work()
+}
+
+fn kernel(stage: &str, input: &PathBuf, set: &[String]) -> anyhow::Result<()> {
+    use pipeline::codec::OutFrame;
+    use pipeline::stage::parse::parse_batch;
+    let role: Role = stage.parse()?;
+    let mut knobs = StageKnobs::defaults(role);
+    for s in set {
+        let (k, v) = split_assignment(s)?;
+        knobs.set(k.strip_prefix(&format!("{role}.")).unwrap_or(k), v)?;
+    }
+    let text = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
+    let raw: Vec<pipeline::codec::Frame> = text
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .chunks(1024)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let mut f = OutFrame::data(chunk.iter().map(|l| l.len() + 4).sum());
+            for l in chunk {
+                f.push(l);
+            }
+            f.into_frame(1, i as u64)
+        })
+        .collect();
+    let events: u64 = raw.iter().map(|f| u64::from(f.header.record_count)).sum();
+    let out = match knobs {
+        StageKnobs::Parse(k) => observatory_measured_region(&mut || {
+            raw.iter()
+                .map(|f| u64::from(parse_batch(f, k.mode, 1).frames[0].records()))
+                .sum()
+        }),
+        StageKnobs::Aggregate(k) => {
+            // Parsing is set-up here, outside the measured region.
+            let parsed: Vec<_> = raw
+                .iter()
+                .enumerate()
+                .map(|(i, f)| {
+                    parse_batch(f, pipeline_plan::ParseMode::Borrowed, 1)
+                        .frames
+                        .remove(0)
+                        .into_frame(1, i as u64)
+                })
+                .collect();
+            observatory_measured_region(&mut || {
+                let state =
+                    pipeline::state::SharedState::new(k.state, k.shards, k.window_ms, 64, |_| {});
+                for f in &parsed {
+                    state.apply_blocking(f.clone());
+                }
+                state.close_blocking(u64::MAX).0.len() as u64
+            })
+        }
+        _ => bail!("kernels exist for parse and aggregate"),
+    };
+    println!(
+        "{}",
+        serde_json::json!({"stage": stage, "events": events, "out": out})
+    );
+    Ok(())
 }
 
 #[derive(Args)]
@@ -329,6 +410,7 @@ fn main() -> ExitCode {
             output,
         } => generate(events, &set, output),
         Command::Knobs { stage } => print_knobs(stage),
+        Command::Kernel { stage, input, set } => kernel(&stage, &input, &set),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

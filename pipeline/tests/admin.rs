@@ -47,6 +47,23 @@ fn cpu_and_heap_profiles_are_real_and_name_pipeline_functions() {
     );
     assert!(svg.contains("parse stage: CPU"), "titled");
 
+    let (status, folded) = http_get(parse.admin(), "/debug/pprof/folded?seconds=2");
+    assert_eq!(status, 200);
+    let folded = String::from_utf8(folded).unwrap();
+    let lines: Vec<&str> = folded.lines().collect();
+    assert!(!lines.is_empty());
+    for l in &lines {
+        let (stack, count) = l.rsplit_once(' ').expect("`stack count`");
+        assert!(
+            count.parse::<u64>().unwrap() > 0 && !stack.is_empty(),
+            "{l}"
+        );
+    }
+    assert!(
+        folded.contains("parse_batch") || folded.contains("parse_into"),
+        "names the parser"
+    );
+
     // Parameters are checked.
     assert_eq!(
         http_get(parse.admin(), "/debug/pprof/profile?seconds=0").0,

@@ -1,178 +1,27 @@
 //! The aggregate stage: tumbling windows per (service, route).
 //!
 //! Frames are numbered as they arrive and dealt round-robin to `workers` tasks, which apply
-//! their events to the shared window state under the `state` strategy:
-//! - `mutex`: one `Mutex<WindowMap>`, locked per event;
-//! - `sharded`: `shards` mutexes, the key's hash picks one, locked per event;
-//! - `owner`: one task owns the map; workers hand it whole frames over a channel.
+//! their events to the shared window state under the `state` strategy (see [`crate::state`]:
+//! one mutex, sharded mutexes, or a single owner thread fed by a channel).
 //!
 //! A coordinator learns of finished frames, puts them back in arrival order, and tracks each
 //! upstream stream's event-time watermark. When the lowest watermark crosses a window boundary
 //! it closes every window that ended before it and sends the results downstream. Events for an
 //! already-closed window are dropped as `late`, so each window is emitted exactly once.
 
-use crate::codec::{Frame, OutFrame};
-use crate::event::{DropReason, EventRef, WindowResult};
+use crate::codec::OutFrame;
+use crate::event::{DropReason, WindowResult};
 use crate::net::{Egress, Ingress, Input};
+use crate::state::{Applied, SharedState};
 use crate::stats::StageCtx;
-use crate::window::{ClosedWindow, WindowMap, percentiles};
-use pipeline_plan::{AggregateKnobs, StageKnobs, StateStrategy};
-use rustc_hash::FxHasher;
+use crate::window::{ClosedWindow, percentiles};
+use pipeline_plan::{AggregateKnobs, StageKnobs};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tracing::Instrument;
-
-enum OwnerMsg {
-    Batch(Frame),
-    Close(u64, oneshot::Sender<(Vec<ClosedWindow>, usize)>),
-}
-
-/// The shared window state, by strategy.
-enum State {
-    Mutex(Mutex<WindowMap>),
-    Sharded(Vec<Mutex<WindowMap>>),
-    Owner(mpsc::Sender<OwnerMsg>),
-}
-
-/// Late and undecodable events of one frame.
-#[derive(Default)]
-struct Applied {
-    late: u64,
-    late_bytes: u64,
-    undecodable: u64,
-    undecodable_bytes: u64,
-}
-
-impl Applied {
-    fn undecodable(&mut self, rec: &[u8]) {
-        self.undecodable += 1;
-        self.undecodable_bytes += rec.len() as u64;
-    }
-}
-
-fn apply_to(
-    map: &mut WindowMap,
-    rec: &[u8],
-    ev: &EventRef<'_>,
-    emit_ns: u64,
-    applied: &mut Applied,
-) {
-    if map.apply(ev, emit_ns).is_err() {
-        applied.late += 1;
-        applied.late_bytes += rec.len() as u64;
-    }
-}
-
-impl State {
-    fn new(ctx: &Arc<StageCtx>, k: &AggregateKnobs) -> Self {
-        match k.state {
-            StateStrategy::Mutex => State::Mutex(Mutex::new(WindowMap::new(k.window_ms))),
-            StateStrategy::Sharded => State::Sharded(
-                (0..k.shards)
-                    .map(|_| Mutex::new(WindowMap::new(k.window_ms)))
-                    .collect(),
-            ),
-            StateStrategy::Owner => {
-                let (tx, rx) = mpsc::channel(k.common.queue_capacity as usize);
-                tokio::spawn(owner_loop(ctx.clone(), WindowMap::new(k.window_ms), rx));
-                State::Owner(tx)
-            }
-        }
-    }
-
-    /// Apply one frame's events.
-    async fn apply(&self, frame: Frame) -> Applied {
-        let emit = frame.header.emitted_at_ns;
-        let mut applied = Applied::default();
-        match self {
-            State::Mutex(m) => {
-                for rec in frame.records() {
-                    match EventRef::decode(rec) {
-                        Ok(ev) => {
-                            let mut map = m.lock().unwrap_or_else(PoisonError::into_inner);
-                            apply_to(&mut map, rec, &ev, emit, &mut applied);
-                        }
-                        Err(_) => applied.undecodable(rec),
-                    }
-                }
-            }
-            State::Sharded(shards) => {
-                for rec in frame.records() {
-                    match EventRef::decode(rec) {
-                        Ok(ev) => {
-                            let mut h = FxHasher::default();
-                            ev.key.hash(&mut h);
-                            let shard = &shards[(h.finish() % shards.len() as u64) as usize];
-                            let mut map = shard.lock().unwrap_or_else(PoisonError::into_inner);
-                            apply_to(&mut map, rec, &ev, emit, &mut applied);
-                        }
-                        Err(_) => applied.undecodable(rec),
-                    }
-                }
-            }
-            // The owner counts its own drops.
-            State::Owner(tx) => {
-                let _ = tx.send(OwnerMsg::Batch(frame)).await;
-            }
-        }
-        applied
-    }
-
-    /// Close windows ending at or before `watermark`; returns them and how many stay open.
-    async fn close(&self, watermark: u64) -> (Vec<ClosedWindow>, usize) {
-        let mut out = Vec::new();
-        match self {
-            State::Mutex(m) => {
-                let mut map = m.lock().unwrap_or_else(PoisonError::into_inner);
-                map.close_until(watermark, &mut out);
-                (out, map.open())
-            }
-            State::Sharded(shards) => {
-                let mut open = 0;
-                for shard in shards {
-                    let mut map = shard.lock().unwrap_or_else(PoisonError::into_inner);
-                    map.close_until(watermark, &mut out);
-                    open += map.open();
-                }
-                (out, open)
-            }
-            State::Owner(tx) => {
-                let (reply, answer) = oneshot::channel();
-                if tx.send(OwnerMsg::Close(watermark, reply)).await.is_err() {
-                    return (out, 0);
-                }
-                answer.await.unwrap_or_default()
-            }
-        }
-    }
-}
-
-async fn owner_loop(ctx: Arc<StageCtx>, mut map: WindowMap, mut rx: mpsc::Receiver<OwnerMsg>) {
-    while let Some(msg) = rx.recv().await {
-        match msg {
-            OwnerMsg::Batch(frame) => {
-                let emit = frame.header.emitted_at_ns;
-                let mut applied = Applied::default();
-                for rec in frame.records() {
-                    match EventRef::decode(rec) {
-                        Ok(ev) => apply_to(&mut map, rec, &ev, emit, &mut applied),
-                        Err(_) => applied.undecodable(rec),
-                    }
-                }
-                count_drops(&ctx, &applied);
-            }
-            OwnerMsg::Close(watermark, reply) => {
-                let mut out = Vec::new();
-                map.close_until(watermark, &mut out);
-                let _ = reply.send((out, map.open()));
-            }
-        }
-    }
-}
 
 fn count_drops(ctx: &StageCtx, applied: &Applied) {
     let m = &ctx.metrics;
@@ -207,7 +56,14 @@ pub async fn run(ctx: Arc<StageCtx>, listener: TcpListener) -> anyhow::Result<()
     egress.wait_connected(&ctx, Duration::from_secs(60)).await;
     ctx.ready.store(true, std::sync::atomic::Ordering::Relaxed);
 
-    let state = Arc::new(State::new(&ctx, &knobs));
+    let owner_ctx = ctx.clone();
+    let state = Arc::new(SharedState::new(
+        knobs.state,
+        knobs.shards,
+        knobs.window_ms,
+        knobs.common.queue_capacity as usize,
+        move |applied| count_drops(&owner_ctx, &applied),
+    ));
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     let mut workers = Vec::new();
     for _ in 0..knobs.workers {
@@ -233,7 +89,7 @@ pub async fn run(ctx: Arc<StageCtx>, listener: TcpListener) -> anyhow::Result<()
 
 async fn worker(
     ctx: Arc<StageCtx>,
-    state: Arc<State>,
+    state: Arc<SharedState>,
     mut rx: mpsc::Receiver<Job>,
     done: mpsc::UnboundedSender<Done>,
 ) {
@@ -326,7 +182,7 @@ fn idle_flush_after(window_ms: u64) -> Duration {
 
 async fn coordinate(
     ctx: Arc<StageCtx>,
-    state: Arc<State>,
+    state: Arc<SharedState>,
     mut done_rx: mpsc::UnboundedReceiver<Done>,
     egress: Egress,
     k: AggregateKnobs,
@@ -374,7 +230,7 @@ async fn coordinate(
     egress.finish().await;
 }
 
-async fn close(ctx: &StageCtx, state: &State, egress: &Egress, watermark: u64, batch: u32) {
+async fn close(ctx: &StageCtx, state: &SharedState, egress: &Egress, watermark: u64, batch: u32) {
     let (mut closed, open) = state.close(watermark).await;
     let m = &ctx.metrics;
     m.windows_open.set(open as i64);

@@ -1,0 +1,222 @@
+//! The deterministic mode: instructions, not seconds. One stage's hot code (`pipeline kernel`)
+//! runs over a fixed replay of its input under valgrind's callgrind, counting only inside the
+//! measured region; each side is repeated, and the spread between repeats is reported.
+//!
+//! With the system allocator the count repeats exactly; jemalloc's time-based purging moves it
+//! by about 0.01% (measured here). Either way it is far below the noise of wall-clock runs on a
+//! shared machine, so a CPU-bound change shows even when seconds cannot tell.
+
+use crate::stats::{RatioInterval, Verdict};
+use anyhow::{Context, bail};
+use pipeline::generate::Generator;
+use pipeline_plan::{Plan, Role, SourceKnobs, StageKnobs};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Version of the instruction result's JSON shape (`instructions.json`).
+pub const VERSION: u32 = 1;
+
+/// Counts of one side.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SideCounts {
+    pub label: String,
+    pub assignments: Vec<String>,
+    /// Instructions in the measured region, one per repeat.
+    pub instructions: Vec<u64>,
+    pub instructions_per_event: f64,
+    /// (max − min) / min of the repeats.
+    pub spread: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InstructionResult {
+    pub version: u32,
+    pub stage: String,
+    pub events: u64,
+    pub a: SideCounts,
+    pub b: SideCounts,
+    /// B/A of the medians; the interval spans every pairing of repeats.
+    pub ratio: RatioInterval,
+    pub verdict: Verdict,
+}
+
+/// Is valgrind there?
+pub fn available() -> bool {
+    Command::new("valgrind")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Write the replay: the plan's source stream as JSON lines.
+pub fn write_input(source: &SourceKnobs, events: u64, path: &Path) -> anyhow::Result<()> {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut g = Generator::new(source);
+    let mut line = Vec::with_capacity(256);
+    for _ in 0..events {
+        line.clear();
+        g.next_into(&mut line);
+        line.push(b'\n');
+        out.write_all(&line)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// Count the instructions of one kernel run.
+fn count(
+    pipeline_bin: &Path,
+    stage: Role,
+    knobs: &StageKnobs,
+    input: &Path,
+    out: &Path,
+) -> anyhow::Result<u64> {
+    let mut cmd = Command::new("valgrind");
+    cmd.arg("--tool=callgrind")
+        .arg("--toggle-collect=observatory_measured_region")
+        .arg(format!("--callgrind-out-file={}", out.display()))
+        .arg(pipeline_bin)
+        .args(["kernel", stage.as_str(), "--input"])
+        .arg(input)
+        .env("PIPELINE_KNOB_ALLOCATOR", knobs.common().allocator.as_str())
+        // Heap profiling samples at random: off, so repeats agree.
+        .env("_RJEM_MALLOC_CONF", "prof_active:false");
+    for (k, v) in knobs.to_map() {
+        let v = match v {
+            serde_json::Value::String(s) => s,
+            other => other.to_string(),
+        };
+        cmd.arg("--set").arg(format!("{k}={v}"));
+    }
+    let output = cmd.output().context("running valgrind")?;
+    if !output.status.success() {
+        bail!(
+            "the kernel under callgrind failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        );
+    }
+    let text =
+        std::fs::read_to_string(out).with_context(|| format!("reading {}", out.display()))?;
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("summary:")
+                .or_else(|| l.strip_prefix("totals:"))
+        })
+        .and_then(|n| n.split_whitespace().next()?.parse().ok())
+        .with_context(|| format!("no instruction total in {}", out.display()))
+}
+
+fn side_counts(label: &str, assignments: &[String], counts: Vec<u64>, events: u64) -> SideCounts {
+    let mut sorted = counts.clone();
+    sorted.sort_unstable();
+    let (min, max) = (sorted[0], sorted[sorted.len() - 1]);
+    let median = sorted[sorted.len() / 2];
+    SideCounts {
+        label: label.into(),
+        assignments: assignments.to_vec(),
+        instructions: counts,
+        instructions_per_event: median as f64 / events.max(1) as f64,
+        spread: if min > 0 {
+            (max - min) as f64 / min as f64
+        } else {
+            0.0
+        },
+    }
+}
+
+/// What to count.
+pub struct InstructionConfig<'a> {
+    pub pipeline_bin: PathBuf,
+    pub dir: PathBuf,
+    pub base: &'a Plan,
+    pub stage: Role,
+    pub a: (String, Vec<String>),
+    pub b: (String, Vec<String>),
+    pub events: u64,
+    pub repeats: usize,
+}
+
+/// Count both sides, `repeats` times each, alternating, and compare.
+pub fn run(
+    cfg: &InstructionConfig<'_>,
+    mut progress: impl FnMut(usize, usize, &str),
+) -> anyhow::Result<InstructionResult> {
+    if !matches!(cfg.stage, Role::Parse | Role::Aggregate) {
+        bail!("instruction counts exist for the parse and aggregate stages");
+    }
+    if !available() {
+        bail!("the instructions mode needs valgrind (apt-get install valgrind)");
+    }
+    std::fs::create_dir_all(&cfg.dir)?;
+    let Some(StageKnobs::Source(source)) = cfg.base.knobs(Role::Source) else {
+        bail!("the plan has no source");
+    };
+    let input = cfg.dir.join("input.jsonl");
+    write_input(source, cfg.events, &input)?;
+    let knobs = |side: &(String, Vec<String>)| -> anyhow::Result<StageKnobs> {
+        let mut plan = cfg.base.clone();
+        for s in &side.1 {
+            plan.assign(s)?;
+        }
+        plan.knobs(cfg.stage)
+            .cloned()
+            .with_context(|| format!("the plan has no {} stage", cfg.stage))
+    };
+    let sides = [knobs(&cfg.a)?, knobs(&cfg.b)?];
+    let labels = [cfg.a.0.as_str(), cfg.b.0.as_str()];
+    let mut counts = [Vec::new(), Vec::new()];
+    let total = 2 * cfg.repeats;
+    for r in 0..cfg.repeats {
+        for side in 0..2 {
+            progress(2 * r + side + 1, total, labels[side]);
+            let out = cfg.dir.join(format!("callgrind.{}.{r}.out", labels[side]));
+            counts[side].push(count(
+                &cfg.pipeline_bin,
+                cfg.stage,
+                &sides[side],
+                &input,
+                &out,
+            )?);
+        }
+    }
+    let [ca, cb] = counts;
+    let a = side_counts(&cfg.a.0, &cfg.a.1, ca, cfg.events);
+    let b = side_counts(&cfg.b.0, &cfg.b.1, cb, cfg.events);
+    let ratios: Vec<f64> = a
+        .instructions
+        .iter()
+        .flat_map(|x| b.instructions.iter().map(move |y| *y as f64 / *x as f64))
+        .collect();
+    let ratio = RatioInterval {
+        ratio: b.instructions_per_event / a.instructions_per_event,
+        low: ratios.iter().copied().fold(f64::INFINITY, f64::min),
+        high: ratios.iter().copied().fold(0.0, f64::max),
+    };
+    // Fewer instructions are better.
+    let verdict = if !ratio.excludes_one() {
+        Verdict::WithinNoise
+    } else if ratio.ratio < 1.0 {
+        Verdict::Better
+    } else {
+        Verdict::Worse
+    };
+    let result = InstructionResult {
+        version: VERSION,
+        stage: cfg.stage.to_string(),
+        events: cfg.events,
+        a,
+        b,
+        ratio,
+        verdict,
+    };
+    std::fs::write(
+        cfg.dir.join("instructions.json"),
+        serde_json::to_vec_pretty(&result)?,
+    )?;
+    Ok(result)
+}

@@ -1,0 +1,234 @@
+//! `observatory bench`: a real A/B run and its report, `compare`'s exit codes, instruction
+//! counts, and the A/A mode.
+
+use std::path::Path;
+use std::process::Command;
+
+fn observatory() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_observatory"))
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(
+        &std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap()
+}
+
+#[test]
+fn an_ab_run_of_owned_against_borrowed_parsing_writes_its_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("ab");
+    let out = observatory()
+        .args([
+            "bench", "ab", "--events", "400000", "--rate", "400000", "--pairs", "3", "--warmup",
+            "0",
+        ])
+        .args([
+            "--profile-seconds",
+            "2",
+            "--a-label",
+            "owned",
+            "--a",
+            "parse.mode=owned",
+        ])
+        .args(["--b-label", "borrowed", "--b", "parse.mode=borrowed"])
+        .args(["--report-dir", report.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("B/A [95% bootstrap CI]"), "{stdout}");
+
+    let r = json(&report.join("ab.json"));
+    assert_eq!(r["ab_version"], 2);
+    assert_eq!(r["mode"], "ab");
+    assert_eq!(r["conserved"], true);
+    assert_eq!(r["a"]["runs"].as_array().unwrap().len(), 3);
+    let comparisons = r["comparisons"].as_array().unwrap();
+    assert_eq!(comparisons.len(), 6);
+    for c in comparisons {
+        let (ratio, low, high) = (
+            c["ratio"]["ratio"].as_f64().unwrap(),
+            c["ratio"]["low"].as_f64().unwrap(),
+            c["ratio"]["high"].as_f64().unwrap(),
+        );
+        assert!(low <= ratio && ratio <= high, "{c}");
+    }
+    let metric = |name: &str| {
+        comparisons
+            .iter()
+            .find(|c| c["metric"] == name)
+            .unwrap()
+            .clone()
+    };
+    // Borrowed parsing does not allocate per event: a large, certain effect.
+    let alloc = metric("allocations_per_event");
+    assert_eq!(alloc["verdict"], "better", "{alloc}");
+    assert!(alloc["ratio"]["high"].as_f64().unwrap() < 0.5, "{alloc}");
+    assert_eq!(r["changed_stage"], "parse");
+
+    // The plots, the differential flamegraph, the samples.
+    for f in ["throughput.svg", "latency.svg", "cpu.svg"] {
+        let svg = std::fs::read_to_string(report.join(f)).unwrap();
+        assert!(
+            svg.starts_with("<svg") && svg.contains("owned") && svg.contains("borrowed"),
+            "{f}"
+        );
+    }
+    let diff = std::fs::read_to_string(report.join("diff-flamegraph-parse.svg")).unwrap();
+    assert!(diff.contains("<svg") && diff.contains("parse stage: CPU, A (owned) to B (borrowed)"));
+    assert!(
+        diff.contains("parse_into") || diff.contains("parse_batch"),
+        "the diff names the parser"
+    );
+    for side in ["a", "b"] {
+        let s = json(&report.join(format!("{side}.samples.json")));
+        assert_eq!(s["format"], "observatory-samples");
+        assert_eq!(
+            s["metrics"]["throughput_eps"]["samples"]
+                .as_array()
+                .unwrap()
+                .len(),
+            3
+        );
+    }
+    let text = std::fs::read_to_string(report.join("summary.txt")).unwrap();
+    assert!(text.contains("allocations_per_event") && text.contains("better"));
+
+    // The same samples against themselves: no regression.
+    let a = report.join("a.samples.json");
+    let out = observatory()
+        .args(["bench", "compare"])
+        .arg(&a)
+        .arg(&a)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+fn write_samples(path: &Path, throughput: &[f64]) {
+    let v = serde_json::json!({
+        "format": "observatory-samples", "version": 1, "label": path.file_stem().unwrap().to_str().unwrap(),
+        "metrics": {"throughput_eps": {"unit": "events/s", "better": "higher", "samples": throughput}}
+    });
+    std::fs::write(path, serde_json::to_vec(&v).unwrap()).unwrap();
+}
+
+#[test]
+fn compare_fails_on_a_planted_regression_and_passes_identical_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("old.json");
+    let same = dir.path().join("same.json");
+    let slow = dir.path().join("slow.json");
+    write_samples(&old, &[1.50e6, 1.52e6, 1.49e6, 1.51e6, 1.50e6, 1.53e6]);
+    write_samples(&same, &[1.50e6, 1.52e6, 1.49e6, 1.51e6, 1.50e6, 1.53e6]);
+    write_samples(&slow, &[1.20e6, 1.21e6, 1.19e6, 1.22e6, 1.20e6, 1.18e6]);
+    let run = |a: &Path, b: &Path| {
+        observatory()
+            .args(["bench", "compare"])
+            .arg(a)
+            .arg(b)
+            .output()
+            .unwrap()
+    };
+    let ok = run(&old, &same);
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    let bad = run(&old, &slow);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stdout).contains("REGRESSION"));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("significant regression"));
+    // A faster one is not a regression.
+    assert_eq!(run(&slow, &old).status.code(), Some(0));
+    // Garbage is an error, not a pass.
+    std::fs::write(&same, "not json").unwrap();
+    assert_ne!(run(&old, &same).status.code(), Some(0));
+}
+
+#[test]
+fn instruction_counts_compare_a_cpu_bound_change_deterministically() {
+    if Command::new("valgrind").arg("--version").output().is_err() {
+        assert!(
+            std::env::var_os("OBSERVATORY_SKIP_VALGRIND").is_some(),
+            "install valgrind (apt-get install valgrind)"
+        );
+        eprintln!("SKIPPED: valgrind is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("instr");
+    let out = observatory()
+        .args([
+            "bench",
+            "ab",
+            "--mode",
+            "instructions",
+            "--stage",
+            "parse",
+            "--events",
+            "5000",
+            "--pairs",
+            "2",
+        ])
+        .args(["--set", "all.allocator=system"])
+        .args(["--a", "parse.mode=owned", "--b", "parse.mode=borrowed"])
+        .args(["--report-dir", report.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = json(&report.join("instructions.json"));
+    let (a, b) = (&r["a"], &r["b"]);
+    // With the system allocator the counts repeat exactly.
+    assert_eq!(a["instructions"][0], a["instructions"][1], "{a}");
+    assert_eq!(a["spread"], 0.0);
+    assert!(
+        b["instructions_per_event"].as_f64().unwrap()
+            < a["instructions_per_event"].as_f64().unwrap()
+    );
+    assert_eq!(r["verdict"], "better");
+    assert!(
+        a["instructions_per_event"].as_f64().unwrap() > 1000.0,
+        "a real count: {a}"
+    );
+}
+
+#[test]
+fn aa_mode_runs_the_same_configuration_on_both_sides() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("aa");
+    let out = observatory()
+        .args([
+            "bench", "aa", "--events", "150000", "--pairs", "3", "--warmup", "0",
+        ])
+        .args(["--report-dir", report.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = json(&report.join("ab.json"));
+    assert_eq!(r["mode"], "aa");
+    assert_eq!(r["a"]["assignments"], r["b"]["assignments"]);
+    assert_eq!(r["comparisons"].as_array().unwrap().len(), 6);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("noise floor"));
+}

@@ -1,0 +1,297 @@
+//! The aggregate's shared window state, under each strategy of the `state` knob:
+//! - `mutex`: one `Mutex<WindowMap>`, locked per event;
+//! - `sharded`: `shards` mutexes, the key's hash picks one, locked per event;
+//! - `owner`: one thread owns the map; callers hand it whole frames over a bounded channel.
+//!
+//! The same code serves the aggregate stage (from async tasks), the criterion benches and the
+//! deterministic kernel (from plain threads): `apply`/`close` for async callers,
+//! `apply_blocking`/`close_blocking` for threads.
+
+use crate::codec::Frame;
+use crate::event::EventRef;
+use crate::window::{ClosedWindow, WindowMap};
+use pipeline_plan::StateStrategy;
+use rustc_hash::FxHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::{Mutex, PoisonError};
+use tokio::sync::{mpsc, oneshot};
+
+/// Late and undecodable events of one frame (or, for the owner, reported through its callback).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    pub late: u64,
+    pub late_bytes: u64,
+    pub undecodable: u64,
+    pub undecodable_bytes: u64,
+}
+
+impl Applied {
+    fn undecodable(&mut self, rec: &[u8]) {
+        self.undecodable += 1;
+        self.undecodable_bytes += rec.len() as u64;
+    }
+}
+
+fn apply_to(
+    map: &mut WindowMap,
+    rec: &[u8],
+    ev: &EventRef<'_>,
+    emit_ns: u64,
+    applied: &mut Applied,
+) {
+    if map.apply(ev, emit_ns).is_err() {
+        applied.late += 1;
+        applied.late_bytes += rec.len() as u64;
+    }
+}
+
+/// Apply every event of a frame to one map.
+pub fn apply_frame(map: &mut WindowMap, frame: &Frame) -> Applied {
+    let emit = frame.header.emitted_at_ns;
+    let mut applied = Applied::default();
+    for rec in frame.records() {
+        match EventRef::decode(rec) {
+            Ok(ev) => apply_to(map, rec, &ev, emit, &mut applied),
+            Err(_) => applied.undecodable(rec),
+        }
+    }
+    applied
+}
+
+enum OwnerMsg {
+    Batch(Frame),
+    Close(u64, oneshot::Sender<(Vec<ClosedWindow>, usize)>),
+}
+
+/// The window state, by strategy.
+pub struct SharedState(Inner);
+
+enum Inner {
+    Mutex(Mutex<WindowMap>),
+    Sharded(Vec<Mutex<WindowMap>>),
+    Owner(mpsc::Sender<OwnerMsg>),
+}
+
+fn lock(m: &Mutex<WindowMap>) -> std::sync::MutexGuard<'_, WindowMap> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl SharedState {
+    /// `owner_drops` receives what the owner thread dropped from each frame (the owner counts
+    /// its own drops; the other strategies return them from `apply`).
+    pub fn new(
+        strategy: StateStrategy,
+        shards: u32,
+        window_ms: u64,
+        queue: usize,
+        owner_drops: impl Fn(Applied) + Send + 'static,
+    ) -> Self {
+        match strategy {
+            StateStrategy::Mutex => {
+                SharedState(Inner::Mutex(Mutex::new(WindowMap::new(window_ms))))
+            }
+            StateStrategy::Sharded => SharedState(Inner::Sharded(
+                (0..shards.max(1))
+                    .map(|_| Mutex::new(WindowMap::new(window_ms)))
+                    .collect(),
+            )),
+            StateStrategy::Owner => {
+                let (tx, mut rx) = mpsc::channel::<OwnerMsg>(queue.max(1));
+                let mut map = WindowMap::new(window_ms);
+                std::thread::Builder::new()
+                    .name("aggregate-owner".into())
+                    .spawn(move || {
+                        while let Some(msg) = rx.blocking_recv() {
+                            match msg {
+                                OwnerMsg::Batch(frame) => {
+                                    owner_drops(apply_frame(&mut map, &frame))
+                                }
+                                OwnerMsg::Close(watermark, reply) => {
+                                    let mut out = Vec::new();
+                                    map.close_until(watermark, &mut out);
+                                    let _ = reply.send((out, map.open()));
+                                }
+                            }
+                        }
+                    })
+                    .expect("spawning the owner thread");
+                SharedState(Inner::Owner(tx))
+            }
+        }
+    }
+
+    /// Apply under a lock; `None` for the owner (the caller must hand the frame over).
+    fn apply_locked(&self, frame: &Frame) -> Option<Applied> {
+        match &self.0 {
+            Inner::Mutex(m) => {
+                let emit = frame.header.emitted_at_ns;
+                let mut applied = Applied::default();
+                for rec in frame.records() {
+                    match EventRef::decode(rec) {
+                        // The lock is taken per event: the cost this strategy teaches.
+                        Ok(ev) => apply_to(&mut lock(m), rec, &ev, emit, &mut applied),
+                        Err(_) => applied.undecodable(rec),
+                    }
+                }
+                Some(applied)
+            }
+            Inner::Sharded(shards) => {
+                let emit = frame.header.emitted_at_ns;
+                let mut applied = Applied::default();
+                for rec in frame.records() {
+                    match EventRef::decode(rec) {
+                        Ok(ev) => {
+                            let mut h = FxHasher::default();
+                            ev.key.hash(&mut h);
+                            let shard = &shards[(h.finish() % shards.len() as u64) as usize];
+                            apply_to(&mut lock(shard), rec, &ev, emit, &mut applied);
+                        }
+                        Err(_) => applied.undecodable(rec),
+                    }
+                }
+                Some(applied)
+            }
+            Inner::Owner(_) => None,
+        }
+    }
+
+    /// Apply one frame's events (from an async task).
+    pub async fn apply(&self, frame: Frame) -> Applied {
+        match (self.apply_locked(&frame), &self.0) {
+            (Some(applied), _) => applied,
+            (None, Inner::Owner(tx)) => {
+                let _ = tx.send(OwnerMsg::Batch(frame)).await;
+                Applied::default()
+            }
+            (None, _) => unreachable!("only the owner hands frames over"),
+        }
+    }
+
+    /// Apply one frame's events (from a plain thread).
+    pub fn apply_blocking(&self, frame: Frame) -> Applied {
+        match (self.apply_locked(&frame), &self.0) {
+            (Some(applied), _) => applied,
+            (None, Inner::Owner(tx)) => {
+                let _ = tx.blocking_send(OwnerMsg::Batch(frame));
+                Applied::default()
+            }
+            (None, _) => unreachable!("only the owner hands frames over"),
+        }
+    }
+
+    /// Close under the locks; `None` for the owner.
+    fn close_locked(&self, watermark: u64) -> Option<(Vec<ClosedWindow>, usize)> {
+        let mut out = Vec::new();
+        match &self.0 {
+            Inner::Mutex(m) => {
+                let mut map = lock(m);
+                map.close_until(watermark, &mut out);
+                Some((out, map.open()))
+            }
+            Inner::Sharded(shards) => {
+                let mut open = 0;
+                for shard in shards {
+                    let mut map = lock(shard);
+                    map.close_until(watermark, &mut out);
+                    open += map.open();
+                }
+                Some((out, open))
+            }
+            Inner::Owner(_) => None,
+        }
+    }
+
+    /// Close the windows that end at or before `watermark`; returns them and how many stay
+    /// open (from an async task).
+    pub async fn close(&self, watermark: u64) -> (Vec<ClosedWindow>, usize) {
+        if let Some(done) = self.close_locked(watermark) {
+            return done;
+        }
+        let Inner::Owner(tx) = &self.0 else {
+            unreachable!("only the owner closes by message")
+        };
+        let (reply, answer) = oneshot::channel();
+        if tx.send(OwnerMsg::Close(watermark, reply)).await.is_err() {
+            return (Vec::new(), 0);
+        }
+        answer.await.unwrap_or_default()
+    }
+
+    /// The same, from a plain thread.
+    pub fn close_blocking(&self, watermark: u64) -> (Vec<ClosedWindow>, usize) {
+        if let Some(done) = self.close_locked(watermark) {
+            return done;
+        }
+        let Inner::Owner(tx) = &self.0 else {
+            unreachable!("only the owner closes by message")
+        };
+        let (reply, answer) = oneshot::channel();
+        if tx.blocking_send(OwnerMsg::Close(watermark, reply)).is_err() {
+            return (Vec::new(), 0);
+        }
+        answer.blocking_recv().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{FrameCodec, OutFrame};
+    use crate::event::{Method, encode_event};
+    use bytes::BytesMut;
+    use tokio_util::codec::Decoder;
+
+    fn frame(events: &[(&str, u64)]) -> Frame {
+        let mut f = OutFrame::data(1024);
+        for (service, ts) in events {
+            f.push_with(|out| encode_event(out, service, "/r", Method::Get, 200, 10, 100, *ts));
+        }
+        f.push(b"junk");
+        let mut buf = BytesMut::from(&f.finish(1, 0)[..]);
+        FrameCodec::new(1 << 20).decode(&mut buf).unwrap().unwrap()
+    }
+
+    #[test]
+    fn every_strategy_gives_the_same_windows() {
+        let frames = [
+            frame(&[("a", 1_000), ("b", 1_500), ("a", 2_500)]),
+            frame(&[("c", 2_600), ("a", 3_900), ("b", 4_100)]),
+        ];
+        let mut results = Vec::new();
+        for strategy in [
+            StateStrategy::Mutex,
+            StateStrategy::Sharded,
+            StateStrategy::Owner,
+        ] {
+            let dropped = std::sync::Arc::new(Mutex::new(Applied::default()));
+            let sink = dropped.clone();
+            let state = SharedState::new(strategy, 4, 1, 4, move |a| {
+                let mut d = sink.lock().unwrap();
+                d.undecodable += a.undecodable;
+            });
+            let mut undecodable = 0;
+            for f in &frames {
+                undecodable += state.apply_blocking(f.clone()).undecodable;
+            }
+            let (mut closed, open) = state.close_blocking(3_000);
+            assert_eq!(
+                open, 2,
+                "{strategy:?}: windows [3000, 4000) and [4000, 5000) stay open"
+            );
+            let (rest, open) = state.close_blocking(u64::MAX);
+            assert_eq!(open, 0);
+            closed.extend(rest);
+            let mut summary: Vec<(u64, Vec<u8>, u64)> = closed
+                .iter()
+                .map(|c| (c.start_us, c.key.to_vec(), c.agg.count))
+                .collect();
+            summary.sort();
+            undecodable += dropped.lock().unwrap().undecodable;
+            assert_eq!(undecodable, 2, "{strategy:?}: one junk record per frame");
+            results.push(summary);
+        }
+        assert_eq!(results[0].len(), 6);
+        assert_eq!(results[0], results[1]);
+        assert_eq!(results[0], results[2]);
+    }
+}
