@@ -76,6 +76,8 @@ fn count(
     let mut cmd = Command::new("valgrind");
     cmd.arg("--tool=callgrind")
         .arg("--toggle-collect=observatory_measured_region")
+        // The owner strategy's thread: callgrind's toggle is per thread.
+        .arg("--toggle-collect=observatory_owner_loop")
         .arg(format!("--callgrind-out-file={}", out.display()))
         .arg(pipeline_bin)
         .args(["kernel", stage.as_str(), "--input"])

@@ -71,6 +71,9 @@ pub fn summary_text(r: &AbResult) -> String {
             }
         );
     }
+    for (metric, why) in &r.not_compared {
+        let _ = writeln!(t, "{metric:<26} not compared: {why}");
+    }
     let _ = writeln!(
         t,
         "\nA difference counts only when its interval excludes 1.0; the ratio is of medians."

@@ -8,7 +8,9 @@
 //! checks the rate over many seeds).
 //!
 //! A difference is a difference only when the interval excludes 1: an effect inside the noise is
-//! never a win. An interval wider than `max_ci_width` is flagged as too noisy to conclude.
+//! never a win. An interval wider than `max_ci_width` is flagged as too noisy to conclude, and a
+//! real but tiny effect (the whole interval within `min_effect` of 1, e.g. 6.0407 vs 6.0406
+//! allocations per event) is called negligible rather than better or worse.
 
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64Mcg;
@@ -35,6 +37,9 @@ pub enum Verdict {
     WithinNoise,
     /// The interval contains 1 and is too wide to say anything.
     TooNoisy,
+    /// The interval excludes 1 but lies entirely within `min_effect` of it: a real difference
+    /// too small to matter.
+    Negligible,
 }
 
 impl fmt::Display for Verdict {
@@ -44,6 +49,7 @@ impl fmt::Display for Verdict {
             Verdict::Worse => "worse",
             Verdict::WithinNoise => "no significant difference",
             Verdict::TooNoisy => "inconclusive: too noisy",
+            Verdict::Negligible => "negligible (under 0.5%)",
         })
     }
 }
@@ -72,6 +78,8 @@ pub struct Options {
     pub resamples: usize,
     /// Intervals wider than this (in ratio units) are flagged as too noisy.
     pub max_ci_width: f64,
+    /// Effects whose whole interval lies within this of 1 are negligible (0.005 = 0.5%).
+    pub min_effect: f64,
     pub seed: u64,
 }
 
@@ -80,6 +88,7 @@ impl Default for Options {
         Options {
             resamples: 10_000,
             max_ci_width: 0.20,
+            min_effect: 0.005,
             seed: 0x0B5E_C0DE,
         }
     }
@@ -184,7 +193,10 @@ pub fn compare(
     let ratio = median_ratio(a, b, opts);
     // A NaN width (too few samples) is as good as no interval: too noisy.
     let too_noisy = ratio.width().is_nan() || ratio.width() > opts.max_ci_width;
-    let verdict = if ratio.excludes_one() {
+    let negligible = ratio.low >= 1.0 - opts.min_effect && ratio.high <= 1.0 + opts.min_effect;
+    let verdict = if ratio.excludes_one() && negligible {
+        Verdict::Negligible
+    } else if ratio.excludes_one() {
         let b_higher = ratio.ratio > 1.0;
         if b_higher == (better == Better::Higher) {
             Verdict::Better
@@ -301,6 +313,20 @@ mod tests {
         let c = compare("throughput", "events/s", Better::Higher, &a, &b, &opts(5));
         assert_eq!(c.verdict, Verdict::WithinNoise, "{c:?}");
         assert!(!c.too_noisy);
+    }
+
+    #[test]
+    fn a_tiny_but_real_difference_is_negligible_not_worse() {
+        // Allocations per event from a real A/B run: deterministic up to the fourth digit.
+        let a = [6.040672, 6.0406475, 6.0406465, 6.040660, 6.040655];
+        let b = [6.040700, 6.040710, 6.040690, 6.040705, 6.040720];
+        let c = compare("allocs", "", Better::Lower, &a, &b, &opts(1));
+        assert!(c.ratio.excludes_one(), "{c:?}");
+        assert_eq!(c.verdict, Verdict::Negligible);
+        // The same shape 2% apart is a finding.
+        let b: Vec<f64> = a.iter().map(|x| x * 1.02).collect();
+        let c = compare("allocs", "", Better::Lower, &a, &b, &opts(1));
+        assert_eq!(c.verdict, Verdict::Worse);
     }
 
     #[test]

@@ -28,9 +28,16 @@ pub struct StageSummary {
     pub cpu_seconds: f64,
     /// Heap allocations per event the stage handled (0 when telemetry is off).
     pub allocations_per_event: f64,
+    /// Whether the stage counted its allocations (telemetry on).
+    #[serde(default = "counted")]
+    pub allocations_counted: bool,
     pub events_in: u64,
     pub events_out: u64,
     pub allocator: String,
+}
+
+fn counted() -> bool {
+    true
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -100,6 +107,7 @@ impl RunSummary {
                     } else {
                         0.0
                     },
+                    allocations_counted: s.telemetry,
                     events_in,
                     events_out: s.events_sent,
                     allocator: s.allocator.clone(),

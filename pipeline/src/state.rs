@@ -72,6 +72,15 @@ enum Inner {
     Owner(mpsc::Sender<OwnerMsg>),
 }
 
+/// The owner thread's whole life, under a stable unmangled name: instruction counting
+/// (`pipeline kernel` under callgrind) toggles collection on it as well as on the measured
+/// region, because callgrind's toggle is per thread and the owner's work happens here.
+#[inline(never)]
+#[unsafe(no_mangle)]
+pub fn observatory_owner_loop(body: &mut dyn FnMut()) {
+    body()
+}
+
 fn lock(m: &Mutex<WindowMap>) -> std::sync::MutexGuard<'_, WindowMap> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -101,18 +110,20 @@ impl SharedState {
                 std::thread::Builder::new()
                     .name("aggregate-owner".into())
                     .spawn(move || {
-                        while let Some(msg) = rx.blocking_recv() {
-                            match msg {
-                                OwnerMsg::Batch(frame) => {
-                                    owner_drops(apply_frame(&mut map, &frame))
-                                }
-                                OwnerMsg::Close(watermark, reply) => {
-                                    let mut out = Vec::new();
-                                    map.close_until(watermark, &mut out);
-                                    let _ = reply.send((out, map.open()));
+                        observatory_owner_loop(&mut || {
+                            while let Some(msg) = rx.blocking_recv() {
+                                match msg {
+                                    OwnerMsg::Batch(frame) => {
+                                        owner_drops(apply_frame(&mut map, &frame))
+                                    }
+                                    OwnerMsg::Close(watermark, reply) => {
+                                        let mut out = Vec::new();
+                                        map.close_until(watermark, &mut out);
+                                        let _ = reply.send((out, map.open()));
+                                    }
                                 }
                             }
-                        }
+                        })
                     })
                     .expect("spawning the owner thread");
                 SharedState(Inner::Owner(tx))
@@ -122,6 +133,11 @@ impl SharedState {
 
     /// Apply under a lock; `None` for the owner (the caller must hand the frame over).
     fn apply_locked(&self, frame: &Frame) -> Option<Applied> {
+        // The iterators lab's per-frame summary (every strategy passes here once per frame).
+        if let Some(imp) = crate::labs::active(pipeline_plan::LabSlot::Iterators) {
+            // A real consumer would export the summary; the lab measures computing it.
+            std::hint::black_box(crate::labs::iterators::summarize(imp, frame));
+        }
         match &self.0 {
             Inner::Mutex(m) => {
                 let emit = frame.header.emitted_at_ns;
