@@ -6,7 +6,7 @@ OBS      := $(RELEASE)/observatory
 REPORTS  := reports
 
 .DEFAULT_GOAL := help
-.PHONY: help build demo local up down images e2e test validate crd lint fmt bench bench-e2e clean
+.PHONY: help build demo local up down images e2e test validate lab-check lab-verify crd lint fmt bench bench-e2e clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -20,9 +20,17 @@ demo: build ## Run the local observatory for 30 s with the live display, then pr
 local: build ## Run the local observatory until Ctrl-C
 	$(OBS) up --local
 
-test: build ## Run every test (unit, real processes on loopback, real Prometheus, manifests)
+test: build ## Run every test (unit, real processes on loopback, real Prometheus, manifests, the labs' authoring check)
 	$(CARGO) test --release --workspace
 	$(MAKE) --no-print-directory validate
+	$(MAKE) --no-print-directory lab-check
+
+lab-check: build ## Authoring check of the labs with deterministic or large effects: baseline fails, reference passes
+	OBSERVATORY_HOME=$(REPORTS)/lab-check $(OBS) lab dev-check
+
+lab-verify: build ## Every lab's reference 5 times on this machine, and its baseline once (reports/lab-verify.json)
+	mkdir -p $(REPORTS)
+	OBSERVATORY_HOME=$(REPORTS)/lab-verify $(OBS) lab dev-check --all --repeat 5 --json $(REPORTS)/lab-verify.json
 
 validate: build ## Validate offline: manifests (Kubernetes schemas, CRD, promtool) and dashboards (@grafana/schema)
 	@python3 -c 'import kubernetes_validate, jsonschema, yaml' 2>/dev/null || \

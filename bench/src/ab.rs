@@ -22,13 +22,14 @@ use tokio::sync::mpsc;
 pub const AB_VERSION: u32 = 2;
 
 /// The metrics of a run: (name, unit, which way is better).
-pub const METRICS: [(&str, &str, Better); 6] = [
+pub const METRICS: [(&str, &str, Better); 7] = [
     ("throughput_eps", "events/s", Better::Higher),
     ("latency_p50_seconds", "s", Better::Lower),
     ("latency_p99_seconds", "s", Better::Lower),
     ("cpu_seconds_per_million", "s", Better::Lower),
     ("max_stage_rss_bytes", "bytes", Better::Lower),
     ("allocations_per_event", "allocations", Better::Lower),
+    ("delivered_fraction", "", Better::Higher),
 ];
 
 /// One run's figures.
@@ -43,10 +44,21 @@ pub struct RunFigures {
     pub max_stage_rss_bytes: f64,
     /// Allocations of all stages per event emitted (0 with telemetry off).
     pub allocations_per_event: f64,
+    /// Every stage counted its allocations (allocation counting is part of telemetry).
+    #[serde(default = "counted")]
+    pub allocations_counted: bool,
+    /// Events persisted (in window results) per event emitted: what was not dead-lettered,
+    /// discarded or lost.
+    #[serde(default)]
+    pub delivered_fraction: f64,
     /// CPU seconds per million events, per stage process.
     pub stage_cpu_seconds_per_million: BTreeMap<String, f64>,
     pub conserved: bool,
     pub report_dir: String,
+}
+
+fn counted() -> bool {
+    true
 }
 
 impl RunFigures {
@@ -58,6 +70,7 @@ impl RunFigures {
             "cpu_seconds_per_million" => self.cpu_seconds_per_million,
             "max_stage_rss_bytes" => self.max_stage_rss_bytes,
             "allocations_per_event" => self.allocations_per_event,
+            "delivered_fraction" => self.delivered_fraction,
             _ => f64::NAN,
         }
     }
@@ -89,6 +102,12 @@ impl From<&RunSummary> for RunFigures {
             } else {
                 0.0
             },
+            allocations_counted: s.stages.iter().all(|st| st.allocations_counted),
+            delivered_fraction: if s.events_emitted > 0 {
+                s.events_persisted as f64 / s.events_emitted as f64
+            } else {
+                0.0
+            },
             stage_cpu_seconds_per_million: s
                 .stages
                 .iter()
@@ -114,6 +133,9 @@ impl Side {
     pub fn samples(&self) -> SampleSet {
         let mut set = SampleSet::new(&self.label);
         for (name, unit, better) in METRICS {
+            if not_measured(name, &self.runs).is_some() {
+                continue;
+            }
             set.metrics.insert(
                 name.to_string(),
                 Series {
@@ -125,6 +147,12 @@ impl Side {
         }
         set
     }
+}
+
+/// Why a metric was not measured in these runs, if it was not.
+pub fn not_measured(metric: &str, runs: &[RunFigures]) -> Option<&'static str> {
+    (metric == "allocations_per_event" && runs.iter().any(|r| !r.allocations_counted))
+        .then_some("allocation counting is off (telemetry=false) in some stage")
 }
 
 /// The whole result, `ab.json` in the report folder.
@@ -141,6 +169,9 @@ pub struct AbResult {
     pub a: Side,
     pub b: Side,
     pub comparisons: Vec<Comparison>,
+    /// Metrics left out of the comparison, with the reason (e.g. not measured on one side).
+    #[serde(default)]
+    pub not_compared: BTreeMap<String, String>,
     /// Every measured run conserved its events.
     pub conserved: bool,
     /// The stage whose CPU per event changed most (where the diff flamegraph looks).
@@ -272,14 +303,20 @@ pub async fn run_ab(
         }
     }
     let [fa, fb] = figures;
-    let comparisons = METRICS
-        .iter()
-        .map(|(name, unit, better)| {
+    let mut not_compared = BTreeMap::new();
+    let mut comparisons = Vec::new();
+    for (name, unit, better) in METRICS {
+        for (side, runs) in [("A", &fa), ("B", &fb)] {
+            if let Some(why) = not_measured(name, runs) {
+                not_compared.insert(name.to_string(), format!("side {side}: {why}"));
+            }
+        }
+        if !not_compared.contains_key(name) {
             let a: Vec<f64> = fa.iter().map(|r| r.metric(name)).collect();
             let b: Vec<f64> = fb.iter().map(|r| r.metric(name)).collect();
-            compare(name, unit, *better, &a, &b, &cfg.stats)
-        })
-        .collect();
+            comparisons.push(compare(name, unit, better, &a, &b, &cfg.stats));
+        }
+    }
     let conserved = fa.iter().chain(&fb).all(|r| r.conserved);
     let changed_stage = changed_stage(&fa, &fb);
     let mut result = AbResult {
@@ -300,6 +337,7 @@ pub async fn run_ab(
             runs: fb,
         },
         comparisons,
+        not_compared,
         conserved,
         changed_stage,
         files: BTreeMap::new(),
@@ -342,4 +380,47 @@ fn changed_stage(a: &[RunFigures], b: &[RunFigures]) -> Option<String> {
 /// Where an A/B result goes.
 pub fn result_path(report_dir: &Path) -> PathBuf {
     report_dir.join("ab.json")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(allocations: f64, counted: bool) -> RunFigures {
+        RunFigures {
+            throughput_eps: 1e6,
+            latency_p50_seconds: 0.02,
+            latency_p99_seconds: 0.03,
+            cpu_seconds_per_million: 0.9,
+            max_stage_rss_bytes: 2e7,
+            allocations_per_event: allocations,
+            allocations_counted: counted,
+            delivered_fraction: 1.0,
+            stage_cpu_seconds_per_million: BTreeMap::new(),
+            conserved: true,
+            report_dir: String::new(),
+        }
+    }
+
+    #[test]
+    fn allocations_are_not_compared_where_they_were_not_counted() {
+        // Telemetry off stops allocation counting: its 0 must not read as "fewer allocations".
+        let off = Side {
+            label: "off".into(),
+            assignments: vec!["all.telemetry=false".into()],
+            runs: vec![run(0.004, false), run(0.004, false)],
+        };
+        assert!(not_measured("allocations_per_event", &off.runs).is_some());
+        assert!(not_measured("throughput_eps", &off.runs).is_none());
+        let samples = off.samples();
+        assert!(!samples.metrics.contains_key("allocations_per_event"));
+        assert!(samples.metrics.contains_key("throughput_eps"));
+        let on = Side {
+            label: "on".into(),
+            assignments: vec![],
+            runs: vec![run(6.04, true)],
+        };
+        assert!(not_measured("allocations_per_event", &on.runs).is_none());
+        assert_eq!(on.samples().metrics.len(), METRICS.len());
+    }
 }

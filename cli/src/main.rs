@@ -1,5 +1,7 @@
 //! `observatory`: the one user-facing command of the Rust Performance Observatory.
 
+mod lab;
+
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use observatory_bench::local::find_pipeline_bin;
@@ -39,6 +41,9 @@ enum Command {
     /// Measurements.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// The course: labs that change the pipeline and prove the effect.
+    #[command(subcommand)]
+    Lab(lab::LabCommand),
 }
 
 #[derive(Subcommand)]
@@ -530,6 +535,7 @@ fn main() -> ExitCode {
                 Err(e) => Err(e),
             },
             Command::Bench(BenchCommand::Run { filter, json }) => bench_run(filter, json),
+            Command::Lab(cmd) => lab::run(cmd).await,
         }
     });
     match result {

@@ -50,7 +50,7 @@ fn an_ab_run_of_owned_against_borrowed_parsing_writes_its_report() {
     assert_eq!(r["conserved"], true);
     assert_eq!(r["a"]["runs"].as_array().unwrap().len(), 3);
     let comparisons = r["comparisons"].as_array().unwrap();
-    assert_eq!(comparisons.len(), 6);
+    assert_eq!(comparisons.len(), 7);
     for c in comparisons {
         let (ratio, low, high) = (
             c["ratio"]["ratio"].as_f64().unwrap(),
@@ -211,6 +211,48 @@ fn instruction_counts_compare_a_cpu_bound_change_deterministically() {
 }
 
 #[test]
+fn instruction_counts_include_the_owner_thread() {
+    if Command::new("valgrind").arg("--version").output().is_err() {
+        assert!(std::env::var_os("OBSERVATORY_SKIP_VALGRIND").is_some());
+        eprintln!("SKIPPED: valgrind is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("instr");
+    let out = observatory()
+        .args([
+            "bench",
+            "ab",
+            "--mode",
+            "instructions",
+            "--stage",
+            "aggregate",
+        ])
+        .args(["--events", "5000", "--pairs", "1"])
+        .args(["--set", "all.allocator=system"])
+        .args([
+            "--a",
+            "aggregate.state=mutex",
+            "--b",
+            "aggregate.state=owner",
+        ])
+        .args(["--report-dir", report.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = json(&report.join("instructions.json"));
+    let a = r["a"]["instructions_per_event"].as_f64().unwrap();
+    let b = r["b"]["instructions_per_event"].as_f64().unwrap();
+    // The owner does the same window work on its own thread; counting only the caller's
+    // thread would show a few instructions per event (a channel send) instead.
+    assert!(b > 0.5 * a && b < 2.0 * a, "mutex {a} vs owner {b}");
+}
+
+#[test]
 fn aa_mode_runs_the_same_configuration_on_both_sides() {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("aa");
@@ -229,6 +271,6 @@ fn aa_mode_runs_the_same_configuration_on_both_sides() {
     let r = json(&report.join("ab.json"));
     assert_eq!(r["mode"], "aa");
     assert_eq!(r["a"]["assignments"], r["b"]["assignments"]);
-    assert_eq!(r["comparisons"].as_array().unwrap().len(), 6);
+    assert_eq!(r["comparisons"].as_array().unwrap().len(), 7);
     assert!(String::from_utf8_lossy(&out.stdout).contains("noise floor"));
 }

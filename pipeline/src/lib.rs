@@ -7,6 +7,7 @@
 //!   [`seglog`] (the sink's checksummed log).
 //! - Wire and I/O: [`codec`] (frames), [`net`] (ingress, egress, drain, backpressure).
 //! - Stages: [`stage`] (one module per role, and the process driver).
+//! - Course labs: [`labs`] (code slots a lab selects by knob; off in production).
 //! - Observability: [`metrics`] (Prometheus), [`stats`] (JSON snapshot), [`admin`] (the admin
 //!   port: metrics, health, pprof), [`alloc`] (the counting, switchable global allocator); logs
 //!   and OTLP traces come from the `observatory-telemetry` crate.
@@ -16,6 +17,7 @@ pub mod alloc;
 pub mod codec;
 pub mod event;
 pub mod generate;
+pub mod labs;
 pub mod metrics;
 pub mod net;
 pub mod parse;

@@ -82,6 +82,10 @@ enum Command {
         /// Set a knob of the stage, e.g. --set mode=borrowed (repeatable).
         #[arg(long = "set", value_name = "KNOB=VALUE")]
         set: Vec<String>,
+        /// Aggregate: apply the whole input from this many threads at once (contention; for
+        /// wall-clock timing — instruction counts see only the calling thread's region).
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
     },
 }
 
@@ -93,7 +97,7 @@ pub fn observatory_measured_region(work: &mut dyn FnMut() -> u64) -> u64 {
     work()
 }
 
-fn kernel(stage: &str, input: &PathBuf, set: &[String]) -> anyhow::Result<()> {
+fn kernel(stage: &str, input: &PathBuf, set: &[String], threads: usize) -> anyhow::Result<()> {
     use pipeline::codec::OutFrame;
     use pipeline::stage::parse::parse_batch;
     let role: Role = stage.parse()?;
@@ -102,6 +106,7 @@ fn kernel(stage: &str, input: &PathBuf, set: &[String]) -> anyhow::Result<()> {
         let (k, v) = split_assignment(s)?;
         knobs.set(k.strip_prefix(&format!("{role}.")).unwrap_or(k), v)?;
     }
+    pipeline::labs::select(knobs.common().lab_slot, knobs.common().lab_impl);
     let text = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
     let raw: Vec<pipeline::codec::Frame> = text
         .split(|b| *b == b'\n')
@@ -118,12 +123,18 @@ fn kernel(stage: &str, input: &PathBuf, set: &[String]) -> anyhow::Result<()> {
         })
         .collect();
     let events: u64 = raw.iter().map(|f| u64::from(f.header.record_count)).sum();
+    let elapsed;
     let out = match knobs {
-        StageKnobs::Parse(k) => observatory_measured_region(&mut || {
-            raw.iter()
-                .map(|f| u64::from(parse_batch(f, k.mode, 1).frames[0].records()))
-                .sum()
-        }),
+        StageKnobs::Parse(k) => {
+            let t0 = std::time::Instant::now();
+            let out = observatory_measured_region(&mut || {
+                raw.iter()
+                    .map(|f| u64::from(parse_batch(f, k.mode, 1).frames[0].records()))
+                    .sum()
+            });
+            elapsed = t0.elapsed();
+            out
+        }
         StageKnobs::Aggregate(k) => {
             // Parsing is set-up here, outside the measured region.
             let parsed: Vec<_> = raw
@@ -136,20 +147,40 @@ fn kernel(stage: &str, input: &PathBuf, set: &[String]) -> anyhow::Result<()> {
                         .into_frame(1, i as u64)
                 })
                 .collect();
-            observatory_measured_region(&mut || {
+            let t0 = std::time::Instant::now();
+            let out = observatory_measured_region(&mut || {
                 let state =
                     pipeline::state::SharedState::new(k.state, k.shards, k.window_ms, 64, |_| {});
-                for f in &parsed {
-                    state.apply_blocking(f.clone());
+                let apply_all = || {
+                    for f in &parsed {
+                        state.apply_blocking(f.clone());
+                    }
+                };
+                if threads <= 1 {
+                    // In this thread: callgrind's toggle is per thread.
+                    apply_all();
+                } else {
+                    std::thread::scope(|s| {
+                        for _ in 0..threads {
+                            s.spawn(apply_all);
+                        }
+                    });
                 }
                 state.close_blocking(u64::MAX).0.len() as u64
-            })
+            });
+            elapsed = t0.elapsed();
+            out
         }
         _ => bail!("kernels exist for parse and aggregate"),
     };
     println!(
         "{}",
-        serde_json::json!({"stage": stage, "events": events, "out": out})
+        serde_json::json!({
+            "stage": stage,
+            "events": events * threads.max(1) as u64,
+            "out": out,
+            "elapsed_ns": elapsed.as_nanos() as u64,
+        })
     );
     Ok(())
 }
@@ -410,7 +441,12 @@ fn main() -> ExitCode {
             output,
         } => generate(events, &set, output),
         Command::Knobs { stage } => print_knobs(stage),
-        Command::Kernel { stage, input, set } => kernel(&stage, &input, &set),
+        Command::Kernel {
+            stage,
+            input,
+            set,
+            threads,
+        } => kernel(&stage, &input, &set, threads),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

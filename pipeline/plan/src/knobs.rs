@@ -139,6 +139,77 @@ impl Allocator {
     }
 }
 
+/// A course lab's code slot (`pipeline/src/labs/<slot>.rs`): a hook in the pipeline that runs
+/// only when selected, so baseline, student and reference code run A/B from one binary.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum LabSlot {
+    /// No lab code runs (production).
+    #[default]
+    None,
+    /// Parse: a per-batch lookup made from async code.
+    Blocking,
+    /// Parse: a per-record pre-check whose failures must not take the batch down.
+    Errors,
+    /// Aggregate: a per-frame summary over the records.
+    Iterators,
+    /// Parse: a per-event route classification.
+    Hotspot,
+    /// Aggregate: bookkeeping when windows close.
+    Deadlock,
+    /// Parse: a cache of recently seen trace ids.
+    Leak,
+}
+
+impl LabSlot {
+    pub const ALL: [LabSlot; 7] = [
+        LabSlot::None,
+        LabSlot::Blocking,
+        LabSlot::Errors,
+        LabSlot::Iterators,
+        LabSlot::Hotspot,
+        LabSlot::Deadlock,
+        LabSlot::Leak,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LabSlot::None => "none",
+            LabSlot::Blocking => "blocking",
+            LabSlot::Errors => "errors",
+            LabSlot::Iterators => "iterators",
+            LabSlot::Hotspot => "hotspot",
+            LabSlot::Deadlock => "deadlock",
+            LabSlot::Leak => "leak",
+        }
+    }
+}
+
+/// Which implementation a lab slot runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum LabImpl {
+    /// The code the lab starts from.
+    #[default]
+    Baseline,
+    /// The student's version (the function marked STUDENT in the slot file).
+    Student,
+    /// The reference solution (in `course/labs/NN-slug/reference.rs`).
+    Reference,
+}
+
+impl LabImpl {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LabImpl::Baseline => "baseline",
+            LabImpl::Student => "student",
+            LabImpl::Reference => "reference",
+        }
+    }
+}
+
 /// Knobs every stage has.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -162,6 +233,10 @@ pub struct CommonKnobs {
     /// (0..=10000000; 0 = off).
     #[cfg_attr(feature = "schema", schemars(range(max = 10000000)))]
     pub inject_delay_us: u64,
+    /// Course labs: the code slot whose hook runs (`none` in production).
+    pub lab_slot: LabSlot,
+    /// Course labs: which implementation the slot runs.
+    pub lab_impl: LabImpl,
 }
 
 impl Default for CommonKnobs {
@@ -173,6 +248,8 @@ impl Default for CommonKnobs {
             max_frame_bytes: 8 << 20,
             runtime_threads: 2,
             inject_delay_us: 0,
+            lab_slot: LabSlot::None,
+            lab_impl: LabImpl::Baseline,
         }
     }
 }

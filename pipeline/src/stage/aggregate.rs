@@ -232,6 +232,9 @@ async fn coordinate(
 
 async fn close(ctx: &StageCtx, state: &SharedState, egress: &Egress, watermark: u64, batch: u32) {
     let (mut closed, open) = state.close(watermark).await;
+    if let Some(imp) = crate::labs::active(pipeline_plan::LabSlot::Deadlock) {
+        crate::labs::deadlock::on_close(imp, closed.len());
+    }
     let m = &ctx.metrics;
     m.windows_open.set(open as i64);
     m.windows_closed.inc_by(closed.len() as u64);

@@ -49,6 +49,8 @@ pub async fn run(cfg: StageConfig, opts: RunOptions) -> anyhow::Result<()> {
     let role = cfg.role();
     let ctx = StageCtx::new(cfg);
     alloc::set_counting(ctx.metrics.telemetry);
+    let common = ctx.cfg.knobs.common();
+    crate::labs::select(common.lab_slot, common.lab_impl);
     let admin = TcpListener::bind(&ctx.cfg.admin)
         .await
         .with_context(|| format!("binding the admin port {}", ctx.cfg.admin))?;

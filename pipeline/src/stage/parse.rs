@@ -4,12 +4,13 @@
 
 use crate::codec::{Frame, OutFrame};
 use crate::event::{DropReason, key_of, partition_of};
+use crate::labs;
 use crate::net::{Egress, Ingress, Input};
 use crate::parse::parse_into;
 use crate::stats::StageCtx;
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
-use pipeline_plan::{ParseMode, StageKnobs};
+use pipeline_plan::{LabSlot, ParseMode, StageKnobs};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
@@ -34,8 +35,39 @@ pub fn parse_batch(frame: &Frame, mode: ParseMode, lanes: usize) -> Parsed {
     let mut drop_bytes = [0u64; DropReason::ALL.len()];
     let mut watermark = 0;
     let mut scratch = Vec::with_capacity(128);
-    for rec in frame.records() {
-        let parsed = if lanes == 1 {
+    // Course lab hooks (`lab_slot`), off in production.
+    let prechecked = match labs::active(LabSlot::Errors) {
+        Some(imp) => match precheck(imp, frame) {
+            Some(results) => Some(results),
+            None => {
+                // The check panicked: the whole batch is set aside, counted.
+                drops[DropReason::Panicked.index()] = frame.header.record_count;
+                drop_bytes[DropReason::Panicked.index()] = frame.payload.len() as u64;
+                return Parsed {
+                    frames: out,
+                    drops,
+                    drop_bytes,
+                    elapsed: t0.elapsed(),
+                };
+            }
+        },
+        None => None,
+    };
+    let hotspot = labs::active(LabSlot::Hotspot);
+    let leak = labs::active(LabSlot::Leak);
+    let per_event_hook = hotspot.is_some();
+    let mut duplicates = 0u32;
+    let mut classes = 0u64;
+    for (i, rec) in frame.records().enumerate() {
+        if let Some(imp) = leak {
+            duplicates += u32::from(labs::leak::remember(imp, rec));
+        }
+        if let Some(Some(reason)) = prechecked.as_ref().map(|p: &Vec<Option<DropReason>>| p[i]) {
+            drops[reason.index()] += 1;
+            drop_bytes[reason.index()] += rec.len() as u64;
+            continue;
+        }
+        let parsed = if lanes == 1 && !per_event_hook {
             let mut ts = 0;
             out[0]
                 .record(|buf| parse_into(mode, rec, buf).map(|t| ts = t))
@@ -44,6 +76,9 @@ pub fn parse_batch(frame: &Frame, mode: ParseMode, lanes: usize) -> Parsed {
             scratch.clear();
             parse_into(mode, rec, &mut scratch).inspect(|_| {
                 let key = key_of(&scratch).expect("the parser wrote a whole event");
+                if let Some(imp) = hotspot {
+                    classes += u64::from(labs::hotspot::route_class(imp, key));
+                }
                 out[partition_of(key, lanes)].push(&scratch);
             })
         };
@@ -55,6 +90,7 @@ pub fn parse_batch(frame: &Frame, mode: ParseMode, lanes: usize) -> Parsed {
             }
         }
     }
+    std::hint::black_box((duplicates, classes));
     // The stream is in event-time order, so every lane may advance to the batch's watermark,
     // even a lane that got no event of this batch.
     for f in &mut out {
@@ -67,6 +103,17 @@ pub fn parse_batch(frame: &Frame, mode: ParseMode, lanes: usize) -> Parsed {
         drop_bytes,
         elapsed: t0.elapsed(),
     }
+}
+
+/// The errors lab's per-record pre-check, guarded: `None` if it panicked.
+fn precheck(imp: pipeline_plan::LabImpl, frame: &Frame) -> Option<Vec<Option<DropReason>>> {
+    std::panic::catch_unwind(|| {
+        frame
+            .records()
+            .map(|rec| labs::errors::precheck(imp, rec).err().map(|e| e.reason()))
+            .collect()
+    })
+    .ok()
 }
 
 pub async fn run(ctx: Arc<StageCtx>, listener: TcpListener) -> anyhow::Result<()> {
@@ -102,6 +149,9 @@ pub async fn run(ctx: Arc<StageCtx>, listener: TcpListener) -> anyhow::Result<()
                     pending.push_back(tokio::spawn(async move {
                         if let Some(d) = delay {
                             tokio::time::sleep(d).await;
+                        }
+                        if let Some(imp) = crate::labs::active(LabSlot::Blocking) {
+                            crate::labs::blocking::lookup(imp).await;
                         }
                         let _span = telemetry.then(|| {
                             tracing::debug_span!(target: "pipeline::batch", "parse", records = frame.header.record_count).entered()

@@ -1,0 +1,418 @@
+//! `observatory lab ...`: the course's lab runner (labs are data in `course/labs/`; the
+//! checks and progress live in the `observatory-course` crate).
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use observatory_bench::local::find_pipeline_bin;
+use observatory_course::check::{CheckOptions, Outcome, Variant, check};
+use observatory_course::progress::Workspace;
+use observatory_course::spec::{Lab, Mode, find, load_labs};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+#[derive(Subcommand)]
+pub enum LabCommand {
+    /// Every lab, its topic, and your progress.
+    List,
+    /// Show a lab and prepare it (a knob lab gets its answer file).
+    Start { n: u32 },
+    /// The next hint of a lab.
+    Hint { n: u32 },
+    /// Measure your change against the baseline; pass when the effect clears the lab's minimum
+    /// and nothing was lost.
+    Check {
+        n: u32,
+        /// Check the reference solution instead of yours (instructors).
+        #[arg(long)]
+        reference: bool,
+        /// Skip the CPU profiles and the differential flamegraph (wall-clock labs; faster).
+        #[arg(long)]
+        no_profile: bool,
+    },
+    /// Put a lab back to its start (answer file, progress; a code lab's slot file via git).
+    Reset { n: u32 },
+    /// Print the last check's report (and where its plots and flamegraphs are).
+    Report { n: u32 },
+    /// Authoring check: every lab's baseline must not pass and its reference must, with the
+    /// same runner a student uses.
+    DevCheck {
+        /// Only this lab.
+        #[arg(long)]
+        lab: Option<u32>,
+        /// Every lab, not only those marked `dev_check` (deterministic or large effects).
+        #[arg(long)]
+        all: bool,
+        /// Check each reference this many times (`make lab-verify` uses 5).
+        #[arg(long, default_value_t = 1)]
+        repeat: u32,
+        /// Write the results as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+}
+
+/// The repository root: the first ancestor of the working directory holding `course/labs`,
+/// else the source tree this binary was built from.
+fn root() -> anyhow::Result<PathBuf> {
+    if let Some(r) = std::env::var_os("OBSERVATORY_ROOT") {
+        return Ok(PathBuf::from(r));
+    }
+    let cwd = std::env::current_dir()?;
+    if let Some(r) = cwd.ancestors().find(|d| d.join("course/labs").is_dir()) {
+        return Ok(r.to_path_buf());
+    }
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    if built.join("course/labs").is_dir() {
+        return Ok(built);
+    }
+    bail!("no course/labs here: run observatory lab from the observatory repository")
+}
+
+fn workspace(root: &Path) -> Workspace {
+    Workspace::new(
+        std::env::var_os("OBSERVATORY_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join(".observatory")),
+    )
+}
+
+pub async fn run(cmd: LabCommand) -> anyhow::Result<()> {
+    let root = root()?;
+    let labs = load_labs(&root.join("course/labs"))?;
+    let ws = workspace(&root);
+    match cmd {
+        LabCommand::List => list(&labs, &ws),
+        LabCommand::Start { n } => start(find(&labs, n)?, &ws, &root),
+        LabCommand::Hint { n } => hint(find(&labs, n)?, &ws),
+        LabCommand::Check {
+            n,
+            reference,
+            no_profile,
+        } => {
+            let lab = find(&labs, n)?;
+            let variant = if reference {
+                Variant::Reference
+            } else if lab.is_code_lab() {
+                Variant::Student(Vec::new())
+            } else {
+                Variant::Student(ws.answer(lab)?)
+            };
+            let profile = if no_profile { 0 } else { 2 };
+            let o = run_check(lab, &variant, &ws, &root, profile, true).await?;
+            if !reference {
+                ws.update(n, |p| {
+                    p.started = true;
+                    p.checks += 1;
+                    p.passed |= o.passed;
+                    p.last_verdict = Some(o.verdict.clone());
+                    p.last_report = Some(o.report_dir.clone());
+                })?;
+            }
+            print_outcome(lab, &o);
+            if o.passed {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!("lab {n} not passed yet"))
+            }
+        }
+        LabCommand::Reset { n } => reset(find(&labs, n)?, &ws, &root),
+        LabCommand::Report { n } => report(find(&labs, n)?, &ws),
+        LabCommand::DevCheck {
+            lab,
+            all,
+            repeat,
+            json,
+        } => dev_check(&labs, &ws, &root, lab, all, repeat.max(1), json).await,
+    }
+}
+
+fn list(labs: &[Lab], ws: &Workspace) -> anyhow::Result<()> {
+    let p = ws.load()?;
+    let done = labs
+        .iter()
+        .filter(|l| p.labs.get(&l.number()).is_some_and(|x| x.passed))
+        .count();
+    println!("The course: {} labs, {done} passed.\n", labs.len());
+    for l in labs {
+        let state = match p.labs.get(&l.number()) {
+            Some(x) if x.passed => "passed ",
+            Some(x) if x.started => "started",
+            _ => "       ",
+        };
+        let kind = if l.is_code_lab() { "code" } else { "knobs" };
+        println!(
+            "  {:02}  [{state}]  {:<58} {kind:<5}  ~{} s",
+            l.number(),
+            l.spec.title,
+            l.spec.check_seconds
+        );
+        println!("       {}", l.spec.topic);
+    }
+    println!("\nStart one: observatory lab start N");
+    Ok(())
+}
+
+fn start(lab: &Lab, ws: &Workspace, root: &Path) -> anyhow::Result<()> {
+    println!("{}", lab.readme().trim_end());
+    println!();
+    if let Some(answer) = ws.prepare_answer(lab)? {
+        println!("Your answer file: {}", answer.display());
+        println!("  (it starts as the baseline; put your knob changes in it)");
+    }
+    if let Some(file) = &lab.spec.file {
+        println!("The file to edit: {}", root.join(file).display());
+        println!(
+            "  (the STUDENT function; `observatory lab reset {}` restores it)",
+            lab.number()
+        );
+    }
+    ws.update(lab.number(), |p| p.started = true)?;
+    println!(
+        "\nWhen ready: observatory lab check {}   (about {} s)   Stuck? observatory lab hint {}",
+        lab.number(),
+        lab.spec.check_seconds,
+        lab.number()
+    );
+    Ok(())
+}
+
+fn hint(lab: &Lab, ws: &Workspace) -> anyhow::Result<()> {
+    let shown = ws
+        .load()?
+        .labs
+        .get(&lab.number())
+        .map_or(0, |p| p.hints_shown);
+    let hints = &lab.spec.hints;
+    let i = shown.min(hints.len() - 1);
+    println!("Hint {} of {}: {}", i + 1, hints.len(), hints[i]);
+    if i + 1 == hints.len() {
+        println!("(that was the last hint)");
+    }
+    ws.update(lab.number(), |p| {
+        p.started = true;
+        p.hints_shown = (i + 1).max(p.hints_shown);
+    })
+}
+
+fn reset(lab: &Lab, ws: &Workspace, root: &Path) -> anyhow::Result<()> {
+    ws.reset_answer(lab)?;
+    if let Some(file) = &lab.spec.file {
+        let status = Command::new("git")
+            .current_dir(root)
+            .args(["checkout", "HEAD", "--", file])
+            .status()
+            .context("running git to restore the slot file")?;
+        if !status.success() {
+            bail!("git could not restore {file}");
+        }
+        println!("restored {file} from git");
+    }
+    println!("lab {} is back at its start", lab.number());
+    Ok(())
+}
+
+fn report(lab: &Lab, ws: &Workspace) -> anyhow::Result<()> {
+    let p = ws.load()?;
+    let Some(dir) = p
+        .labs
+        .get(&lab.number())
+        .and_then(|x| x.last_report.clone())
+    else {
+        bail!(
+            "no check of lab {} yet: observatory lab check {}",
+            lab.number(),
+            lab.number()
+        );
+    };
+    let dir = PathBuf::from(dir);
+    for f in ["summary.txt", "lab-check.json"] {
+        if let Ok(text) = std::fs::read_to_string(dir.join(f)) {
+            println!("{}", text.trim_end());
+            break;
+        }
+    }
+    println!("\nreport folder: {}", dir.display());
+    let mut drawn: Vec<String> = std::fs::read_dir(&dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".svg"))
+                .collect()
+        })
+        .unwrap_or_default();
+    drawn.sort();
+    for n in drawn {
+        println!("  {}", dir.join(n).display());
+    }
+    Ok(())
+}
+
+/// Build the pipeline when the lab's change is code, then check.
+async fn run_check(
+    lab: &Lab,
+    variant: &Variant,
+    ws: &Workspace,
+    root: &Path,
+    profile_seconds: u64,
+    verbose: bool,
+) -> anyhow::Result<Outcome> {
+    let m = &lab.spec.measure;
+    if lab.spec.slot.is_some() && matches!(variant, Variant::Student(_)) {
+        eprintln!("building the pipeline with your code (cargo build --release -p pipeline) ...");
+        let status = Command::new("cargo")
+            .current_dir(root)
+            .args(["build", "--release", "-q", "-p", "pipeline"])
+            .status()
+            .context("running cargo")?;
+        if !status.success() {
+            bail!("your code does not build yet (the compiler's message is above)");
+        }
+    }
+    let report_dir =
+        ws.reports_dir(lab)
+            .join(format!("{}-{}", crate::timestamp(), variant.label()));
+    if verbose {
+        eprintln!(
+            "lab {:02}: {} vs baseline, {} (about {} s); report: {}",
+            lab.number(),
+            variant.label(),
+            describe(m.mode),
+            lab.spec.check_seconds,
+            report_dir.display()
+        );
+    }
+    let opts = CheckOptions {
+        pipeline_bin: find_pipeline_bin()?,
+        report_dir,
+        root: root.to_path_buf(),
+        profile_seconds: if m.mode == Mode::Wall {
+            profile_seconds
+        } else {
+            0
+        },
+    };
+    let bar = crate::progress_bar(1);
+    let result = check(lab, variant, &opts, |n, total, what| {
+        bar.set_length(total as u64);
+        bar.set_position((n - 1) as u64);
+        bar.set_message(what.to_string());
+    })
+    .await;
+    bar.finish_and_clear();
+    result
+}
+
+fn describe(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Wall => "interleaved end-to-end runs",
+        Mode::Instructions => "callgrind instruction counts",
+        Mode::Kernel => "in-process kernel timings, interleaved",
+        Mode::Completes => "one run that must finish",
+        Mode::Criterion => "your criterion benchmark",
+    }
+}
+
+fn print_outcome(lab: &Lab, o: &Outcome) {
+    let word = if o.passed { "PASSED" } else { "not yet" };
+    println!("lab {:02} {word}: {}", lab.number(), o.verdict);
+    if let (Some(a), Some(b)) = (o.baseline_value, o.variant_value) {
+        println!("  baseline {a:.4}   yours {b:.4}   ({})", o.metric);
+    }
+    println!(
+        "  report: {}   (observatory lab report {})",
+        o.report_dir,
+        lab.number()
+    );
+    if !o.passed {
+        println!("  stuck? observatory lab hint {}", lab.number());
+    }
+}
+
+#[derive(serde::Serialize)]
+struct DevResult {
+    lab: u32,
+    slug: String,
+    baseline_passed: bool,
+    baseline_verdict: String,
+    reference_passes: u32,
+    reference_runs: u32,
+    reference: Vec<Outcome>,
+}
+
+async fn dev_check(
+    labs: &[Lab],
+    ws: &Workspace,
+    root: &Path,
+    only: Option<u32>,
+    all: bool,
+    repeat: u32,
+    json: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let chosen: Vec<&Lab> = labs
+        .iter()
+        .filter(|l| only.map_or(all || l.spec.dev_check, |n| n == l.number()))
+        .collect();
+    if chosen.is_empty() {
+        bail!("no lab matches");
+    }
+    let total: u64 = chosen
+        .iter()
+        .map(|l| l.spec.check_seconds * u64::from(1 + repeat))
+        .sum();
+    eprintln!(
+        "authoring check of {} labs (baseline must fail, reference must pass{}): about {} min",
+        chosen.len(),
+        if repeat > 1 {
+            format!(" {repeat} times out of {repeat}")
+        } else {
+            String::new()
+        },
+        total.div_ceil(60)
+    );
+    let mut results = Vec::new();
+    let mut failures = Vec::new();
+    for lab in chosen {
+        let b = run_check(lab, &Variant::Baseline, ws, root, 0, false).await?;
+        let mut refs = Vec::new();
+        for _ in 0..repeat {
+            refs.push(run_check(lab, &Variant::Reference, ws, root, 0, false).await?);
+        }
+        let passes = refs.iter().filter(|o| o.passed).count() as u32;
+        let ok = !b.passed && passes == repeat;
+        println!(
+            "{} lab {:02} {:<28} baseline: {:<8} reference: {passes}/{repeat} passed",
+            if ok { "ok  " } else { "FAIL" },
+            lab.number(),
+            lab.slug,
+            if b.passed { "PASSED" } else { "fails" },
+        );
+        println!("       baseline  {}", b.verdict);
+        for r in &refs {
+            println!("       reference {}", r.verdict);
+        }
+        if !ok {
+            failures.push(lab.number());
+        }
+        results.push(DevResult {
+            lab: lab.number(),
+            slug: lab.slug.clone(),
+            baseline_passed: b.passed,
+            baseline_verdict: b.verdict,
+            reference_passes: passes,
+            reference_runs: repeat,
+            reference: refs,
+        });
+    }
+    if let Some(path) = json {
+        std::fs::write(&path, serde_json::to_string_pretty(&results)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("results: {}", path.display());
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!(
+            "labs failing the authoring check: {failures:?}"
+        ))
+    }
+}

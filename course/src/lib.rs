@@ -1,0 +1,16 @@
+//! The course: labs as data and the runner's logic behind `observatory lab ...`.
+//!
+//! - [`spec`]: a lab is a folder `course/labs/NN-slug/` with `README.md` (what the student
+//!   reads) and `lab.toml` (workload, baseline, change under test, measurement, expected effect,
+//!   hints); code labs name their slot in `pipeline/src/labs/` and keep the reference solution
+//!   beside the lab.
+//! - [`check`]: runs a lab's baseline against the student's change (or the reference) with the
+//!   A/B engine of `observatory-bench`, and decides pass or fail from the interval.
+//! - [`progress`]: the student's progress and answers, in `.observatory/` at the repository
+//!   root.
+
+pub mod check;
+pub mod progress;
+pub mod spec;
+
+pub use spec::{Lab, load_labs};

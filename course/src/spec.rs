@@ -1,0 +1,278 @@
+//! Labs as data: `course/labs/NN-slug/lab.toml`, validated on load.
+
+use observatory_bench::stats::Better;
+use pipeline_plan::{LabSlot, Plan};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("no lab number {0} (`observatory lab list` shows them)")]
+    NoSuchLab(u32),
+}
+
+/// How a lab measures its effect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Interleaved end-to-end runs of the local pipeline (`observatory bench ab`).
+    Wall,
+    /// Callgrind instruction counts of one stage's kernel (deterministic).
+    Instructions,
+    /// Wall-clock of one stage's kernel in-process, interleaved repeats (`pipeline kernel`).
+    Kernel,
+    /// One run must finish (within `timeout_seconds`) and conserve its events.
+    Completes,
+    /// A criterion benchmark (`cargo bench -p observatory-course --bench ...`).
+    Criterion,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Measure {
+    pub mode: Mode,
+    /// The stage whose kernel is measured (instructions and kernel modes).
+    #[serde(default)]
+    pub stage: Option<String>,
+    /// Threads applying the input at once (kernel mode).
+    #[serde(default = "one")]
+    pub threads: usize,
+    /// The metric the lab is about (an A/B metric, `instructions_per_event`, `kernel_eps`,
+    /// `completes`, or `time_per_iteration`).
+    pub metric: String,
+    pub better: Better,
+    /// The smallest effect that passes, as a fraction: 0.5 means B/A's interval must lie above
+    /// 1.5 (higher is better) or below 0.5 (lower is better); 1.0 with higher means 2×.
+    #[serde(default)]
+    pub min_effect: f64,
+    #[serde(default = "five")]
+    pub pairs: usize,
+    #[serde(default = "sixty")]
+    pub timeout_seconds: u64,
+}
+
+fn one() -> usize {
+    1
+}
+fn five() -> usize {
+    5
+}
+fn sixty() -> u64 {
+    60
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Assignments {
+    #[serde(default)]
+    pub set: Vec<String>,
+}
+
+/// A lab's `lab.toml`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabSpec {
+    pub number: u32,
+    pub title: String,
+    /// What the lab teaches (the course's topic list).
+    pub topic: String,
+    /// The code slot a code lab edits (`pipeline/src/labs/<slot>.rs`); none for knob labs.
+    #[serde(default)]
+    pub slot: Option<LabSlot>,
+    /// The file the student edits (code labs).
+    #[serde(default)]
+    pub file: Option<String>,
+    /// Part of `make test` (deterministic measurement or a large effect); the rest run in
+    /// `make lab-verify`.
+    #[serde(default)]
+    pub dev_check: bool,
+    /// Roughly how long a check takes, seconds (shown before it starts).
+    pub check_seconds: u64,
+    #[serde(default)]
+    pub workload: Assignments,
+    #[serde(default)]
+    pub baseline: Assignments,
+    /// The reference change (knob labs); code labs' reference is `reference.rs`.
+    #[serde(default)]
+    pub reference: Assignments,
+    pub measure: Measure,
+    pub hints: Vec<String>,
+}
+
+/// A lab: its spec and where it lives.
+#[derive(Clone, Debug)]
+pub struct Lab {
+    pub dir: PathBuf,
+    pub slug: String,
+    pub spec: LabSpec,
+}
+
+impl Lab {
+    pub fn number(&self) -> u32 {
+        self.spec.number
+    }
+
+    /// A lab whose change is code (a slot function or a benchmark), not knobs.
+    pub fn is_code_lab(&self) -> bool {
+        self.spec.file.is_some()
+    }
+
+    /// The text the student reads.
+    pub fn readme(&self) -> String {
+        std::fs::read_to_string(self.dir.join("README.md")).unwrap_or_default()
+    }
+
+    /// The workload both sides share.
+    pub fn base_plan(&self) -> Result<Plan, pipeline_plan::PlanError> {
+        let mut plan = Plan::new(&format!("lab{:02}", self.spec.number));
+        for s in &self.spec.workload.set {
+            plan.assign(s)?;
+        }
+        Ok(plan)
+    }
+
+    /// The knob assignments of the baseline side.
+    pub fn baseline_side(&self) -> Vec<String> {
+        let mut v = self.spec.baseline.set.clone();
+        v.extend(self.slot_assignments("baseline"));
+        v
+    }
+
+    /// The assignments selecting a code slot's implementation (nothing for knob labs).
+    pub fn slot_assignments(&self, imp: &str) -> Vec<String> {
+        match self.spec.slot {
+            Some(slot) => vec![
+                format!("all.lab_slot={}", slot.as_str()),
+                format!("all.lab_impl={imp}"),
+            ],
+            None => Vec::new(),
+        }
+    }
+
+    /// The reference side: the reference knobs, or the slot's reference implementation on top
+    /// of the baseline knobs.
+    pub fn reference_side(&self) -> Vec<String> {
+        if self.is_code_lab() {
+            let mut v = self.spec.baseline.set.clone();
+            v.extend(self.slot_assignments("reference"));
+            v
+        } else {
+            self.spec.reference.set.clone()
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let s = &self.spec;
+        let plan = self.base_plan().map_err(|e| format!("workload: {e}"))?;
+        for (what, set) in [
+            ("baseline", self.baseline_side()),
+            ("reference", self.reference_side()),
+        ] {
+            let mut p = plan.clone();
+            for a in &set {
+                p.assign(a).map_err(|e| format!("{what}: {e}"))?;
+            }
+        }
+        if s.hints.is_empty() {
+            return Err("a lab needs at least one hint".into());
+        }
+        if s.slot.is_some() && s.file.is_none() {
+            return Err("a lab with a code slot names the `file` the student edits".into());
+        }
+        if s.file.is_some() && s.slot.is_none() && s.measure.mode != Mode::Criterion {
+            return Err("a code lab without a slot must be measured by criterion".into());
+        }
+        if !s.is_reference_distinct(self.is_code_lab()) {
+            return Err("the reference must change something".into());
+        }
+        let m = &s.measure;
+        if m.min_effect < 0.0 || (m.better == Better::Lower && m.min_effect >= 1.0) {
+            return Err(
+                "measure.min_effect is at least 0 (and below 1 when lower is better)".into(),
+            );
+        }
+        if matches!(m.mode, Mode::Instructions | Mode::Kernel)
+            && !matches!(m.stage.as_deref(), Some("parse" | "aggregate"))
+        {
+            return Err("instructions and kernel modes need stage = parse or aggregate".into());
+        }
+        if m.mode == Mode::Wall
+            && !observatory_bench::ab::METRICS
+                .iter()
+                .any(|(name, _, _)| *name == m.metric)
+        {
+            return Err(format!("`{}` is not an A/B metric", m.metric));
+        }
+        if m.pairs < 3 && matches!(m.mode, Mode::Wall | Mode::Kernel) {
+            return Err("measure.pairs must be at least 3".into());
+        }
+        Ok(())
+    }
+}
+
+impl LabSpec {
+    fn is_reference_distinct(&self, code: bool) -> bool {
+        code || self.reference.set != self.baseline.set
+    }
+}
+
+/// Every lab under `labs_dir`, in number order; a malformed lab is an error naming its file.
+pub fn load_labs(labs_dir: &Path) -> Result<Vec<Lab>, SpecError> {
+    let read_err = |path: &Path, source| SpecError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut labs = Vec::new();
+    let entries = std::fs::read_dir(labs_dir).map_err(|e| read_err(labs_dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| read_err(labs_dir, e))?;
+        let path = entry.path().join("lab.toml");
+        if !path.is_file() {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| read_err(&path, e))?;
+        let invalid = |message: String| SpecError::Invalid {
+            path: path.clone(),
+            message,
+        };
+        let spec: LabSpec = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        let slug = entry.file_name().to_string_lossy().into_owned();
+        if !slug.starts_with(&format!("{:02}-", spec.number)) {
+            return Err(invalid(format!(
+                "the folder must start with the lab number {:02}-",
+                spec.number
+            )));
+        }
+        let lab = Lab {
+            dir: entry.path(),
+            slug,
+            spec,
+        };
+        lab.validate().map_err(invalid)?;
+        labs.push(lab);
+    }
+    labs.sort_by_key(Lab::number);
+    for w in labs.windows(2) {
+        if w[0].number() == w[1].number() {
+            return Err(SpecError::Invalid {
+                path: w[1].dir.clone(),
+                message: format!("lab number {} is used twice", w[1].number()),
+            });
+        }
+    }
+    Ok(labs)
+}
+
+/// The lab numbered `n`.
+pub fn find(labs: &[Lab], n: u32) -> Result<&Lab, SpecError> {
+    labs.iter()
+        .find(|l| l.number() == n)
+        .ok_or(SpecError::NoSuchLab(n))
+}

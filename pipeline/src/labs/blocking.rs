@@ -1,0 +1,37 @@
+//! Lab 03 (`course/labs/03-blocking-executor`): a per-batch lookup through a synchronous client
+//! (simulated: it takes [`LOOKUP`] of wall time and no CPU), made from the parse stage's async
+//! tasks. Edit [`student`].
+
+use pipeline_plan::LabImpl;
+use std::time::Duration;
+
+#[path = "../../../course/labs/03-blocking-executor/reference.rs"]
+mod reference;
+
+/// How long one lookup takes.
+pub const LOOKUP: Duration = Duration::from_millis(4);
+
+/// The synchronous client call: it blocks the calling thread (do not edit).
+pub fn blocking_lookup() -> u64 {
+    std::thread::sleep(LOOKUP);
+    1
+}
+
+/// Called once per batch by the parse stage (do not edit).
+pub async fn lookup(imp: LabImpl) -> u64 {
+    match imp {
+        LabImpl::Baseline => baseline().await,
+        LabImpl::Student => student().await,
+        LabImpl::Reference => reference::lookup().await,
+    }
+}
+
+// ===== BASELINE (do not edit) =====
+async fn baseline() -> u64 {
+    blocking_lookup()
+}
+
+// ===== STUDENT (lab 03: make the lookup stop blocking the runtime) =====
+async fn student() -> u64 {
+    blocking_lookup()
+}
