@@ -90,6 +90,22 @@ pub fn summary_text(r: &AbResult) -> String {
     t
 }
 
+/// One line per side, in the sides' colours.
+fn a_and_b<'a>(r: &AbResult, a: &'a [f64], b: &'a [f64]) -> [Line<'a>; 2] {
+    [
+        Line {
+            label: format!("A: {}", r.a.label),
+            values: a,
+            color: A_COLOR,
+        },
+        Line {
+            label: format!("B: {}", r.b.label),
+            values: b,
+            color: B_COLOR,
+        },
+    ]
+}
+
 /// Write the report (and fill `r.files`). `profiles` are the folders of the profiled run of
 /// each side, holding `folded-<stage>.txt`.
 pub fn write(dir: &Path, r: &mut AbResult, profiles: [Option<&Path>; 2]) -> anyhow::Result<()> {
@@ -112,18 +128,7 @@ pub fn write(dir: &Path, r: &mut AbResult, profiles: [Option<&Path>; 2]) -> anyh
         "Throughput per run",
         "M events/s",
         1e-6,
-        &[
-            Line {
-                label: format!("A: {}", r.a.label),
-                values: &ta,
-                color: A_COLOR,
-            },
-            Line {
-                label: format!("B: {}", r.b.label),
-                values: &tb,
-                color: B_COLOR,
-            },
-        ],
+        &a_and_b(r, &ta, &tb),
     )?;
     let (a50, a99) = (
         col(&r.a, |f| f.latency_p50_seconds),
@@ -170,18 +175,7 @@ pub fn write(dir: &Path, r: &mut AbResult, profiles: [Option<&Path>; 2]) -> anyh
         "CPU seconds per million events, per run",
         "s",
         1.0,
-        &[
-            Line {
-                label: format!("A: {}", r.a.label),
-                values: &ca,
-                color: A_COLOR,
-            },
-            Line {
-                label: format!("B: {}", r.b.label),
-                values: &cb,
-                color: B_COLOR,
-            },
-        ],
+        &a_and_b(r, &ca, &cb),
     )?;
     for (k, f) in [
         ("plot_throughput", "throughput.svg"),
