@@ -65,6 +65,17 @@ pub fn write_input(source: &SourceKnobs, events: u64, path: &Path) -> anyhow::Re
     Ok(())
 }
 
+/// The knobs of `stage` on one side: the base plan with the side's assignments.
+pub fn side_knobs(base: &Plan, stage: Role, set: &[String]) -> anyhow::Result<StageKnobs> {
+    let mut plan = base.clone();
+    for s in set {
+        plan.assign(s)?;
+    }
+    plan.knobs(stage)
+        .cloned()
+        .with_context(|| format!("the plan has no {stage} stage"))
+}
+
 /// Count the instructions of one kernel run.
 fn count(
     pipeline_bin: &Path,
@@ -85,11 +96,7 @@ fn count(
         .env("PIPELINE_KNOB_ALLOCATOR", knobs.common().allocator.as_str())
         // Heap profiling samples at random: off, so repeats agree.
         .env("_RJEM_MALLOC_CONF", "prof_active:false");
-    for (k, v) in knobs.to_map() {
-        let v = match v {
-            serde_json::Value::String(s) => s,
-            other => other.to_string(),
-        };
+    for (k, v) in knobs.to_text() {
         cmd.arg("--set").arg(format!("{k}={v}"));
     }
     let output = cmd.output().context("running valgrind")?;
@@ -160,16 +167,10 @@ pub fn run(
     };
     let input = cfg.dir.join("input.jsonl");
     write_input(source, cfg.events, &input)?;
-    let knobs = |side: &(String, Vec<String>)| -> anyhow::Result<StageKnobs> {
-        let mut plan = cfg.base.clone();
-        for s in &side.1 {
-            plan.assign(s)?;
-        }
-        plan.knobs(cfg.stage)
-            .cloned()
-            .with_context(|| format!("the plan has no {} stage", cfg.stage))
-    };
-    let sides = [knobs(&cfg.a)?, knobs(&cfg.b)?];
+    let sides = [
+        side_knobs(cfg.base, cfg.stage, &cfg.a.1)?,
+        side_knobs(cfg.base, cfg.stage, &cfg.b.1)?,
+    ];
     let labels = [cfg.a.0.as_str(), cfg.b.0.as_str()];
     let mut counts = [Vec::new(), Vec::new()];
     let total = 2 * cfg.repeats;

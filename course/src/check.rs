@@ -40,9 +40,8 @@ impl Variant {
     pub fn assignments(&self, lab: &Lab) -> Vec<String> {
         match self {
             Variant::Student(answer) if lab.is_code_lab() => {
-                let mut v = lab.spec.baseline.set.clone();
+                let mut v = lab.code_side("student");
                 v.extend(answer.iter().cloned());
-                v.extend(lab.slot_assignments("student"));
                 v
             }
             Variant::Student(answer) => answer.clone(),
@@ -125,7 +124,8 @@ pub async fn check(
         verdict: String::new(),
         report_dir: opts.report_dir.display().to_string(),
     };
-    match m.mode {
+    // B/A with its interval, and the baseline's and the variant's value.
+    let measured: Option<(RatioInterval, f64, f64)> = match m.mode {
         Mode::Wall => {
             let cfg = AbConfig {
                 base,
@@ -142,9 +142,7 @@ pub async fn check(
             let c = r
                 .comparison(&m.metric)
                 .with_context(|| format!("the A/B run did not compare {}", m.metric))?;
-            outcome.ratio = Some(c.ratio);
-            outcome.baseline_value = Some(c.a_median);
-            outcome.variant_value = Some(c.b_median);
+            Some((c.ratio, c.a_median, c.b_median))
         }
         Mode::Instructions => {
             let stage: Role = m.stage.as_deref().unwrap_or("parse").parse()?;
@@ -160,16 +158,13 @@ pub async fn check(
                 repeats: 2,
             };
             let r = callgrind::run(&cfg, &mut progress)?;
-            outcome.ratio = Some(r.ratio);
-            outcome.baseline_value = Some(r.a.instructions_per_event);
-            outcome.variant_value = Some(r.b.instructions_per_event);
+            Some((
+                r.ratio,
+                r.a.instructions_per_event,
+                r.b.instructions_per_event,
+            ))
         }
-        Mode::Kernel => {
-            let (ratio, av, bv) = kernel_ab(lab, &base, &a.1, &b.1, opts, &mut progress)?;
-            outcome.ratio = Some(ratio);
-            outcome.baseline_value = Some(av);
-            outcome.variant_value = Some(bv);
-        }
+        Mode::Kernel => Some(kernel_ab(lab, &base, &a.1, &b.1, opts, &mut progress)?),
         Mode::Completes => {
             let mut plan = base.clone();
             for s in &b.1 {
@@ -205,15 +200,14 @@ pub async fn check(
                     );
                 }
             }
+            None
         }
-        Mode::Criterion => {
-            let (ratio, av, bv) = criterion_ab(variant, opts, &mut progress)?;
-            outcome.ratio = Some(ratio);
-            outcome.baseline_value = Some(av);
-            outcome.variant_value = Some(bv);
-        }
-    }
-    if let Some(r) = outcome.ratio {
+        Mode::Criterion => Some(criterion_ab(variant, opts, &mut progress)?),
+    };
+    if let Some((r, a_value, b_value)) = measured {
+        outcome.ratio = Some(r);
+        outcome.baseline_value = Some(a_value);
+        outcome.variant_value = Some(b_value);
         outcome.passed = outcome.conserved && clears(&r, m.better, m.min_effect);
         outcome.verdict = format!(
             "{}: B/A = {:.3} [{:.3} .. {:.3}] (needs {}){}",
@@ -272,23 +266,10 @@ fn kernel_ab(
     let events = source_events(base).unwrap_or(200_000);
     let input = opts.report_dir.join("input.jsonl");
     callgrind::write_input(source, events, &input)?;
-    let knobs = |set: &[String]| -> anyhow::Result<Vec<String>> {
-        let mut plan = base.clone();
-        for s in set {
-            plan.assign(s)?;
-        }
-        let k = plan
-            .knobs(stage)
-            .with_context(|| format!("no {stage} stage"))?;
-        Ok(k.to_map()
-            .into_iter()
-            .map(|(k, v)| match v {
-                serde_json::Value::String(s) => format!("{k}={s}"),
-                other => format!("{k}={other}"),
-            })
-            .collect())
-    };
-    let sides = [knobs(a)?, knobs(b)?];
+    let sides = [
+        callgrind::side_knobs(base, stage, a)?,
+        callgrind::side_knobs(base, stage, b)?,
+    ];
     let mut samples = [Vec::new(), Vec::new()];
     let total = 2 * m.pairs;
     for p in 0..m.pairs {
@@ -302,8 +283,8 @@ fn kernel_ab(
             cmd.args(["kernel", stage.as_str(), "--input"])
                 .arg(&input)
                 .args(["--threads", &m.threads.to_string()]);
-            for s in &sides[side] {
-                cmd.arg("--set").arg(s);
+            for (k, v) in sides[side].to_text() {
+                cmd.arg("--set").arg(format!("{k}={v}"));
             }
             let out = cmd.output().context("running pipeline kernel")?;
             if !out.status.success() {

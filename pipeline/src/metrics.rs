@@ -334,11 +334,7 @@ fn knob_info(cfg: &StageConfig) -> IntGaugeVec {
         &["knob", "value"],
     )
     .expect("valid");
-    for (k, value) in cfg.knobs.to_map() {
-        let text = match value {
-            serde_json::Value::String(s) => s,
-            other => other.to_string(),
-        };
+    for (k, text) in cfg.knobs.to_text() {
         v.with_label_values(&[&k, &text]).set(1);
     }
     v.with_label_values(&["allocator_active", alloc::active().as_str()])

@@ -71,6 +71,18 @@ impl StageKnobs {
         }
     }
 
+    /// Every knob's value as the text [`StageKnobs::set`] accepts (strings unquoted), e.g. for
+    /// `--set knob=value` arguments or metric labels.
+    pub fn to_text(&self) -> Vec<(String, String)> {
+        self.to_map()
+            .into_iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => (k, s),
+                other => (k, other.to_string()),
+            })
+            .collect()
+    }
+
     /// Set one knob from text.
     pub fn set(&mut self, key: &str, raw: &str) -> Result<(), PlanError> {
         let stage = self.role().as_str();
