@@ -1,6 +1,8 @@
 //! `observatory bench`: a real A/B run and its report, `compare`'s exit codes, instruction
 //! counts, and the A/A mode.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -158,33 +160,16 @@ fn compare_fails_on_a_planted_regression_and_passes_identical_inputs() {
     assert_ne!(run(&old, &same).status.code(), Some(0));
 }
 
-#[test]
-fn instruction_counts_compare_a_cpu_bound_change_deterministically() {
-    if Command::new("valgrind").arg("--version").output().is_err() {
-        assert!(
-            std::env::var_os("OBSERVATORY_SKIP_VALGRIND").is_some(),
-            "install valgrind (apt-get install valgrind)"
-        );
-        eprintln!("SKIPPED: valgrind is not installed");
-        return;
-    }
+/// `bench ab --mode instructions` of one stage over 5,000 events (system allocator, so counts
+/// repeat exactly); its `instructions.json`.
+fn instructions_ab(stage: &str, pairs: u32, a: &str, b: &str) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("instr");
     let out = observatory()
-        .args([
-            "bench",
-            "ab",
-            "--mode",
-            "instructions",
-            "--stage",
-            "parse",
-            "--events",
-            "5000",
-            "--pairs",
-            "2",
-        ])
+        .args(["bench", "ab", "--mode", "instructions", "--stage", stage])
+        .args(["--events", "5000", "--pairs", &pairs.to_string()])
         .args(["--set", "all.allocator=system"])
-        .args(["--a", "parse.mode=owned", "--b", "parse.mode=borrowed"])
+        .args(["--a", a, "--b", b])
         .args(["--report-dir", report.to_str().unwrap()])
         .output()
         .unwrap();
@@ -194,7 +179,15 @@ fn instruction_counts_compare_a_cpu_bound_change_deterministically() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let r = json(&report.join("instructions.json"));
+    json(&report.join("instructions.json"))
+}
+
+#[test]
+fn instruction_counts_compare_a_cpu_bound_change_deterministically() {
+    if common::skip_without_valgrind() {
+        return;
+    }
+    let r = instructions_ab("parse", 2, "parse.mode=owned", "parse.mode=borrowed");
     let (a, b) = (&r["a"], &r["b"]);
     // With the system allocator the counts repeat exactly.
     assert_eq!(a["instructions"][0], a["instructions"][1], "{a}");
@@ -212,39 +205,15 @@ fn instruction_counts_compare_a_cpu_bound_change_deterministically() {
 
 #[test]
 fn instruction_counts_include_the_owner_thread() {
-    if Command::new("valgrind").arg("--version").output().is_err() {
-        assert!(std::env::var_os("OBSERVATORY_SKIP_VALGRIND").is_some());
-        eprintln!("SKIPPED: valgrind is not installed");
+    if common::skip_without_valgrind() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let report = dir.path().join("instr");
-    let out = observatory()
-        .args([
-            "bench",
-            "ab",
-            "--mode",
-            "instructions",
-            "--stage",
-            "aggregate",
-        ])
-        .args(["--events", "5000", "--pairs", "1"])
-        .args(["--set", "all.allocator=system"])
-        .args([
-            "--a",
-            "aggregate.state=mutex",
-            "--b",
-            "aggregate.state=owner",
-        ])
-        .args(["--report-dir", report.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let r = instructions_ab(
+        "aggregate",
+        1,
+        "aggregate.state=mutex",
+        "aggregate.state=owner",
     );
-    let r = json(&report.join("instructions.json"));
     let a = r["a"]["instructions_per_event"].as_f64().unwrap();
     let b = r["b"]["instructions_per_event"].as_f64().unwrap();
     // The owner does the same window work on its own thread; counting only the caller's

@@ -1,5 +1,7 @@
 //! The lab runner as a student uses it: list, start, hint, check (fail, then pass), report.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -26,9 +28,7 @@ fn text(o: &Output) -> String {
 
 #[test]
 fn a_student_does_the_zero_copy_lab() {
-    if Command::new("valgrind").arg("--version").output().is_err() {
-        assert!(std::env::var_os("OBSERVATORY_SKIP_VALGRIND").is_some());
-        eprintln!("SKIPPED: valgrind is not installed");
+    if common::skip_without_valgrind() {
         return;
     }
     let home = tempfile::tempdir().unwrap();

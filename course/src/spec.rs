@@ -138,31 +138,27 @@ impl Lab {
         Ok(plan)
     }
 
-    /// The knob assignments of the baseline side.
-    pub fn baseline_side(&self) -> Vec<String> {
+    /// The baseline knobs, with the code slot (if any) running implementation `imp`
+    /// (`baseline`, `student` or `reference`).
+    pub fn code_side(&self, imp: &str) -> Vec<String> {
         let mut v = self.spec.baseline.set.clone();
-        v.extend(self.slot_assignments("baseline"));
+        if let Some(slot) = self.spec.slot {
+            v.push(format!("all.lab_slot={}", slot.as_str()));
+            v.push(format!("all.lab_impl={imp}"));
+        }
         v
     }
 
-    /// The assignments selecting a code slot's implementation (nothing for knob labs).
-    pub fn slot_assignments(&self, imp: &str) -> Vec<String> {
-        match self.spec.slot {
-            Some(slot) => vec![
-                format!("all.lab_slot={}", slot.as_str()),
-                format!("all.lab_impl={imp}"),
-            ],
-            None => Vec::new(),
-        }
+    /// The knob assignments of the baseline side.
+    pub fn baseline_side(&self) -> Vec<String> {
+        self.code_side("baseline")
     }
 
     /// The reference side: the reference knobs, or the slot's reference implementation on top
     /// of the baseline knobs.
     pub fn reference_side(&self) -> Vec<String> {
         if self.is_code_lab() {
-            let mut v = self.spec.baseline.set.clone();
-            v.extend(self.slot_assignments("reference"));
-            v
+            self.code_side("reference")
         } else {
             self.spec.reference.set.clone()
         }

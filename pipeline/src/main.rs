@@ -97,6 +97,13 @@ pub fn observatory_measured_region(work: &mut dyn FnMut() -> u64) -> u64 {
     work()
 }
 
+/// Run the measured region, timed (the wall clock `lab` kernel checks read).
+fn timed_region(work: &mut dyn FnMut() -> u64) -> (u64, std::time::Duration) {
+    let t0 = std::time::Instant::now();
+    let out = observatory_measured_region(work);
+    (out, t0.elapsed())
+}
+
 fn kernel(stage: &str, input: &PathBuf, set: &[String], threads: usize) -> anyhow::Result<()> {
     use pipeline::codec::OutFrame;
     use pipeline::stage::parse::parse_batch;
@@ -123,18 +130,12 @@ fn kernel(stage: &str, input: &PathBuf, set: &[String], threads: usize) -> anyho
         })
         .collect();
     let events: u64 = raw.iter().map(|f| u64::from(f.header.record_count)).sum();
-    let elapsed;
-    let out = match knobs {
-        StageKnobs::Parse(k) => {
-            let t0 = std::time::Instant::now();
-            let out = observatory_measured_region(&mut || {
-                raw.iter()
-                    .map(|f| u64::from(parse_batch(f, k.mode, 1).frames[0].records()))
-                    .sum()
-            });
-            elapsed = t0.elapsed();
-            out
-        }
+    let (out, elapsed) = match knobs {
+        StageKnobs::Parse(k) => timed_region(&mut || {
+            raw.iter()
+                .map(|f| u64::from(parse_batch(f, k.mode, 1).frames[0].records()))
+                .sum()
+        }),
         StageKnobs::Aggregate(k) => {
             // Parsing is set-up here, outside the measured region.
             let parsed: Vec<_> = raw
@@ -147,8 +148,7 @@ fn kernel(stage: &str, input: &PathBuf, set: &[String], threads: usize) -> anyho
                         .into_frame(1, i as u64)
                 })
                 .collect();
-            let t0 = std::time::Instant::now();
-            let out = observatory_measured_region(&mut || {
+            timed_region(&mut || {
                 let state =
                     pipeline::state::SharedState::new(k.state, k.shards, k.window_ms, 64, |_| {});
                 let apply_all = || {
@@ -167,9 +167,7 @@ fn kernel(stage: &str, input: &PathBuf, set: &[String], threads: usize) -> anyho
                     });
                 }
                 state.close_blocking(u64::MAX).0.len() as u64
-            });
-            elapsed = t0.elapsed();
-            out
+            })
         }
         _ => bail!("kernels exist for parse and aggregate"),
     };

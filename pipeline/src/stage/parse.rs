@@ -36,38 +36,33 @@ pub fn parse_batch(frame: &Frame, mode: ParseMode, lanes: usize) -> Parsed {
     let mut watermark = 0;
     let mut scratch = Vec::with_capacity(128);
     // Course lab hooks (`lab_slot`), off in production.
-    let prechecked = match labs::active(LabSlot::Errors) {
-        Some(imp) => match precheck(imp, frame) {
-            Some(results) => Some(results),
-            None => {
-                // The check panicked: the whole batch is set aside, counted.
-                drops[DropReason::Panicked.index()] = frame.header.record_count;
-                drop_bytes[DropReason::Panicked.index()] = frame.payload.len() as u64;
-                return Parsed {
-                    frames: out,
-                    drops,
-                    drop_bytes,
-                    elapsed: t0.elapsed(),
-                };
-            }
-        },
-        None => None,
-    };
+    let mut prechecked = None;
+    if let Some(imp) = labs::active(LabSlot::Errors) {
+        let Some(results) = precheck(imp, frame) else {
+            // The check panicked: the whole batch is set aside, counted.
+            drops[DropReason::Panicked.index()] = frame.header.record_count;
+            drop_bytes[DropReason::Panicked.index()] = frame.payload.len() as u64;
+            return Parsed {
+                frames: out,
+                drops,
+                drop_bytes,
+                elapsed: t0.elapsed(),
+            };
+        };
+        prechecked = Some(results);
+    }
     let hotspot = labs::active(LabSlot::Hotspot);
     let leak = labs::active(LabSlot::Leak);
-    let per_event_hook = hotspot.is_some();
     let mut duplicates = 0u32;
     let mut classes = 0u64;
     for (i, rec) in frame.records().enumerate() {
         if let Some(imp) = leak {
             duplicates += u32::from(labs::leak::remember(imp, rec));
         }
-        if let Some(Some(reason)) = prechecked.as_ref().map(|p: &Vec<Option<DropReason>>| p[i]) {
-            drops[reason.index()] += 1;
-            drop_bytes[reason.index()] += rec.len() as u64;
-            continue;
-        }
-        let parsed = if lanes == 1 && !per_event_hook {
+        let failed_precheck = prechecked.as_ref().and_then(|p: &Vec<_>| p[i]);
+        let parsed = if let Some(reason) = failed_precheck {
+            Err(reason)
+        } else if lanes == 1 && hotspot.is_none() {
             let mut ts = 0;
             out[0]
                 .record(|buf| parse_into(mode, rec, buf).map(|t| ts = t))
