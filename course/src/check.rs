@@ -282,7 +282,8 @@ fn kernel_ab(
             let mut cmd = Command::new(&opts.pipeline_bin);
             cmd.args(["kernel", stage.as_str(), "--input"])
                 .arg(&input)
-                .args(["--threads", &m.threads.to_string()]);
+                .args(["--threads", &m.threads.to_string()])
+                .args(["--rounds", &m.rounds.max(1).to_string()]);
             for (k, v) in sides[side].to_text() {
                 cmd.arg("--set").arg(format!("{k}={v}"));
             }

@@ -44,6 +44,10 @@ pub struct Measure {
     /// Threads applying the input at once (kernel mode).
     #[serde(default = "one")]
     pub threads: usize,
+    /// Times the input is applied per timed sample (kernel mode): enough that each sample lasts
+    /// a good fraction of a second.
+    #[serde(default = "one_u32")]
+    pub rounds: u32,
     /// The metric the lab is about (an A/B metric, `instructions_per_event`, `kernel_eps`,
     /// `completes`, or `time_per_iteration`).
     pub metric: String,
@@ -59,6 +63,9 @@ pub struct Measure {
 }
 
 fn one() -> usize {
+    1
+}
+fn one_u32() -> u32 {
     1
 }
 fn five() -> usize {
@@ -205,6 +212,9 @@ impl Lab {
                 .any(|(name, _, _)| *name == m.metric)
         {
             return Err(format!("`{}` is not an A/B metric", m.metric));
+        }
+        if m.rounds == 0 {
+            return Err("measure.rounds is at least 1".into());
         }
         if m.pairs < 3 && matches!(m.mode, Mode::Wall | Mode::Kernel) {
             return Err("measure.pairs must be at least 3".into());

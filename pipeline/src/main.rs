@@ -86,6 +86,10 @@ enum Command {
         /// wall-clock timing — instruction counts see only the calling thread's region).
         #[arg(long, default_value_t = 1)]
         threads: usize,
+        /// Apply the input this many times inside the measured region (longer wall-clock
+        /// samples, so scheduler noise is a smaller share of each).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        rounds: u32,
     },
 }
 
@@ -104,7 +108,13 @@ fn timed_region(work: &mut dyn FnMut() -> u64) -> (u64, std::time::Duration) {
     (out, t0.elapsed())
 }
 
-fn kernel(stage: &str, input: &PathBuf, set: &[String], threads: usize) -> anyhow::Result<()> {
+fn kernel(
+    stage: &str,
+    input: &PathBuf,
+    set: &[String],
+    threads: usize,
+    rounds: u32,
+) -> anyhow::Result<()> {
     use pipeline::codec::OutFrame;
     use pipeline::stage::parse::parse_batch;
     let role: Role = stage.parse()?;
@@ -132,7 +142,8 @@ fn kernel(stage: &str, input: &PathBuf, set: &[String], threads: usize) -> anyho
     let events: u64 = raw.iter().map(|f| u64::from(f.header.record_count)).sum();
     let (out, elapsed) = match knobs {
         StageKnobs::Parse(k) => timed_region(&mut || {
-            raw.iter()
+            (0..rounds)
+                .flat_map(|_| raw.iter())
                 .map(|f| u64::from(parse_batch(f, k.mode, 1).frames[0].records()))
                 .sum()
         }),
@@ -152,8 +163,10 @@ fn kernel(stage: &str, input: &PathBuf, set: &[String], threads: usize) -> anyho
                 let state =
                     pipeline::state::SharedState::new(k.state, k.shards, k.window_ms, 64, |_| {});
                 let apply_all = || {
-                    for f in &parsed {
-                        state.apply_blocking(f.clone());
+                    for _ in 0..rounds {
+                        for f in &parsed {
+                            state.apply_blocking(f.clone());
+                        }
                     }
                 };
                 if threads <= 1 {
@@ -175,7 +188,7 @@ fn kernel(stage: &str, input: &PathBuf, set: &[String], threads: usize) -> anyho
         "{}",
         serde_json::json!({
             "stage": stage,
-            "events": events * threads.max(1) as u64,
+            "events": events * threads.max(1) as u64 * u64::from(rounds),
             "out": out,
             "elapsed_ns": elapsed.as_nanos() as u64,
         })
@@ -444,7 +457,8 @@ fn main() -> ExitCode {
             input,
             set,
             threads,
-        } => kernel(&stage, &input, &set, threads),
+            rounds,
+        } => kernel(&stage, &input, &set, threads, rounds),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
