@@ -125,8 +125,15 @@ e2e() {
     images
     import_k3s
   fi
+  kubectl -n "$NS" get svc prometheus >/dev/null 2>&1 ||
+    die "no Prometheus in namespace $NS: run \`make up\` first (the Experiment test reads the cluster's Prometheus)"
+  step "port-forwarding the cluster's Prometheus to 127.0.0.1:19090 (the Experiment test reads it)"
+  kubectl -n "$NS" port-forward svc/prometheus 19090:9090 >/dev/null 2>&1 &
+  local forward=$!
+  trap 'kill $forward 2>/dev/null || true' RETURN
   step "running the live-cluster suite against $(kubectl config current-context)"
-  E2E_PIPELINE_IMAGE="$PIPELINE_IMAGE" cargo test --release -p operator --test live -- --ignored --nocapture
+  E2E_PIPELINE_IMAGE="$PIPELINE_IMAGE" E2E_PROMETHEUS_URL=http://127.0.0.1:19090 \
+    cargo test --release -p operator --test live -- --ignored --nocapture
 }
 
 CMD="make ${1:-}"

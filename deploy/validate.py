@@ -4,8 +4,9 @@
 - Built-in kinds (everything in deploy/, and what the operator renders for the sample Pipeline)
   against the Kubernetes OpenAPI schemas, strictly (unknown fields are errors), with the PyPI
   package `kubernetes-validate`, for the oldest and newest Kubernetes versions we support.
-- Pipelines against the CRD's own openAPIV3Schema (`jsonschema`), also refusing unknown fields:
-  the API server would silently prune them, hiding a typo.
+- Pipelines and Experiments (deploy/experiments) against their CRDs' own openAPIV3Schema
+  (`jsonschema`), also refusing unknown fields: the API server would silently prune them,
+  hiding a typo.
 
 - deploy/monitoring: the Prometheus config with `promtool check config` (a promtool that knows
   Kubernetes service discovery: deploy/promtool.sh), the Grafana provisioning files (their
@@ -42,8 +43,12 @@ def kustomize(path):
     ).stdout
 
 
-def crd_schema():
-    crd = documents((ROOT / "deploy/base/crd.yaml").read_text())[0]
+CUSTOM = ("Pipeline", "Experiment")
+
+
+def crd_schema(kind="Pipeline"):
+    crd = next(d for d in documents((ROOT / "deploy/base/crd.yaml").read_text())
+               if d["spec"]["names"]["kind"] == kind)
     return crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
 
 
@@ -85,13 +90,13 @@ def check_builtin(doc, version):
 
 
 def check(docs, label):
-    schema = crd_schema()
+    schemas = {kind: crd_schema(kind) for kind in CUSTOM}
     failures = 0
     for doc in docs:
         name = f"{doc.get('kind')} {doc.get('metadata', {}).get('namespace', '-')}/{doc.get('metadata', {}).get('name')}"
-        if doc.get("kind") == "Pipeline":
-            errors = check_pipeline(doc, schema)
-            against = "the Pipeline CRD"
+        if doc.get("kind") in CUSTOM:
+            errors = check_pipeline(doc, schemas[doc["kind"]])
+            against = f"the {doc['kind']} CRD"
         else:
             errors = [f"k8s {v}: {e}" for v in VERSIONS for e in check_builtin(doc, v)]
             against = "Kubernetes " + " and ".join(VERSIONS)
@@ -185,8 +190,20 @@ def self_test(rendered):
             if promtool_check(PROMTOOL, f.name)[0]:
                 print(f"SELF-TEST FAIL: a Prometheus config with {what} passed")
                 failures += 1
+    exp_schema = crd_schema("Experiment")
+    exp = documents((ROOT / "deploy/experiments/lab-02-batching.yaml").read_text())[0]
+    bad_experiments = []
+    e = copy.deepcopy(exp); e["spec"]["metric"] = "speed"; bad_experiments.append(("metric", e))
+    e = copy.deepcopy(exp); e["spec"]["pairs"] = 1; bad_experiments.append(("pairs", e))
+    e = copy.deepcopy(exp); e["spec"]["runSeconds"] = 5; bad_experiments.append(("window", e))
+    e = copy.deepcopy(exp); e["spec"]["pipeline"]["parse"]["knobs"]["mode"] = "fast"; bad_experiments.append(("pipeline knob", e))
+    e = copy.deepcopy(exp); e["spec"]["variant"]["sett"] = []; bad_experiments.append(("unknown field", e))
+    for what, e in bad_experiments:
+        if not check_pipeline(e, exp_schema):
+            print(f"SELF-TEST FAIL: an Experiment with a bad {what} passed")
+            failures += 1
     if failures == 0:
-        print(f"self-test: {len(bad_pipelines)} broken Pipelines, {len(bad)} broken Deployments and 2 broken Prometheus configs rejected")
+        print(f"self-test: {len(bad_pipelines)} broken Pipelines, {len(bad_experiments)} broken Experiments, {len(bad)} broken Deployments and 2 broken Prometheus configs rejected")
     return failures
 
 
@@ -207,6 +224,8 @@ def main():
     failures = check(documents(kustomize("deploy/base")), "deploy/base")
     failures += check(documents(kustomize("deploy/samples")), "deploy/samples")
     failures += check(rendered, "rendered")
+    experiments = [d for f in sorted((ROOT / "deploy/experiments").glob("*.yaml")) for d in documents(f.read_text())]
+    failures += check(experiments, "deploy/experiments")
     monitoring = documents(kustomize("deploy/monitoring"))
     failures += check(monitoring, "deploy/monitoring")
     failures += check_monitoring(PROMTOOL, monitoring)

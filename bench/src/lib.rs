@@ -5,7 +5,8 @@
 //! - [`summary`]: the run summary (JSON and text) and its conservation check.
 //! - [`stack`]: Prometheus and Grafana around a local run, when installed.
 //! - [`ab`]: the A/B engine: interleaved runs of two plans (or A/A: the noise floor).
-//! - [`stats`]: ratios of medians with bootstrap intervals, verdicts, noise flags.
+//! - [`stats`]: ratios of medians with bootstrap intervals, verdicts, noise flags (the
+//!   `observatory-stats` crate, which the operator's Experiment shares).
 //! - [`samples`]: the sample-file format, and comparing two files (regressions).
 //! - [`report`], [`plot`], [`flame`]: the report folder: JSON, table, plots, flamegraphs.
 //! - [`callgrind`]: the deterministic mode: instruction counts of one stage's kernel.
@@ -22,5 +23,6 @@ pub mod report;
 pub mod run;
 pub mod samples;
 pub mod stack;
-pub mod stats;
 pub mod summary;
+
+pub use observatory_stats as stats;

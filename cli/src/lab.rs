@@ -28,6 +28,12 @@ pub enum LabCommand {
         /// Skip the CPU profiles and the differential flamegraph (wall-clock labs; faster).
         #[arg(long)]
         no_profile: bool,
+        /// Run the A/B on the Kubernetes cluster instead: create an Experiment and wait for the
+        /// operator's verdict (wall-clock labs; needs `make up`).
+        #[arg(long)]
+        k8s: bool,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
     /// Put a lab back to its start (answer file, progress; a code lab's slot file via git).
     Reset { n: u32 },
@@ -49,6 +55,29 @@ pub enum LabCommand {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+}
+
+/// How `lab check --k8s` runs on the cluster.
+#[derive(clap::Args, Debug)]
+pub struct ClusterArgs {
+    /// Namespace of the Experiment (the one `make up`'s Prometheus scrapes).
+    #[arg(long, default_value = "observatory")]
+    namespace: String,
+    /// Pipeline image of both sides.
+    #[arg(long, default_value = "observatory/pipeline:dev")]
+    image: String,
+    /// Image of the variant, if not --image (a code lab: your build, `make images`).
+    #[arg(long)]
+    variant_image: Option<String>,
+    /// Runs per side.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(2..=20))]
+    pairs: u32,
+    /// Seconds each run is measured.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(15..=3600))]
+    run_seconds: u32,
+    /// Seconds each run warms up first.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u32).range(0..=600))]
+    warmup_seconds: u32,
 }
 
 /// The repository root: the first ancestor of the working directory holding `course/labs`,
@@ -88,6 +117,8 @@ pub async fn run(cmd: LabCommand) -> anyhow::Result<()> {
             n,
             reference,
             no_profile,
+            k8s,
+            cluster,
         } => {
             let lab = find(&labs, n)?;
             let variant = if reference {
@@ -97,6 +128,22 @@ pub async fn run(cmd: LabCommand) -> anyhow::Result<()> {
             } else {
                 Variant::Student(ws.answer(lab)?)
             };
+            if k8s {
+                let opts = crate::lab_k8s::K8sOptions {
+                    namespace: cluster.namespace,
+                    image: cluster.image,
+                    variant_image: cluster.variant_image,
+                    pairs: cluster.pairs,
+                    run_seconds: cluster.run_seconds,
+                    warmup_seconds: cluster.warmup_seconds,
+                };
+                let e = crate::lab_k8s::experiment_for(lab, &variant, &opts)?;
+                return if crate::lab_k8s::check_on_cluster(e).await? {
+                    Ok(())
+                } else {
+                    Err(anyhow::anyhow!("lab {n} not passed on the cluster yet"))
+                };
+            }
             let profile = if no_profile { 0 } else { 2 };
             let o = run_check(lab, &variant, &ws, &root, profile, true).await?;
             if !reference {

@@ -1,6 +1,7 @@
 //! `observatory`: the one user-facing command of the Rust Performance Observatory.
 
 mod lab;
+mod lab_k8s;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};

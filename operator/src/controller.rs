@@ -35,10 +35,12 @@ use tracing::{info, instrument, warn};
 pub enum Error {
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
-    #[error("the Pipeline has no namespace")]
+    #[error("the object has no namespace")]
     NoNamespace,
     #[error("building the status: {0}")]
     Status(#[from] serde_json::Error),
+    #[error("reading results: {0}")]
+    Results(String),
 }
 
 impl Error {
@@ -49,6 +51,7 @@ impl Error {
             Error::Kube(_) => "kube_client".into(),
             Error::NoNamespace => "no_namespace".into(),
             Error::Status(_) => "status".into(),
+            Error::Results(_) => "results".into(),
         }
     }
 }

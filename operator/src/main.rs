@@ -9,7 +9,8 @@ use kube_lease_manager::LeaseManagerBuilder;
 use observatory_telemetry::{self as telemetry, LogFormat};
 use operator::crd::Pipeline;
 use operator::metrics::Metrics;
-use operator::{controller, render};
+use operator::results::{Grafana, Prometheus};
+use operator::{controller, experiment_controller, render};
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::signal::unix::{SignalKind, signal};
@@ -20,7 +21,7 @@ use tracing::{info, warn};
 #[command(
     name = "operator",
     version,
-    about = "The observatory's Kubernetes operator: reconciles Pipeline resources into running stages."
+    about = "The observatory's Kubernetes operator: reconciles Pipeline resources into running stages, and runs Experiments (a lab's A/B on the cluster)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -46,12 +47,76 @@ enum Command {
         /// Log format.
         #[arg(long, value_enum, env = "OPERATOR_LOG_FORMAT", default_value = "text")]
         log_format: LogFormat,
+        #[command(flatten)]
+        results: ResultsArgs,
     },
     /// Print the objects a Pipeline file renders to, as YAML (nothing is applied).
     Render {
         /// A Pipeline manifest.
         file: PathBuf,
     },
+}
+
+/// Where Experiments read their results and mark their runs.
+#[derive(clap::Args, Clone)]
+struct ResultsArgs {
+    /// Prometheus that scrapes the pipelines (Experiments query it).
+    #[arg(
+        long,
+        env = "PROMETHEUS_URL",
+        default_value = "http://prometheus.observatory.svc:9090"
+    )]
+    prometheus_url: String,
+    /// Grafana to annotate Experiment runs in (none: runs are not annotated, and say so).
+    #[arg(long, env = "GRAFANA_URL")]
+    grafana_url: Option<String>,
+    /// Grafana user allowed to write annotations.
+    #[arg(long, env = "GRAFANA_USER", default_value = "admin")]
+    grafana_user: String,
+    /// Its password.
+    #[arg(
+        long,
+        env = "GRAFANA_PASSWORD",
+        hide_env_values = true,
+        default_value = ""
+    )]
+    grafana_password: String,
+}
+
+impl ResultsArgs {
+    fn prometheus(&self) -> Prometheus {
+        Prometheus {
+            url: self.prometheus_url.clone(),
+        }
+    }
+
+    fn grafana(&self) -> Option<Grafana> {
+        self.grafana_url
+            .as_deref()
+            .filter(|u| !u.is_empty())
+            .map(|u| Grafana::new(u, &self.grafana_user, &self.grafana_password))
+    }
+}
+
+/// Both controllers, until `stop` says so.
+async fn controllers(
+    client: Client,
+    metrics: Arc<Metrics>,
+    namespace: Option<String>,
+    results: &ResultsArgs,
+    stop: impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>>,
+) {
+    tokio::join!(
+        controller::run(client.clone(), metrics.clone(), namespace.clone(), stop()),
+        experiment_controller::run(
+            client,
+            metrics,
+            namespace,
+            results.prometheus(),
+            results.grafana(),
+            stop(),
+        ),
+    );
 }
 
 fn render_file(file: PathBuf) -> anyhow::Result<()> {
@@ -161,6 +226,7 @@ async fn run(
     namespace: Option<String>,
     lease_namespace: Option<String>,
     no_leader_election: bool,
+    results: ResultsArgs,
 ) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -191,7 +257,11 @@ async fn run(
 
     if no_leader_election {
         metrics.leader.set(1);
-        controller::run(client, metrics, namespace, stopped(stop_rx.clone())).await;
+        let rx = stop_rx.clone();
+        controllers(client, metrics, namespace, &results, || {
+            Box::pin(stopped(rx.clone()))
+        })
+        .await;
         let _ = admin_task.await;
         return Ok(());
     }
@@ -230,17 +300,26 @@ async fn run(
                 }
             }
         }
-        info!("leading: reconciling Pipelines");
+        info!("leading: reconciling Pipelines and Experiments");
         metrics.leader.set(1);
-        let mut lost = leader.clone();
-        let stop = stop_rx.clone();
-        let until = async move {
-            tokio::select! {
-                _ = lost.wait_for(|l| !*l) => info!("lost leadership"),
-                _ = stopped(stop) => {}
-            }
+        let until = || -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>> {
+            let mut lost = leader.clone();
+            let stop = stop_rx.clone();
+            Box::pin(async move {
+                tokio::select! {
+                    _ = lost.wait_for(|l| !*l) => info!("lost leadership"),
+                    _ = stopped(stop) => {}
+                }
+            })
         };
-        controller::run(client.clone(), metrics.clone(), namespace.clone(), until).await;
+        controllers(
+            client.clone(),
+            metrics.clone(),
+            namespace.clone(),
+            &results,
+            until,
+        )
+        .await;
         metrics.leader.set(0);
         if *stop_rx.borrow() {
             break;
@@ -267,14 +346,20 @@ fn main() -> std::process::ExitCode {
             lease_namespace,
             no_leader_election,
             log_format,
+            results,
         } => telemetry::init("observatory-operator", log_format, &["operator"]).and_then(
             |telemetry| {
                 let runtime = tokio::runtime::Builder::new_multi_thread()
                     .enable_all()
                     .build()
                     .context("starting the async runtime")?;
-                let result =
-                    runtime.block_on(run(admin, namespace, lease_namespace, no_leader_election));
+                let result = runtime.block_on(run(
+                    admin,
+                    namespace,
+                    lease_namespace,
+                    no_leader_election,
+                    results,
+                ));
                 telemetry.shutdown();
                 result
             },

@@ -11,6 +11,10 @@ pub struct Metrics {
     pub duration: Histogram,
     /// 1 while this replica holds the leader lease.
     pub leader: IntGauge,
+    /// Experiment runs measured.
+    pub experiment_runs: IntCounter,
+    /// Experiments finished, by outcome (`passed`, `not_passed`, `failed`).
+    pub experiments: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -24,7 +28,7 @@ impl Metrics {
         let registry = Registry::new();
         let reconciliations = IntCounter::new(
             "observatory_operator_reconciliations_total",
-            "Reconcile runs of Pipelines.",
+            "Reconcile runs of Pipelines and Experiments.",
         )
         .expect("valid metric");
         let failures = IntCounterVec::new(
@@ -38,7 +42,7 @@ impl Metrics {
         let duration = Histogram::with_opts(
             HistogramOpts::new(
                 "observatory_operator_reconcile_duration_seconds",
-                "Time to reconcile one Pipeline.",
+                "Time to reconcile one Pipeline or Experiment.",
             )
             .buckets(vec![
                 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -52,6 +56,28 @@ impl Metrics {
         .expect("valid metric");
         registry
             .register(Box::new(leader.clone()))
+            .expect("registered once");
+        let experiment_runs = IntCounter::new(
+            "observatory_operator_experiment_runs_measured_total",
+            "Experiment runs whose window was measured through Prometheus.",
+        )
+        .expect("valid metric");
+        let experiments = IntCounterVec::new(
+            Opts::new(
+                "observatory_operator_experiments_finished_total",
+                "Experiments finished, by outcome: passed, not_passed (measured, effect too small or events lost), failed (not measured).",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        for outcome in ["passed", "not_passed", "failed"] {
+            experiments.with_label_values(&[outcome]);
+        }
+        registry
+            .register(Box::new(experiment_runs.clone()))
+            .expect("registered once");
+        registry
+            .register(Box::new(experiments.clone()))
             .expect("registered once");
         registry
             .register(Box::new(reconciliations.clone()))
@@ -78,6 +104,8 @@ impl Metrics {
             failures,
             duration,
             leader,
+            experiment_runs,
+            experiments,
         }
     }
 

@@ -1,4 +1,4 @@
-//! `crdgen`: write the `Pipeline` CRD as YAML, generated from the Rust types.
+//! `crdgen`: write the `Pipeline` and `Experiment` CRDs as YAML, generated from the Rust types.
 //!
 //! `crdgen` prints it; `crdgen --out deploy/base/crd.yaml` writes the file that `deploy/`
 //! applies (a test fails when the committed file differs from what the code generates).
@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 #[derive(Parser)]
 #[command(
-    about = "Write the Pipeline CustomResourceDefinition as YAML, generated from the operator's types."
+    about = "Write the Pipeline and Experiment CustomResourceDefinitions as YAML, generated from the operator's types."
 )]
 struct Args {
     /// Write to this file instead of standard output.

@@ -1,0 +1,800 @@
+//! The `Experiment` custom resource and its logic, with no I/O.
+//!
+//! An Experiment is a lab's A/B run on the cluster: a base pipeline (the workload), the knob
+//! assignments of the baseline and of the variant, the metric and the effect that passes. The
+//! operator runs the sides in turn, interleaved (baseline 0, variant 0, baseline 1, …): for each
+//! run it creates a Pipeline `<experiment>-b<i>` or `-v<i>` (owned by the Experiment), waits
+//! until it is Ready, lets it warm up, measures a window of `runSeconds` through Prometheus,
+//! marks the window as a Grafana annotation, and deletes the run's Pipeline before the next run,
+//! so the sides never share the machine. When every run is measured, the verdict — the ratio of
+//! medians with a 95% bootstrap interval (`observatory-stats`, the engine `observatory lab check`
+//! uses) — goes into the status.
+//!
+//! The status is the state machine: [`decide`] reads the Experiment, the current run's Pipeline
+//! and the time, and says what to do next; the controller does it and records the outcome with
+//! [`record_measurement`] or [`conclude`]. A restarted operator resumes where the status says.
+
+use crate::crd::{Pipeline, PipelineSpec};
+use crate::render::{self, plan_of};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::{CustomResource, KubeSchema, Resource, ResourceExt};
+use observatory_stats::{self as stats, Better};
+use pipeline_plan::{Role, StageKnobs};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// An A/B measurement of two configurations of a pipeline on the cluster.
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "observatory.dev",
+    version = "v1alpha1",
+    kind = "Experiment",
+    namespaced,
+    shortname = "exp",
+    status = "ExperimentStatus",
+    cel,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Runs","type":"string","jsonPath":".status.progress","description":"Runs measured / runs"}"#,
+    printcolumn = r#"{"name":"Metric","type":"string","jsonPath":".spec.metric"}"#,
+    printcolumn = r#"{"name":"Ratio","type":"string","jsonPath":".status.result.summary","description":"B/A with its 95% interval"}"#,
+    printcolumn = r#"{"name":"Passed","type":"boolean","jsonPath":".status.result.passed"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[x_kube(validation = Rule::new("self.baseline != self.variant").message("the baseline and the variant must differ"))]
+#[serde(rename_all = "camelCase")]
+pub struct ExperimentSpec {
+    /// The course lab this measures (informative; `observatory lab check N --k8s` sets it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 99))]
+    pub lab: Option<u32>,
+    /// The pipeline both sides start from: the workload. Its source is made unbounded
+    /// (`events` and `durationSeconds` 0): the measurement window bounds each run.
+    pub pipeline: PipelineSpec,
+    /// What the baseline changes on the pipeline.
+    #[serde(default)]
+    pub baseline: Side,
+    /// What the variant changes on the pipeline.
+    #[serde(default)]
+    pub variant: Side,
+    /// The metric compared, B/A.
+    pub metric: Metric,
+    /// The smallest effect that passes, as a fraction: 1.0 with a higher-is-better metric means
+    /// the interval of B/A must lie above 2.0; 0.3 with a lower-is-better one, below 0.7.
+    #[serde(default)]
+    #[schemars(range(min = 0.0, max = 100.0))]
+    pub min_effect: f64,
+    /// Runs per side (interleaved baseline, variant, baseline, …).
+    #[serde(default = "default_pairs")]
+    #[schemars(range(min = 2, max = 20))]
+    pub pairs: u32,
+    /// Seconds between a run's pipeline becoming Ready and its measurement window.
+    #[serde(default = "default_warmup")]
+    #[schemars(range(min = 0, max = 600))]
+    pub warmup_seconds: u32,
+    /// Length of each run's measurement window.
+    #[serde(default = "default_run_seconds")]
+    #[schemars(range(min = 15, max = 3600))]
+    pub run_seconds: u32,
+    /// A run whose pipeline is not Ready this long after it was created fails the experiment.
+    #[serde(default = "default_ready_timeout")]
+    #[schemars(range(min = 30, max = 3600))]
+    pub ready_timeout_seconds: u32,
+}
+
+fn default_pairs() -> u32 {
+    3
+}
+fn default_warmup() -> u32 {
+    15
+}
+fn default_run_seconds() -> u32 {
+    60
+}
+fn default_ready_timeout() -> u32 {
+    300
+}
+
+/// One side of the comparison.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Side {
+    /// Knob assignments, `stage.knob=value` (`all.knob=value` for every stage that has it,
+    /// `stage.replicas=N`), as in `observatory run --set`.
+    #[serde(default)]
+    pub set: Vec<String>,
+    /// The image of this side's stages, if not the pipeline's (a code lab: the student's build).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+}
+
+/// A metric the cluster's Prometheus can answer for a window (the names of the local A/B engine).
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Metric {
+    /// Events the source emitted per second.
+    #[serde(rename = "throughput_eps")]
+    ThroughputEps,
+    /// Median end-to-end latency at the sink, seconds.
+    #[serde(rename = "latency_p50_seconds")]
+    LatencyP50Seconds,
+    /// 99th-percentile end-to-end latency at the sink, seconds.
+    #[serde(rename = "latency_p99_seconds")]
+    LatencyP99Seconds,
+    /// CPU seconds of all stages per million events emitted.
+    #[serde(rename = "cpu_seconds_per_million")]
+    CpuSecondsPerMillion,
+    /// The largest resident set of any stage process, bytes.
+    #[serde(rename = "max_stage_rss_bytes")]
+    MaxStageRssBytes,
+    /// Heap allocations per event in the parse stage.
+    #[serde(rename = "allocations_per_event")]
+    AllocationsPerEvent,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 6] = [
+        Metric::ThroughputEps,
+        Metric::LatencyP50Seconds,
+        Metric::LatencyP99Seconds,
+        Metric::CpuSecondsPerMillion,
+        Metric::MaxStageRssBytes,
+        Metric::AllocationsPerEvent,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metric::ThroughputEps => "throughput_eps",
+            Metric::LatencyP50Seconds => "latency_p50_seconds",
+            Metric::LatencyP99Seconds => "latency_p99_seconds",
+            Metric::CpuSecondsPerMillion => "cpu_seconds_per_million",
+            Metric::MaxStageRssBytes => "max_stage_rss_bytes",
+            Metric::AllocationsPerEvent => "allocations_per_event",
+        }
+    }
+
+    pub fn unit(self) -> &'static str {
+        match self {
+            Metric::ThroughputEps => "events/s",
+            Metric::LatencyP50Seconds | Metric::LatencyP99Seconds => "s",
+            Metric::CpuSecondsPerMillion => "s",
+            Metric::MaxStageRssBytes => "bytes",
+            Metric::AllocationsPerEvent => "allocations",
+        }
+    }
+
+    pub fn better(self) -> Better {
+        match self {
+            Metric::ThroughputEps => Better::Higher,
+            _ => Better::Lower,
+        }
+    }
+
+    /// The metric of this name (`observatory lab` specs use the names).
+    pub fn from_name(name: &str) -> Option<Metric> {
+        Metric::ALL.into_iter().find(|m| m.as_str() == name)
+    }
+}
+
+/// What the operator observed and concluded.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExperimentStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Running`, `Succeeded` (measured; see `result.passed`) or `Failed` (not measured).
+    #[serde(default)]
+    pub phase: String,
+    /// Runs measured / runs, e.g. `3/6`.
+    #[serde(default)]
+    pub progress: String,
+    /// What is happening now, or why it failed.
+    #[serde(default)]
+    pub message: String,
+    /// Every run, in the order they run.
+    #[serde(default)]
+    pub runs: Vec<RunStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<ExperimentResult>,
+    /// `Complete` and `Failed`, as a Job has.
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// One run of one side.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunStatus {
+    /// `baseline` or `variant`.
+    pub side: String,
+    /// The run's Pipeline (`<experiment>-b<i>` or `-v<i>`).
+    pub pipeline: String,
+    /// `Pending`, `Deploying`, `Measuring`, `Measured`.
+    pub phase: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployed_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_start: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_end: Option<Time>,
+    /// The metric over the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    /// Events the source emitted in the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<f64>,
+    /// Events lost in transit in the window (dead letters and discards are not losses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost: Option<f64>,
+    /// The Grafana annotation marking the window: its id, or why there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotation: Option<String>,
+}
+
+/// The verdict.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExperimentResult {
+    pub metric: String,
+    pub unit: String,
+    pub baseline_median: f64,
+    pub variant_median: f64,
+    /// B/A of the medians, with its 95% percentile-bootstrap interval.
+    pub ratio: f64,
+    pub low: f64,
+    pub high: f64,
+    /// `better`, `worse`, `no significant difference`, `too noisy to conclude`, …
+    pub verdict: String,
+    /// What passing needs, e.g. `B/A ≥ 2.00`.
+    pub required: String,
+    /// The interval clears the minimum effect and no run lost events.
+    pub passed: bool,
+    /// One line: `B/A = 2.41 [2.10 .. 2.77]`.
+    pub summary: String,
+}
+
+/// The phases an Experiment goes through.
+pub const RUNNING: &str = "Running";
+pub const SUCCEEDED: &str = "Succeeded";
+pub const FAILED: &str = "Failed";
+
+/// A run's phases.
+pub const PENDING: &str = "Pending";
+pub const DEPLOYING: &str = "Deploying";
+pub const MEASURING: &str = "Measuring";
+pub const MEASURED: &str = "Measured";
+
+/// Seconds after a window's end before it is measured: two scrapes of the cluster's Prometheus
+/// (5 s interval), so the window's last samples are in.
+pub const SCRAPE_MARGIN: Duration = Duration::from_secs(10);
+/// How often a run's readiness is looked at (the Pipelines it owns also wake it).
+pub const POLL: Duration = Duration::from_secs(5);
+/// Longest name of an Experiment: its run Pipelines' objects (`<name>-b12-aggregate`) must stay
+/// within the 63 characters of a DNS label.
+pub const MAX_NAME: usize = 40;
+
+/// The label on every metric of a run that says which side it ran (the lab-comparison
+/// dashboard's `$baseline` and `$variant` select on it).
+pub fn side_label(experiment: &str, side: &str) -> String {
+    format!("{experiment}-{side}")
+}
+
+/// The pipeline spec with `stage.knob=value` assignments applied, validated like the local runner.
+pub fn with_assignments(spec: &PipelineSpec, set: &[String]) -> Result<PipelineSpec, String> {
+    let mut plan = plan_of("experiment", spec).map_err(|e| e.to_string())?;
+    for a in set {
+        plan.assign(a).map_err(|e| format!("`{a}`: {e}"))?;
+    }
+    let mut out = spec.clone();
+    for stage in plan.stages() {
+        let replicas = i32::try_from(stage.replicas).map_err(|_| "too many replicas")?;
+        match (&stage.knobs, stage.role()) {
+            (StageKnobs::Source(k), _) => {
+                out.source.knobs = k.clone();
+                out.source.replicas = replicas;
+            }
+            (StageKnobs::Parse(k), _) => {
+                let s = out.parse.as_mut().ok_or("no parse stage")?;
+                s.knobs = k.clone();
+                s.replicas = replicas;
+            }
+            (StageKnobs::Aggregate(k), _) => {
+                let s = out.aggregate.as_mut().ok_or("no aggregate stage")?;
+                s.knobs = k.clone();
+                s.replicas = replicas;
+            }
+            (StageKnobs::Sink(k), Role::Sink) => {
+                let s = out.sink.as_mut().ok_or("no sink stage")?;
+                s.knobs = k.clone();
+                s.replicas = replicas;
+            }
+            (StageKnobs::Sink(_), _) => unreachable!("a sink's knobs belong to the sink"),
+        }
+    }
+    Ok(out)
+}
+
+/// The pipeline spec of a plan (the inverse of [`plan_of`]): how a lab's workload, written for
+/// the local runner, becomes the `pipeline` of an Experiment.
+pub fn pipeline_spec_of(plan: &pipeline_plan::Plan, image: &str) -> Result<PipelineSpec, String> {
+    use crate::crd::{PullPolicy, StageSpec};
+    fn stage<K: Clone>(replicas: u32, knobs: &K) -> Result<StageSpec<K>, String> {
+        Ok(StageSpec {
+            replicas: i32::try_from(replicas).map_err(|_| "too many replicas")?,
+            image: None,
+            resources: None,
+            knobs: knobs.clone(),
+        })
+    }
+    let mut spec = PipelineSpec {
+        image: image.to_string(),
+        image_pull_policy: Some(PullPolicy::IfNotPresent),
+        labels: plan.labels.clone(),
+        otlp_endpoint: None,
+        sink_storage: None,
+        source: StageSpec::default(),
+        parse: None,
+        aggregate: None,
+        sink: None,
+    };
+    for s in plan.stages() {
+        match &s.knobs {
+            StageKnobs::Source(k) => spec.source = stage(s.replicas, k)?,
+            StageKnobs::Parse(k) => spec.parse = Some(stage(s.replicas, k)?),
+            StageKnobs::Aggregate(k) => spec.aggregate = Some(stage(s.replicas, k)?),
+            StageKnobs::Sink(k) => spec.sink = Some(stage(s.replicas, k)?),
+        }
+    }
+    Ok(spec)
+}
+
+/// The runs, in the order they run: baseline 0, variant 0, baseline 1, variant 1, …
+pub fn planned_runs(e: &Experiment) -> Vec<RunStatus> {
+    let name = e.name_any();
+    (0..e.spec.pairs)
+        .flat_map(|i| {
+            [("baseline", 'b'), ("variant", 'v')].map(|(side, c)| RunStatus {
+                side: side.into(),
+                pipeline: format!("{name}-{c}{i}"),
+                phase: PENDING.into(),
+                ..Default::default()
+            })
+        })
+        .collect()
+}
+
+fn owner(e: &Experiment) -> OwnerReference {
+    OwnerReference {
+        api_version: Experiment::api_version(&()).to_string(),
+        kind: Experiment::kind(&()).to_string(),
+        name: e.name_any(),
+        uid: e.uid().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// The Pipeline of one run: the base spec, the side's assignments and image, an unbounded
+/// source, and metric labels naming the experiment, the side and the run.
+pub fn run_pipeline(e: &Experiment, run: &RunStatus) -> Result<Pipeline, String> {
+    let side = if run.side == "baseline" {
+        &e.spec.baseline
+    } else {
+        &e.spec.variant
+    };
+    let mut spec = with_assignments(&e.spec.pipeline, &side.set)?;
+    spec.source.knobs.events = 0;
+    spec.source.knobs.duration_seconds = 0.0;
+    if let Some(image) = &side.image {
+        spec.image = image.clone();
+    }
+    let name = e.name_any();
+    spec.labels.extend([
+        ("experiment".to_string(), name.clone()),
+        ("side".to_string(), side_label(&name, &run.side)),
+        ("run".to_string(), run.pipeline.clone()),
+    ]);
+    let mut p = Pipeline::new(&run.pipeline, spec);
+    p.metadata.namespace = e.namespace();
+    p.metadata.owner_references = Some(vec![owner(e)]);
+    p.metadata.labels = Some(BTreeMap::from([
+        (
+            "app.kubernetes.io/managed-by".to_string(),
+            render::MANAGER.to_string(),
+        ),
+        ("observatory.dev/experiment".to_string(), name),
+        ("observatory.dev/side".to_string(), run.side.clone()),
+    ]));
+    Ok(p)
+}
+
+/// Why an Experiment cannot run, naming the field; `None` when it can.
+pub fn invalid(e: &Experiment) -> Option<String> {
+    let name = e.name_any();
+    if name.len() > MAX_NAME {
+        return Some(format!(
+            "metadata.name: at most {MAX_NAME} characters (its runs' objects are named after it)"
+        ));
+    }
+    for field in ["baseline", "variant"] {
+        let run = RunStatus {
+            side: field.into(),
+            pipeline: format!("{name}-x0"),
+            ..Default::default()
+        };
+        let mut p = match run_pipeline(e, &run) {
+            Ok(p) => p,
+            Err(msg) => return Some(format!("spec.{field}.set: {msg}")),
+        };
+        p.metadata.uid = Some("validation".into());
+        if let Err(bad) = render::render(&p) {
+            return Some(format!("spec.{field} makes an invalid pipeline: {bad}"));
+        }
+    }
+    if e.spec.min_effect < 0.0
+        || (e.spec.metric.better() == Better::Lower && e.spec.min_effect >= 1.0)
+    {
+        return Some(format!(
+            "spec.minEffect: {} is not a reachable effect for {} (lower is better: below 1)",
+            e.spec.min_effect,
+            e.spec.metric.as_str()
+        ));
+    }
+    None
+}
+
+/// What the current run's Pipeline looks like.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Observed {
+    /// It does not exist.
+    Absent,
+    /// It exists and is not Ready; the status summary (e.g. `Progressing`).
+    NotReady(String),
+    Ready,
+}
+
+impl Observed {
+    pub fn of(p: Option<&Pipeline>) -> Observed {
+        match p {
+            None => Observed::Absent,
+            Some(p) => {
+                let summary = p
+                    .status
+                    .as_ref()
+                    .map(|s| s.summary.clone())
+                    .unwrap_or_default();
+                if summary == "Ready" {
+                    Observed::Ready
+                } else if summary.is_empty() {
+                    Observed::NotReady("not reconciled yet".into())
+                } else {
+                    Observed::NotReady(summary)
+                }
+            }
+        }
+    }
+}
+
+/// What to do next.
+#[derive(Clone, Debug)]
+pub enum Action {
+    /// Write `status` and come back after the duration (nothing else to do yet).
+    Wait(Duration),
+    /// Create (apply) the run's Pipeline, write `status`, and come back.
+    Deploy(Box<Pipeline>),
+    /// Measure run `index` over its window, then delete its Pipeline.
+    Measure(usize),
+    /// Every run is measured: compute the verdict.
+    Conclude,
+    /// Delete the run's Pipeline (if there) and stop: the experiment failed; `status` says why.
+    Fail(String),
+    /// Finished: nothing to do until the spec changes.
+    Done,
+}
+
+/// The next step and the status to write before it.
+#[derive(Clone, Debug)]
+pub struct Decision {
+    pub action: Action,
+    pub status: ExperimentStatus,
+}
+
+fn time(t: Timestamp) -> Time {
+    Time(t)
+}
+
+fn after(t: &Time, d: Duration) -> Timestamp {
+    t.0.checked_add(SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX))
+        .unwrap_or(t.0)
+}
+
+fn progress(runs: &[RunStatus]) -> String {
+    let done = runs.iter().filter(|r| r.phase == MEASURED).count();
+    format!("{done}/{}", runs.len())
+}
+
+/// The status an Experiment starts from: every run planned, none started.
+pub fn initial_status(e: &Experiment) -> ExperimentStatus {
+    let runs = planned_runs(e);
+    ExperimentStatus {
+        observed_generation: e.metadata.generation,
+        phase: RUNNING.into(),
+        progress: progress(&runs),
+        message: "starting".into(),
+        runs,
+        result: None,
+        conditions: Vec::new(),
+    }
+}
+
+/// Decide the next step from the Experiment, its current run's Pipeline and the time.
+pub fn decide(e: &Experiment, current: &Observed, now: Timestamp) -> Decision {
+    let mut status = match &e.status {
+        // A new spec starts over; the same spec resumes.
+        Some(s) if s.observed_generation == e.metadata.generation && !s.runs.is_empty() => {
+            s.clone()
+        }
+        _ => initial_status(e),
+    };
+    if status.phase == SUCCEEDED || status.phase == FAILED {
+        return Decision {
+            action: Action::Done,
+            status,
+        };
+    }
+    if let Some(why) = invalid(e) {
+        return failed(status, format!("invalid spec: {why}"), "InvalidSpec");
+    }
+    let Some(i) = status.runs.iter().position(|r| r.phase != MEASURED) else {
+        return Decision {
+            action: Action::Conclude,
+            status,
+        };
+    };
+    let spec = &e.spec;
+    let total = status.runs.len();
+    let run = &mut status.runs[i];
+    let what = format!("run {} of {total} ({}, {})", i + 1, run.side, run.pipeline);
+    let (action, message) = match current {
+        Observed::Absent if run.phase == PENDING || run.deployed_at.is_none() => {
+            let p = match run_pipeline(e, run) {
+                Ok(p) => p,
+                Err(msg) => return failed(status, format!("invalid spec: {msg}"), "InvalidSpec"),
+            };
+            run.phase = DEPLOYING.into();
+            run.deployed_at = Some(time(now));
+            (
+                Action::Deploy(Box::new(p)),
+                format!("{what}: creating its pipeline"),
+            )
+        }
+        Observed::Absent => {
+            // It was created and is gone: someone deleted it. Create it again, from scratch.
+            let p = match run_pipeline(e, run) {
+                Ok(p) => p,
+                Err(msg) => return failed(status, format!("invalid spec: {msg}"), "InvalidSpec"),
+            };
+            run.phase = DEPLOYING.into();
+            run.deployed_at = Some(time(now));
+            run.window_start = None;
+            run.window_end = None;
+            (
+                Action::Deploy(Box::new(p)),
+                format!("{what}: its pipeline disappeared; creating it again"),
+            )
+        }
+        Observed::NotReady(summary) if run.window_start.is_none() => {
+            let since = run.deployed_at.clone().unwrap_or_else(|| time(now));
+            let deadline = after(
+                &since,
+                Duration::from_secs(spec.ready_timeout_seconds.into()),
+            );
+            if now >= deadline {
+                let msg = format!(
+                    "{what}: its pipeline was not Ready {} s after it was created ({summary})",
+                    spec.ready_timeout_seconds
+                );
+                return failed(status, msg, "RunNotReady");
+            }
+            run.phase = DEPLOYING.into();
+            (
+                Action::Wait(POLL),
+                format!("{what}: waiting for its pipeline to be Ready ({summary})"),
+            )
+        }
+        Observed::NotReady(summary) => {
+            // Ready once, not any more: the window is spoiled. Start the window again when
+            // it is Ready again.
+            run.phase = DEPLOYING.into();
+            run.window_start = None;
+            run.window_end = None;
+            run.deployed_at = Some(time(now));
+            (
+                Action::Wait(POLL),
+                format!(
+                    "{what}: its pipeline stopped being Ready ({summary}); the window starts over"
+                ),
+            )
+        }
+        Observed::Ready => match (&run.window_start, &run.window_end) {
+            (Some(_), Some(end)) => {
+                let measure_at = after(end, SCRAPE_MARGIN);
+                if now >= measure_at {
+                    (Action::Measure(i), format!("{what}: measuring its window"))
+                } else {
+                    let left = now.duration_until(measure_at);
+                    let left = Duration::try_from(left).unwrap_or(POLL);
+                    (
+                        Action::Wait(
+                            left.min(Duration::from_secs(60))
+                                .max(Duration::from_secs(1)),
+                        ),
+                        format!("{what}: running; measured in {} s", left.as_secs()),
+                    )
+                }
+            }
+            _ => {
+                let start = after(&time(now), Duration::from_secs(spec.warmup_seconds.into()));
+                let end = after(&time(start), Duration::from_secs(spec.run_seconds.into()));
+                run.phase = MEASURING.into();
+                run.window_start = Some(time(start));
+                run.window_end = Some(time(end));
+                (
+                    Action::Wait(
+                        Duration::from_secs((spec.warmup_seconds + spec.run_seconds).into())
+                            + SCRAPE_MARGIN,
+                    ),
+                    format!(
+                        "{what}: Ready; warming up {} s, then measuring {} s",
+                        spec.warmup_seconds, spec.run_seconds
+                    ),
+                )
+            }
+        },
+    };
+    status.message = message;
+    status.progress = progress(&status.runs);
+    Decision { action, status }
+}
+
+fn failed(status: ExperimentStatus, message: String, reason: &str) -> Decision {
+    Decision {
+        status: failed_status(status, message.clone(), reason),
+        action: Action::Fail(message),
+    }
+}
+
+/// The status of an experiment that could not be measured: phase `Failed`, condition `Failed`
+/// with the reason.
+pub fn failed_status(
+    mut status: ExperimentStatus,
+    message: String,
+    reason: &str,
+) -> ExperimentStatus {
+    status.phase = FAILED.into();
+    status.conditions = vec![
+        condition("Complete", false, reason, &message),
+        condition("Failed", true, reason, &message),
+    ];
+    status.message = message;
+    status
+}
+
+fn condition(type_: &str, status: bool, reason: &str, message: &str) -> Condition {
+    Condition {
+        type_: type_.into(),
+        status: if status { "True" } else { "False" }.into(),
+        reason: reason.into(),
+        message: message.into(),
+        observed_generation: None,
+        last_transition_time: Time(Timestamp::now()),
+    }
+}
+
+/// What Prometheus said about one run's window.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Measurement {
+    pub value: f64,
+    pub events: f64,
+    pub lost: f64,
+}
+
+/// Record a run's measurement (and the annotation that marks it).
+pub fn record_measurement(
+    mut status: ExperimentStatus,
+    index: usize,
+    m: &Measurement,
+    annotation: String,
+) -> ExperimentStatus {
+    if let Some(run) = status.runs.get_mut(index) {
+        run.phase = MEASURED.into();
+        run.value = Some(m.value);
+        run.events = Some(m.events);
+        run.lost = Some(m.lost);
+        run.annotation = Some(annotation);
+    }
+    status.progress = progress(&status.runs);
+    status.message = format!(
+        "measured {} of {} runs",
+        progress_done(&status),
+        status.runs.len()
+    );
+    status
+}
+
+fn progress_done(s: &ExperimentStatus) -> usize {
+    s.runs.iter().filter(|r| r.phase == MEASURED).count()
+}
+
+/// The verdict from every measured run: ratio of medians with its bootstrap interval; passed
+/// when the interval clears the minimum effect and no run lost events.
+pub fn conclude(e: &Experiment, mut status: ExperimentStatus) -> ExperimentStatus {
+    let values = |side: &str| -> Vec<f64> {
+        status
+            .runs
+            .iter()
+            .filter(|r| r.side == side)
+            .filter_map(|r| r.value)
+            .collect()
+    };
+    let (a, b) = (values("baseline"), values("variant"));
+    let metric = e.spec.metric;
+    let c = stats::compare(
+        metric.as_str(),
+        metric.unit(),
+        metric.better(),
+        &a,
+        &b,
+        &Default::default(),
+    );
+    let lost: f64 = status.runs.iter().filter_map(|r| r.lost).sum();
+    let (clears, required) = match metric.better() {
+        Better::Higher => {
+            let need = 1.0 + e.spec.min_effect;
+            (c.ratio.low >= need, format!("B/A ≥ {need:.2}"))
+        }
+        Better::Lower => {
+            let need = 1.0 - e.spec.min_effect;
+            (c.ratio.high <= need, format!("B/A ≤ {need:.2}"))
+        }
+    };
+    let passed = clears && lost < 0.5;
+    let summary = format!(
+        "B/A = {:.3} [{:.3} .. {:.3}]",
+        c.ratio.ratio, c.ratio.low, c.ratio.high
+    );
+    let message = if lost >= 0.5 {
+        format!("{summary}: events were lost ({lost:.0}), so it does not pass")
+    } else if passed {
+        format!("{summary}: clears {required}: passed")
+    } else {
+        format!("{summary}: does not clear {required}")
+    };
+    status.result = Some(ExperimentResult {
+        metric: metric.as_str().into(),
+        unit: metric.unit().into(),
+        baseline_median: c.a_median,
+        variant_median: c.b_median,
+        ratio: c.ratio.ratio,
+        low: c.ratio.low,
+        high: c.ratio.high,
+        verdict: c.verdict.to_string(),
+        required,
+        passed,
+        summary,
+    });
+    status.phase = SUCCEEDED.into();
+    status.conditions = vec![
+        condition("Complete", true, "Measured", &message),
+        condition("Failed", false, "Measured", "every run was measured"),
+    ];
+    status.message = message;
+    status.progress = progress(&status.runs);
+    status
+}
+
+#[cfg(test)]
+#[path = "experiment_tests.rs"]
+mod tests;

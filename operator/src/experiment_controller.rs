@@ -1,0 +1,330 @@
+//! The Experiment reconciler: do what [`experiment::decide`] says, one step per reconcile.
+//!
+//! Each reconcile reads the current run's Pipeline, decides, and then: creates the run's
+//! Pipeline (server-side apply, owned by the Experiment), or measures a finished window through
+//! Prometheus, marks it in Grafana and deletes the run's Pipeline, or computes the verdict; then
+//! it writes the status. Events mark the notable steps (a run measured, the verdict, a failure).
+//! Prometheus being unreachable is an error that requeues with backoff; a window Prometheus has
+//! no data for fails the experiment with a message saying what was asked.
+
+use crate::controller::{Error, backoff};
+use crate::crd::Pipeline;
+use crate::experiment::{self, Action, Decision, Experiment, ExperimentStatus, Observed};
+use crate::metrics::Metrics;
+use crate::render::MANAGER;
+use crate::results::{Grafana, Prometheus, ResultsError};
+use futures::StreamExt;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use tracing::{info, instrument, warn};
+
+/// What every Experiment reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
+    pub prometheus: Prometheus,
+    /// Where run windows are annotated; `None`: not configured (said in each run's status).
+    pub grafana: Option<Grafana>,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        metrics: Arc<Metrics>,
+        prometheus: Prometheus,
+        grafana: Option<Grafana>,
+    ) -> Arc<Self> {
+        let reporter = Reporter {
+            controller: MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Arc::new(Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            prometheus,
+            grafana,
+            failures: Mutex::new(HashMap::new()),
+        })
+    }
+}
+
+fn key(e: &Experiment) -> String {
+    format!("{}/{}", e.namespace().unwrap_or_default(), e.name_any())
+}
+
+/// Reconcile one Experiment: one step of its state machine.
+#[instrument(skip_all, fields(experiment = %key(&e)))]
+pub async fn reconcile(e: Arc<Experiment>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    let _timer = ctx.metrics.start_reconcile();
+    let result = step(&e, &ctx).await;
+    match &result {
+        Ok(_) => {
+            ctx.failures
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&key(&e));
+        }
+        Err(err) => {
+            warn!(error = %err, "experiment reconcile failed");
+            publish(
+                &ctx,
+                &e,
+                EventType::Warning,
+                "ReconcileFailed",
+                err.to_string(),
+            )
+            .await;
+        }
+    }
+    result
+}
+
+/// After a failed reconcile: count it and retry with backoff.
+pub fn error_policy(e: Arc<Experiment>, error: &Error, ctx: Arc<Context>) -> Requeue {
+    ctx.metrics.failure(&error.kind());
+    let n = {
+        let mut f = ctx.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let n = f.entry(key(&e)).or_insert(0);
+        *n += 1;
+        *n
+    };
+    Requeue::requeue(backoff(n))
+}
+
+async fn publish(ctx: &Context, e: &Experiment, type_: EventType, reason: &str, note: String) {
+    let ev = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Experiment".into(),
+        secondary: None,
+    };
+    if let Err(err) = ctx.recorder.publish(&ev, &e.object_ref(&())).await {
+        warn!(error = %err, reason, "could not publish an event");
+    }
+}
+
+async fn step(e: &Experiment, ctx: &Context) -> Result<Requeue, Error> {
+    let ns = e.namespace().ok_or(Error::NoNamespace)?;
+    let pipelines: Api<Pipeline> = Api::namespaced(ctx.client.clone(), &ns);
+    let now = Timestamp::now();
+    // Which run is current: the first not measured, in the status that `decide` starts from.
+    let pending = experiment::decide(e, &Observed::Absent, now);
+    let current = pending
+        .status
+        .runs
+        .iter()
+        .find(|r| r.phase != experiment::MEASURED)
+        .map(|r| r.pipeline.clone());
+    // The current run's Pipeline exists only once deployed (a failure then deletes it).
+    let deployed = e
+        .status
+        .as_ref()
+        .and_then(|s| s.runs.iter().find(|r| r.phase != experiment::MEASURED))
+        .filter(|r| r.phase != experiment::PENDING)
+        .map(|r| r.pipeline.clone());
+    let observed = match (&pending.action, &current) {
+        (Action::Done | Action::Fail(_), _) | (_, None) => Observed::Absent,
+        (_, Some(name)) => Observed::of(pipelines.get_opt(name).await?.as_ref()),
+    };
+    let Decision { action, status } = experiment::decide(e, &observed, now);
+    match action {
+        Action::Done => Ok(Requeue::await_change()),
+        Action::Wait(after) => {
+            patch_status(&ctx.client, &ns, e, &status).await?;
+            Ok(Requeue::requeue(after))
+        }
+        Action::Deploy(p) => {
+            let pp = PatchParams::apply(MANAGER).force();
+            pipelines
+                .patch(&p.name_any(), &pp, &Patch::Apply(&*p))
+                .await?;
+            info!(pipeline = %p.name_any(), "run pipeline created");
+            patch_status(&ctx.client, &ns, e, &status).await?;
+            Ok(Requeue::requeue(experiment::POLL))
+        }
+        Action::Measure(i) => {
+            let run = status.runs[i].clone();
+            let (Some(start), Some(end)) = (&run.window_start, &run.window_end) else {
+                return Ok(Requeue::requeue(experiment::POLL));
+            };
+            let measured = ctx
+                .prometheus
+                .measure(e.spec.metric, &run, e.spec.run_seconds, end.0.as_second())
+                .await;
+            let m = match measured {
+                Ok(m) => m,
+                Err(ResultsError::NoData { query }) => {
+                    let msg = format!(
+                        "run {} ({}): Prometheus has no data for `{query}`: is it scraping namespace {ns}?",
+                        i + 1,
+                        run.pipeline
+                    );
+                    let status = experiment::failed_status(status, msg.clone(), "NoData");
+                    return fail(ctx, e, &ns, status, msg, &pipelines, Some(&run.pipeline)).await;
+                }
+                Err(other) => {
+                    // Unreachable or erroring: retry with backoff; the window stays.
+                    return Err(Error::Results(other.to_string()));
+                }
+            };
+            let text = format!(
+                "{} {} ({}): {} = {:.4} {}",
+                e.name_any(),
+                run.side,
+                run.pipeline,
+                e.spec.metric.as_str(),
+                m.value,
+                e.spec.metric.unit()
+            );
+            let annotation = match &ctx.grafana {
+                None => "not annotated: the operator has no Grafana configured".to_string(),
+                Some(g) => match g
+                    .annotate(
+                        &e.name_any(),
+                        &run,
+                        start.0.as_millisecond(),
+                        end.0.as_millisecond(),
+                        &text,
+                    )
+                    .await
+                {
+                    Ok(id) => format!("grafana annotation {id}"),
+                    Err(err) => {
+                        warn!(error = %err, "could not annotate the run in Grafana");
+                        format!("not annotated: {err}")
+                    }
+                },
+            };
+            let status = experiment::record_measurement(status, i, &m, annotation);
+            pipelines
+                .delete(&run.pipeline, &DeleteParams::foreground())
+                .await
+                .map(|_| ())
+                .or_else(not_found_is_ok)?;
+            ctx.metrics.experiment_runs.inc();
+            patch_status(&ctx.client, &ns, e, &status).await?;
+            publish(ctx, e, EventType::Normal, "RunMeasured", text).await;
+            Ok(Requeue::requeue(experiment::POLL))
+        }
+        Action::Conclude => {
+            let status = experiment::conclude(e, status);
+            patch_status(&ctx.client, &ns, e, &status).await?;
+            let passed = status.result.as_ref().is_some_and(|r| r.passed);
+            ctx.metrics
+                .experiments
+                .with_label_values(&[if passed { "passed" } else { "not_passed" }])
+                .inc();
+            info!(message = %status.message, "experiment finished");
+            publish(
+                ctx,
+                e,
+                EventType::Normal,
+                "Finished",
+                status.message.clone(),
+            )
+            .await;
+            Ok(Requeue::await_change())
+        }
+        Action::Fail(msg) => fail(ctx, e, &ns, status, msg, &pipelines, deployed.as_deref()).await,
+    }
+}
+
+fn not_found_is_ok(err: kube::Error) -> Result<(), kube::Error> {
+    match err {
+        kube::Error::Api(s) if s.code == 404 => Ok(()),
+        other => Err(other),
+    }
+}
+
+async fn fail(
+    ctx: &Context,
+    e: &Experiment,
+    ns: &str,
+    status: ExperimentStatus,
+    msg: String,
+    pipelines: &Api<Pipeline>,
+    run_pipeline: Option<&str>,
+) -> Result<Requeue, Error> {
+    if let Some(name) = run_pipeline {
+        pipelines
+            .delete(name, &DeleteParams::foreground())
+            .await
+            .map(|_| ())
+            .or_else(not_found_is_ok)?;
+    }
+    patch_status(&ctx.client, ns, e, &status).await?;
+    ctx.metrics.experiments.with_label_values(&["failed"]).inc();
+    warn!(%msg, "experiment failed");
+    publish(ctx, e, EventType::Warning, "Failed", msg).await;
+    Ok(Requeue::await_change())
+}
+
+async fn patch_status(
+    client: &Client,
+    ns: &str,
+    e: &Experiment,
+    status: &ExperimentStatus,
+) -> Result<(), Error> {
+    let api: Api<Experiment> = Api::namespaced(client.clone(), ns);
+    let body = serde_json::json!({
+        "apiVersion": Experiment::api_version(&()),
+        "kind": Experiment::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &e.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Run the Experiment controller until `shutdown` resolves. Watches Experiments and the run
+/// Pipelines they own, so a run becoming Ready wakes its Experiment.
+pub async fn run(
+    client: Client,
+    metrics: Arc<Metrics>,
+    namespace: Option<String>,
+    prometheus: Prometheus,
+    grafana: Option<Grafana>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let (experiments, pipelines) = match &namespace {
+        Some(ns) => (
+            Api::<Experiment>::namespaced(client.clone(), ns),
+            Api::<Pipeline>::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    let ctx = Context::new(client, metrics, prometheus, grafana);
+    Controller::new(experiments, watcher::Config::default().any_semantic())
+        .owns(
+            pipelines,
+            watcher::Config::default().labels("observatory.dev/experiment"),
+        )
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, _)) => tracing::debug!(experiment = %obj.name, "reconciled"),
+                Err(e) => tracing::debug!(error = %e, "experiment reconcile error"),
+            }
+        })
+        .await;
+}
+
+#[cfg(test)]
+#[path = "experiment_controller_tests.rs"]
+mod tests;

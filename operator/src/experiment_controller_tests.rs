@@ -1,0 +1,458 @@
+//! Experiment reconciles against a mocked API server at the HTTP layer (tower-test), asserting
+//! each request, with Prometheus and Grafana played by small HTTP servers on loopback that
+//! record what they were asked (the real Prometheus answers the same queries in
+//! `tests/results_live.rs`).
+
+use super::*;
+use crate::experiment::{Measurement, RunStatus, initial_status, record_measurement};
+use crate::fixtures::experiment;
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::SignedDuration;
+use kube::client::Body;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::time::Duration;
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+type Send = tower_test::mock::SendResponse<Response<Body>>;
+
+const NS: &str = "/namespaces/observatory";
+const PIPELINES: &str = "/apis/observatory.dev/v1alpha1/namespaces/observatory/pipelines";
+
+struct ApiServer(Handle);
+
+impl ApiServer {
+    async fn next(&mut self) -> (Request<Body>, Value, Send) {
+        let (req, send) = self.0.next_request().await.expect("a request");
+        let (parts, body) = req.into_parts();
+        let bytes = body.collect().await.expect("body").to_bytes();
+        let json = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).expect("a JSON body")
+        };
+        (Request::from_parts(parts, Body::empty()), json, send)
+    }
+
+    fn reply(send: Send, status: StatusCode, body: &Value) {
+        send.send_response(
+            Response::builder()
+                .status(status)
+                .body(Body::from(serde_json::to_vec(body).unwrap()))
+                .unwrap(),
+        );
+    }
+
+    /// Expect a GET of the run Pipeline `name`; answer with `answer` (None: 404).
+    async fn expect_get_pipeline(&mut self, name: &str, answer: Option<Value>) {
+        let (req, _, send) = self.next().await;
+        assert_eq!(req.method(), Method::GET);
+        assert_eq!(req.uri().path(), format!("{PIPELINES}/{name}"));
+        match answer {
+            Some(p) => Self::reply(send, StatusCode::OK, &p),
+            None => Self::reply(
+                send,
+                StatusCode::NOT_FOUND,
+                &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"}),
+            ),
+        }
+    }
+
+    /// Expect the status apply of the Experiment; returns the status.
+    async fn expect_status(&mut self) -> Value {
+        let (req, body, send) = self.next().await;
+        assert_eq!(req.method(), Method::PATCH);
+        assert_eq!(
+            req.uri().path(),
+            format!("/apis/observatory.dev/v1alpha1{NS}/experiments/lab-02-batching/status")
+        );
+        let query = req.uri().query().unwrap_or_default();
+        assert!(
+            query.contains("fieldManager=observatory-operator") && query.contains("force=true"),
+            "{query}"
+        );
+        assert_eq!(body["kind"], "Experiment");
+        let mut answer = serde_json::to_value(experiment()).unwrap();
+        answer["status"] = body["status"].clone();
+        Self::reply(send, StatusCode::OK, &answer);
+        body["status"].clone()
+    }
+
+    /// Expect an event about the Experiment; returns (type, reason, note).
+    async fn expect_event(&mut self) -> (String, String, String) {
+        let (req, body, send) = self.next().await;
+        assert_eq!(req.method(), Method::POST);
+        assert_eq!(
+            req.uri().path(),
+            format!("/apis/events.k8s.io/v1{NS}/events")
+        );
+        assert_eq!(body["regarding"]["kind"], "Experiment");
+        assert_eq!(body["regarding"]["name"], "lab-02-batching");
+        Self::reply(send, StatusCode::CREATED, &body);
+        (
+            body["type"].as_str().unwrap().into(),
+            body["reason"].as_str().unwrap().into(),
+            body["note"].as_str().unwrap_or_default().into(),
+        )
+    }
+
+    async fn expect_delete_pipeline(&mut self, name: &str) {
+        let (req, body, send) = self.next().await;
+        assert_eq!(req.method(), Method::DELETE);
+        assert_eq!(req.uri().path(), format!("{PIPELINES}/{name}"));
+        assert_eq!(body["propagationPolicy"], "Foreground");
+        Self::reply(
+            send,
+            StatusCode::OK,
+            &json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+        );
+    }
+}
+
+/// An annotation request: its Authorization header and its body.
+type Annotation = (Option<String>, Value);
+
+/// What the stand-ins for Prometheus and Grafana were asked.
+#[derive(Clone, Default)]
+struct Asked {
+    queries: Arc<Mutex<Vec<(String, String)>>>,
+    annotations: Arc<Mutex<Vec<Annotation>>>,
+}
+
+/// Prometheus answering every query with `value` (None: an empty result), and Grafana
+/// creating annotation 42; both on loopback.
+async fn stand_ins(value: Option<f64>) -> (String, Asked) {
+    let asked = Asked::default();
+    async fn query(
+        State((asked, value)): State<(Asked, Option<f64>)>,
+        Query(q): Query<HashMap<String, String>>,
+    ) -> Json<Value> {
+        asked
+            .queries
+            .lock()
+            .unwrap()
+            .push((q["query"].clone(), q["time"].clone()));
+        // `or vector(0)` queries always have a sample, as in a real Prometheus.
+        let result = match value {
+            _ if q["query"].ends_with("or vector(0)") => {
+                json!([{"metric": {}, "value": [1.0, "0"]}])
+            }
+            Some(v) => json!([{"metric": {}, "value": [1.0, v.to_string()]}]),
+            None => json!([]),
+        };
+        Json(json!({"status": "success", "data": {"resultType": "vector", "result": result}}))
+    }
+    async fn annotate(
+        State((asked, _)): State<(Asked, Option<f64>)>,
+        headers: HeaderMap,
+        Json(body): Json<Value>,
+    ) -> Json<Value> {
+        let auth = headers
+            .get("authorization")
+            .map(|v| v.to_str().unwrap().to_string());
+        asked.annotations.lock().unwrap().push((auth, body));
+        Json(json!({"id": 42, "message": "Annotation added"}))
+    }
+    let app = axum::Router::new()
+        .route("/api/v1/query", get(query))
+        .route("/api/annotations", post(annotate))
+        .with_state((asked.clone(), value));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, asked)
+}
+
+fn context(prometheus: &str, grafana: Option<&str>) -> (Arc<Context>, ApiServer) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    (
+        Context::new(
+            client,
+            Arc::new(Metrics::new()),
+            Prometheus {
+                url: prometheus.to_string(),
+            },
+            grafana.map(|g| Grafana::new(g, "admin", "s3cret")),
+        ),
+        ApiServer(handle),
+    )
+}
+
+async fn run<F>(e: Experiment, ctx: Arc<Context>, script: F) -> Result<Requeue, Error>
+where
+    F: Future<Output = ()> + std::marker::Send + 'static,
+{
+    let server = tokio::spawn(script);
+    let result = tokio::time::timeout(Duration::from_secs(10), reconcile(Arc::new(e), ctx))
+        .await
+        .expect("reconcile finished");
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("the scripted server finished")
+        .expect("the scripted server's assertions held");
+    result
+}
+
+fn ready(name: &str) -> Value {
+    json!({
+        "apiVersion": "observatory.dev/v1alpha1", "kind": "Pipeline",
+        "metadata": {"name": name, "namespace": "observatory", "uid": "uid-run"},
+        "spec": experiment().spec.pipeline,
+        "status": {"summary": "Ready", "readyStages": "4/4"},
+    })
+}
+
+/// An Experiment whose first run's window ended `ago` seconds ago.
+fn window_over(ago: i64) -> Experiment {
+    let mut e = experiment();
+    let mut status = initial_status(&e);
+    let end = Timestamp::now() - SignedDuration::from_secs(ago);
+    let run: &mut RunStatus = &mut status.runs[0];
+    run.phase = experiment::MEASURING.into();
+    run.deployed_at = Some(Time(end - SignedDuration::from_secs(120)));
+    run.window_start = Some(Time(end - SignedDuration::from_secs(60)));
+    run.window_end = Some(Time(end));
+    e.status = Some(status);
+    e
+}
+
+#[tokio::test]
+async fn a_new_experiment_creates_its_first_run_pipeline() {
+    let (ctx, mut server) = context("http://127.0.0.1:1", None);
+    let result = run(experiment(), ctx.clone(), async move {
+        server.expect_get_pipeline("lab-02-batching-b0", None).await;
+        let (req, body, send) = server.next().await;
+        assert_eq!(req.method(), Method::PATCH);
+        assert_eq!(req.uri().path(), format!("{PIPELINES}/lab-02-batching-b0"));
+        let query = req.uri().query().unwrap_or_default();
+        assert!(
+            query.contains("fieldManager=observatory-operator"),
+            "{query}"
+        );
+        assert_eq!(
+            req.headers()["content-type"],
+            "application/apply-patch+yaml"
+        );
+        assert_eq!(body["kind"], "Pipeline");
+        assert_eq!(body["spec"]["source"]["knobs"]["batch_size"], 4);
+        assert_eq!(body["spec"]["source"]["knobs"]["events"], 0);
+        assert_eq!(body["spec"]["labels"]["side"], "lab-02-batching-baseline");
+        assert_eq!(body["metadata"]["ownerReferences"][0]["uid"], "uid-exp");
+        ApiServer::reply(send, StatusCode::OK, &body);
+        let status = server.expect_status().await;
+        assert_eq!(status["phase"], "Running");
+        assert_eq!(status["progress"], "0/6");
+        assert_eq!(status["runs"][0]["phase"], "Deploying");
+        assert_eq!(status["runs"][1]["phase"], "Pending");
+        assert!(status["message"].as_str().unwrap().contains("run 1 of 6"));
+    })
+    .await;
+    assert_eq!(result.unwrap(), Requeue::requeue(experiment::POLL));
+}
+
+#[tokio::test]
+async fn a_finished_window_is_measured_annotated_and_its_run_deleted() {
+    let (url, asked) = stand_ins(Some(12_345.0)).await;
+    let (ctx, mut server) = context(&url, Some(&url));
+    let e = window_over(30);
+    let end = e.status.as_ref().unwrap().runs[0]
+        .window_end
+        .clone()
+        .unwrap();
+    let result = run(e, ctx.clone(), async move {
+        server
+            .expect_get_pipeline("lab-02-batching-b0", Some(ready("lab-02-batching-b0")))
+            .await;
+        server.expect_delete_pipeline("lab-02-batching-b0").await;
+        let status = server.expect_status().await;
+        let r0 = &status["runs"][0];
+        assert_eq!(r0["phase"], "Measured");
+        assert_eq!(r0["value"], 12_345.0);
+        assert_eq!(r0["events"], 12_345.0);
+        assert_eq!(r0["lost"], 0.0);
+        assert_eq!(r0["annotation"], "grafana annotation 42");
+        assert_eq!(status["progress"], "1/6");
+        let (type_, reason, note) = server.expect_event().await;
+        assert_eq!((type_.as_str(), reason.as_str()), ("Normal", "RunMeasured"));
+        assert!(note.contains("throughput_eps = 12345"), "{note}");
+    })
+    .await;
+    assert_eq!(result.unwrap(), Requeue::requeue(experiment::POLL));
+    let queries = asked.queries.lock().unwrap().clone();
+    assert_eq!(queries.len(), 3, "value, events, lost");
+    for (q, time) in &queries {
+        assert!(q.contains("pipeline=\"lab-02-batching-b0\""), "{q}");
+        assert!(q.contains("[60s]"), "{q}");
+        assert_eq!(
+            time,
+            &end.0.as_second().to_string(),
+            "evaluated at the window's end"
+        );
+    }
+    let annotations = asked.annotations.lock().unwrap().clone();
+    assert_eq!(annotations.len(), 1);
+    let (auth, body) = &annotations[0];
+    assert_eq!(
+        auth.as_deref(),
+        Some("Basic YWRtaW46czNjcmV0"),
+        "admin:s3cret"
+    );
+    assert_eq!(body["timeEnd"], end.0.as_millisecond());
+    assert_eq!(body["time"], end.0.as_millisecond() - 60_000);
+    let tags: Vec<&str> = body["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        tags,
+        [
+            "observatory",
+            "experiment:lab-02-batching",
+            "baseline",
+            "lab-02-batching-b0"
+        ]
+    );
+    assert_eq!(ctx.metrics.experiment_runs.get(), 1);
+}
+
+#[tokio::test]
+async fn without_grafana_the_run_says_it_was_not_annotated() {
+    let (url, _) = stand_ins(Some(1.0)).await;
+    let (ctx, mut server) = context(&url, None);
+    run(window_over(30), ctx, async move {
+        server
+            .expect_get_pipeline("lab-02-batching-b0", Some(ready("lab-02-batching-b0")))
+            .await;
+        server.expect_delete_pipeline("lab-02-batching-b0").await;
+        let status = server.expect_status().await;
+        assert_eq!(
+            status["runs"][0]["annotation"],
+            "not annotated: the operator has no Grafana configured"
+        );
+        server.expect_event().await;
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_window_prometheus_has_no_data_for_fails_the_experiment() {
+    let (url, _) = stand_ins(None).await;
+    let (ctx, mut server) = context(&url, None);
+    let result = run(window_over(30), ctx.clone(), async move {
+        server
+            .expect_get_pipeline("lab-02-batching-b0", Some(ready("lab-02-batching-b0")))
+            .await;
+        server.expect_delete_pipeline("lab-02-batching-b0").await;
+        let status = server.expect_status().await;
+        assert_eq!(status["phase"], "Failed");
+        let msg = status["message"].as_str().unwrap();
+        assert!(
+            msg.contains("no data") && msg.contains("scraping namespace observatory"),
+            "{msg}"
+        );
+        let (type_, reason, _) = server.expect_event().await;
+        assert_eq!((type_.as_str(), reason.as_str()), ("Warning", "Failed"));
+    })
+    .await;
+    assert_eq!(result.unwrap(), Requeue::await_change());
+    assert_eq!(
+        ctx.metrics.experiments.with_label_values(&["failed"]).get(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_prometheus_is_an_error_that_retries_and_keeps_the_window() {
+    // Port 1 on loopback: connection refused.
+    let (ctx, mut server) = context("http://127.0.0.1:1", None);
+    let e = window_over(30);
+    let result = run(e.clone(), ctx.clone(), async move {
+        server
+            .expect_get_pipeline("lab-02-batching-b0", Some(ready("lab-02-batching-b0")))
+            .await;
+        let (type_, reason, note) = server.expect_event().await;
+        assert_eq!(
+            (type_.as_str(), reason.as_str()),
+            ("Warning", "ReconcileFailed")
+        );
+        assert!(note.contains("127.0.0.1:1"), "{note}");
+    })
+    .await;
+    let err = result.unwrap_err();
+    assert_eq!(err.kind(), "results");
+    assert_eq!(
+        error_policy(Arc::new(e), &err, ctx.clone()),
+        Requeue::requeue(Duration::from_secs(5))
+    );
+    assert_eq!(
+        ctx.metrics.failures.with_label_values(&["results"]).get(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn the_last_measurement_concludes_with_the_verdict() {
+    let mut e = experiment();
+    let mut status = initial_status(&e);
+    for (i, v) in [10e3, 30e3, 10.2e3, 30.5e3, 9.9e3, 29.8e3]
+        .into_iter()
+        .enumerate()
+    {
+        let m = Measurement {
+            value: v,
+            events: v * 60.0,
+            lost: 0.0,
+        };
+        status = record_measurement(status, i, &m, "grafana annotation 1".into());
+    }
+    e.status = Some(status);
+    let (ctx, mut server) = context("http://127.0.0.1:1", None);
+    let result = run(e, ctx.clone(), async move {
+        let status = server.expect_status().await;
+        assert_eq!(status["phase"], "Succeeded");
+        assert_eq!(status["result"]["passed"], true);
+        assert_eq!(status["result"]["verdict"], "better");
+        assert!(status["result"]["low"].as_f64().unwrap() >= 2.0);
+        assert_eq!(status["conditions"][0]["type"], "Complete");
+        assert_eq!(status["conditions"][0]["status"], "True");
+        let (_, reason, note) = server.expect_event().await;
+        assert_eq!(reason, "Finished");
+        assert!(note.contains("passed"), "{note}");
+    })
+    .await;
+    assert_eq!(result.unwrap(), Requeue::await_change());
+    assert_eq!(
+        ctx.metrics.experiments.with_label_values(&["passed"]).get(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_experiment_fails_without_creating_anything() {
+    let mut e = experiment();
+    e.spec.baseline.set = vec!["parse.mode=fast".into()];
+    let (ctx, mut server) = context("http://127.0.0.1:1", None);
+    let result = run(e, ctx, async move {
+        let status = server.expect_status().await;
+        assert_eq!(status["phase"], "Failed");
+        let msg = status["message"].as_str().unwrap();
+        assert!(
+            msg.contains("spec.baseline.set") && msg.contains("parse.mode=fast"),
+            "{msg}"
+        );
+        let (type_, reason, _) = server.expect_event().await;
+        assert_eq!((type_.as_str(), reason.as_str()), ("Warning", "Failed"));
+    })
+    .await;
+    assert_eq!(result.unwrap(), Requeue::await_change());
+}
