@@ -283,7 +283,7 @@ fn kernel_ab(
             cmd.args(["kernel", stage.as_str(), "--input"])
                 .arg(&input)
                 .args(["--threads", &m.threads.to_string()])
-                .args(["--rounds", &m.rounds.max(1).to_string()]);
+                .args(["--rounds", &m.rounds.to_string()]);
             for (k, v) in sides[side].to_text() {
                 cmd.arg("--set").arg(format!("{k}={v}"));
             }

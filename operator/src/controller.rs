@@ -9,6 +9,7 @@
 //! requeue with an exponential backoff and count in `observatory_operator_reconcile_failures_total`.
 //! Children are owned by the Pipeline, so deleting it deletes them: no finalizer is needed.
 
+use crate::api::{self, Failures, key};
 use crate::crd::{Pipeline, PipelineStatus, StageStatus};
 use crate::metrics::Metrics;
 use crate::render::{self, Desired, InvalidSpec, MANAGER, Workload, managed_selector};
@@ -19,14 +20,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{EventType, Recorder};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, instrument, warn};
 
@@ -62,41 +62,18 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
     /// Consecutive failures per Pipeline, for the backoff.
-    failures: Mutex<HashMap<String, u32>>,
+    failures: Failures,
 }
 
 impl Context {
     pub fn new(client: Client, metrics: Arc<Metrics>) -> Arc<Self> {
-        let reporter = Reporter {
-            controller: MANAGER.into(),
-            instance: std::env::var("POD_NAME").ok(),
-        };
         Arc::new(Context {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: api::recorder(client.clone()),
             client,
             metrics,
-            failures: Mutex::new(HashMap::new()),
+            failures: Failures::default(),
         })
     }
-
-    /// Failures of a Pipeline so far (after counting this one).
-    fn fail(&self, key: &str) -> u32 {
-        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let n = f.entry(key.to_string()).or_insert(0);
-        *n += 1;
-        *n
-    }
-
-    fn succeed(&self, key: &str) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key);
-    }
-}
-
-fn key(p: &Pipeline) -> String {
-    format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any())
 }
 
 /// Backoff after `n` consecutive failures: 5 s, 10 s, 20 s, … capped at 5 minutes.
@@ -108,12 +85,12 @@ pub fn backoff(n: u32) -> Duration {
 }
 
 /// Reconcile one Pipeline.
-#[instrument(skip_all, fields(pipeline = %key(&p)))]
+#[instrument(skip_all, fields(pipeline = %key(&*p)))]
 pub async fn reconcile(p: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.start_reconcile();
     let result = reconcile_pipeline(&p, &ctx).await;
     match &result {
-        Ok(_) => ctx.succeed(&key(&p)),
+        Ok(_) => ctx.failures.succeed(&key(&*p)),
         Err(e) => {
             warn!(error = %e, "reconcile failed");
             publish(
@@ -133,7 +110,7 @@ pub async fn reconcile(p: Arc<Pipeline>, ctx: Arc<Context>) -> Result<Action, Er
 /// What the controller does after a failed reconcile: count it, and retry with backoff.
 pub fn error_policy(p: Arc<Pipeline>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.failure(&error.kind());
-    Action::requeue(backoff(ctx.fail(&key(&p))))
+    Action::requeue(backoff(ctx.failures.fail(&key(&*p))))
 }
 
 async fn publish(
@@ -144,16 +121,7 @@ async fn publish(
     action: &str,
     note: String,
 ) {
-    let ev = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: action.into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&ev, &p.object_ref(&())).await {
-        warn!(error = %e, reason, "could not publish an event");
-    }
+    api::publish(&ctx.recorder, p, type_, reason, action, note).await
 }
 
 async fn apply<K>(api: &Api<K>, name: &str, obj: &K) -> Result<K, Error>
@@ -472,19 +440,7 @@ async fn patch_status(
     p: &Pipeline,
     status: &PipelineStatus,
 ) -> Result<(), Error> {
-    let api: Api<Pipeline> = Api::namespaced(client.clone(), ns);
-    let body = serde_json::json!({
-        "apiVersion": Pipeline::api_version(&()),
-        "kind": Pipeline::kind(&()),
-        "status": status,
-    });
-    api.patch_status(
-        &p.name_any(),
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&body),
-    )
-    .await?;
-    Ok(())
+    Ok(api::apply_status(client, ns, p, status).await?)
 }
 
 /// Events for what changed since the previous status.

@@ -3,21 +3,18 @@
 //! path, field manager, and body.
 
 use super::*;
+use crate::fixtures::api_server::{MockApi, mock};
 use crate::fixtures::sample;
 use crate::render::{CONFIG_HASH, render};
-use http::{Method, Request, Response, StatusCode};
-use http_body_util::BodyExt;
+use http::{Method, Request, StatusCode};
 use kube::client::Body;
 use serde_json::{Value, json};
 
-type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
-
 fn context() -> (Arc<Context>, ApiServer) {
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = Client::new(service, "default");
+    let (client, api) = mock();
     (
         Context::new(client, Arc::new(Metrics::new())),
-        ApiServer(handle),
+        ApiServer(api),
     )
 }
 
@@ -39,50 +36,15 @@ struct Existing {
     configmaps: Vec<&'static str>,
 }
 
-struct ApiServer(Handle);
+struct ApiServer(MockApi);
 
 const NS: &str = "/namespaces/observatory";
 
 impl ApiServer {
-    async fn next(
-        &mut self,
-    ) -> (
-        Request<Body>,
-        Value,
-        tower_test::mock::SendResponse<Response<Body>>,
-    ) {
-        let (req, send) = self
-            .0
-            .next_request()
-            .await
-            .expect("the operator sent a request");
-        let (parts, body) = req.into_parts();
-        let bytes = body.collect().await.expect("request body").to_bytes();
-        let json = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).expect("a JSON body")
-        };
-        (Request::from_parts(parts, Body::empty()), json, send)
-    }
-
-    fn reply(
-        send: tower_test::mock::SendResponse<Response<Body>>,
-        status: StatusCode,
-        body: &Value,
-    ) {
-        send.send_response(
-            Response::builder()
-                .status(status)
-                .body(Body::from(serde_json::to_vec(body).unwrap()))
-                .unwrap(),
-        );
-    }
-
     /// Expect a server-side apply of `path` by our field manager; answer with the object (and,
     /// for workloads, a status). Returns the applied body.
     async fn expect_apply(&mut self, path: &str, pods: Pods) -> Value {
-        let (req, body, send) = self.next().await;
+        let (req, body, send) = self.0.next().await;
         assert_eq!(req.method(), Method::PATCH, "{path}");
         assert_eq!(req.uri().path(), path);
         let query = req.uri().query().unwrap_or_default();
@@ -109,7 +71,7 @@ impl ApiServer {
                 }),
             };
         }
-        Self::reply(send, StatusCode::OK, &answer);
+        MockApi::reply(send, StatusCode::OK, &answer);
         body
     }
 
@@ -165,7 +127,7 @@ impl ApiServer {
                 existing.configmaps,
             ),
         ] {
-            let (req, _, send) = self.next().await;
+            let (req, _, send) = self.0.next().await;
             assert_eq!(req.method(), Method::GET);
             assert_eq!(req.uri().path(), path);
             let query = req.uri().query().unwrap_or_default();
@@ -177,16 +139,16 @@ impl ApiServer {
                 .iter()
                 .map(|n| json!({"apiVersion": if kind.ends_with("Set") || kind == "Deployment" { "apps/v1" } else { "v1" }, "kind": kind, "metadata": {"name": n, "namespace": "observatory"}}))
                 .collect();
-            Self::reply(
+            MockApi::reply(
                 send,
                 StatusCode::OK,
                 &json!({"apiVersion": "v1", "kind": format!("{kind}List"), "metadata": {"resourceVersion": "7"}, "items": items}),
             );
             for n in names.iter().filter(|n| !wanted.contains(&n.to_string())) {
-                let (req, _, send) = self.next().await;
+                let (req, _, send) = self.0.next().await;
                 assert_eq!(req.method(), Method::DELETE, "{n}");
                 assert_eq!(req.uri().path(), format!("{path}/{n}"));
-                Self::reply(
+                MockApi::reply(
                     send,
                     StatusCode::OK,
                     &json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
@@ -199,49 +161,21 @@ impl ApiServer {
 
     /// Expect the status apply; returns the status.
     async fn expect_status(&mut self) -> Value {
-        let (req, body, send) = self.next().await;
-        assert_eq!(req.method(), Method::PATCH);
-        assert_eq!(
-            req.uri().path(),
-            format!("/apis/observatory.dev/v1alpha1{NS}/pipelines/demo/status")
-        );
-        let query = req.uri().query().unwrap_or_default();
-        assert!(
-            query.contains("fieldManager=observatory-operator") && query.contains("force=true"),
-            "{query}"
-        );
-        assert_eq!(body["kind"], "Pipeline");
-        assert_eq!(body["apiVersion"], "observatory.dev/v1alpha1");
-        let mut answer = serde_json::to_value(sample()).unwrap();
-        answer["status"] = body["status"].clone();
-        Self::reply(send, StatusCode::OK, &answer);
-        body["status"].clone()
+        let path = format!("/apis/observatory.dev/v1alpha1{NS}/pipelines/demo/status");
+        let answer = serde_json::to_value(sample()).unwrap();
+        self.0.expect_status_apply(&path, "Pipeline", answer).await
     }
 
     /// Expect an event about the Pipeline; returns (type, reason, note).
     async fn expect_event(&mut self) -> (String, String, String) {
-        let (req, body, send) = self.next().await;
-        assert_eq!(req.method(), Method::POST);
-        assert_eq!(
-            req.uri().path(),
-            format!("/apis/events.k8s.io/v1{NS}/events")
-        );
-        assert_eq!(body["regarding"]["kind"], "Pipeline");
-        assert_eq!(body["regarding"]["name"], "demo");
-        assert_eq!(body["reportingController"], MANAGER);
-        Self::reply(send, StatusCode::CREATED, &body);
-        (
-            body["type"].as_str().unwrap().into(),
-            body["reason"].as_str().unwrap().into(),
-            body["note"].as_str().unwrap_or_default().into(),
-        )
+        self.0.expect_event_about("Pipeline", "demo").await
     }
 
     /// Answer the next request with an API error.
     async fn fail_next(&mut self, code: u16) -> Request<Body> {
-        let (req, _, send) = self.next().await;
+        let (req, _, send) = self.0.next().await;
         let status = StatusCode::from_u16(code).unwrap();
-        Self::reply(
+        MockApi::reply(
             send,
             status,
             &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "injected", "reason": "Injected", "code": code}),

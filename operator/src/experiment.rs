@@ -501,18 +501,17 @@ pub struct Decision {
     pub status: ExperimentStatus,
 }
 
-fn time(t: Timestamp) -> Time {
-    Time(t)
-}
-
 fn after(t: &Time, d: Duration) -> Timestamp {
     t.0.checked_add(SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX))
         .unwrap_or(t.0)
 }
 
+fn measured(runs: &[RunStatus]) -> usize {
+    runs.iter().filter(|r| r.phase == MEASURED).count()
+}
+
 fn progress(runs: &[RunStatus]) -> String {
-    let done = runs.iter().filter(|r| r.phase == MEASURED).count();
-    format!("{done}/{}", runs.len())
+    format!("{}/{}", measured(runs), runs.len())
 }
 
 /// The status an Experiment starts from: every run planned, none started.
@@ -529,15 +528,34 @@ pub fn initial_status(e: &Experiment) -> ExperimentStatus {
     }
 }
 
-/// Decide the next step from the Experiment, its current run's Pipeline and the time.
-pub fn decide(e: &Experiment, current: &Observed, now: Timestamp) -> Decision {
-    let mut status = match &e.status {
-        // A new spec starts over; the same spec resumes.
+/// The status [`decide`] starts from: the recorded one for this generation (resume), or a fresh
+/// plan (a new spec starts over).
+pub fn working_status(e: &Experiment) -> ExperimentStatus {
+    match &e.status {
         Some(s) if s.observed_generation == e.metadata.generation && !s.runs.is_empty() => {
             s.clone()
         }
         _ => initial_status(e),
-    };
+    }
+}
+
+/// The run whose Pipeline [`decide`] needs to see: the first not yet measured, unless the
+/// experiment is finished or its spec is invalid (then nothing is looked at).
+pub fn run_to_observe(e: &Experiment) -> Option<String> {
+    let status = working_status(e);
+    if status.phase == SUCCEEDED || status.phase == FAILED || invalid(e).is_some() {
+        return None;
+    }
+    status
+        .runs
+        .into_iter()
+        .find(|r| r.phase != MEASURED)
+        .map(|r| r.pipeline)
+}
+
+/// Decide the next step from the Experiment, its current run's Pipeline and the time.
+pub fn decide(e: &Experiment, current: &Observed, now: Timestamp) -> Decision {
+    let mut status = working_status(e);
     if status.phase == SUCCEEDED || status.phase == FAILED {
         return Decision {
             action: Action::Done,
@@ -558,35 +576,26 @@ pub fn decide(e: &Experiment, current: &Observed, now: Timestamp) -> Decision {
     let run = &mut status.runs[i];
     let what = format!("run {} of {total} ({}, {})", i + 1, run.side, run.pipeline);
     let (action, message) = match current {
-        Observed::Absent if run.phase == PENDING || run.deployed_at.is_none() => {
-            let p = match run_pipeline(e, run) {
-                Ok(p) => p,
-                Err(msg) => return failed(status, format!("invalid spec: {msg}"), "InvalidSpec"),
-            };
-            run.phase = DEPLOYING.into();
-            run.deployed_at = Some(time(now));
-            (
-                Action::Deploy(Box::new(p)),
-                format!("{what}: creating its pipeline"),
-            )
-        }
         Observed::Absent => {
-            // It was created and is gone: someone deleted it. Create it again, from scratch.
+            // Not created yet; or created and gone (someone deleted it): create it, from scratch.
+            let recreated = run.phase != PENDING && run.deployed_at.is_some();
             let p = match run_pipeline(e, run) {
                 Ok(p) => p,
                 Err(msg) => return failed(status, format!("invalid spec: {msg}"), "InvalidSpec"),
             };
             run.phase = DEPLOYING.into();
-            run.deployed_at = Some(time(now));
+            run.deployed_at = Some(Time(now));
             run.window_start = None;
             run.window_end = None;
-            (
-                Action::Deploy(Box::new(p)),
-                format!("{what}: its pipeline disappeared; creating it again"),
-            )
+            let message = if recreated {
+                format!("{what}: its pipeline disappeared; creating it again")
+            } else {
+                format!("{what}: creating its pipeline")
+            };
+            (Action::Deploy(Box::new(p)), message)
         }
         Observed::NotReady(summary) if run.window_start.is_none() => {
-            let since = run.deployed_at.clone().unwrap_or_else(|| time(now));
+            let since = run.deployed_at.clone().unwrap_or(Time(now));
             let deadline = after(
                 &since,
                 Duration::from_secs(spec.ready_timeout_seconds.into()),
@@ -610,7 +619,7 @@ pub fn decide(e: &Experiment, current: &Observed, now: Timestamp) -> Decision {
             run.phase = DEPLOYING.into();
             run.window_start = None;
             run.window_end = None;
-            run.deployed_at = Some(time(now));
+            run.deployed_at = Some(Time(now));
             (
                 Action::Wait(POLL),
                 format!(
@@ -636,11 +645,11 @@ pub fn decide(e: &Experiment, current: &Observed, now: Timestamp) -> Decision {
                 }
             }
             _ => {
-                let start = after(&time(now), Duration::from_secs(spec.warmup_seconds.into()));
-                let end = after(&time(start), Duration::from_secs(spec.run_seconds.into()));
+                let start = after(&Time(now), Duration::from_secs(spec.warmup_seconds.into()));
+                let end = after(&Time(start), Duration::from_secs(spec.run_seconds.into()));
                 run.phase = MEASURING.into();
-                run.window_start = Some(time(start));
-                run.window_end = Some(time(end));
+                run.window_start = Some(Time(start));
+                run.window_end = Some(Time(end));
                 (
                     Action::Wait(
                         Duration::from_secs((spec.warmup_seconds + spec.run_seconds).into())
@@ -718,14 +727,10 @@ pub fn record_measurement(
     status.progress = progress(&status.runs);
     status.message = format!(
         "measured {} of {} runs",
-        progress_done(&status),
+        measured(&status.runs),
         status.runs.len()
     );
     status
-}
-
-fn progress_done(s: &ExperimentStatus) -> usize {
-    s.runs.iter().filter(|r| r.phase == MEASURED).count()
 }
 
 /// The verdict from every measured run: ratio of medians with its bootstrap interval; passed

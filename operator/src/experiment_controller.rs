@@ -7,6 +7,7 @@
 //! Prometheus being unreachable is an error that requeues with backoff; a window Prometheus has
 //! no data for fails the experiment with a message saying what was asked.
 
+use crate::api::{self, Failures, key, not_found_is_ok};
 use crate::controller::{Error, backoff};
 use crate::crd::Pipeline;
 use crate::experiment::{self, Action, Decision, Experiment, ExperimentStatus, Observed};
@@ -17,12 +18,11 @@ use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::{Action as Requeue, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{EventType, Recorder};
 use kube::runtime::watcher;
-use kube::{Client, Resource, ResourceExt};
-use std::collections::HashMap;
+use kube::{Client, ResourceExt};
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tracing::{info, instrument, warn};
 
 /// What every Experiment reconcile shares.
@@ -33,7 +33,7 @@ pub struct Context {
     pub prometheus: Prometheus,
     /// Where run windows are annotated; `None`: not configured (said in each run's status).
     pub grafana: Option<Grafana>,
-    failures: Mutex<HashMap<String, u32>>,
+    failures: Failures,
 }
 
 impl Context {
@@ -43,37 +43,24 @@ impl Context {
         prometheus: Prometheus,
         grafana: Option<Grafana>,
     ) -> Arc<Self> {
-        let reporter = Reporter {
-            controller: MANAGER.into(),
-            instance: std::env::var("POD_NAME").ok(),
-        };
         Arc::new(Context {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: api::recorder(client.clone()),
             client,
             metrics,
             prometheus,
             grafana,
-            failures: Mutex::new(HashMap::new()),
+            failures: Failures::default(),
         })
     }
 }
 
-fn key(e: &Experiment) -> String {
-    format!("{}/{}", e.namespace().unwrap_or_default(), e.name_any())
-}
-
 /// Reconcile one Experiment: one step of its state machine.
-#[instrument(skip_all, fields(experiment = %key(&e)))]
+#[instrument(skip_all, fields(experiment = %key(&*e)))]
 pub async fn reconcile(e: Arc<Experiment>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     let _timer = ctx.metrics.start_reconcile();
     let result = step(&e, &ctx).await;
     match &result {
-        Ok(_) => {
-            ctx.failures
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&key(&e));
-        }
+        Ok(_) => ctx.failures.succeed(&key(&*e)),
         Err(err) => {
             warn!(error = %err, "experiment reconcile failed");
             publish(
@@ -92,40 +79,17 @@ pub async fn reconcile(e: Arc<Experiment>, ctx: Arc<Context>) -> Result<Requeue,
 /// After a failed reconcile: count it and retry with backoff.
 pub fn error_policy(e: Arc<Experiment>, error: &Error, ctx: Arc<Context>) -> Requeue {
     ctx.metrics.failure(&error.kind());
-    let n = {
-        let mut f = ctx.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let n = f.entry(key(&e)).or_insert(0);
-        *n += 1;
-        *n
-    };
-    Requeue::requeue(backoff(n))
+    Requeue::requeue(backoff(ctx.failures.fail(&key(&*e))))
 }
 
 async fn publish(ctx: &Context, e: &Experiment, type_: EventType, reason: &str, note: String) {
-    let ev = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: "Experiment".into(),
-        secondary: None,
-    };
-    if let Err(err) = ctx.recorder.publish(&ev, &e.object_ref(&())).await {
-        warn!(error = %err, reason, "could not publish an event");
-    }
+    api::publish(&ctx.recorder, e, type_, reason, "Experiment", note).await
 }
 
 async fn step(e: &Experiment, ctx: &Context) -> Result<Requeue, Error> {
     let ns = e.namespace().ok_or(Error::NoNamespace)?;
     let pipelines: Api<Pipeline> = Api::namespaced(ctx.client.clone(), &ns);
     let now = Timestamp::now();
-    // Which run is current: the first not measured, in the status that `decide` starts from.
-    let pending = experiment::decide(e, &Observed::Absent, now);
-    let current = pending
-        .status
-        .runs
-        .iter()
-        .find(|r| r.phase != experiment::MEASURED)
-        .map(|r| r.pipeline.clone());
     // The current run's Pipeline exists only once deployed (a failure then deletes it).
     let deployed = e
         .status
@@ -133,9 +97,9 @@ async fn step(e: &Experiment, ctx: &Context) -> Result<Requeue, Error> {
         .and_then(|s| s.runs.iter().find(|r| r.phase != experiment::MEASURED))
         .filter(|r| r.phase != experiment::PENDING)
         .map(|r| r.pipeline.clone());
-    let observed = match (&pending.action, &current) {
-        (Action::Done | Action::Fail(_), _) | (_, None) => Observed::Absent,
-        (_, Some(name)) => Observed::of(pipelines.get_opt(name).await?.as_ref()),
+    let observed = match experiment::run_to_observe(e) {
+        Some(name) => Observed::of(pipelines.get_opt(&name).await?.as_ref()),
+        None => Observed::Absent,
     };
     let Decision { action, status } = experiment::decide(e, &observed, now);
     match action {
@@ -240,13 +204,6 @@ async fn step(e: &Experiment, ctx: &Context) -> Result<Requeue, Error> {
     }
 }
 
-fn not_found_is_ok(err: kube::Error) -> Result<(), kube::Error> {
-    match err {
-        kube::Error::Api(s) if s.code == 404 => Ok(()),
-        other => Err(other),
-    }
-}
-
 async fn fail(
     ctx: &Context,
     e: &Experiment,
@@ -276,19 +233,7 @@ async fn patch_status(
     e: &Experiment,
     status: &ExperimentStatus,
 ) -> Result<(), Error> {
-    let api: Api<Experiment> = Api::namespaced(client.clone(), ns);
-    let body = serde_json::json!({
-        "apiVersion": Experiment::api_version(&()),
-        "kind": Experiment::kind(&()),
-        "status": status,
-    });
-    api.patch_status(
-        &e.name_any(),
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&body),
-    )
-    .await?;
-    Ok(())
+    Ok(api::apply_status(client, ns, e, status).await?)
 }
 
 /// Run the Experiment controller until `shutdown` resolves. Watches Experiments and the run

@@ -5,58 +5,34 @@
 
 use super::*;
 use crate::experiment::{Measurement, RunStatus, initial_status, record_measurement};
+use crate::fixtures::api_server::{MockApi, mock};
 use crate::fixtures::experiment;
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
-use http::{Method, Request, Response, StatusCode};
-use http_body_util::BodyExt;
+use http::{Method, StatusCode};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::SignedDuration;
-use kube::client::Body;
 use serde_json::{Value, json};
 use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
-
-type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
-type Send = tower_test::mock::SendResponse<Response<Body>>;
 
 const NS: &str = "/namespaces/observatory";
 const PIPELINES: &str = "/apis/observatory.dev/v1alpha1/namespaces/observatory/pipelines";
 
-struct ApiServer(Handle);
+struct ApiServer(MockApi);
 
 impl ApiServer {
-    async fn next(&mut self) -> (Request<Body>, Value, Send) {
-        let (req, send) = self.0.next_request().await.expect("a request");
-        let (parts, body) = req.into_parts();
-        let bytes = body.collect().await.expect("body").to_bytes();
-        let json = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).expect("a JSON body")
-        };
-        (Request::from_parts(parts, Body::empty()), json, send)
-    }
-
-    fn reply(send: Send, status: StatusCode, body: &Value) {
-        send.send_response(
-            Response::builder()
-                .status(status)
-                .body(Body::from(serde_json::to_vec(body).unwrap()))
-                .unwrap(),
-        );
-    }
-
     /// Expect a GET of the run Pipeline `name`; answer with `answer` (None: 404).
     async fn expect_get_pipeline(&mut self, name: &str, answer: Option<Value>) {
-        let (req, _, send) = self.next().await;
+        let (req, _, send) = self.0.next().await;
         assert_eq!(req.method(), Method::GET);
         assert_eq!(req.uri().path(), format!("{PIPELINES}/{name}"));
         match answer {
-            Some(p) => Self::reply(send, StatusCode::OK, &p),
-            None => Self::reply(
+            Some(p) => MockApi::reply(send, StatusCode::OK, &p),
+            None => MockApi::reply(
                 send,
                 StatusCode::NOT_FOUND,
                 &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"}),
@@ -66,48 +42,26 @@ impl ApiServer {
 
     /// Expect the status apply of the Experiment; returns the status.
     async fn expect_status(&mut self) -> Value {
-        let (req, body, send) = self.next().await;
-        assert_eq!(req.method(), Method::PATCH);
-        assert_eq!(
-            req.uri().path(),
-            format!("/apis/observatory.dev/v1alpha1{NS}/experiments/lab-02-batching/status")
-        );
-        let query = req.uri().query().unwrap_or_default();
-        assert!(
-            query.contains("fieldManager=observatory-operator") && query.contains("force=true"),
-            "{query}"
-        );
-        assert_eq!(body["kind"], "Experiment");
-        let mut answer = serde_json::to_value(experiment()).unwrap();
-        answer["status"] = body["status"].clone();
-        Self::reply(send, StatusCode::OK, &answer);
-        body["status"].clone()
+        let path = format!("/apis/observatory.dev/v1alpha1{NS}/experiments/lab-02-batching/status");
+        let answer = serde_json::to_value(experiment()).unwrap();
+        self.0
+            .expect_status_apply(&path, "Experiment", answer)
+            .await
     }
 
     /// Expect an event about the Experiment; returns (type, reason, note).
     async fn expect_event(&mut self) -> (String, String, String) {
-        let (req, body, send) = self.next().await;
-        assert_eq!(req.method(), Method::POST);
-        assert_eq!(
-            req.uri().path(),
-            format!("/apis/events.k8s.io/v1{NS}/events")
-        );
-        assert_eq!(body["regarding"]["kind"], "Experiment");
-        assert_eq!(body["regarding"]["name"], "lab-02-batching");
-        Self::reply(send, StatusCode::CREATED, &body);
-        (
-            body["type"].as_str().unwrap().into(),
-            body["reason"].as_str().unwrap().into(),
-            body["note"].as_str().unwrap_or_default().into(),
-        )
+        self.0
+            .expect_event_about("Experiment", "lab-02-batching")
+            .await
     }
 
     async fn expect_delete_pipeline(&mut self, name: &str) {
-        let (req, body, send) = self.next().await;
+        let (req, body, send) = self.0.next().await;
         assert_eq!(req.method(), Method::DELETE);
         assert_eq!(req.uri().path(), format!("{PIPELINES}/{name}"));
         assert_eq!(body["propagationPolicy"], "Foreground");
-        Self::reply(
+        MockApi::reply(
             send,
             StatusCode::OK,
             &json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
@@ -170,8 +124,7 @@ async fn stand_ins(value: Option<f64>) -> (String, Asked) {
 }
 
 fn context(prometheus: &str, grafana: Option<&str>) -> (Arc<Context>, ApiServer) {
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = Client::new(service, "default");
+    let (client, api) = mock();
     (
         Context::new(
             client,
@@ -181,7 +134,7 @@ fn context(prometheus: &str, grafana: Option<&str>) -> (Arc<Context>, ApiServer)
             },
             grafana.map(|g| Grafana::new(g, "admin", "s3cret")),
         ),
-        ApiServer(handle),
+        ApiServer(api),
     )
 }
 
@@ -228,7 +181,7 @@ async fn a_new_experiment_creates_its_first_run_pipeline() {
     let (ctx, mut server) = context("http://127.0.0.1:1", None);
     let result = run(experiment(), ctx.clone(), async move {
         server.expect_get_pipeline("lab-02-batching-b0", None).await;
-        let (req, body, send) = server.next().await;
+        let (req, body, send) = server.0.next().await;
         assert_eq!(req.method(), Method::PATCH);
         assert_eq!(req.uri().path(), format!("{PIPELINES}/lab-02-batching-b0"));
         let query = req.uri().query().unwrap_or_default();
@@ -245,7 +198,7 @@ async fn a_new_experiment_creates_its_first_run_pipeline() {
         assert_eq!(body["spec"]["source"]["knobs"]["events"], 0);
         assert_eq!(body["spec"]["labels"]["side"], "lab-02-batching-baseline");
         assert_eq!(body["metadata"]["ownerReferences"][0]["uid"], "uid-exp");
-        ApiServer::reply(send, StatusCode::OK, &body);
+        MockApi::reply(send, StatusCode::OK, &body);
         let status = server.expect_status().await;
         assert_eq!(status["phase"], "Running");
         assert_eq!(status["progress"], "0/6");

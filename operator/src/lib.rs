@@ -6,8 +6,10 @@
 //! - [`experiment`]: the `Experiment` resource (a lab's A/B on the cluster) and its pure state
 //!   machine; [`experiment_controller`] does its steps; [`results`] reads Prometheus and
 //!   annotates Grafana.
+//! - [`api`]: what both reconcilers do with the API alike (status apply, Events, backoff count).
 //! - [`metrics`]: the operator's own Prometheus metrics.
 
+pub mod api;
 pub mod controller;
 pub mod crd;
 pub mod experiment;

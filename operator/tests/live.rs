@@ -64,31 +64,7 @@ async fn a_pipeline_lives_on_a_real_cluster() {
     let ssa = PatchParams::apply("observatory-e2e").force();
 
     // The CRD, established.
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.patch(
-        "pipelines.observatory.dev",
-        &ssa,
-        &Patch::Apply(Pipeline::crd()),
-    )
-    .await
-    .unwrap();
-    wait_for(
-        "the CRD to be established",
-        Duration::from_secs(60),
-        || async {
-            crds.get("pipelines.observatory.dev")
-                .await
-                .ok()
-                .and_then(|c| c.status)
-                .is_some_and(|s| {
-                    s.conditions
-                        .unwrap_or_default()
-                        .iter()
-                        .any(|c| c.type_ == "Established" && c.status == "True")
-                })
-        },
-    )
-    .await;
+    establish::<Pipeline>(&client).await;
 
     // A fresh namespace that enforces the restricted Pod Security profile.
     let ns = format!("observatory-e2e-{}", std::process::id());
