@@ -95,7 +95,7 @@ impl Metrics {
         #[cfg(target_os = "linux")]
         registry
             .register(Box::new(
-                prometheus::process_collector::ProcessCollector::for_self(),
+                observatory_telemetry::process::ProcessMetrics::for_self(),
             ))
             .expect("registered once");
         Metrics {

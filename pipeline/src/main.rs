@@ -124,6 +124,8 @@ fn kernel(
         knobs.set(k.strip_prefix(&format!("{role}.")).unwrap_or(k), v)?;
     }
     pipeline::labs::select(knobs.common().lab_slot, knobs.common().lab_impl);
+    // Allocation counting follows the `telemetry` knob here as in a stage process.
+    pipeline::alloc::set_counting(knobs.common().telemetry);
     let text = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
     let raw: Vec<pipeline::codec::Frame> = text
         .split(|b| *b == b'\n')

@@ -274,7 +274,7 @@ impl Metrics {
         }
         #[cfg(target_os = "linux")]
         r.register(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
+            observatory_telemetry::process::ProcessMetrics::for_self(),
         ))
         .expect("process collector registers once");
         m

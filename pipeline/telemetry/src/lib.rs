@@ -6,6 +6,11 @@
 //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set, spans of the given targets, down to `debug`
 //! level, are also exported over OTLP/HTTP (protobuf) with a batch exporter. Hot-path spans
 //! belong at `debug`, so they cost nothing when no exporter is configured.
+//!
+//! [`process`] exports the `process_*` Prometheus metrics, with CPU time to the microsecond.
+
+#[cfg(target_os = "linux")]
+pub mod process;
 
 use anyhow::Context;
 use opentelemetry::trace::TracerProvider as _;
