@@ -7,8 +7,10 @@
 //! whose config asks for the other allocator re-executes itself with the variable set (see
 //! `main.rs`), so memory is never freed by an allocator that did not allocate it.
 //!
-//! Counting uses per-thread shards of cache-line-padded relaxed atomics, so threads do not
-//! contend on one counter; `set_counting(false)` turns it off (the `telemetry` knob).
+//! Counting is a plain add, not an atomic read-modify-write: each of the first `SHARDS - 1`
+//! threads owns a cache-line-padded slot that only it writes (a relaxed load and store: no
+//! `lock` prefix, no cache-line traffic); readers sum the slots. Threads past that share the
+//! last slot with atomic adds. `set_counting(false)` turns it off (the `telemetry` knob).
 
 use pipeline_plan::Allocator;
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -19,7 +21,9 @@ use tikv_jemallocator::Jemalloc;
 const UNSET: u8 = 0;
 const SYSTEM: u8 = 1;
 const JEMALLOC: u8 = 2;
-const SHARDS: usize = 16;
+const SHARDS: usize = 64;
+/// The slot shared, with atomic adds, by every thread past the first `SHARDS - 1`.
+const SHARED: usize = SHARDS - 1;
 
 static CHOICE: AtomicU8 = AtomicU8::new(UNSET);
 static COUNTING: AtomicBool = AtomicBool::new(true);
@@ -75,15 +79,25 @@ fn count(size: usize) {
         .try_with(|s| {
             let mut v = s.get();
             if v == usize::MAX {
-                v = NEXT_SLOT.fetch_add(1, Relaxed) % SHARDS;
+                v = NEXT_SLOT.fetch_add(1, Relaxed).min(SHARED);
                 s.set(v);
             }
             v
         })
-        .unwrap_or(0);
+        .unwrap_or(SHARED);
     let shard = &COUNTS[slot];
-    shard.allocations.fetch_add(1, Relaxed);
-    shard.bytes.fetch_add(size as u64, Relaxed);
+    if slot == SHARED {
+        shard.allocations.fetch_add(1, Relaxed);
+        shard.bytes.fetch_add(size as u64, Relaxed);
+    } else {
+        // This thread is the slot's only writer, so a load and a store lose no update.
+        shard
+            .allocations
+            .store(shard.allocations.load(Relaxed) + 1, Relaxed);
+        shard
+            .bytes
+            .store(shard.bytes.load(Relaxed) + size as u64, Relaxed);
+    }
 }
 
 // SAFETY: every method forwards to one allocator, the same one for the whole life of the
