@@ -174,7 +174,8 @@ pub struct AbResult {
     pub not_compared: BTreeMap<String, String>,
     /// Every measured run conserved its events.
     pub conserved: bool,
-    /// The stage whose CPU per event changed most (where the diff flamegraph looks).
+    /// The stage the diff flamegraph looks at: the only stage whose knobs differ, else the one
+    /// whose CPU per event changed most.
     pub changed_stage: Option<String>,
     /// Files of the report, relative to its folder.
     pub files: BTreeMap<String, String>,
@@ -318,7 +319,7 @@ pub async fn run_ab(
         }
     }
     let conserved = fa.iter().chain(&fb).all(|r| r.conserved);
-    let changed_stage = changed_stage(&fa, &fb);
+    let changed_stage = configured_stage(&plans[0], &plans[1]).or_else(|| changed_stage(&fa, &fb));
     let mut result = AbResult {
         ab_version: AB_VERSION,
         mode: if cfg.is_aa() { "aa" } else { "ab" }.into(),
@@ -350,7 +351,21 @@ pub async fn run_ab(
     Ok(result)
 }
 
-/// The stage whose median CPU per event moved most, relatively, between the sides.
+/// The one stage whose knobs differ between the sides, when exactly one does (`parse.mode`
+/// owned vs borrowed: parse, whatever the noise in the other stages' CPU says).
+fn configured_stage(a: &Plan, b: &Plan) -> Option<String> {
+    let roles = a.stages().iter().chain(b.stages()).map(|s| s.role());
+    let mut differing: Vec<_> = roles.filter(|&r| a.stage(r) != b.stage(r)).collect();
+    differing.dedup();
+    match differing[..] {
+        [one] => Some(one.to_string()),
+        _ => None,
+    }
+}
+
+/// Otherwise, the stage whose median CPU per event moved most between the sides, in CPU seconds (not
+/// relatively: a stage that barely runs, like a blackhole-ish sink at 0.006 s per million events,
+/// swings by tens of percent from timer wake-ups alone and would win on noise).
 fn changed_stage(a: &[RunFigures], b: &[RunFigures]) -> Option<String> {
     let stages: Vec<String> = a
         .first()?
@@ -370,8 +385,7 @@ fn changed_stage(a: &[RunFigures], b: &[RunFigures]) -> Option<String> {
         .into_iter()
         .map(|s| {
             let (ma, mb) = (median(a, &s), median(b, &s));
-            let change = if ma > 0.0 { (mb / ma).ln().abs() } else { 0.0 };
-            (s, change)
+            (s, (mb - ma).abs())
         })
         .max_by(|x, y| x.1.total_cmp(&y.1))
         .map(|(s, _)| s)
@@ -422,5 +436,46 @@ mod tests {
         };
         assert!(not_measured("allocations_per_event", &on.runs).is_none());
         assert_eq!(on.samples().metrics.len(), METRICS.len());
+    }
+
+    #[test]
+    fn the_changed_stage_is_where_the_most_cpu_moved_not_the_noisiest_small_stage() {
+        let with = |parse: f64, sink: f64| {
+            let mut r = run(6.04, true);
+            r.stage_cpu_seconds_per_million =
+                BTreeMap::from([("parse".into(), parse), ("sink".into(), sink)]);
+            r
+        };
+        // Parse gets 10% cheaper (0.06 s per million events); the sink, which barely runs,
+        // swings by 40% of almost nothing (0.004 s).
+        let a = [with(0.60, 0.010), with(0.61, 0.011), with(0.59, 0.009)];
+        let b = [with(0.54, 0.006), with(0.55, 0.006), with(0.53, 0.007)];
+        assert_eq!(changed_stage(&a, &b).as_deref(), Some("parse"));
+        assert_eq!(changed_stage(&[], &b), None);
+    }
+
+    #[test]
+    fn the_stage_whose_knobs_differ_is_the_changed_one() {
+        let base = Plan::new("t");
+        let with = |assignments: &[&str]| {
+            let mut p = base.clone();
+            for a in assignments {
+                p.assign(a).unwrap();
+            }
+            p
+        };
+        let owned = with(&["parse.mode=owned"]);
+        let borrowed = with(&["parse.mode=borrowed"]);
+        assert_eq!(
+            configured_stage(&owned, &borrowed).as_deref(),
+            Some("parse")
+        );
+        // Labels are not knobs; the same knobs on both sides (A/A) name no stage.
+        let mut labelled = owned.clone();
+        labelled.labels.insert("side".into(), "B".into());
+        assert_eq!(configured_stage(&owned, &labelled), None);
+        // A change on every stage names no single one.
+        let all = with(&["all.telemetry=false"]);
+        assert_eq!(configured_stage(&base, &all), None);
     }
 }

@@ -5,7 +5,7 @@
 //! summary.txt                  the comparison table, for people
 //! a.samples.json, b.samples.json   each side's samples (for `observatory bench compare`)
 //! throughput.svg, latency.svg, cpu.svg   one point per run, a line per side
-//! diff-flamegraph-<stage>.svg  the stage whose CPU per event changed most, A to B
+//! diff-flamegraph-<stage>.svg  the only stage whose knobs differ (else: whose CPU per event changed most), A to B
 //! runs/                        every run's own report (summary, logs, configs)
 //! ```
 
@@ -79,7 +79,7 @@ pub fn summary_text(r: &AbResult) -> String {
         "\nA difference counts only when its interval excludes 1.0; the ratio is of medians."
     );
     if let Some(s) = &r.changed_stage {
-        let _ = writeln!(t, "stage whose CPU per event changed most: {s}");
+        let _ = writeln!(t, "stage the differential flamegraph shows: {s}");
     }
     if !r.files.is_empty() {
         let _ = writeln!(t, "\nfiles:");

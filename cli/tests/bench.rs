@@ -72,7 +72,21 @@ fn an_ab_run_of_owned_against_borrowed_parsing_writes_its_report() {
     let alloc = metric("allocations_per_event");
     assert_eq!(alloc["verdict"], "better", "{alloc}");
     assert!(alloc["ratio"]["high"].as_f64().unwrap() < 0.5, "{alloc}");
-    assert_eq!(r["changed_stage"], "parse");
+    let stage_cpu = |side: &str| -> Vec<serde_json::Value> {
+        r[side]["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|run| run["stage_cpu_seconds_per_million"].clone())
+            .collect()
+    };
+    assert_eq!(
+        r["changed_stage"],
+        "parse",
+        "CPU s per million events by stage, A: {:?}, B: {:?}",
+        stage_cpu("a"),
+        stage_cpu("b")
+    );
 
     // The plots, the differential flamegraph, the samples.
     for f in ["throughput.svg", "latency.svg", "cpu.svg"] {
