@@ -355,17 +355,19 @@ pub async fn run_ab(
 /// owned vs borrowed: parse, whatever the noise in the other stages' CPU says).
 fn configured_stage(a: &Plan, b: &Plan) -> Option<String> {
     let roles = a.stages().iter().chain(b.stages()).map(|s| s.role());
-    let mut differing: Vec<_> = roles.filter(|&r| a.stage(r) != b.stage(r)).collect();
-    differing.dedup();
-    match differing[..] {
-        [one] => Some(one.to_string()),
+    let differing: std::collections::BTreeSet<String> = roles
+        .filter(|&r| a.stage(r) != b.stage(r))
+        .map(|r| r.to_string())
+        .collect();
+    match differing.len() {
+        1 => differing.into_iter().next(),
         _ => None,
     }
 }
 
-/// Otherwise, the stage whose median CPU per event moved most between the sides, in CPU seconds (not
-/// relatively: a stage that barely runs, like a blackhole-ish sink at 0.006 s per million events,
-/// swings by tens of percent from timer wake-ups alone and would win on noise).
+/// Otherwise, the stage whose median CPU per event moved most between the sides, in CPU
+/// seconds; not relatively: a stage that barely runs (a sink at 0.03 s per million events)
+/// swings by tens of percent from timer wake-ups alone and would win on noise.
 fn changed_stage(a: &[RunFigures], b: &[RunFigures]) -> Option<String> {
     let stages: Vec<String> = a
         .first()?
