@@ -174,7 +174,7 @@ impl StageCtx {
                 max,
             },
         );
-        let (cpu_seconds, peak_rss_bytes) = rusage();
+        let usage = observatory_telemetry::process::usage();
         let (allocations, allocated_bytes) = alloc::totals();
         StageStats {
             pipeline: self.cfg.pipeline.clone(),
@@ -200,9 +200,9 @@ impl StageCtx {
             windows_closed: m.windows_closed.get(),
             windows_persisted: m.windows_persisted.get(),
             end_to_end_latency_us,
-            cpu_seconds,
+            cpu_seconds: usage.map_or(0.0, |u| u.cpu_seconds),
             rss_bytes: current_rss(),
-            peak_rss_bytes,
+            peak_rss_bytes: usage.map_or(0, |u| u.peak_rss_bytes),
             peak_rss_unprofiled_bytes: {
                 self.sample_rss();
                 self.rss_unprofiled_peak.load(Ordering::Relaxed)
@@ -214,20 +214,6 @@ impl StageCtx {
             telemetry: m.telemetry,
         }
     }
-}
-
-/// (CPU seconds, peak RSS bytes) of this process.
-fn rusage() -> (f64, u64) {
-    // SAFETY: getrusage fills the zeroed struct we own.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
-        return (0.0, 0);
-    }
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    (
-        secs(ru.ru_utime) + secs(ru.ru_stime),
-        (ru.ru_maxrss.max(0) as u64) * 1024,
-    )
 }
 
 /// Current resident set size in bytes.

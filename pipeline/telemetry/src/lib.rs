@@ -9,7 +9,6 @@
 //!
 //! [`process`] exports the `process_*` Prometheus metrics, with CPU time to the microsecond.
 
-#[cfg(target_os = "linux")]
 pub mod process;
 
 use anyhow::Context;
