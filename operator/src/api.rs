@@ -4,6 +4,7 @@
 
 use crate::render::MANAGER;
 use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
@@ -55,10 +56,17 @@ where
     Ok(())
 }
 
-/// Publish an Event about `obj`; a failure to publish is logged, not returned.
+/// Publish an Event about `obj`, and about `related` when it concerns a second object; a
+/// failure to publish is logged, not returned.
+///
+/// The recorder folds events with the same type, reason, action and objects into one series
+/// that keeps the first note, so events that say different things about different runs or
+/// stages must name them in `related` (six runs measured are six events, not one shown six
+/// times).
 pub async fn publish<K: Resource<DynamicType = ()>>(
     recorder: &Recorder,
     obj: &K,
+    related: Option<ObjectReference>,
     type_: EventType,
     reason: &str,
     action: &str,
@@ -69,7 +77,7 @@ pub async fn publish<K: Resource<DynamicType = ()>>(
         reason: reason.into(),
         note: Some(note),
         action: action.into(),
-        secondary: None,
+        secondary: related,
     };
     if let Err(e) = recorder.publish(&ev, &obj.object_ref(&())).await {
         warn!(error = %e, reason, "could not publish an event");

@@ -11,11 +11,13 @@
 
 use crate::api::{self, Failures, key};
 use crate::crd::{Pipeline, PipelineStatus, StageStatus};
+use crate::health::Health;
 use crate::metrics::Metrics;
+use crate::pods;
 use crate::render::{self, Desired, InvalidSpec, MANAGER, Workload, managed_selector};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
@@ -28,7 +30,7 @@ use serde::de::DeserializeOwned;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::{info, instrument, warn};
+use tracing::{debug, info, instrument, warn};
 
 /// What can go wrong while reconciling.
 #[derive(Debug, thiserror::Error)]
@@ -121,7 +123,35 @@ async fn publish(
     action: &str,
     note: String,
 ) {
-    api::publish(&ctx.recorder, p, type_, reason, action, note).await
+    api::publish(&ctx.recorder, p, None, type_, reason, action, note).await
+}
+
+/// An Event about one stage of `p`: the stage's workload is its related object, so events
+/// about different stages stay apart.
+async fn publish_stage(
+    ctx: &Context,
+    p: &Pipeline,
+    stage: &StageStatus,
+    reason: &str,
+    note: String,
+) {
+    let workload = ObjectReference {
+        api_version: Some("apps/v1".into()),
+        kind: Some(stage.workload.clone()),
+        name: Some(format!("{}-{}", p.name_any(), stage.name)),
+        namespace: p.namespace(),
+        ..Default::default()
+    };
+    api::publish(
+        &ctx.recorder,
+        p,
+        Some(workload),
+        EventType::Normal,
+        reason,
+        "Apply",
+        note,
+    )
+    .await
 }
 
 async fn apply<K>(api: &Api<K>, name: &str, obj: &K) -> Result<K, Error>
@@ -134,6 +164,13 @@ where
 
 async fn reconcile_pipeline(p: &Pipeline, ctx: &Context) -> Result<Action, Error> {
     let ns = p.namespace().ok_or(Error::NoNamespace)?;
+    if p.metadata.deletion_timestamp.is_some() {
+        // Being deleted: the garbage collector removes the stages it owns. Applying them again
+        // would recreate what it deletes, forever when the deletion is in the foreground (the
+        // Pipeline waits for its stages to be gone). Nothing to write either.
+        debug!("being deleted: its stages go with it");
+        return Ok(Action::await_change());
+    }
     let client = ctx.client.clone();
     let previous = p.status.clone().unwrap_or_default();
     let desired = match render::render(p) {
@@ -179,6 +216,17 @@ async fn reconcile_pipeline(p: &Pipeline, ctx: &Context) -> Result<Action, Error
                 )
             }
         };
+        // Not ready: say why, from its pods (scheduling, image, crash, probe).
+        let problem = if ready < desired_replicas || updated < desired_replicas {
+            let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+            let lp = ListParams::default().labels(&label_selector(&render::selector_labels(
+                &p.name_any(),
+                s.role,
+            )));
+            pods::problem(&pods.list(&lp).await?.items)
+        } else {
+            None
+        };
         stages.push(StageStatus {
             name: s.role.to_string(),
             workload: s.workload.kind().into(),
@@ -186,6 +234,7 @@ async fn reconcile_pipeline(p: &Pipeline, ctx: &Context) -> Result<Action, Error
             updated_replicas: updated,
             ready_replicas: ready,
             config_hash: s.config_hash.clone(),
+            problem,
         });
     }
     let pruned = prune(&client, &ns, &p.name_any(), &desired).await?;
@@ -303,14 +352,18 @@ fn healthy_status(
         .iter()
         .filter(|s| !ready.iter().any(|r| r.name == s.name))
         .map(|s| {
-            format!(
+            let mut line = format!(
                 "{} {}/{} ready, {}/{} updated",
                 s.name,
                 s.ready_replicas,
                 s.desired_replicas,
                 s.updated_replicas,
                 s.desired_replicas
-            )
+            );
+            if let Some(why) = &s.problem {
+                line.push_str(&format!(" ({why})"));
+            }
+            line
         })
         .collect();
     let c = &previous.conditions;
@@ -471,18 +524,10 @@ async fn announce(
                         s.name, old.config_hash, s.config_hash
                     );
                     info!("{note}");
-                    publish(ctx, p, EventType::Normal, "RollingOut", "Apply", note).await;
+                    publish_stage(ctx, p, s, "RollingOut", note).await;
                 }
                 None => {
-                    publish(
-                        ctx,
-                        p,
-                        EventType::Normal,
-                        "StageAdded",
-                        "Apply",
-                        format!("stage {} added", s.name),
-                    )
-                    .await
+                    publish_stage(ctx, p, s, "StageAdded", format!("stage {} added", s.name)).await
                 }
                 _ => {}
             }
@@ -513,11 +558,39 @@ async fn announce(
     }
 }
 
+/// `k=v,k=v` of a label map.
+fn label_selector(labels: &std::collections::BTreeMap<String, String>) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// What the controllers do with the results of their run stream: a failed watch is a warning
+/// and makes `/readyz` fail (see [`Health`]); a failed reconcile was already logged by it.
+pub fn observe_result<T, E: std::fmt::Display>(
+    health: &Health,
+    what: &'static str,
+    res: Result<T, kube::runtime::controller::Error<E, watcher::Error>>,
+) {
+    use kube::runtime::controller::Error as C;
+    match res {
+        Ok(_) => {}
+        Err(C::QueueError(e)) => {
+            warn!(error = %e, watching = what, "a watch failed; retrying with backoff (the operator is not ready meanwhile)");
+            health.watch_failed(what, &e.to_string());
+        }
+        Err(e) => debug!(error = %e, controller = what, "reconcile error"),
+    }
+}
+
 /// Run the controller until `shutdown` resolves. Watches Pipelines (in `namespace`, or every
 /// namespace) and the workloads it owns, so rollouts wake it.
 pub async fn run(
     client: Client,
     metrics: Arc<Metrics>,
+    health: Arc<Health>,
     namespace: Option<String>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
@@ -543,11 +616,9 @@ pub async fn run(
         .owns(sts, owned)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
-        .for_each(|res| async move {
-            match res {
-                Ok((obj, _)) => tracing::debug!(pipeline = %obj.name, "reconciled"),
-                Err(e) => tracing::debug!(error = %e, "reconcile error"),
-            }
+        .for_each(|res| {
+            observe_result(&health, "pipelines", res);
+            std::future::ready(())
         })
         .await;
 }

@@ -97,8 +97,35 @@ impl ApiServer {
                 .await;
             assert_eq!(w["kind"], s.workload.kind());
             workloads.push(w);
+            if let Pods::None = pods {
+                self.expect_pods_of(s).await;
+            }
         }
         workloads
+    }
+
+    /// A stage that is not ready: expect the list of its pods; the sink's one pod is
+    /// unschedulable (as on a full 2-CPU node), the others have none yet.
+    async fn expect_pods_of(&mut self, s: &crate::render::StageObjects) {
+        let (req, _, send) = self.0.next().await;
+        assert_eq!(req.method(), Method::GET);
+        assert_eq!(req.uri().path(), format!("/api/v1{NS}/pods"));
+        let query = req.uri().query().unwrap_or_default();
+        let component = format!("app.kubernetes.io%2Fcomponent%3D{}", s.role);
+        assert!(query.contains(&component), "{query}");
+        let items = if s.role == pipeline_plan::Role::Sink {
+            json!([{"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "demo-sink-0", "namespace": "observatory"},
+                "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False",
+                    "reason": "Unschedulable", "message": "0/1 nodes are available: 1 Insufficient cpu."}]}}])
+        } else {
+            json!([])
+        };
+        MockApi::reply(
+            send,
+            StatusCode::OK,
+            &json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "9"}, "items": items}),
+        );
     }
 
     /// Expect the four label-selected lists that look for leftovers, and the deletes of those
@@ -200,6 +227,22 @@ where
     result
 }
 
+#[tokio::test]
+async fn a_pipeline_being_deleted_is_left_to_the_garbage_collector() {
+    // Deleted in the foreground, as the Experiment deletes its runs: the Pipeline waits for
+    // its stages to go. Applying them again would recreate what the garbage collector deletes,
+    // forever (seen on a real cluster). No request at all is the answer.
+    let (ctx, mut server) = context();
+    let mut p = sample();
+    p.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
+    p.metadata.finalizers = Some(vec!["foregroundDeletion".into()]);
+    let result = tokio::time::timeout(Duration::from_secs(5), reconcile(Arc::new(p), ctx))
+        .await
+        .expect("reconcile finished without waiting on the API");
+    assert_eq!(result.unwrap(), Action::await_change());
+    server.0.expect_no_request().await;
+}
+
 fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
     status["conditions"]
         .as_array()
@@ -239,12 +282,18 @@ async fn creates_every_stage_from_scratch_and_reports_it_progressing() {
         assert_eq!(stages[2]["readyReplicas"], 0);
         assert_eq!(condition(&status, "Ready")["status"], "False");
         assert_eq!(condition(&status, "Ready")["reason"], "StagesNotReady");
+        let why = condition(&status, "Ready")["message"].as_str().unwrap();
+        assert!(why.contains("parse 0/2 ready"), "{why}");
+        // Not only "0/1 ready": why, from the pod.
         assert!(
-            condition(&status, "Ready")["message"]
-                .as_str()
-                .unwrap()
-                .contains("parse 0/2 ready")
+            why.contains("sink 0/1 ready, 0/1 updated (pod demo-sink-0: not scheduled (Unschedulable): 0/1 nodes are available: 1 Insufficient cpu.)"),
+            "{why}"
         );
+        assert_eq!(
+            stages[3]["problem"],
+            "pod demo-sink-0: not scheduled (Unschedulable): 0/1 nodes are available: 1 Insufficient cpu."
+        );
+        assert!(stages[0].get("problem").is_none(), "no pod, nothing to say yet");
         assert_eq!(condition(&status, "Progressing")["status"], "True");
         assert_eq!(condition(&status, "Degraded")["status"], "False");
         assert_eq!(condition(&status, "Degraded")["observedGeneration"], 1);
@@ -275,6 +324,7 @@ fn ready_status(d: &Desired) -> PipelineStatus {
                 updated_replicas: s.replicas,
                 ready_replicas: s.replicas,
                 config_hash: s.config_hash.clone(),
+                problem: None,
             })
             .collect(),
         conditions: ["Ready", "Progressing", "Degraded"]

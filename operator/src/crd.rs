@@ -7,13 +7,16 @@
 //! log writer.
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
-use pipeline_plan::{AggregateKnobs, ParseKnobs, SinkKnobs, SourceKnobs};
+use pipeline_plan::{AggregateKnobs, Knobs, ParseKnobs, SinkKnobs, SourceKnobs};
 use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
 use std::collections::BTreeMap;
+use std::ops::{Deref, DerefMut};
 
 /// The API group.
 pub const GROUP: &str = "observatory.dev";
@@ -84,7 +87,7 @@ fn one() -> i32 {
 
 /// One stage: how many pods, which image, what resources, which knobs.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", bound(deserialize = "K: Knobs"))]
 #[schemars(bound = "K: JsonSchema + Default + Serialize")]
 pub struct StageSpec<K> {
     /// Pods of this stage. The aggregate is partitioned by key across its pods; the sink has 1.
@@ -98,9 +101,11 @@ pub struct StageSpec<K> {
     /// room for a CPU profile).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
-    /// The stage's knobs (`observatory knobs` lists them with their defaults).
+    /// The stage's knobs (`observatory knobs` lists them with their defaults). A key that is not
+    /// a knob of the stage is kept, and refused by the operator (the Pipeline turns `Degraded`
+    /// naming it) instead of being dropped.
     #[serde(default)]
-    pub knobs: K,
+    pub knobs: SpecKnobs<K>,
 }
 
 impl<K: Default> Default for StageSpec<K> {
@@ -109,8 +114,81 @@ impl<K: Default> Default for StageSpec<K> {
             replicas: 1,
             image: None,
             resources: None,
-            knobs: K::default(),
+            knobs: SpecKnobs::default(),
         }
+    }
+}
+
+/// A stage's knobs as a spec holds them: the typed knobs, and the keys that are not knobs of
+/// the stage.
+///
+/// The API server prunes fields its schema does not know, with only a warning to the client
+/// (`kubectl patch` shows it; an operator or a script never sees it), so a misspelt knob would
+/// silently run with the default. The knobs' schema therefore keeps unknown fields
+/// (`x-kubernetes-preserve-unknown-fields`), reading one is never an error (a single bad
+/// object must not break the operator's watch of every Pipeline), and rendering refuses it by
+/// name.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SpecKnobs<K> {
+    pub knobs: K,
+    /// Keys of the spec's `knobs` that this stage does not have, in the order written.
+    pub unknown: Vec<String>,
+}
+
+impl<K> From<K> for SpecKnobs<K> {
+    fn from(knobs: K) -> Self {
+        SpecKnobs {
+            knobs,
+            unknown: Vec::new(),
+        }
+    }
+}
+
+impl<K> Deref for SpecKnobs<K> {
+    type Target = K;
+    fn deref(&self) -> &K {
+        &self.knobs
+    }
+}
+
+impl<K> DerefMut for SpecKnobs<K> {
+    fn deref_mut(&mut self) -> &mut K {
+        &mut self.knobs
+    }
+}
+
+impl<'de, K: Knobs> Deserialize<'de> for SpecKnobs<K> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut map = serde_json::Map::<String, Value>::deserialize(d)?;
+        let known = K::names();
+        let unknown: Vec<String> = map.keys().filter(|k| !known.contains(k)).cloned().collect();
+        for k in &unknown {
+            map.remove(k);
+        }
+        let knobs = K::deserialize(Value::Object(map)).map_err(serde::de::Error::custom)?;
+        Ok(SpecKnobs { knobs, unknown })
+    }
+}
+
+impl<K: Serialize> Serialize for SpecKnobs<K> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.knobs.serialize(s)
+    }
+}
+
+impl<K: JsonSchema> JsonSchema for SpecKnobs<K> {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        format!("{}InSpec", K::schema_name()).into()
+    }
+
+    fn inline_schema() -> bool {
+        K::inline_schema()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let mut schema = K::json_schema(generator);
+        schema.insert("x-kubernetes-preserve-unknown-fields".into(), true.into());
+        schema
     }
 }
 
@@ -148,13 +226,70 @@ pub struct StageStatus {
     pub ready_replicas: i32,
     /// Hash of the stage's config; a new hash rolls the stage's pods.
     pub config_hash: String,
+    /// Why the stage is not ready, from its pods (e.g. `pod demo-sink-0: not scheduled
+    /// (Unschedulable): 0/1 nodes are available: 1 Insufficient cpu`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+/// The integer formats a Kubernetes API server recognizes. Others (`uint32`, `uint64`, which
+/// schemars writes for Rust's unsigned types) draw `unrecognized format` warnings on every
+/// apply of the CRD (seen on Kubernetes 1.36).
+pub const INTEGER_FORMATS: [&str; 2] = ["int32", "int64"];
+
+/// Rewrite what schemars generates into what a Kubernetes API server takes without warnings:
+/// an unsigned format becomes `int64` with its range as `minimum`/`maximum` (the API server
+/// stores integers as int64 anyway).
+fn kubernetes_formats(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            let max = match map.get("format").and_then(Value::as_str) {
+                Some("uint8") => Some(u64::from(u8::MAX)),
+                Some("uint16") => Some(u64::from(u16::MAX)),
+                Some("uint32") => Some(u64::from(u32::MAX)),
+                Some("uint64" | "uint") => Some(i64::MAX as u64),
+                _ => None,
+            };
+            if let Some(max) = max {
+                map.insert("format".into(), "int64".into());
+                let low = map.get("minimum").and_then(Value::as_f64).unwrap_or(0.0);
+                map.insert("minimum".into(), low.max(0.0).into());
+                let high = map
+                    .get("maximum")
+                    .and_then(Value::as_f64)
+                    .unwrap_or(f64::INFINITY);
+                if (max as f64) < high {
+                    map.insert("maximum".into(), max.into());
+                }
+            }
+            map.values_mut().for_each(kubernetes_formats);
+        }
+        Value::Array(items) => items.iter_mut().for_each(kubernetes_formats),
+        _ => {}
+    }
+}
+
+fn for_kubernetes(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    let mut v = serde_json::to_value(&crd).expect("a CRD serializes");
+    kubernetes_formats(&mut v);
+    serde_json::from_value(v).expect("the rewritten CRD is still a CRD")
+}
+
+/// Both CRDs as the cluster gets them (`Pipeline`, then `Experiment`): use these, not
+/// `CustomResourceExt::crd()`, whose formats a real API server warns about.
+pub fn crds() -> [CustomResourceDefinition; 2] {
+    use kube::CustomResourceExt;
+    [
+        for_kubernetes(Pipeline::crd()),
+        for_kubernetes(crate::experiment::Experiment::crd()),
+    ]
 }
 
 /// The CRDs as YAML (`Pipeline`, then `Experiment`), with a header saying where they come from.
 pub fn crd_yaml() -> Result<String, yaml_serde::Error> {
-    use kube::CustomResourceExt;
-    let pipeline = yaml_serde::to_string(&Pipeline::crd())?;
-    let experiment = yaml_serde::to_string(&crate::experiment::Experiment::crd())?;
+    let [pipeline, experiment] = crds();
+    let pipeline = yaml_serde::to_string(&pipeline)?;
+    let experiment = yaml_serde::to_string(&experiment)?;
     Ok(format!(
         "# Generated by `cargo run -p operator --bin crdgen -- --out deploy/base/crd.yaml`: do not edit.\n{pipeline}---\n{experiment}"
     ))

@@ -43,7 +43,6 @@ use std::time::Duration;
     printcolumn = r#"{"name":"Passed","type":"boolean","jsonPath":".status.result.passed"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
-#[x_kube(validation = Rule::new("self.baseline != self.variant").message("the baseline and the variant must differ"))]
 #[serde(rename_all = "camelCase")]
 pub struct ExperimentSpec {
     /// The course lab this measures (informative; `observatory lab check N --k8s` sets it).
@@ -292,22 +291,22 @@ pub fn with_assignments(spec: &PipelineSpec, set: &[String]) -> Result<PipelineS
         let replicas = i32::try_from(stage.replicas).map_err(|_| "too many replicas")?;
         match (&stage.knobs, stage.role()) {
             (StageKnobs::Source(k), _) => {
-                out.source.knobs = k.clone();
+                out.source.knobs = k.clone().into();
                 out.source.replicas = replicas;
             }
             (StageKnobs::Parse(k), _) => {
                 let s = out.parse.as_mut().ok_or("no parse stage")?;
-                s.knobs = k.clone();
+                s.knobs = k.clone().into();
                 s.replicas = replicas;
             }
             (StageKnobs::Aggregate(k), _) => {
                 let s = out.aggregate.as_mut().ok_or("no aggregate stage")?;
-                s.knobs = k.clone();
+                s.knobs = k.clone().into();
                 s.replicas = replicas;
             }
             (StageKnobs::Sink(k), Role::Sink) => {
                 let s = out.sink.as_mut().ok_or("no sink stage")?;
-                s.knobs = k.clone();
+                s.knobs = k.clone().into();
                 s.replicas = replicas;
             }
             (StageKnobs::Sink(_), _) => unreachable!("a sink's knobs belong to the sink"),
@@ -325,7 +324,7 @@ pub fn pipeline_spec_of(plan: &pipeline_plan::Plan, image: &str) -> Result<Pipel
             replicas: i32::try_from(replicas).map_err(|_| "too many replicas")?,
             image: None,
             resources: None,
-            knobs: knobs.clone(),
+            knobs: knobs.clone().into(),
         })
     }
     let mut spec = PipelineSpec {
@@ -376,6 +375,18 @@ fn owner(e: &Experiment) -> OwnerReference {
     }
 }
 
+/// What one side runs: the base spec with the side's assignments and image, and an unbounded
+/// source (the measurement window bounds each run).
+fn side_spec(base: &PipelineSpec, side: &Side) -> Result<PipelineSpec, String> {
+    let mut spec = with_assignments(base, &side.set)?;
+    spec.source.knobs.events = 0;
+    spec.source.knobs.duration_seconds = 0.0;
+    if let Some(image) = &side.image {
+        spec.image = image.clone();
+    }
+    Ok(spec)
+}
+
 /// The Pipeline of one run: the base spec, the side's assignments and image, an unbounded
 /// source, and metric labels naming the experiment, the side and the run.
 pub fn run_pipeline(e: &Experiment, run: &RunStatus) -> Result<Pipeline, String> {
@@ -384,12 +395,7 @@ pub fn run_pipeline(e: &Experiment, run: &RunStatus) -> Result<Pipeline, String>
     } else {
         &e.spec.variant
     };
-    let mut spec = with_assignments(&e.spec.pipeline, &side.set)?;
-    spec.source.knobs.events = 0;
-    spec.source.knobs.duration_seconds = 0.0;
-    if let Some(image) = &side.image {
-        spec.image = image.clone();
-    }
+    let mut spec = side_spec(&e.spec.pipeline, side)?;
     let name = e.name_any();
     spec.labels.extend([
         ("experiment".to_string(), name.clone()),
@@ -418,6 +424,17 @@ pub fn invalid(e: &Experiment) -> Option<String> {
             "metadata.name: at most {MAX_NAME} characters (its runs' objects are named after it)"
         ));
     }
+    let mut base = Pipeline::new(&name, e.spec.pipeline.clone());
+    base.metadata.uid = Some("validation".into());
+    base.metadata.namespace = e.namespace();
+    if let Err(bad) = render::render(&base) {
+        // `spec.parse.knobs.x` of the base pipeline is `spec.pipeline.parse.knobs.x` here.
+        let field = match bad.field.strip_prefix("spec.") {
+            Some(rest) => format!("spec.pipeline.{rest}"),
+            None => "spec.pipeline".to_string(),
+        };
+        return Some(format!("{field}: {}", bad.message));
+    }
     for field in ["baseline", "variant"] {
         let run = RunStatus {
             side: field.into(),
@@ -432,6 +449,19 @@ pub fn invalid(e: &Experiment) -> Option<String> {
         if let Err(bad) = render::render(&p) {
             return Some(format!("spec.{field} makes an invalid pipeline: {bad}"));
         }
+    }
+    // Compared as what each side runs, so `[a, b]` and `[b, a]`, or a knob set to its
+    // default, are the same side. (Not a CEL rule: `self.baseline != self.variant` compares two
+    // separately declared object types, which the API server's CEL type checker refuses.)
+    if let (Ok(b), Ok(v)) = (
+        side_spec(&e.spec.pipeline, &e.spec.baseline),
+        side_spec(&e.spec.pipeline, &e.spec.variant),
+    ) && b == v
+    {
+        return Some(
+            "spec.variant: runs the same pipeline as spec.baseline (the same knobs and image): there is nothing to compare"
+                .into(),
+        );
     }
     if e.spec.min_effect < 0.0
         || (e.spec.metric.better() == Better::Lower && e.spec.min_effect >= 1.0)
@@ -453,12 +483,15 @@ pub enum Observed {
     /// It exists and is not Ready; the status summary (e.g. `Progressing`).
     NotReady(String),
     Ready,
+    /// It is being deleted (its stages are going): it must be gone before it is created again.
+    Deleting,
 }
 
 impl Observed {
     pub fn of(p: Option<&Pipeline>) -> Observed {
         match p {
             None => Observed::Absent,
+            Some(p) if p.metadata.deletion_timestamp.is_some() => Observed::Deleting,
             Some(p) => {
                 let summary = p
                     .status
@@ -499,6 +532,10 @@ pub enum Action {
 pub struct Decision {
     pub action: Action,
     pub status: ExperimentStatus,
+    /// Run Pipelines of this experiment, other than the current run's, still there: delete
+    /// them (a measured run, or one from an earlier spec). The next run is created only once
+    /// none is left, so the sides never share the machine.
+    pub delete: Vec<String>,
 }
 
 fn after(t: &Time, d: Duration) -> Timestamp {
@@ -553,13 +590,33 @@ pub fn run_to_observe(e: &Experiment) -> Option<String> {
         .map(|r| r.pipeline)
 }
 
-/// Decide the next step from the Experiment, its current run's Pipeline and the time.
-pub fn decide(e: &Experiment, current: &Observed, now: Timestamp) -> Decision {
+/// Decide the next step from the Experiment, its current run's Pipeline, the experiment's
+/// other run Pipelines that still exist (`lingering`), and the time.
+pub fn decide(
+    e: &Experiment,
+    current: &Observed,
+    lingering: &[String],
+    now: Timestamp,
+) -> Decision {
+    let mut d = decide_step(e, current, !lingering.is_empty(), now);
+    d.delete = lingering.to_vec();
+    if !lingering.is_empty() && matches!(d.action, Action::Wait(_)) {
+        d.status.message = format!(
+            "{} (deleting {} first)",
+            d.status.message,
+            lingering.join(", ")
+        );
+    }
+    d
+}
+
+fn decide_step(e: &Experiment, current: &Observed, lingering: bool, now: Timestamp) -> Decision {
     let mut status = working_status(e);
     if status.phase == SUCCEEDED || status.phase == FAILED {
         return Decision {
             action: Action::Done,
             status,
+            delete: Vec::new(),
         };
     }
     if let Some(why) = invalid(e) {
@@ -569,6 +626,7 @@ pub fn decide(e: &Experiment, current: &Observed, now: Timestamp) -> Decision {
         return Decision {
             action: Action::Conclude,
             status,
+            delete: Vec::new(),
         };
     };
     let spec = &e.spec;
@@ -576,6 +634,20 @@ pub fn decide(e: &Experiment, current: &Observed, now: Timestamp) -> Decision {
     let run = &mut status.runs[i];
     let what = format!("run {} of {total} ({}, {})", i + 1, run.side, run.pipeline);
     let (action, message) = match current {
+        Observed::Absent if lingering => (
+            Action::Wait(POLL),
+            format!(
+                "{what}: waiting for the previous run's pipeline to be gone, so the sides never share the machine"
+            ),
+        ),
+        Observed::Deleting => {
+            run.window_start = None;
+            run.window_end = None;
+            (
+                Action::Wait(POLL),
+                format!("{what}: its pipeline is being deleted; it is created again once gone"),
+            )
+        }
         Observed::Absent => {
             // Not created yet; or created and gone (someone deleted it): create it, from scratch.
             let recreated = run.phase != PENDING && run.deployed_at.is_some();
@@ -665,13 +737,18 @@ pub fn decide(e: &Experiment, current: &Observed, now: Timestamp) -> Decision {
     };
     status.message = message;
     status.progress = progress(&status.runs);
-    Decision { action, status }
+    Decision {
+        action,
+        status,
+        delete: Vec::new(),
+    }
 }
 
 fn failed(status: ExperimentStatus, message: String, reason: &str) -> Decision {
     Decision {
         status: failed_status(status, message.clone(), reason),
         action: Action::Fail(message),
+        delete: Vec::new(),
     }
 }
 

@@ -11,16 +11,18 @@ use crate::api::{self, Failures, key, not_found_is_ok};
 use crate::controller::{Error, backoff};
 use crate::crd::Pipeline;
 use crate::experiment::{self, Action, Decision, Experiment, ExperimentStatus, Observed};
+use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::render::MANAGER;
-use crate::results::{Grafana, Prometheus, ResultsError};
+use crate::results::{Credentials, Grafana, Prometheus, ResultsError, basic_auth};
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::events::{EventType, Recorder};
 use kube::runtime::watcher;
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use std::future::Future;
 use std::sync::Arc;
 use tracing::{info, instrument, warn};
@@ -83,11 +85,21 @@ pub fn error_policy(e: Arc<Experiment>, error: &Error, ctx: Arc<Context>) -> Req
 }
 
 async fn publish(ctx: &Context, e: &Experiment, type_: EventType, reason: &str, note: String) {
-    api::publish(&ctx.recorder, e, type_, reason, "Experiment", note).await
+    api::publish(&ctx.recorder, e, None, type_, reason, "Experiment", note).await
+}
+
+/// The label every run Pipeline of experiment `name` carries.
+pub fn runs_selector(name: &str) -> String {
+    format!("observatory.dev/experiment={name}")
 }
 
 async fn step(e: &Experiment, ctx: &Context) -> Result<Requeue, Error> {
     let ns = e.namespace().ok_or(Error::NoNamespace)?;
+    if e.metadata.deletion_timestamp.is_some() {
+        // Being deleted: its run Pipelines are owned by it and go with it; starting another
+        // run now would only race the garbage collector.
+        return Ok(Requeue::await_change());
+    }
     let pipelines: Api<Pipeline> = Api::namespaced(ctx.client.clone(), &ns);
     let now = Timestamp::now();
     // The current run's Pipeline exists only once deployed (a failure then deletes it).
@@ -97,11 +109,43 @@ async fn step(e: &Experiment, ctx: &Context) -> Result<Requeue, Error> {
         .and_then(|s| s.runs.iter().find(|r| r.phase != experiment::MEASURED))
         .filter(|r| r.phase != experiment::PENDING)
         .map(|r| r.pipeline.clone());
-    let observed = match experiment::run_to_observe(e) {
-        Some(name) => Observed::of(pipelines.get_opt(&name).await?.as_ref()),
-        None => Observed::Absent,
-    };
-    let Decision { action, status } = experiment::decide(e, &observed, now);
+    // Every run Pipeline this experiment owns: the current run's, and any still going away.
+    let uid = e.uid();
+    let runs: Vec<Pipeline> = pipelines
+        .list(&ListParams::default().labels(&runs_selector(&e.name_any())))
+        .await?
+        .items
+        .into_iter()
+        .filter(|p| {
+            p.owner_references()
+                .iter()
+                .any(|o| Some(&o.uid) == uid.as_ref())
+        })
+        .collect();
+    let current = experiment::run_to_observe(e);
+    let observed = Observed::of(
+        runs.iter()
+            .find(|p| current.as_deref() == Some(p.name_any().as_str())),
+    );
+    let lingering: Vec<String> = runs
+        .iter()
+        .map(|p| p.name_any())
+        .filter(|n| current.as_deref() != Some(n.as_str()))
+        .collect();
+    let Decision {
+        action,
+        status,
+        delete,
+    } = experiment::decide(e, &observed, &lingering, now);
+    for name in &delete {
+        let going = runs
+            .iter()
+            .any(|p| p.name_any() == *name && p.metadata.deletion_timestamp.is_some());
+        if !going {
+            info!(pipeline = %name, "deleting a finished run's pipeline");
+            delete_run(&pipelines, name).await?;
+        }
+    }
     match action {
         Action::Done => Ok(Requeue::await_change()),
         Action::Wait(after) => {
@@ -153,32 +197,52 @@ async fn step(e: &Experiment, ctx: &Context) -> Result<Requeue, Error> {
             );
             let annotation = match &ctx.grafana {
                 None => "not annotated: the operator has no Grafana configured".to_string(),
-                Some(g) => match g
-                    .annotate(
-                        &e.name_any(),
-                        &run,
-                        start.0.as_millisecond(),
-                        end.0.as_millisecond(),
-                        &text,
-                    )
-                    .await
-                {
-                    Ok(id) => format!("grafana annotation {id}"),
-                    Err(err) => {
-                        warn!(error = %err, "could not annotate the run in Grafana");
-                        format!("not annotated: {err}")
+                Some(g) => {
+                    let written = match authorization(&ctx.client, &g.credentials).await {
+                        Ok(auth) => g
+                            .annotate(
+                                &auth,
+                                &e.name_any(),
+                                &run,
+                                start.0.as_millisecond(),
+                                end.0.as_millisecond(),
+                                &text,
+                            )
+                            .await
+                            .map_err(|err| err.to_string()),
+                        Err(why) => Err(why),
+                    };
+                    match written {
+                        Ok(id) => format!("grafana annotation {id}"),
+                        Err(err) => {
+                            warn!(error = %err, "could not annotate the run in Grafana");
+                            format!("not annotated: {err}")
+                        }
                     }
-                },
+                }
             };
             let status = experiment::record_measurement(status, i, &m, annotation);
-            pipelines
-                .delete(&run.pipeline, &DeleteParams::foreground())
-                .await
-                .map(|_| ())
-                .or_else(not_found_is_ok)?;
+            delete_run(&pipelines, &run.pipeline).await?;
             ctx.metrics.experiment_runs.inc();
             patch_status(&ctx.client, &ns, e, &status).await?;
-            publish(ctx, e, EventType::Normal, "RunMeasured", text).await;
+            // Each run is its own event (related: the run's Pipeline), not a series of the first.
+            let related = ObjectReference {
+                api_version: Some(Pipeline::api_version(&()).into()),
+                kind: Some(Pipeline::kind(&()).into()),
+                name: Some(run.pipeline.clone()),
+                namespace: Some(ns.clone()),
+                ..Default::default()
+            };
+            api::publish(
+                &ctx.recorder,
+                e,
+                Some(related),
+                EventType::Normal,
+                "RunMeasured",
+                "Experiment",
+                text,
+            )
+            .await;
             Ok(Requeue::requeue(experiment::POLL))
         }
         Action::Conclude => {
@@ -214,17 +278,50 @@ async fn fail(
     run_pipeline: Option<&str>,
 ) -> Result<Requeue, Error> {
     if let Some(name) = run_pipeline {
-        pipelines
-            .delete(name, &DeleteParams::foreground())
-            .await
-            .map(|_| ())
-            .or_else(not_found_is_ok)?;
+        delete_run(pipelines, name).await?;
     }
     patch_status(&ctx.client, ns, e, &status).await?;
     ctx.metrics.experiments.with_label_values(&["failed"]).inc();
     warn!(%msg, "experiment failed");
     publish(ctx, e, EventType::Warning, "Failed", msg).await;
     Ok(Requeue::await_change())
+}
+
+/// Delete a run's Pipeline in the foreground: it stays (with a deletion timestamp) until its
+/// pods are gone, so the next run, which waits for it, never shares the machine with it.
+async fn delete_run(pipelines: &Api<Pipeline>, name: &str) -> Result<(), Error> {
+    pipelines
+        .delete(name, &DeleteParams::foreground())
+        .await
+        .map(|_| ())
+        .or_else(not_found_is_ok)?;
+    Ok(())
+}
+
+/// The `Authorization` header for Grafana, reading the Secret now if that is where the
+/// credentials are; why not, as the run's status will say.
+async fn authorization(client: &Client, credentials: &Credentials) -> Result<String, String> {
+    match credentials {
+        Credentials::Fixed { user, password } => Ok(basic_auth(user, password)),
+        Credentials::Secret { namespace, name } => {
+            let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+            let secret = secrets
+                .get_opt(name)
+                .await
+                .map_err(|e| format!("reading Secret {namespace}/{name}: {e}"))?
+                .ok_or_else(|| format!("Secret {namespace}/{name} does not exist"))?;
+            let key = |k: &str| -> Result<String, String> {
+                let bytes = secret
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get(k))
+                    .ok_or_else(|| format!("Secret {namespace}/{name} has no key `{k}`"))?;
+                String::from_utf8(bytes.0.clone())
+                    .map_err(|_| format!("Secret {namespace}/{name}: `{k}` is not UTF-8"))
+            };
+            Ok(basic_auth(&key("user")?, &key("password")?))
+        }
+    }
 }
 
 async fn patch_status(
@@ -241,6 +338,7 @@ async fn patch_status(
 pub async fn run(
     client: Client,
     metrics: Arc<Metrics>,
+    health: Arc<Health>,
     namespace: Option<String>,
     prometheus: Prometheus,
     grafana: Option<Grafana>,
@@ -261,11 +359,9 @@ pub async fn run(
         )
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
-        .for_each(|res| async move {
-            match res {
-                Ok((obj, _)) => tracing::debug!(experiment = %obj.name, "reconciled"),
-                Err(e) => tracing::debug!(error = %e, "experiment reconcile error"),
-            }
+        .for_each(|res| {
+            crate::controller::observe_result(&health, "experiments", res);
+            std::future::ready(())
         })
         .await;
 }

@@ -25,17 +25,48 @@ const PIPELINES: &str = "/apis/observatory.dev/v1alpha1/namespaces/observatory/p
 struct ApiServer(MockApi);
 
 impl ApiServer {
-    /// Expect a GET of the run Pipeline `name`; answer with `answer` (None: 404).
-    async fn expect_get_pipeline(&mut self, name: &str, answer: Option<Value>) {
+    /// Expect the list of the experiment's run Pipelines; answer with `runs`.
+    async fn expect_list_runs(&mut self, runs: Vec<Value>) {
         let (req, _, send) = self.0.next().await;
         assert_eq!(req.method(), Method::GET);
-        assert_eq!(req.uri().path(), format!("{PIPELINES}/{name}"));
-        match answer {
-            Some(p) => MockApi::reply(send, StatusCode::OK, &p),
+        assert_eq!(req.uri().path(), PIPELINES);
+        let query = req.uri().query().unwrap_or_default();
+        assert!(
+            query.contains("labelSelector=observatory.dev%2Fexperiment%3Dlab-02-batching"),
+            "{query}"
+        );
+        MockApi::reply(
+            send,
+            StatusCode::OK,
+            &json!({"apiVersion": "observatory.dev/v1alpha1", "kind": "PipelineList",
+                "metadata": {"resourceVersion": "5"}, "items": runs}),
+        );
+    }
+
+    /// Expect the GET of Secret grafana-admin; answer with these keys (None: 404).
+    async fn expect_grafana_secret(&mut self, keys: Option<(&str, &str)>) {
+        use base64::Engine;
+        let (req, _, send) = self.0.next().await;
+        assert_eq!(req.method(), Method::GET);
+        assert_eq!(
+            req.uri().path(),
+            format!("/api/v1{NS}/secrets/grafana-admin")
+        );
+        match keys {
+            Some((user, password)) => {
+                let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+                MockApi::reply(
+                    send,
+                    StatusCode::OK,
+                    &json!({"apiVersion": "v1", "kind": "Secret",
+                        "metadata": {"name": "grafana-admin", "namespace": "observatory"},
+                        "data": {"user": b64(user), "password": b64(password)}}),
+                )
+            }
             None => MockApi::reply(
                 send,
                 StatusCode::NOT_FOUND,
-                &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"}),
+                &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "secrets \"grafana-admin\" not found"}),
             ),
         }
     }
@@ -153,13 +184,26 @@ where
     result
 }
 
-fn ready(name: &str) -> Value {
-    json!({
+/// A run Pipeline of the experiment, as the API server lists it.
+fn run_pipeline(name: &str, summary: &str, deleting: bool) -> Value {
+    let mut p = json!({
         "apiVersion": "observatory.dev/v1alpha1", "kind": "Pipeline",
-        "metadata": {"name": name, "namespace": "observatory", "uid": "uid-run"},
+        "metadata": {"name": name, "namespace": "observatory", "uid": "uid-run",
+            "labels": {"observatory.dev/experiment": "lab-02-batching"},
+            "ownerReferences": [{"apiVersion": "observatory.dev/v1alpha1", "kind": "Experiment",
+                "name": "lab-02-batching", "uid": "uid-exp", "controller": true}]},
         "spec": experiment().spec.pipeline,
-        "status": {"summary": "Ready", "readyStages": "4/4"},
-    })
+        "status": {"summary": summary, "readyStages": "4/4"},
+    });
+    if deleting {
+        p["metadata"]["deletionTimestamp"] = json!("2026-12-01T10:00:00Z");
+        p["metadata"]["finalizers"] = json!(["foregroundDeletion"]);
+    }
+    p
+}
+
+fn ready(name: &str) -> Value {
+    run_pipeline(name, "Ready", false)
 }
 
 /// An Experiment whose first run's window ended `ago` seconds ago.
@@ -180,7 +224,7 @@ fn window_over(ago: i64) -> Experiment {
 async fn a_new_experiment_creates_its_first_run_pipeline() {
     let (ctx, mut server) = context("http://127.0.0.1:1", None);
     let result = run(experiment(), ctx.clone(), async move {
-        server.expect_get_pipeline("lab-02-batching-b0", None).await;
+        server.expect_list_runs(vec![]).await;
         let (req, body, send) = server.0.next().await;
         assert_eq!(req.method(), Method::PATCH);
         assert_eq!(req.uri().path(), format!("{PIPELINES}/lab-02-batching-b0"));
@@ -221,7 +265,7 @@ async fn a_finished_window_is_measured_annotated_and_its_run_deleted() {
         .unwrap();
     let result = run(e, ctx.clone(), async move {
         server
-            .expect_get_pipeline("lab-02-batching-b0", Some(ready("lab-02-batching-b0")))
+            .expect_list_runs(vec![ready("lab-02-batching-b0")])
             .await;
         server.expect_delete_pipeline("lab-02-batching-b0").await;
         let status = server.expect_status().await;
@@ -283,7 +327,7 @@ async fn without_grafana_the_run_says_it_was_not_annotated() {
     let (ctx, mut server) = context(&url, None);
     run(window_over(30), ctx, async move {
         server
-            .expect_get_pipeline("lab-02-batching-b0", Some(ready("lab-02-batching-b0")))
+            .expect_list_runs(vec![ready("lab-02-batching-b0")])
             .await;
         server.expect_delete_pipeline("lab-02-batching-b0").await;
         let status = server.expect_status().await;
@@ -303,7 +347,7 @@ async fn a_window_prometheus_has_no_data_for_fails_the_experiment() {
     let (ctx, mut server) = context(&url, None);
     let result = run(window_over(30), ctx.clone(), async move {
         server
-            .expect_get_pipeline("lab-02-batching-b0", Some(ready("lab-02-batching-b0")))
+            .expect_list_runs(vec![ready("lab-02-batching-b0")])
             .await;
         server.expect_delete_pipeline("lab-02-batching-b0").await;
         let status = server.expect_status().await;
@@ -331,7 +375,7 @@ async fn an_unreachable_prometheus_is_an_error_that_retries_and_keeps_the_window
     let e = window_over(30);
     let result = run(e.clone(), ctx.clone(), async move {
         server
-            .expect_get_pipeline("lab-02-batching-b0", Some(ready("lab-02-batching-b0")))
+            .expect_list_runs(vec![ready("lab-02-batching-b0")])
             .await;
         let (type_, reason, note) = server.expect_event().await;
         assert_eq!(
@@ -371,6 +415,7 @@ async fn the_last_measurement_concludes_with_the_verdict() {
     e.status = Some(status);
     let (ctx, mut server) = context("http://127.0.0.1:1", None);
     let result = run(e, ctx.clone(), async move {
+        server.expect_list_runs(vec![]).await;
         let status = server.expect_status().await;
         assert_eq!(status["phase"], "Succeeded");
         assert_eq!(status["result"]["passed"], true);
@@ -396,6 +441,7 @@ async fn an_invalid_experiment_fails_without_creating_anything() {
     e.spec.baseline.set = vec!["parse.mode=fast".into()];
     let (ctx, mut server) = context("http://127.0.0.1:1", None);
     let result = run(e, ctx, async move {
+        server.expect_list_runs(vec![]).await;
         let status = server.expect_status().await;
         assert_eq!(status["phase"], "Failed");
         let msg = status["message"].as_str().unwrap();
@@ -408,4 +454,268 @@ async fn an_invalid_experiment_fails_without_creating_anything() {
     })
     .await;
     assert_eq!(result.unwrap(), Requeue::await_change());
+}
+
+fn context_with_secret(prometheus: &str, grafana: &str) -> (Arc<Context>, ApiServer) {
+    let (client, api) = mock();
+    let credentials = crate::results::Credentials::Secret {
+        namespace: "observatory".into(),
+        name: "grafana-admin".into(),
+    };
+    (
+        Context::new(
+            client,
+            Arc::new(Metrics::new()),
+            Prometheus {
+                url: prometheus.to_string(),
+            },
+            Some(Grafana::with(grafana, credentials)),
+        ),
+        ApiServer(api),
+    )
+}
+
+#[tokio::test]
+async fn the_grafana_password_is_read_from_its_secret_at_each_annotation() {
+    // `make up` creates Secret grafana-admin after the operator has started: a password read
+    // once at start is empty forever. Read at each annotation, the Secret as it is now counts.
+    let (url, asked) = stand_ins(Some(100.0)).await;
+    let (ctx, mut server) = context_with_secret(&url, &url);
+    let e = window_over(30);
+    run(e, ctx.clone(), async move {
+        server
+            .expect_list_runs(vec![ready("lab-02-batching-b0")])
+            .await;
+        server
+            .expect_grafana_secret(Some(("admin", "s3cret")))
+            .await;
+        server.expect_delete_pipeline("lab-02-batching-b0").await;
+        let status = server.expect_status().await;
+        assert_eq!(status["runs"][0]["annotation"], "grafana annotation 42");
+        server.expect_event().await;
+    })
+    .await
+    .unwrap();
+    let annotations = asked.annotations.lock().unwrap().clone();
+    assert_eq!(annotations[0].0.as_deref(), Some("Basic YWRtaW46czNjcmV0"));
+
+    // No Secret (yet): the run is measured all the same, and says why it is not annotated.
+    let (ctx, mut server) = context_with_secret(&url, &url);
+    run(window_over(30), ctx, async move {
+        server
+            .expect_list_runs(vec![ready("lab-02-batching-b0")])
+            .await;
+        server.expect_grafana_secret(None).await;
+        server.expect_delete_pipeline("lab-02-batching-b0").await;
+        let status = server.expect_status().await;
+        assert_eq!(status["runs"][0]["phase"], "Measured");
+        let note = status["runs"][0]["annotation"].as_str().unwrap();
+        assert!(
+            note.starts_with("not annotated: Secret observatory/grafana-admin does not exist"),
+            "{note}"
+        );
+        server.expect_event().await;
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn each_measured_run_is_its_own_event() {
+    // The event recorder folds events with the same reason and objects into a series that
+    // keeps the first note: six RunMeasured events showed b0's value six times. Each names its
+    // run as the related object, so each is created, not patched into a series.
+    let (url, _) = stand_ins(Some(7.0)).await;
+    let (ctx, server) = context(&url, None);
+    let server = Arc::new(tokio::sync::Mutex::new(server));
+    let mut e = window_over(30);
+    let s = server.clone();
+    run(e.clone(), ctx.clone(), async move {
+        let mut server = s.lock().await;
+        server
+            .expect_list_runs(vec![ready("lab-02-batching-b0")])
+            .await;
+        server.expect_delete_pipeline("lab-02-batching-b0").await;
+        server.expect_status().await;
+        let (req, body, send) = server.0.next().await;
+        assert_eq!(req.method(), Method::POST, "a new event");
+        assert_eq!(body["reason"], "RunMeasured");
+        assert_eq!(body["related"]["name"], "lab-02-batching-b0");
+        MockApi::reply(send, StatusCode::CREATED, &body);
+    })
+    .await
+    .unwrap();
+    // The second run, measured by the same operator (the same recorder).
+    let mut status = e.status.take().unwrap();
+    status.runs[0].phase = experiment::MEASURED.into();
+    status.runs[0].value = Some(7.0);
+    let end = Timestamp::now() - SignedDuration::from_secs(30);
+    let r1 = &mut status.runs[1];
+    r1.phase = experiment::MEASURING.into();
+    r1.window_start = Some(Time(end - SignedDuration::from_secs(60)));
+    r1.window_end = Some(Time(end));
+    e.status = Some(status);
+    run(e, ctx, async move {
+        let mut server = server.lock().await;
+        server
+            .expect_list_runs(vec![ready("lab-02-batching-v0")])
+            .await;
+        server.expect_delete_pipeline("lab-02-batching-v0").await;
+        server.expect_status().await;
+        let (req, body, send) = server.0.next().await;
+        assert_eq!(
+            req.method(),
+            Method::POST,
+            "a second event, not a PATCH of the first one's series"
+        );
+        assert_eq!(body["related"]["name"], "lab-02-batching-v0");
+        assert!(body["note"].as_str().unwrap().contains("variant"));
+        MockApi::reply(send, StatusCode::CREATED, &body);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn the_next_run_waits_until_the_last_runs_pipeline_is_gone() {
+    // Run 1 measured, its Pipeline still being deleted (foreground: its pods are stopping).
+    let mut e = experiment();
+    let m = Measurement {
+        value: 1.0,
+        events: 60.0,
+        lost: 0.0,
+    };
+    e.status = Some(record_measurement(initial_status(&e), 0, &m, "x".into()));
+    let (ctx, mut server) = context("http://127.0.0.1:1", None);
+    let result = run(e.clone(), ctx.clone(), async move {
+        server
+            .expect_list_runs(vec![run_pipeline("lab-02-batching-b0", "Ready", true)])
+            .await;
+        // Nothing is deleted again, nothing created: the status says why it waits.
+        let status = server.expect_status().await;
+        assert_eq!(status["runs"][1]["phase"], "Pending");
+        let msg = status["message"].as_str().unwrap();
+        assert!(
+            msg.contains("run 2 of 6")
+                && msg.contains("waiting for the previous run's pipeline")
+                && msg.contains("lab-02-batching-b0"),
+            "{msg}"
+        );
+    })
+    .await;
+    assert_eq!(result.unwrap(), Requeue::requeue(experiment::POLL));
+
+    // A run Pipeline left over and not being deleted (an operator restart between the
+    // measurement and the delete): deleted, and waited for.
+    let (ctx, mut server) = context("http://127.0.0.1:1", None);
+    run(e.clone(), ctx, async move {
+        server
+            .expect_list_runs(vec![run_pipeline("lab-02-batching-b0", "Ready", false)])
+            .await;
+        server.expect_delete_pipeline("lab-02-batching-b0").await;
+        let status = server.expect_status().await;
+        assert_eq!(status["runs"][1]["phase"], "Pending");
+    })
+    .await
+    .unwrap();
+
+    // Gone: the next run is created.
+    let (ctx, mut server) = context("http://127.0.0.1:1", None);
+    run(e, ctx, async move {
+        server.expect_list_runs(vec![]).await;
+        let (req, body, send) = server.0.next().await;
+        assert_eq!(req.method(), Method::PATCH);
+        assert_eq!(req.uri().path(), format!("{PIPELINES}/lab-02-batching-v0"));
+        MockApi::reply(send, StatusCode::OK, &body);
+        let status = server.expect_status().await;
+        assert_eq!(status["runs"][1]["phase"], "Deploying");
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn an_experiment_being_deleted_touches_nothing() {
+    let mut e = experiment();
+    e.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
+    let (ctx, mut server) = context("http://127.0.0.1:1", None);
+    let result = tokio::time::timeout(Duration::from_secs(5), reconcile(Arc::new(e), ctx))
+        .await
+        .expect("reconcile finished without waiting on the API");
+    assert_eq!(result.unwrap(), Requeue::await_change());
+    server.0.expect_no_request().await;
+}
+
+#[tokio::test]
+async fn identical_sides_are_refused() {
+    // Once a CEL rule (`self.baseline != self.variant`) that a real API server refused to
+    // compile; now the operator's check, comparing what each side runs.
+    let mut e = experiment();
+    e.spec.baseline.set = vec!["source.batch_size=4".into(), "parse.workers=2".into()];
+    e.spec.variant.set = vec!["parse.workers=2".into(), "source.batch_size=4".into()];
+    let why = experiment::invalid(&e).unwrap();
+    assert!(
+        why.starts_with("spec.variant: runs the same pipeline"),
+        "{why}"
+    );
+    e.spec.variant.image = Some("observatory/pipeline:student".into());
+    assert_eq!(
+        experiment::invalid(&e),
+        None,
+        "a code lab: same knobs, another image"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_watch_makes_the_operator_unready() {
+    // The Experiment CRD is missing: every list of experiments is a 404. The controller logs
+    // a warning and /readyz fails (Health), instead of saying only "leading".
+    let (client, mut api) = mock();
+    let health = Arc::new(crate::health::Health::default());
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(run_controller(client, health.clone(), async move {
+        let _ = stop_rx.wait_for(|s| *s).await;
+    }));
+    let answer = tokio::spawn(async move {
+        loop {
+            let (_, _, send) = api.next().await;
+            MockApi::reply(
+                send,
+                StatusCode::NOT_FOUND,
+                &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "the server could not find the requested resource"}),
+            );
+        }
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while health.problem().is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no watch failure recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let why = health.problem().unwrap();
+    assert!(why.contains("watching experiments failed"), "{why}");
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    answer.abort();
+}
+
+async fn run_controller(
+    client: kube::Client,
+    health: Arc<crate::health::Health>,
+    stop: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    super::run(
+        client,
+        Arc::new(Metrics::new()),
+        health,
+        Some("observatory".into()),
+        Prometheus {
+            url: "http://127.0.0.1:1".into(),
+        },
+        None,
+        stop,
+    )
+    .await
 }

@@ -101,7 +101,7 @@ fn assignments_set_knobs_and_replicas_and_refuse_unknown_ones() {
 fn invalid_experiments_fail_with_a_message_naming_the_field() {
     let mut e = experiment();
     e.spec.variant.set = vec!["source.batch_size=lots".into()];
-    let d = decide(&e, &Observed::Absent, at(0));
+    let d = decide(&e, &Observed::Absent, &[], at(0));
     assert!(matches!(d.action, Action::Fail(_)));
     assert_eq!(d.status.phase, FAILED);
     assert!(
@@ -135,7 +135,7 @@ fn invalid_experiments_fail_with_a_message_naming_the_field() {
 #[test]
 fn a_new_experiment_deploys_its_first_run() {
     let e = experiment();
-    let d = decide(&e, &Observed::Absent, at(0));
+    let d = decide(&e, &Observed::Absent, &[], at(0));
     let Action::Deploy(p) = d.action else {
         panic!("expected a deploy, got {:?}", d.action)
     };
@@ -150,16 +150,16 @@ fn a_new_experiment_deploys_its_first_run() {
 #[test]
 fn a_run_waits_for_ready_then_warms_up_then_is_measured_after_its_window() {
     let mut e = experiment();
-    e.status = Some(decide(&e, &Observed::Absent, at(0)).status);
+    e.status = Some(decide(&e, &Observed::Absent, &[], at(0)).status);
 
     // Not Ready yet: wait.
-    let d = decide(&e, &Observed::NotReady("Progressing".into()), at(20));
+    let d = decide(&e, &Observed::NotReady("Progressing".into()), &[], at(20));
     assert!(matches!(d.action, Action::Wait(POLL)));
     assert!(d.status.message.contains("waiting"), "{}", d.status.message);
     e.status = Some(d.status);
 
     // Ready: the window is warm-up (15 s) later, and lasts 60 s.
-    let d = decide(&e, &Observed::of(Some(&ready_pipeline())), at(30));
+    let d = decide(&e, &Observed::of(Some(&ready_pipeline())), &[], at(30));
     assert_eq!(d.status.runs[0].phase, MEASURING);
     assert_eq!(d.status.runs[0].window_start, Some(Time(at(45))));
     assert_eq!(d.status.runs[0].window_end, Some(Time(at(105))));
@@ -170,7 +170,7 @@ fn a_run_waits_for_ready_then_warms_up_then_is_measured_after_its_window() {
     e.status = Some(d.status);
 
     // Inside the window: wait for the rest of it and the scrape margin.
-    let d = decide(&e, &Observed::Ready, at(100));
+    let d = decide(&e, &Observed::Ready, &[], at(100));
     let Action::Wait(w) = d.action else {
         panic!("{:?}", d.action)
     };
@@ -182,17 +182,17 @@ fn a_run_waits_for_ready_then_warms_up_then_is_measured_after_its_window() {
     );
 
     // Past the window's end and the margin: measure run 0.
-    let d = decide(&e, &Observed::Ready, at(115));
+    let d = decide(&e, &Observed::Ready, &[], at(115));
     assert!(matches!(d.action, Action::Measure(0)), "{:?}", d.action);
 }
 
 #[test]
 fn a_run_that_never_gets_ready_fails_the_experiment() {
     let mut e = experiment();
-    e.status = Some(decide(&e, &Observed::Absent, at(0)).status);
-    let d = decide(&e, &Observed::NotReady("Degraded".into()), at(299));
+    e.status = Some(decide(&e, &Observed::Absent, &[], at(0)).status);
+    let d = decide(&e, &Observed::NotReady("Degraded".into()), &[], at(299));
     assert!(matches!(d.action, Action::Wait(_)));
-    let d = decide(&e, &Observed::NotReady("Degraded".into()), at(300));
+    let d = decide(&e, &Observed::NotReady("Degraded".into()), &[], at(300));
     let Action::Fail(msg) = d.action else {
         panic!("{:?}", d.action)
     };
@@ -206,9 +206,9 @@ fn a_run_that_never_gets_ready_fails_the_experiment() {
 #[test]
 fn a_run_that_stops_being_ready_starts_its_window_over() {
     let mut e = experiment();
-    e.status = Some(decide(&e, &Observed::Absent, at(0)).status);
-    e.status = Some(decide(&e, &Observed::Ready, at(10)).status);
-    let d = decide(&e, &Observed::NotReady("Progressing".into()), at(50));
+    e.status = Some(decide(&e, &Observed::Absent, &[], at(0)).status);
+    e.status = Some(decide(&e, &Observed::Ready, &[], at(10)).status);
+    let d = decide(&e, &Observed::NotReady("Progressing".into()), &[], at(50));
     assert_eq!(d.status.runs[0].window_start, None);
     assert_eq!(d.status.runs[0].phase, DEPLOYING);
     assert_eq!(d.status.runs[0].deployed_at, Some(Time(at(50))));
@@ -236,13 +236,13 @@ fn every_run_measured_means_conclude_and_then_done() {
     assert_eq!(status.progress, "6/6");
     e.status = Some(status);
     assert!(matches!(
-        decide(&e, &Observed::Absent, at(0)).action,
+        decide(&e, &Observed::Absent, &[], at(0)).action,
         Action::Conclude
     ));
     let done = conclude(&e, e.status.clone().unwrap());
     e.status = Some(done);
     assert!(matches!(
-        decide(&e, &Observed::Absent, at(0)).action,
+        decide(&e, &Observed::Absent, &[], at(0)).action,
         Action::Done
     ));
 }
@@ -350,7 +350,7 @@ fn a_changed_spec_starts_the_runs_over() {
     let status = measured(&e, &[(1e4, 3e4)], 0.0);
     e.status = Some(status);
     e.metadata.generation = Some(2);
-    let d = decide(&e, &Observed::Absent, at(0));
+    let d = decide(&e, &Observed::Absent, &[], at(0));
     assert_eq!(d.status.progress, "0/6");
     assert_eq!(d.status.observed_generation, Some(2));
 }

@@ -61,6 +61,16 @@ pub mod api_server {
             (Request::from_parts(parts, Body::empty()), json, send)
         }
 
+        /// The operator sent nothing (more): no request arrives within half a second.
+        pub async fn expect_no_request(&mut self) {
+            let next =
+                tokio::time::timeout(std::time::Duration::from_millis(500), self.0.next_request())
+                    .await;
+            if let Ok(Some((req, _))) = next {
+                panic!("unexpected request: {} {}", req.method(), req.uri());
+            }
+        }
+
         pub fn reply(send: Send, status: StatusCode, body: &Value) {
             send.send_response(
                 Response::builder()

@@ -6,6 +6,8 @@
 //! - [`experiment`]: the `Experiment` resource (a lab's A/B on the cluster) and its pure state
 //!   machine; [`experiment_controller`] does its steps; [`results`] reads Prometheus and
 //!   annotates Grafana.
+//! - [`pods`]: why a stage is not ready, from its pods.
+//! - [`health`]: whether the controllers' watches work (the operator's `/readyz`).
 //! - [`api`]: what both reconcilers do with the API alike (status apply, Events, backoff count).
 //! - [`metrics`]: the operator's own Prometheus metrics.
 
@@ -16,6 +18,8 @@ pub mod experiment;
 pub mod experiment_controller;
 #[cfg(test)]
 pub mod fixtures;
+pub mod health;
 pub mod metrics;
+pub mod pods;
 pub mod render;
 pub mod results;

@@ -8,8 +8,9 @@ use kube::Client;
 use kube_lease_manager::LeaseManagerBuilder;
 use observatory_telemetry::{self as telemetry, LogFormat};
 use operator::crd::Pipeline;
+use operator::health::Health;
 use operator::metrics::Metrics;
-use operator::results::{Grafana, Prometheus};
+use operator::results::{Credentials, Grafana, Prometheus};
 use operator::{controller, experiment_controller, render};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -70,10 +71,18 @@ struct ResultsArgs {
     /// Grafana to annotate Experiment runs in (none: runs are not annotated, and say so).
     #[arg(long, env = "GRAFANA_URL")]
     grafana_url: Option<String>,
-    /// Grafana user allowed to write annotations.
+    /// Secret with keys `user` and `password` of a Grafana account allowed to write
+    /// annotations, in the operator's namespace; read at each annotation, so it may be created
+    /// or changed after the operator started.
+    #[arg(long, env = "GRAFANA_SECRET")]
+    grafana_secret: Option<String>,
+    /// Namespace of that Secret (default: $POD_NAMESPACE, else `observatory`).
+    #[arg(long, env = "GRAFANA_SECRET_NAMESPACE")]
+    grafana_secret_namespace: Option<String>,
+    /// Grafana user allowed to write annotations (with --grafana-password, instead of a Secret).
     #[arg(long, env = "GRAFANA_USER", default_value = "admin")]
     grafana_user: String,
-    /// Its password.
+    /// Its password (given, it is used instead of --grafana-secret).
     #[arg(
         long,
         env = "GRAFANA_PASSWORD",
@@ -91,10 +100,22 @@ impl ResultsArgs {
     }
 
     fn grafana(&self) -> Option<Grafana> {
-        self.grafana_url
-            .as_deref()
-            .filter(|u| !u.is_empty())
-            .map(|u| Grafana::new(u, &self.grafana_user, &self.grafana_password))
+        let url = self.grafana_url.as_deref().filter(|u| !u.is_empty())?;
+        let credentials = match &self.grafana_secret {
+            Some(name) if self.grafana_password.is_empty() => Credentials::Secret {
+                namespace: self
+                    .grafana_secret_namespace
+                    .clone()
+                    .or_else(|| std::env::var("POD_NAMESPACE").ok())
+                    .unwrap_or_else(|| "observatory".into()),
+                name: name.clone(),
+            },
+            _ => Credentials::Fixed {
+                user: self.grafana_user.clone(),
+                password: self.grafana_password.clone(),
+            },
+        };
+        Some(Grafana::with(url, credentials))
     }
 }
 
@@ -102,15 +123,23 @@ impl ResultsArgs {
 async fn controllers(
     client: Client,
     metrics: Arc<Metrics>,
+    health: Arc<Health>,
     namespace: Option<String>,
     results: &ResultsArgs,
     stop: impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>>,
 ) {
     tokio::join!(
-        controller::run(client.clone(), metrics.clone(), namespace.clone(), stop()),
+        controller::run(
+            client.clone(),
+            metrics.clone(),
+            health.clone(),
+            namespace.clone(),
+            stop()
+        ),
         experiment_controller::run(
             client,
             metrics,
+            health,
             namespace,
             results.prometheus(),
             results.grafana(),
@@ -168,20 +197,25 @@ async fn terminated() {
 async fn serve_admin(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
+    health: Arc<Health>,
     connected: watch::Receiver<bool>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     use axum::http::StatusCode;
     let ready = move || {
         let connected = *connected.borrow();
+        let problem = health.problem();
         async move {
-            if connected {
-                (StatusCode::OK, "ready\n")
-            } else {
-                (
+            match problem {
+                _ if !connected => (
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "not ready: the Kubernetes API is not reachable yet\n",
-                )
+                    "not ready: the Kubernetes API is not reachable yet\n".to_string(),
+                ),
+                Some(why) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("not ready: {why}\n"),
+                ),
+                None => (StatusCode::OK, "ready\n".to_string()),
             }
         }
     };
@@ -229,6 +263,7 @@ async fn run(
     results: ResultsArgs,
 ) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let (connected_tx, connected_rx) = watch::channel(false);
     let listener = tokio::net::TcpListener::bind(&admin)
@@ -238,6 +273,7 @@ async fn run(
     let admin_task = tokio::spawn(serve_admin(
         listener,
         metrics.clone(),
+        health.clone(),
         connected_rx,
         stop_rx.clone(),
     ));
@@ -258,7 +294,7 @@ async fn run(
     if no_leader_election {
         metrics.leader.set(1);
         let rx = stop_rx.clone();
-        controllers(client, metrics, namespace, &results, || {
+        controllers(client, metrics, health, namespace, &results, || {
             Box::pin(stopped(rx.clone()))
         })
         .await;
@@ -315,6 +351,7 @@ async fn run(
         controllers(
             client.clone(),
             metrics.clone(),
+            health.clone(),
             namespace.clone(),
             &results,
             until,

@@ -107,13 +107,20 @@ fn spec_stage<'a, K: Knobs>(
     s: &'a StageSpec<K>,
     wrap: fn(K) -> StageKnobs,
 ) -> Result<SpecStage<'a>, InvalidSpec> {
+    if let Some(bad) = s.knobs.unknown.first() {
+        return Err(PlanError::UnknownKnob {
+            knob: format!("{role}.{bad}"),
+            known: K::names().join(", "),
+        }
+        .into());
+    }
     s.knobs.validate(role.as_str())?;
     Ok(SpecStage {
         role,
         replicas: s.replicas,
         image: s.image.as_deref(),
         resources: s.resources.as_ref(),
-        knobs: wrap(s.knobs.clone()),
+        knobs: wrap(s.knobs.knobs.clone()),
     })
 }
 
@@ -1039,6 +1046,27 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn an_unknown_knob_is_kept_by_the_schema_and_refused_by_name() {
+        // As the API server hands it over: the knobs schema preserves unknown fields.
+        let mut v = serde_json::to_value(sample()).unwrap();
+        v["spec"]["parse"]["knobs"]["workerz"] = 4.into();
+        let p: Pipeline =
+            serde_json::from_value(v).expect("an unknown knob does not fail the read");
+        assert_eq!(p.spec.parse.as_ref().unwrap().knobs.unknown, ["workerz"]);
+        let err = render(&p).unwrap_err();
+        assert_eq!(err.field, "spec.parse.knobs.workerz", "{err}");
+        assert!(
+            err.message.contains("unknown knob") && err.message.contains("workers"),
+            "{err}"
+        );
+        // The known knobs around it are read as usual.
+        assert_eq!(
+            p.spec.parse.as_ref().unwrap().knobs.mode,
+            pipeline_plan::ParseMode::Borrowed
+        );
     }
 
     #[test]

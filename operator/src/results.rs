@@ -224,24 +224,52 @@ impl Prometheus {
 pub struct Grafana {
     /// e.g. `http://grafana.observatory.svc:3000`
     pub url: String,
-    /// The `Authorization` header value (basic auth of an Editor or Admin user).
-    pub authorization: String,
+    /// The account that writes the annotations (an Editor or Admin).
+    pub credentials: Credentials,
+}
+
+/// Where Grafana's user and password come from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Credentials {
+    /// Given at start (`--grafana-password`).
+    Fixed { user: String, password: String },
+    /// Keys `user` and `password` of a Secret, read each time an annotation is written: a
+    /// Secret created after the operator started (as `make up` does), or changed since, is used.
+    Secret { namespace: String, name: String },
+}
+
+/// The `Authorization` header value of basic auth.
+pub fn basic_auth(user: &str, password: &str) -> String {
+    use base64::Engine;
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("Basic {token}")
 }
 
 impl Grafana {
-    /// Grafana at `url` with a user and password.
+    /// Grafana at `url` with a fixed user and password.
     pub fn new(url: &str, user: &str, password: &str) -> Grafana {
-        use base64::Engine;
-        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        Grafana::with(
+            url,
+            Credentials::Fixed {
+                user: user.into(),
+                password: password.into(),
+            },
+        )
+    }
+
+    /// Grafana at `url` with these credentials.
+    pub fn with(url: &str, credentials: Credentials) -> Grafana {
         Grafana {
             url: url.trim_end_matches('/').to_string(),
-            authorization: format!("Basic {token}"),
+            credentials,
         }
     }
 
-    /// Mark a run's window (milliseconds since the epoch); the annotation's id.
+    /// Mark a run's window (milliseconds since the epoch) with the given `Authorization`
+    /// header; the annotation's id.
     pub async fn annotate(
         &self,
+        authorization: &str,
         experiment: &str,
         run: &RunStatus,
         start_ms: i64,
@@ -258,7 +286,7 @@ impl Grafana {
         let bytes = request(
             Method::POST,
             &url,
-            Some(&self.authorization),
+            Some(authorization),
             Some(body.to_string()),
             Duration::from_secs(10),
         )

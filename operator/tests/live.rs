@@ -1,35 +1,41 @@
-//! The live-cluster suite: against a real cluster (`make e2e`, with KUBECONFIG set and the
-//! images available to it). Ignored by `cargo test`; `make e2e` says when it skips it.
+//! The live-cluster suite: against a real cluster after `make up` (`make e2e`, with KUBECONFIG
+//! set and the images available to it). Ignored by `cargo test`; `make e2e` says when it skips.
 //!
-//! It applies the CRD, runs the controller in-process against a fresh namespace, applies the
-//! sample Pipeline, and asserts the objects, the Ready status, a rollout of exactly one stage
-//! after a knob change, and that deleting the Pipeline deletes everything it owned.
+//! It tests what is deployed: `make up`'s operator reconciles (no controller runs in this
+//! process, so nothing fights the deployed one). Its Pipelines ask for little CPU (10m a stage),
+//! so they fit beside the demo on a 2-CPU node. Whatever a test creates is deleted when it ends,
+//! passed or failed.
 //!
-//! The Experiment test needs `make up`'s Prometheus (it scrapes namespace `observatory`) reachable
-//! at `E2E_PROMETHEUS_URL` (`deploy/cluster.sh e2e` port-forwards it): it runs a short lab-02
-//! Experiment (2 pairs of 15 s windows) in that namespace with both controllers in-process, and
-//! asserts every run was measured from Prometheus with events and no losses, a verdict in the
-//! status, and no run Pipeline left behind.
+//! - A Pipeline in a fresh namespace (restricted Pod Security): its objects, Ready 4/4, a knob
+//!   change rolling exactly the parse stage, an unknown knob refused by name, and a foreground
+//!   delete that completes (stages gone, then the Pipeline).
+//! - An Experiment in namespace `observatory` (where `make up`'s Prometheus scrapes; reached at
+//!   `E2E_PROMETHEUS_URL`, which `deploy/cluster.sh e2e` port-forwards): every run measured with
+//!   events and no losses, a verdict, one RunMeasured event per run, no run Pipeline left.
 
+use futures::FutureExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ResourceRequirements, Service};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
-use kube::{Client, CustomResourceExt, ResourceExt};
-use operator::crd::Pipeline;
+use kube::{Client, ResourceExt};
+use operator::crd::{Pipeline, PipelineSpec};
 use operator::experiment::Experiment;
-use operator::metrics::Metrics;
 use operator::render::{CONFIG_HASH, MANAGER, managed_selector};
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 const SAMPLE: &str = include_str!("../../deploy/samples/pipeline-demo.yaml");
 const EXPERIMENT: &str = include_str!("../../deploy/experiments/lab-02-batching.yaml");
+const FIELD_MANAGER: &str = "observatory-e2e";
 
 async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut check: F)
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
+    Fut: Future<Output = bool>,
 {
     let deadline = tokio::time::Instant::now() + timeout;
     while !check().await {
@@ -41,11 +47,76 @@ where
     }
 }
 
-fn template_hash(d: &Deployment) -> String {
-    d.spec
-        .as_ref()
-        .unwrap()
-        .template
+/// Run `body`, then `cleanup` whether `body` passed or panicked, then pass the panic on.
+async fn with_cleanup(body: impl Future<Output = ()>, cleanup: impl Future<Output = ()>) {
+    let outcome = AssertUnwindSafe(body).catch_unwind().await;
+    cleanup.await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+async fn client() -> Client {
+    let client = Client::try_default()
+        .await
+        .expect("KUBECONFIG points at a reachable cluster");
+    // The deployed operator is what is tested.
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), "observatory");
+    let op = deps.get_opt("observatory-operator").await.unwrap();
+    let available = op
+        .and_then(|d| d.status)
+        .and_then(|s| s.available_replicas)
+        .unwrap_or(0);
+    assert!(
+        available > 0,
+        "no available observatory-operator in namespace observatory: run `make up` first"
+    );
+    client
+}
+
+/// Small requests, so a test's stages fit beside the demo on a 2-CPU node.
+fn small(spec: &mut PipelineSpec) {
+    let r = || {
+        Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".to_string(), Quantity("10m".into())),
+                ("memory".to_string(), Quantity("32Mi".into())),
+            ])),
+            limits: Some(BTreeMap::from([(
+                "memory".to_string(),
+                Quantity("384Mi".into()),
+            )])),
+            ..Default::default()
+        })
+    };
+    spec.source.resources = r();
+    if let Some(s) = spec.parse.as_mut() {
+        s.resources = r();
+    }
+    if let Some(s) = spec.aggregate.as_mut() {
+        s.resources = r();
+    }
+    if let Some(s) = spec.sink.as_mut() {
+        s.resources = r();
+    }
+    if let Ok(image) = std::env::var("E2E_PIPELINE_IMAGE") {
+        spec.image = image;
+    }
+}
+
+/// Objects the selector finds (`usize::MAX` when the list fails, which no check expects).
+async fn how_many<K>(api: &Api<K>, lp: &ListParams) -> usize
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.list(lp)
+        .await
+        .map(|l| l.items.len())
+        .unwrap_or(usize::MAX)
+}
+
+fn template_hash(template: &k8s_openapi::api::core::v1::PodTemplateSpec) -> String {
+    template
         .metadata
         .as_ref()
         .unwrap()
@@ -55,18 +126,14 @@ fn template_hash(d: &Deployment) -> String {
         .clone()
 }
 
+async fn sts_hash(sts: &Api<StatefulSet>, name: &str) -> String {
+    template_hash(&sts.get(name).await.unwrap().spec.unwrap().template)
+}
+
 #[tokio::test]
-#[ignore = "needs a Kubernetes cluster: `make e2e` with KUBECONFIG set"]
+#[ignore = "needs a Kubernetes cluster after `make up`: `make e2e` with KUBECONFIG set"]
 async fn a_pipeline_lives_on_a_real_cluster() {
-    let client = Client::try_default()
-        .await
-        .expect("KUBECONFIG points at a reachable cluster");
-    let ssa = PatchParams::apply("observatory-e2e").force();
-
-    // The CRD, established.
-    establish::<Pipeline>(&client).await;
-
-    // A fresh namespace that enforces the restricted Pod Security profile.
+    let client = client().await;
     let ns = format!("observatory-e2e-{}", std::process::id());
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let ns_obj: Namespace = serde_json::from_value(serde_json::json!({
@@ -74,67 +141,46 @@ async fn a_pipeline_lives_on_a_real_cluster() {
         "metadata": {"name": ns, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}
     }))
     .unwrap();
+    let ssa = PatchParams::apply(FIELD_MANAGER).force();
     namespaces
         .patch(&ns, &ssa, &Patch::Apply(&ns_obj))
         .await
         .unwrap();
-
-    // The controller, in-process, watching that namespace.
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let controller = tokio::spawn(operator::controller::run(
-        client.clone(),
-        Arc::new(Metrics::new()),
-        Some(ns.clone()),
+    let cleanup = {
+        let namespaces = namespaces.clone();
+        let ns = ns.clone();
         async move {
-            let _ = stop_rx.wait_for(|s| *s).await;
-        },
-    ));
+            let _ = namespaces.delete(&ns, &DeleteParams::background()).await;
+        }
+    };
+    with_cleanup(pipeline_scenario(client, ns), cleanup).await;
+}
 
-    // The sample Pipeline, in the test namespace, with the image under test.
+async fn pipeline_scenario(client: Client, ns: String) {
+    let ssa = PatchParams::apply(FIELD_MANAGER).force();
     let mut p: Pipeline = yaml_serde::from_str(SAMPLE).unwrap();
     p.metadata.namespace = Some(ns.clone());
-    if let Ok(image) = std::env::var("E2E_PIPELINE_IMAGE") {
-        p.spec.image = image;
-    }
+    small(&mut p.spec);
     let pipelines: Api<Pipeline> = Api::namespaced(client.clone(), &ns);
     pipelines
         .patch("demo", &ssa, &Patch::Apply(&p))
         .await
         .unwrap();
 
-    // Objects, owned by the Pipeline.
+    // Objects, owned by the Pipeline and applied by the operator.
     let deps: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     let sts: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
     let svcs: Api<Service> = Api::namespaced(client.clone(), &ns);
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
     let selector = ListParams::default().labels(&managed_selector("demo"));
     wait_for("the rendered objects", Duration::from_secs(60), || async {
-        deps.list(&selector)
-            .await
-            .map(|l| l.items.len())
-            .unwrap_or(0)
-            == 2
-            && sts
-                .list(&selector)
-                .await
-                .map(|l| l.items.len())
-                .unwrap_or(0)
-                == 2
-            && svcs
-                .list(&selector)
-                .await
-                .map(|l| l.items.len())
-                .unwrap_or(0)
-                == 4
-            && cms
-                .list(&selector)
-                .await
-                .map(|l| l.items.len())
-                .unwrap_or(0)
-                == 4
+        how_many(&deps, &selector).await == 1
+            && how_many(&sts, &selector).await == 3
+            && how_many(&svcs, &selector).await == 4
+            && how_many(&cms, &selector).await == 4
     })
     .await;
-    let parse = deps.get("demo-parse").await.unwrap();
+    let parse = sts.get("demo-parse").await.unwrap();
     assert_eq!(parse.owner_references()[0].kind, "Pipeline");
     assert!(
         parse
@@ -144,26 +190,36 @@ async fn a_pipeline_lives_on_a_real_cluster() {
     );
 
     // Ready, with the status the operator computed.
-    wait_for(
-        "the Pipeline to be Ready",
-        Duration::from_secs(300),
-        || async {
+    let ready = |generation: i64| {
+        let pipelines = pipelines.clone();
+        async move {
             pipelines
                 .get_status("demo")
                 .await
                 .ok()
                 .and_then(|p| p.status)
-                .is_some_and(|s| s.summary == "Ready")
-        },
-    )
+                .is_some_and(|s| s.summary == "Ready" && s.observed_generation == Some(generation))
+        }
+    };
+    wait_for("the Pipeline to be Ready", Duration::from_secs(300), || {
+        ready(1)
+    })
     .await;
     let status = pipelines.get_status("demo").await.unwrap().status.unwrap();
     assert_eq!(status.ready_stages, "4/4");
-    assert_eq!(status.observed_generation, Some(1));
 
     // A knob change rolls the parse stage, and only it.
-    let source_hash = template_hash(&deps.get("demo-source").await.unwrap());
-    let parse_hash = template_hash(&parse);
+    let source_hash = template_hash(
+        &deps
+            .get("demo-source")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .template,
+    );
+    let parse_hash = sts_hash(&sts, "demo-parse").await;
+    let agg_hash = sts_hash(&sts, "demo-aggregate").await;
     let patch = serde_json::json!({"spec": {"parse": {"knobs": {"mode": "owned"}}}});
     pipelines
         .patch("demo", &PatchParams::default(), &Patch::Merge(&patch))
@@ -173,152 +229,124 @@ async fn a_pipeline_lives_on_a_real_cluster() {
         "the parse stage to roll out with the new config",
         Duration::from_secs(300),
         || async {
-            let d = deps.get("demo-parse").await.unwrap();
-            let st = d.status.clone().unwrap_or_default();
-            template_hash(&d) != parse_hash
-                && st.observed_generation == d.metadata.generation
+            let s = sts.get("demo-parse").await.unwrap();
+            let st = s.status.clone().unwrap_or_default();
+            template_hash(&s.spec.clone().unwrap().template) != parse_hash
+                && st.observed_generation == s.metadata.generation
                 && st.updated_replicas == Some(2)
                 && st.ready_replicas == Some(2)
         },
     )
     .await;
     assert_eq!(
-        template_hash(&deps.get("demo-source").await.unwrap()),
+        template_hash(
+            &deps
+                .get("demo-source")
+                .await
+                .unwrap()
+                .spec
+                .unwrap()
+                .template
+        ),
         source_hash,
         "the source did not roll"
+    );
+    assert_eq!(
+        sts_hash(&sts, "demo-aggregate").await,
+        agg_hash,
+        "the aggregate did not roll"
     );
     wait_for(
         "the status of generation 2",
         Duration::from_secs(120),
+        || ready(2),
+    )
+    .await;
+
+    // An unknown knob is refused by name, and nothing is applied.
+    let patch = serde_json::json!({"spec": {"parse": {"knobs": {"workerz": 4}}}});
+    pipelines
+        .patch("demo", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    wait_for(
+        "the Pipeline to be Degraded",
+        Duration::from_secs(60),
         || async {
             pipelines
                 .get_status("demo")
                 .await
                 .ok()
                 .and_then(|p| p.status)
-                .is_some_and(|s| s.observed_generation == Some(2) && s.summary == "Ready")
+                .is_some_and(|s| {
+                    s.summary == "Degraded"
+                        && s.conditions
+                            .iter()
+                            .any(|c| c.message.contains("spec.parse.knobs.workerz"))
+                })
         },
     )
     .await;
 
-    // Deleting the Pipeline deletes what it owned.
+    // A foreground delete completes: the stages go, then the Pipeline (the operator does not
+    // re-apply what the garbage collector deletes).
     pipelines
         .delete("demo", &DeleteParams::foreground())
         .await
         .unwrap();
     wait_for(
-        "garbage collection of the stages",
-        Duration::from_secs(120),
+        "the Pipeline and its stages to be gone",
+        Duration::from_secs(180),
         || async {
-            deps.list(&selector)
-                .await
-                .map(|l| l.items.is_empty())
-                .unwrap_or(false)
-                && sts
-                    .list(&selector)
-                    .await
-                    .map(|l| l.items.is_empty())
-                    .unwrap_or(false)
-                && cms
-                    .list(&selector)
-                    .await
-                    .map(|l| l.items.is_empty())
-                    .unwrap_or(false)
-        },
-    )
-    .await;
-
-    let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(30), controller).await;
-    let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
-}
-
-async fn establish<K: CustomResourceExt>(client: &Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = K::crd();
-    let name = crd.metadata.name.clone().unwrap();
-    crds.patch(
-        &name,
-        &PatchParams::apply("observatory-e2e").force(),
-        &Patch::Apply(crd),
-    )
-    .await
-    .unwrap();
-    wait_for(
-        &format!("{name} to be established"),
-        Duration::from_secs(60),
-        || async {
-            crds.get(&name)
-                .await
-                .ok()
-                .and_then(|c| c.status)
-                .is_some_and(|s| {
-                    s.conditions
-                        .unwrap_or_default()
-                        .iter()
-                        .any(|c| c.type_ == "Established" && c.status == "True")
-                })
+            pipelines.get_opt("demo").await.ok().flatten().is_none()
+                && how_many(&deps, &selector).await == 0
+                && how_many(&sts, &selector).await == 0
+                && how_many(&cms, &selector).await == 0
         },
     )
     .await;
 }
 
 #[tokio::test]
-#[ignore = "needs a Kubernetes cluster with `make up`'s Prometheus: `make e2e` with KUBECONFIG set"]
+#[ignore = "needs a Kubernetes cluster after `make up`: `make e2e` with KUBECONFIG set"]
 async fn an_experiment_measures_both_sides_on_a_real_cluster() {
-    let prometheus = std::env::var("E2E_PROMETHEUS_URL")
+    std::env::var("E2E_PROMETHEUS_URL")
         .expect("E2E_PROMETHEUS_URL: the cluster's Prometheus (deploy/cluster.sh e2e sets it)");
-    let client = Client::try_default()
-        .await
-        .expect("KUBECONFIG points at a reachable cluster");
-    establish::<Pipeline>(&client).await;
-    establish::<Experiment>(&client).await;
+    let client = client().await;
     // Prometheus scrapes namespace observatory: the experiment runs there.
     let ns = "observatory";
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stop = move || {
-        let mut rx = stop_rx.clone();
+    let name = format!("e2e-{}", std::process::id());
+    let experiments: Api<Experiment> = Api::namespaced(client.clone(), ns);
+    let cleanup = {
+        let experiments = experiments.clone();
+        let name = name.clone();
         async move {
-            let _ = rx.wait_for(|s| *s).await;
+            let _ = experiments.delete(&name, &DeleteParams::foreground()).await;
         }
     };
-    let metrics = Arc::new(Metrics::new());
-    let pipelines_task = tokio::spawn(operator::controller::run(
-        client.clone(),
-        metrics.clone(),
-        Some(ns.into()),
-        stop(),
-    ));
-    let experiments_task = tokio::spawn(operator::experiment_controller::run(
-        client.clone(),
-        metrics,
-        Some(ns.into()),
-        operator::results::Prometheus { url: prometheus },
-        None,
-        stop(),
-    ));
+    with_cleanup(experiment_scenario(client, name), cleanup).await;
+}
 
+async fn experiment_scenario(client: Client, name: String) {
+    let ns = "observatory";
+    let experiments: Api<Experiment> = Api::namespaced(client.clone(), ns);
     let mut e: Experiment = yaml_serde::from_str(EXPERIMENT).unwrap();
-    let name = format!("e2e-{}", std::process::id());
     e.metadata.name = Some(name.clone());
     e.spec.pairs = 2;
     e.spec.warmup_seconds = 5;
     e.spec.run_seconds = 15;
-    if let Ok(image) = std::env::var("E2E_PIPELINE_IMAGE") {
-        e.spec.pipeline.image = image;
-    }
-    let experiments: Api<Experiment> = Api::namespaced(client.clone(), ns);
+    small(&mut e.spec.pipeline);
     experiments
         .patch(
             &name,
-            &PatchParams::apply("observatory-e2e").force(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
             &Patch::Apply(&e),
         )
         .await
         .unwrap();
     wait_for(
         "the experiment to finish",
-        Duration::from_secs(900),
+        Duration::from_secs(1200),
         || async {
             experiments
                 .get_status(&name)
@@ -339,18 +367,31 @@ async fn an_experiment_measures_both_sides_on_a_real_cluster() {
     }
     let result = status.result.expect("a verdict");
     eprintln!("experiment {name}: {} ({})", result.summary, result.verdict);
-    let pipelines: Api<Pipeline> = Api::namespaced(client.clone(), ns);
-    let left = pipelines
-        .list(&ListParams::default().labels(&format!("observatory.dev/experiment={name}")))
-        .await
-        .unwrap();
-    assert!(
-        left.items.is_empty(),
-        "run pipelines are deleted after their window"
-    );
 
-    let _ = experiments.delete(&name, &DeleteParams::foreground()).await;
-    let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(30), pipelines_task).await;
-    let _ = tokio::time::timeout(Duration::from_secs(30), experiments_task).await;
+    // One event per measured run, each naming its run.
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    let measured: Vec<String> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|ev| {
+            ev.reason.as_deref() == Some("RunMeasured")
+                && ev.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name.as_str())
+        })
+        .filter_map(|ev| ev.related.and_then(|r| r.name))
+        .collect();
+    assert_eq!(measured.len(), 4, "{measured:?}");
+
+    // The run Pipelines are gone (each deleted after its window, waited for before the next).
+    let pipelines: Api<Pipeline> = Api::namespaced(client.clone(), ns);
+    wait_for("no run pipeline left", Duration::from_secs(120), || async {
+        pipelines
+            .list(&ListParams::default().labels(&format!("observatory.dev/experiment={name}")))
+            .await
+            .map(|l| l.items.is_empty())
+            .unwrap_or(false)
+    })
+    .await;
 }
