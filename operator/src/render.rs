@@ -4,11 +4,12 @@
 //! becomes:
 //! - a ConfigMap `<pipeline>-<stage>` holding the stage's config file (`stage.toml`: knobs and
 //!   wiring, in service mode);
-//! - a Deployment (source, parse) or a StatefulSet (aggregate: a stable identity per key
-//!   partition; sink: a stable volume for its log), whose pod template carries a hash of the
-//!   config, so a knob change rolls exactly that stage;
+//! - a Deployment (source) or a StatefulSet (parse, aggregate, sink: stable pod names, which
+//!   the stage before connects to one by one; the aggregate's name is its key partition, the
+//!   sink's carries its log's volume), whose pod template carries a hash of the config, so a
+//!   knob change rolls exactly that stage;
 //! - a Service `<pipeline>-<stage>` with the admin port (and the data port); headless for the
-//!   StatefulSets, so parse can reach each aggregate partition by name.
+//!   StatefulSets, so each pod is reached by name (`demo-parse-1.demo-parse`).
 //!
 //! Pods pass the Pod Security "restricted" profile, carry the recommended
 //! `app.kubernetes.io/*` labels and Prometheus scrape annotations, are probed on `/healthz`
@@ -257,9 +258,13 @@ fn owner(p: &Pipeline) -> OwnerReference {
 fn downstream(name: &str, plan: &Plan, role: Role) -> Vec<String> {
     match plan.downstream_of(role) {
         None => Vec::new(),
-        Some(Role::Parse) => {
-            vec![format!("{name}-parse:{DATA_PORT}"); plan.replicas(Role::Parse) as usize]
-        }
+        // Each parse pod by its stable name: through the Service, kube-proxy picks a pod per
+        // connection (both could land on one), and a reconnect after a rollout can hit a stale
+        // endpoint. By name, the source deals over every pod, and a restarted pod is reached
+        // again at the same address.
+        Some(Role::Parse) => (0..plan.replicas(Role::Parse))
+            .map(|i| format!("{name}-parse-{i}.{name}-parse:{DATA_PORT}"))
+            .collect(),
         Some(Role::Aggregate) => (0..plan.replicas(Role::Aggregate))
             .map(|i| format!("{name}-aggregate-{i}.{name}-aggregate:{DATA_PORT}"))
             .collect(),
@@ -410,7 +415,9 @@ pub fn render(p: &Pipeline) -> Result<Desired, InvalidSpec> {
             data: Some(BTreeMap::from([("stage.toml".to_string(), toml)])),
             ..Default::default()
         };
-        let stateful = matches!(role, Role::Aggregate | Role::Sink);
+        // Every stage with a data port is a StatefulSet behind a headless Service: its pods
+        // have stable names that the stage before it connects to, one connection each.
+        let stateful = role != Role::Source;
         let service = render_service(&meta, &name, role, stateful);
         let template = pod_template(spec, s, &image, &labels, &hash, &obj_name);
         let selector = LabelSelector {
@@ -698,7 +705,7 @@ mod tests {
             kinds,
             [
                 (Role::Source, "demo-source", "Deployment"),
-                (Role::Parse, "demo-parse", "Deployment"),
+                (Role::Parse, "demo-parse", "StatefulSet"),
                 (Role::Aggregate, "demo-aggregate", "StatefulSet"),
                 (Role::Sink, "demo-sink", "StatefulSet"),
             ]
@@ -812,8 +819,11 @@ mod tests {
         assert!(src.service);
         assert_eq!(
             src.downstream,
-            vec!["demo-parse:7000"; 2],
-            "one connection per parse pod"
+            [
+                "demo-parse-0.demo-parse:7000",
+                "demo-parse-1.demo-parse:7000"
+            ],
+            "one connection to each parse pod, by its name"
         );
         let parse = stage_config(stage(&d, Role::Parse));
         assert_eq!(

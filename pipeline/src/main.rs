@@ -213,7 +213,7 @@ struct StageArgs {
     #[arg(long)]
     admin: Option<String>,
     /// A data address of the next stage (repeatable: one connection each; the source deals
-    /// round-robin over them, parse routes by key, one per aggregate partition).
+    /// its batches over the connected ones, parse routes by key, one per aggregate partition).
     #[arg(long)]
     downstream: Vec<String>,
     /// Service mode (Kubernetes): never complete by itself; a downstream's drain request ends

@@ -38,9 +38,15 @@ pub fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
-/// What arrives on the data port.
+/// How long a connection attempt to a downstream may take: a stale address (a pod that has
+/// gone) can swallow SYNs for minutes.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What arrives on the data port, in arrival order.
 #[derive(Debug)]
 pub enum Input {
+    /// Connection `conn` was accepted: a stream starts, before any of its frames.
+    Start { conn: u64 },
     /// A validated data frame from connection `conn`.
     Batch {
         conn: u64,
@@ -48,6 +54,9 @@ pub enum Input {
     },
     /// Connection `conn` finished its stream cleanly.
     End { conn: u64 },
+    /// Connection `conn` closed (or was closed) without finishing its stream: nothing more
+    /// comes from it (what it had in flight is counted as lost where it is known).
+    Gone { conn: u64 },
 }
 
 /// The receiving side of a stage: yields inputs until every expected upstream has ended (or,
@@ -162,6 +171,11 @@ async fn read_conn(ctx: Arc<StageCtx>, conn: u64, sock: TcpStream, tx: mpsc::Sen
     let mut frames = FramedRead::with_capacity(rd, FrameCodec::new(max), READ_BUFFER);
     let mut events_in = 0u64;
     let mut drain_sent = false;
+    let mut ended = false;
+    if tx.send(Input::Start { conn }).await.is_err() {
+        m.upstream_connections.dec();
+        return;
+    }
     loop {
         tokio::select! {
             biased;
@@ -196,7 +210,7 @@ async fn read_conn(ctx: Arc<StageCtx>, conn: u64, sock: TcpStream, tx: mpsc::Sen
                             warn!(conn, missing, "upstream sent more events than arrived");
                         }
                         debug!(conn, events = events_in, "upstream finished its stream");
-                        let _ = tx.send(Input::End { conn }).await;
+                        ended = tx.send(Input::End { conn }).await.is_ok();
                         break;
                     }
                     Kind::Drain => {
@@ -220,14 +234,21 @@ async fn read_conn(ctx: Arc<StageCtx>, conn: u64, sock: TcpStream, tx: mpsc::Sen
             }
         }
     }
+    if !ended {
+        let _ = tx.send(Input::Gone { conn }).await;
+    }
     m.upstream_connections.dec();
 }
 
-/// The sending side of a stage: one lane per downstream address, each a bounded queue drained
-/// by a writer task that owns that connection. With no downstream, one lane discards and counts.
+/// The sending side of a stage: one writer task per downstream address, each owning that
+/// connection. Frames are either dealt (`send`, the source's and the aggregate's output): put
+/// on one shared bounded queue that every *connected* writer pulls from, so a downstream that
+/// is away (restarting, draining, slow) gets nothing while the others carry the stream; or
+/// addressed (`send_to`, parse's key partitions): put on that lane's own bounded queue, which
+/// only its writer sends. With no downstream, one lane discards and counts.
 pub struct Egress {
     lanes: Vec<Lane>,
-    next: AtomicUsize,
+    shared: mpsc::Sender<OutFrame>,
 }
 
 struct Lane {
@@ -236,31 +257,46 @@ struct Lane {
     connected: Arc<AtomicBool>,
 }
 
-/// A handle for a producer on its own thread: deals frames round-robin over the lanes.
+/// The dealt queue, shared by the writers; one of them at a time waits on it.
+type SharedQueue = Arc<tokio::sync::Mutex<mpsc::Receiver<OutFrame>>>;
+
+/// A handle for a producer on its own thread: puts frames on the dealt queue.
 pub struct EgressSender {
-    txs: Vec<mpsc::Sender<OutFrame>>,
-    next: usize,
+    shared: mpsc::Sender<OutFrame>,
 }
 
 impl EgressSender {
-    /// Queue a frame on the next lane, blocking while it is full (backpressure). Fails once the
-    /// writers are gone.
+    /// Queue a frame for whichever downstream takes it first, blocking while the queue is full
+    /// (backpressure). Fails once the writers are gone.
     pub fn blocking_send(&mut self, frame: OutFrame) -> Result<(), OutFrame> {
-        let lane = self.next % self.txs.len();
-        self.next = self.next.wrapping_add(1);
-        self.txs[lane].blocking_send(frame).map_err(|e| e.0)
+        self.shared.blocking_send(frame).map_err(|e| e.0)
     }
 }
 
 impl Egress {
     pub fn start(ctx: Arc<StageCtx>) -> Self {
         let cap = ctx.cfg.knobs.common().queue_capacity as usize;
+        let (shared, shared_rx) = mpsc::channel(cap);
+        let shared_rx: SharedQueue = Arc::new(tokio::sync::Mutex::new(shared_rx));
+        let up = Arc::new(AtomicUsize::new(0));
         let lane = |addr: Option<String>| {
             let (tx, rx) = mpsc::channel(cap);
             let connected = Arc::new(AtomicBool::new(addr.is_none()));
+            let queues = Queues {
+                own: rx,
+                own_open: true,
+                shared: shared_rx.clone(),
+                shared_open: true,
+            };
             let task = match addr {
-                Some(addr) => tokio::spawn(write_loop(ctx.clone(), addr, rx, connected.clone())),
-                None => tokio::spawn(discard_loop(ctx.clone(), rx)),
+                Some(addr) => tokio::spawn(write_loop(
+                    ctx.clone(),
+                    addr,
+                    queues,
+                    connected.clone(),
+                    up.clone(),
+                )),
+                None => tokio::spawn(discard_loop(ctx.clone(), queues)),
             };
             Lane {
                 tx,
@@ -278,10 +314,7 @@ impl Egress {
                 .map(|a| lane(Some(a)))
                 .collect()
         };
-        Egress {
-            lanes,
-            next: AtomicUsize::new(0),
-        }
+        Egress { lanes, shared }
     }
 
     /// Number of lanes (downstream connections).
@@ -289,23 +322,22 @@ impl Egress {
         self.lanes.len()
     }
 
-    /// A round-robin handle for a producer on another thread.
+    /// A handle for a producer on another thread (dealt frames).
     pub fn sender(&self) -> EgressSender {
         EgressSender {
-            txs: self.lanes.iter().map(|l| l.tx.clone()).collect(),
-            next: 0,
+            shared: self.shared.clone(),
         }
     }
 
-    /// Queue a frame on the next lane (round-robin), waiting while it is full.
+    /// Queue a frame for whichever connected downstream takes it first, waiting while the
+    /// queue is full.
     pub async fn send(&self, frame: OutFrame) {
-        let lane = self.next.fetch_add(1, Ordering::Relaxed) % self.lanes.len();
-        self.send_to(lane, frame).await;
+        // A writer only stops when every sender is gone, so this cannot fail.
+        let _ = self.shared.send(frame).await;
     }
 
     /// Queue a frame on one lane, waiting while it is full (backpressure).
     pub async fn send_to(&self, lane: usize, frame: OutFrame) {
-        // A writer only stops when every sender is gone, so this cannot fail.
         let _ = self.lanes[lane].tx.send(frame).await;
     }
 
@@ -327,6 +359,7 @@ impl Egress {
 
     /// Close the queues, let the writers send what is queued and their end of stream, and wait.
     pub async fn finish(self) {
+        drop(self.shared);
         let tasks: Vec<_> = self
             .lanes
             .into_iter()
@@ -343,6 +376,55 @@ impl Egress {
     }
 }
 
+/// What one writer sends: its own lane's frames and the dealt ones.
+struct Queues {
+    own: mpsc::Receiver<OutFrame>,
+    own_open: bool,
+    shared: SharedQueue,
+    shared_open: bool,
+}
+
+impl Queues {
+    /// The next frame to send, from either queue; `None` once both are closed and empty.
+    async fn next(&mut self) -> Option<OutFrame> {
+        loop {
+            if !self.own_open && !self.shared_open {
+                return None;
+            }
+            let shared = self.shared.clone();
+            tokio::select! {
+                biased;
+                f = self.own.recv(), if self.own_open => match f {
+                    Some(f) => return Some(f),
+                    None => self.own_open = false,
+                },
+                f = async { shared.lock().await.recv().await }, if self.shared_open => match f {
+                    Some(f) => return Some(f),
+                    None => self.shared_open = false,
+                },
+            }
+        }
+    }
+
+    /// Nothing can come any more (both queues closed and drained).
+    async fn exhausted(&mut self) -> bool {
+        if self.own_open && self.own.is_closed() && self.own.is_empty() {
+            self.own_open = false;
+        }
+        if self.shared_open {
+            let q = self.shared.lock().await;
+            if q.is_closed() && q.is_empty() {
+                self.shared_open = false;
+            }
+        }
+        !self.own_open && !self.shared_open
+    }
+
+    fn len(&self) -> usize {
+        self.own.len()
+    }
+}
+
 fn stream_id() -> u32 {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     std::process::id().rotate_left(16)
@@ -350,8 +432,8 @@ fn stream_id() -> u32 {
         ^ (NEXT.fetch_add(1, Ordering::Relaxed) as u32)
 }
 
-async fn discard_loop(ctx: Arc<StageCtx>, mut rx: mpsc::Receiver<OutFrame>) {
-    while let Some(frame) = rx.recv().await {
+async fn discard_loop(ctx: Arc<StageCtx>, mut queues: Queues) {
+    while let Some(frame) = queues.next().await {
         ctx.metrics.drop_events(
             DropReason::NoDownstream,
             u64::from(frame.events()),
@@ -360,30 +442,42 @@ async fn discard_loop(ctx: Arc<StageCtx>, mut rx: mpsc::Receiver<OutFrame>) {
     }
 }
 
-/// Connect, retrying with backoff, until connected; gives up once the stage has been draining
-/// for longer than the drain timeout.
-async fn connect(ctx: &StageCtx, addr: &str) -> Option<TcpStream> {
+/// How a connection attempt ended.
+enum Connected {
+    Yes(TcpStream),
+    /// The stage has been draining for longer than the drain timeout.
+    GaveUp,
+    /// Nothing is left to send on this lane (its queues are closed and empty).
+    NothingToSend,
+}
+
+/// Connect, retrying with backoff (each attempt resolves the name again and takes at most
+/// [`CONNECT_TIMEOUT`]), until connected, the drain deadline passes, or nothing is left to send.
+async fn connect(ctx: &StageCtx, addr: &str, queues: &mut Queues) -> Connected {
     let mut backoff = Duration::from_millis(10);
     let mut last_log = Instant::now();
     let mut drain_deadline: Option<Instant> = None;
     loop {
-        match TcpStream::connect(addr).await {
-            Ok(sock) => {
+        let error = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+            Ok(Ok(sock)) => {
                 let _ = sock.set_nodelay(true);
                 info!(downstream = addr, "connected downstream");
-                return Some(sock);
+                return Connected::Yes(sock);
             }
-            Err(e) => {
-                if last_log.elapsed() > Duration::from_secs(5) {
-                    warn!(downstream = addr, error = %e, "still waiting for the downstream");
-                    last_log = Instant::now();
-                }
-            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {CONNECT_TIMEOUT:?}"),
+        };
+        if last_log.elapsed() > Duration::from_secs(5) {
+            warn!(downstream = addr, %error, "still waiting for the downstream");
+            last_log = Instant::now();
+        }
+        if queues.exhausted().await {
+            return Connected::NothingToSend;
         }
         if ctx.drain.is_cancelled() {
             let d = *drain_deadline.get_or_insert_with(|| Instant::now() + DRAIN_TIMEOUT);
             if Instant::now() >= d {
-                return None;
+                return Connected::GaveUp;
             }
         }
         tokio::time::sleep(backoff).await;
@@ -442,30 +536,54 @@ impl Conn {
 async fn write_loop(
     ctx: Arc<StageCtx>,
     addr: String,
-    mut rx: mpsc::Receiver<OutFrame>,
+    mut queues: Queues,
     connected: Arc<AtomicBool>,
+    up: Arc<AtomicUsize>,
 ) {
     let m = &ctx.metrics;
     let max = ctx.cfg.knobs.common().max_frame_bytes as usize;
     let mut conn: Option<Conn> = None;
+    let lost = |conn: &mut Option<Conn>| {
+        if conn.take().is_some() {
+            connected.store(false, Ordering::Relaxed);
+            up.fetch_sub(1, Ordering::Relaxed);
+        }
+    };
     loop {
         if conn.is_none() {
-            match connect(&ctx, &addr).await {
-                Some(sock) => {
+            match connect(&ctx, &addr, &mut queues).await {
+                Connected::Yes(sock) => {
                     conn = Some(Conn::new(sock, max));
                     connected.store(true, Ordering::Relaxed);
+                    up.fetch_add(1, Ordering::Relaxed);
                 }
-                None => {
-                    // Nobody to deliver to: account for everything still queued.
-                    rx.close();
-                    while let Some(f) = rx.recv().await {
+                Connected::NothingToSend => return,
+                Connected::GaveUp => {
+                    // Nobody to deliver to: account for what only this lane could send, and
+                    // for the dealt frames too when no other lane is connected to take them.
+                    queues.own.close();
+                    let mut dropped = 0u64;
+                    while let Some(f) = queues.own.recv().await {
+                        dropped += u64::from(f.events());
                         m.drop_events(
                             DropReason::DownstreamLost,
                             u64::from(f.events()),
                             f.len() as u64,
                         );
                     }
-                    warn!(downstream = addr, "gave up on the downstream");
+                    if up.load(Ordering::Relaxed) == 0 {
+                        let mut q = queues.shared.lock().await;
+                        q.close();
+                        while let Some(f) = q.recv().await {
+                            dropped += u64::from(f.events());
+                            m.drop_events(
+                                DropReason::DownstreamLost,
+                                u64::from(f.events()),
+                                f.len() as u64,
+                            );
+                        }
+                    }
+                    warn!(downstream = addr, dropped, "gave up on the downstream");
                     return;
                 }
             }
@@ -474,9 +592,9 @@ async fn write_loop(
             continue;
         };
         tokio::select! {
-            frame = rx.recv() => match frame {
+            frame = queues.next() => match frame {
                 Some(f) => {
-                    m.output_queue_depth.set(rx.len() as i64);
+                    m.output_queue_depth.set(queues.len() as i64);
                     let (records, events) = (u64::from(f.records()), u64::from(f.events()));
                     let bytes = f.finish(c.stream, c.seq);
                     match c.wr.write_all(&bytes).await {
@@ -491,8 +609,7 @@ async fn write_loop(
                         Err(e) => {
                             m.drop_events(DropReason::DownstreamLost, events, bytes.len() as u64);
                             warn!(downstream = addr, error = %e, events, "write failed; reconnecting");
-                            conn = None;
-                            connected.store(false, Ordering::Relaxed);
+                            lost(&mut conn);
                         }
                     }
                 }
@@ -501,11 +618,13 @@ async fn write_loop(
             ctrl = c.control.next() => match ctrl {
                 Some(Ok(f)) if f.header.kind == Kind::Drain => {
                     if ctx.cfg.service {
-                        // The downstream instance is going away: finish this connection and
-                        // carry on with whichever instance answers next at the same address.
+                        // The downstream instance is going away: finish this connection (the
+                        // other lanes take the dealt frames meanwhile) and carry on with
+                        // whichever instance answers next at the same address.
                         info!(downstream = addr, "downstream is draining: ending this connection, then reconnecting");
-                        connected.store(false, Ordering::Relaxed);
                         if let Some(c) = conn.take() {
+                            connected.store(false, Ordering::Relaxed);
+                            up.fetch_sub(1, Ordering::Relaxed);
                             c.end().await;
                         }
                     } else {
@@ -516,18 +635,17 @@ async fn write_loop(
                 Some(Ok(f)) => warn!(kind = ?f.header.kind, "unexpected frame from downstream; ignored"),
                 Some(Err(e)) => {
                     warn!(error = %e, "bad control frame from downstream; reconnecting");
-                    conn = None;
-                    connected.store(false, Ordering::Relaxed);
+                    lost(&mut conn);
                 }
                 None => {
                     warn!(downstream = addr, "downstream closed the connection; reconnecting");
-                    conn = None;
-                    connected.store(false, Ordering::Relaxed);
+                    lost(&mut conn);
                 }
             }
         }
     }
     if let Some(c) = conn {
+        up.fetch_sub(1, Ordering::Relaxed);
         c.end().await;
     }
 }

@@ -38,13 +38,22 @@ struct Job {
     input: Input,
 }
 
-/// A job finished: frame `index` of connection `conn`, whose largest event time was
-/// `watermark`, or that connection's end of stream.
+/// A job finished: input `index`, from connection `conn`.
 struct Done {
     index: u64,
     conn: u64,
-    watermark: u64,
-    end: bool,
+    what: Progress,
+}
+
+/// What an input says about its stream's event-time progress.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Progress {
+    /// The stream started: it holds windows back until its first frame says where it is.
+    Joined,
+    /// A frame whose largest event time was this was applied.
+    Reached(u64),
+    /// The stream ended (cleanly or not): it holds nothing back any more.
+    Left,
 }
 
 pub async fn run(ctx: Arc<StageCtx>, listener: TcpListener) -> anyhow::Result<()> {
@@ -115,15 +124,18 @@ async fn worker(
                 Done {
                     index,
                     conn,
-                    watermark,
-                    end: false,
+                    what: Progress::Reached(watermark),
                 }
             }
-            Input::End { conn } => Done {
+            Input::Start { conn } => Done {
                 index,
                 conn,
-                watermark: 0,
-                end: true,
+                what: Progress::Joined,
+            },
+            Input::End { conn } | Input::Gone { conn } => Done {
+                index,
+                conn,
+                what: Progress::Left,
             },
         };
         if done.send(d).is_err() {
@@ -132,11 +144,17 @@ async fn worker(
     }
 }
 
-/// The event-time progress of the upstream streams, in arrival order of their frames.
+/// In service mode, a stream that has sent nothing for this long does not hold windows back:
+/// a joined stream whose upstream never comes, or one that went quiet without ending. Longer
+/// than it takes a restarted parse pod to be reached again (readiness, DNS: ~5-15 s).
+pub const STREAM_IDLE: Duration = Duration::from_secs(30);
+
+/// The event-time progress of the upstream streams, in arrival order of their inputs.
 #[derive(Default)]
 struct Streams {
-    /// Watermark of every stream still running.
-    running: HashMap<u64, u64>,
+    /// Every stream still running: its watermark (`None`: joined, no frame yet) and when it
+    /// was last heard from.
+    running: HashMap<u64, (Option<u64>, Instant)>,
     /// Every stream seen, running or ended.
     known: HashSet<u64>,
     /// The largest watermark of any stream.
@@ -144,31 +162,50 @@ struct Streams {
 }
 
 impl Streams {
-    fn record(&mut self, d: &Done) {
+    fn record(&mut self, d: &Done, now: Instant) {
         self.known.insert(d.conn);
-        if d.end {
+        match d.what {
+            Progress::Joined => {
+                self.running.entry(d.conn).or_insert((None, now));
+            }
+            Progress::Reached(w) => {
+                let e = self.running.entry(d.conn).or_insert((None, now));
+                e.0 = Some(e.0.unwrap_or(0).max(w));
+                e.1 = now;
+                self.max_watermark = self.max_watermark.max(w);
+            }
             // Everything of an ended stream has been applied: it holds nothing back.
-            self.running.remove(&d.conn);
-        } else {
-            let w = self.running.entry(d.conn).or_insert(0);
-            *w = (*w).max(d.watermark);
-            self.max_watermark = self.max_watermark.max(d.watermark);
+            Progress::Left => {
+                self.running.remove(&d.conn);
+            }
         }
     }
 
     /// The event time below which every stream has delivered everything: the lowest watermark
-    /// of the running streams. In run mode (`expected` streams), nothing until all have
-    /// appeared, and the largest watermark once all have ended; in service mode, nothing while
-    /// no stream runs.
-    fn low_watermark(&self, expected: Option<u32>) -> Option<u64> {
+    /// of the running streams; nothing while a stream has joined but not yet said where it is
+    /// (a restarted upstream's first frame may be older than the others' latest). In run mode
+    /// (`expected` streams), nothing until all have appeared, and the largest watermark once
+    /// all have ended; in service mode, nothing while no stream runs, and a stream silent for
+    /// [`STREAM_IDLE`] is not waited for.
+    fn low_watermark(&self, expected: Option<u32>, now: Instant) -> Option<u64> {
         if let Some(e) = expected
             && self.known.len() < e as usize
         {
             return None;
         }
-        match self.running.values().min() {
-            Some(w) => Some(*w),
-            None if expected.is_some() => Some(self.max_watermark),
+        let mut low: Option<u64> = None;
+        let mut any = false;
+        for (w, seen) in self.running.values() {
+            if expected.is_none() && now.saturating_duration_since(*seen) >= STREAM_IDLE {
+                continue;
+            }
+            any = true;
+            let w = (*w)?;
+            low = Some(low.map_or(w, |l| l.min(w)));
+        }
+        match low {
+            Some(w) => Some(w),
+            None if !any && expected.is_some() => Some(self.max_watermark),
             None => None,
         }
     }
@@ -204,9 +241,9 @@ async fn coordinate(
                 pending.insert(d.index, d);
                 while let Some(d) = pending.remove(&next) {
                     next += 1;
-                    streams.record(&d);
+                    streams.record(&d, last_input);
                 }
-                if let Some(w) = streams.low_watermark(expected)
+                if let Some(w) = streams.low_watermark(expected, Instant::now())
                     && w / window_us > closed_at / window_us
                 {
                     close(&ctx, &state, &egress, w, k.batch_size).await;
@@ -214,6 +251,13 @@ async fn coordinate(
                 }
             }
             _ = tick.tick(), if service => {
+                // A stream that went silent stops holding windows back.
+                if let Some(w) = streams.low_watermark(expected, Instant::now())
+                    && w / window_us > closed_at / window_us
+                {
+                    close(&ctx, &state, &egress, w, k.batch_size).await;
+                    closed_at = w;
+                }
                 // Close every window that has seen an event, once input has paused.
                 let through = (streams.max_watermark / window_us + 1) * window_us;
                 if streams.max_watermark > 0
@@ -292,29 +336,45 @@ mod tests {
         Done {
             index: 0,
             conn,
-            watermark,
-            end,
+            what: if end {
+                Progress::Left
+            } else {
+                Progress::Reached(watermark)
+            },
+        }
+    }
+
+    fn joined(conn: u64) -> Done {
+        Done {
+            index: 0,
+            conn,
+            what: Progress::Joined,
         }
     }
 
     #[test]
     fn run_mode_waits_for_every_expected_stream_then_follows_the_slowest() {
         let mut s = Streams::default();
-        s.record(&done(1, 500, false));
-        assert_eq!(s.low_watermark(Some(2)), None, "stream 2 has not appeared");
-        s.record(&done(2, 300, false));
-        assert_eq!(s.low_watermark(Some(2)), Some(300));
-        s.record(&done(2, 900, false));
-        assert_eq!(s.low_watermark(Some(2)), Some(500));
-        s.record(&done(1, 0, true));
+        let t = Instant::now();
+        s.record(&done(1, 500, false), t);
         assert_eq!(
-            s.low_watermark(Some(2)),
+            s.low_watermark(Some(2), t),
+            None,
+            "stream 2 has not appeared"
+        );
+        s.record(&done(2, 300, false), t);
+        assert_eq!(s.low_watermark(Some(2), t), Some(300));
+        s.record(&done(2, 900, false), t);
+        assert_eq!(s.low_watermark(Some(2), t), Some(500));
+        s.record(&done(1, 0, true), t);
+        assert_eq!(
+            s.low_watermark(Some(2), t),
             Some(900),
             "an ended stream holds nothing back"
         );
-        s.record(&done(2, 0, true));
+        s.record(&done(2, 0, true), t);
         assert_eq!(
-            s.low_watermark(Some(2)),
+            s.low_watermark(Some(2), t),
             Some(900),
             "all ended: everything seen is complete"
         );
@@ -323,18 +383,54 @@ mod tests {
     #[test]
     fn service_mode_follows_running_streams_only() {
         let mut s = Streams::default();
-        assert_eq!(s.low_watermark(None), None);
-        s.record(&done(1, 500, false));
-        assert_eq!(s.low_watermark(None), Some(500));
-        s.record(&done(1, 0, true));
+        let t = Instant::now();
+        assert_eq!(s.low_watermark(None, t), None);
+        s.record(&done(1, 500, false), t);
+        assert_eq!(s.low_watermark(None, t), Some(500));
+        s.record(&done(1, 0, true), t);
         assert_eq!(
-            s.low_watermark(None),
+            s.low_watermark(None, t),
             None,
             "no running stream: wait (or flush when idle)"
         );
-        s.record(&done(7, 800, false));
-        assert_eq!(s.low_watermark(None), Some(800));
+        s.record(&done(7, 800, false), t);
+        assert_eq!(s.low_watermark(None, t), Some(800));
         assert_eq!(s.max_watermark, 800);
+    }
+
+    #[test]
+    fn a_joining_stream_holds_windows_until_its_first_frame_or_its_silence() {
+        // A restarted parse pod connects before its upstream reaches it; the first frame it
+        // forwards may be older than what the other pod has delivered meanwhile. Closing on
+        // the other pod alone would make those events late.
+        let mut s = Streams::default();
+        let t = Instant::now();
+        s.record(&done(1, 1_000, false), t);
+        s.record(&joined(2), t);
+        s.record(&done(1, 5_000, false), t);
+        assert_eq!(
+            s.low_watermark(None, t),
+            None,
+            "stream 2 has not said where it is"
+        );
+        s.record(&done(2, 4_200, false), t);
+        assert_eq!(s.low_watermark(None, t), Some(4_200));
+        // A stream that joined and never sends is not waited for past STREAM_IDLE ...
+        s.record(&joined(3), t);
+        assert_eq!(s.low_watermark(None, t + Duration::from_secs(1)), None);
+        let later = t + STREAM_IDLE + Duration::from_secs(1);
+        s.record(&done(1, 9_000, false), later);
+        s.record(&done(2, 8_000, false), later);
+        assert_eq!(s.low_watermark(None, later), Some(8_000));
+        // ... nor one that went silent (a killed upstream whose connection is half-open).
+        let much_later = later + STREAM_IDLE + Duration::from_secs(1);
+        s.record(&done(1, 20_000, false), much_later);
+        assert_eq!(s.low_watermark(None, much_later), Some(20_000));
+        // In run mode, every expected stream is waited for, however long.
+        let mut r = Streams::default();
+        r.record(&joined(1), t);
+        r.record(&done(2, 7, false), t);
+        assert_eq!(r.low_watermark(Some(2), much_later), None);
     }
 
     #[test]

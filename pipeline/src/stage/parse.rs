@@ -154,7 +154,7 @@ pub async fn run(ctx: Arc<StageCtx>, listener: TcpListener) -> anyhow::Result<()
                         parse_batch(&frame, knobs.mode, lanes)
                     }));
                 }
-                Some(Input::End { .. }) => {}
+                Some(Input::Start { .. } | Input::End { .. } | Input::Gone { .. }) => {}
                 None => input_done = true,
             }
         }
