@@ -36,6 +36,7 @@ validate: build ## Validate offline: manifests (Kubernetes schemas, CRD, promtoo
 	@python3 -c 'import kubernetes_validate, jsonschema, yaml' 2>/dev/null || \
 		{ echo "make validate: needs Python packages: python3 -m pip install kubernetes-validate jsonschema"; exit 1; }
 	python3 deploy/validate.py --self-test
+	python3 deploy/cluster_test.py
 	@command -v npm >/dev/null || { echo "make validate: needs Node.js and npm for the dashboard schema"; exit 1; }
 	npm ci --prefix dashboards/schema --silent --no-audit --no-fund
 	node dashboards/schema/validate.mjs --self-test

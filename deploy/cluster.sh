@@ -5,8 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TAG="${IMAGE_TAG:-dev}"
-PIPELINE_IMAGE="${PIPELINE_IMAGE:-observatory/pipeline:$TAG}"
-OPERATOR_IMAGE="${OPERATOR_IMAGE:-observatory/operator:$TAG}"
+# Fully qualified: podman names an unqualified `observatory/pipeline:dev` as
+# `localhost/observatory/pipeline:dev`, which k3s would import under that name while the pods
+# ask for `docker.io/observatory/pipeline:dev` (what containerd makes of the manifests' name).
+DEFAULT_PIPELINE_IMAGE="docker.io/observatory/pipeline:dev"
+DEFAULT_OPERATOR_IMAGE="docker.io/observatory/operator:dev"
+PIPELINE_IMAGE="${PIPELINE_IMAGE:-docker.io/observatory/pipeline:$TAG}"
+OPERATOR_IMAGE="${OPERATOR_IMAGE:-docker.io/observatory/operator:$TAG}"
 NS=observatory
 
 step() { printf '\n==> %s\n' "$*"; }
@@ -35,7 +40,7 @@ need_cluster() {
 
 images() {
   local e
-  e="$(engine)" || die "no container engine with a running daemon (docker, podman or nerdctl); install one to build images"
+  e="$(engine)" || die "no container engine with a running daemon (docker, podman or nerdctl); install one to build images, or, with the images already in the cluster, run with SKIP_IMAGES=1"
   step "building $PIPELINE_IMAGE and $OPERATOR_IMAGE with $e"
   "$e" build -f deploy/docker/Dockerfile --target pipeline -t "$PIPELINE_IMAGE" .
   "$e" build -f deploy/docker/Dockerfile --target operator -t "$OPERATOR_IMAGE" .
@@ -63,28 +68,32 @@ up() {
     images
     import_k3s
   fi
-  step "applying deploy/base: namespace $NS, the Pipeline CRD, RBAC, the operator"
+  step "applying deploy/base: namespace $NS, the Pipeline and Experiment CRDs, RBAC, the operator"
   kubectl apply -k deploy/base
-  if [ "$OPERATOR_IMAGE" != "observatory/operator:dev" ]; then
+  if [ "$OPERATOR_IMAGE" != "$DEFAULT_OPERATOR_IMAGE" ]; then
     kubectl -n "$NS" set image deployment/observatory-operator operator="$OPERATOR_IMAGE"
   fi
-  step "waiting for the CRD to be established"
-  kubectl wait --for=condition=Established crd/pipelines.observatory.dev --timeout=60s
-  step "waiting for the operator to roll out"
+  step "waiting (up to 60 s) for both CRDs to be established"
+  kubectl wait --for=condition=Established crd/pipelines.observatory.dev crd/experiments.observatory.dev --timeout=60s
+  if [ "${SKIP_IMAGES:-0}" != 1 ]; then
+    # Same tag, new build: restart, or the running pods keep the image they started with.
+    kubectl -n "$NS" rollout restart deployment/observatory-operator >/dev/null
+  fi
+  step "waiting (up to 180 s) for the operator to roll out"
   kubectl -n "$NS" rollout status deployment/observatory-operator --timeout=180s
   step "applying deploy/monitoring: Prometheus (pod discovery in $NS) and Grafana with the dashboards"
   kubectl apply -k deploy/monitoring
   step "applying the sample Pipeline (deploy/samples)"
   kubectl apply -k deploy/samples
-  if [ "$PIPELINE_IMAGE" != "observatory/pipeline:dev" ]; then
+  if [ "$PIPELINE_IMAGE" != "$DEFAULT_PIPELINE_IMAGE" ]; then
     kubectl -n "$NS" patch pipeline demo --type merge -p "{\"spec\":{\"image\":\"$PIPELINE_IMAGE\"}}"
   fi
-  step "waiting for pipeline/demo to be Ready"
+  step "waiting (up to 300 s) for pipeline/demo to be Ready"
   if ! kubectl -n "$NS" wait --for=condition=Ready pipeline/demo --timeout=300s; then
     kubectl -n "$NS" get pipeline demo -o jsonpath='{range .status.conditions[*]}{.type}={.status} {.reason}: {.message}{"\n"}{end}' || true
     die "pipeline/demo did not become Ready; see: kubectl -n $NS describe pipeline demo"
   fi
-  step "waiting for Prometheus and Grafana"
+  step "waiting (up to 180 s and 300 s) for Prometheus and Grafana"
   kubectl -n "$NS" rollout status deployment/prometheus --timeout=180s
   kubectl -n "$NS" rollout status deployment/grafana --timeout=300s
   step "running"
@@ -121,19 +130,30 @@ e2e() {
     echo "e2e: SKIPPED: KUBECONFIG does not point at a reachable cluster (KUBECONFIG=${KUBECONFIG:-unset})"
     return 0
   fi
+  kubectl -n "$NS" get deployment observatory-operator >/dev/null 2>&1 ||
+    die "no operator in namespace $NS: run \`make up\` first (the suite tests what is deployed)"
+  kubectl -n "$NS" get svc prometheus >/dev/null 2>&1 ||
+    die "no Prometheus in namespace $NS: run \`make up\` first (the Experiment test reads the cluster's Prometheus)"
   if [ "${SKIP_IMAGES:-0}" != 1 ]; then
     images
     import_k3s
+    step "restarting the operator on the new image"
+    kubectl -n "$NS" rollout restart deployment/observatory-operator >/dev/null
   fi
-  kubectl -n "$NS" get svc prometheus >/dev/null 2>&1 ||
-    die "no Prometheus in namespace $NS: run \`make up\` first (the Experiment test reads the cluster's Prometheus)"
+  kubectl -n "$NS" rollout status deployment/observatory-operator --timeout=180s
   step "port-forwarding the cluster's Prometheus to 127.0.0.1:19090 (the Experiment test reads it)"
   kubectl -n "$NS" port-forward svc/prometheus 19090:9090 >/dev/null 2>&1 &
-  local forward=$!
-  trap 'kill $forward 2>/dev/null || true' RETURN
-  step "running the live-cluster suite against $(kubectl config current-context)"
+  FORWARD=$!
+  # EXIT, not RETURN: under `set -e` a failing step leaves the function without RETURN.
+  trap 'kill "$FORWARD" 2>/dev/null || true' EXIT
+  local i
+  for i in $(seq 1 50); do
+    (exec 3<>/dev/tcp/127.0.0.1/19090) 2>/dev/null && break
+    sleep 0.2
+  done
+  step "running the live-cluster suite against $(kubectl config current-context) (the deployed operator reconciles)"
   E2E_PIPELINE_IMAGE="$PIPELINE_IMAGE" E2E_PROMETHEUS_URL=http://127.0.0.1:19090 \
-    cargo test --release -p operator --test live -- --ignored --nocapture
+    cargo test --release -p operator --test live -- --ignored --nocapture --test-threads 1
 }
 
 CMD="make ${1:-}"

@@ -64,7 +64,7 @@ pub struct ClusterArgs {
     #[arg(long, default_value = "observatory")]
     namespace: String,
     /// Pipeline image of both sides.
-    #[arg(long, default_value = "observatory/pipeline:dev")]
+    #[arg(long, default_value = "docker.io/observatory/pipeline:dev")]
     image: String,
     /// Image of the variant, if not --image (a code lab: your build, `make images`).
     #[arg(long)]

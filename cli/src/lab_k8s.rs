@@ -182,7 +182,7 @@ mod tests {
     fn opts() -> K8sOptions {
         K8sOptions {
             namespace: "observatory".into(),
-            image: "observatory/pipeline:dev".into(),
+            image: "docker.io/observatory/pipeline:dev".into(),
             variant_image: None,
             pairs: 3,
             run_seconds: 60,

@@ -243,11 +243,12 @@ pub const INTEGER_FORMATS: [&str; 2] = ["int32", "int64"];
 fn kubernetes_formats(v: &mut Value) {
     match v {
         Value::Object(map) => {
+            // The largest value of the type, where int64 does not already bound it.
             let max = match map.get("format").and_then(Value::as_str) {
-                Some("uint8") => Some(u64::from(u8::MAX)),
-                Some("uint16") => Some(u64::from(u16::MAX)),
-                Some("uint32") => Some(u64::from(u32::MAX)),
-                Some("uint64" | "uint") => Some(i64::MAX as u64),
+                Some("uint8") => Some(Some(u64::from(u8::MAX))),
+                Some("uint16") => Some(Some(u64::from(u16::MAX))),
+                Some("uint32") => Some(Some(u64::from(u32::MAX))),
+                Some("uint64" | "uint") => Some(None),
                 _ => None,
             };
             if let Some(max) = max {
@@ -258,7 +259,7 @@ fn kubernetes_formats(v: &mut Value) {
                     .get("maximum")
                     .and_then(Value::as_f64)
                     .unwrap_or(f64::INFINITY);
-                if (max as f64) < high {
+                if let Some(max) = max.filter(|m| (*m as f64) < high) {
                     map.insert("maximum".into(), max.into());
                 }
             }

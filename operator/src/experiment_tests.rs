@@ -54,7 +54,7 @@ fn a_run_pipeline_carries_its_side_an_unbounded_source_labels_and_its_owner() {
     assert_eq!(v.spec.source.knobs.batch_size, 256);
     assert_eq!(b.spec.source.knobs.events, 0, "the window bounds the run");
     assert_eq!(b.spec.source.knobs.duration_seconds, 0.0);
-    assert_eq!(b.spec.image, "observatory/pipeline:dev");
+    assert_eq!(b.spec.image, "docker.io/observatory/pipeline:dev");
     assert_eq!(v.spec.image, "student/pipeline:lab02");
     assert_eq!(b.spec.labels["side"], "lab-02-batching-baseline");
     assert_eq!(v.spec.labels["side"], "lab-02-batching-variant");
