@@ -104,6 +104,15 @@ fn small(spec: &mut PipelineSpec) {
     }
 }
 
+/// `kubectl patch pipeline demo --type merge` of parse's knobs.
+async fn set_parse_knobs(pipelines: &Api<Pipeline>, knobs: serde_json::Value) {
+    let patch = serde_json::json!({"spec": {"parse": {"knobs": knobs}}});
+    pipelines
+        .patch("demo", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+}
+
 /// Objects the selector finds (`usize::MAX` when the list fails, which no check expects).
 async fn how_many<K>(api: &Api<K>, lp: &ListParams) -> usize
 where
@@ -220,11 +229,7 @@ async fn pipeline_scenario(client: Client, ns: String) {
     );
     let parse_hash = sts_hash(&sts, "demo-parse").await;
     let agg_hash = sts_hash(&sts, "demo-aggregate").await;
-    let patch = serde_json::json!({"spec": {"parse": {"knobs": {"mode": "owned"}}}});
-    pipelines
-        .patch("demo", &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
+    set_parse_knobs(&pipelines, serde_json::json!({"mode": "owned"})).await;
     wait_for(
         "the parse stage to roll out with the new config",
         Duration::from_secs(300),
@@ -264,11 +269,7 @@ async fn pipeline_scenario(client: Client, ns: String) {
     .await;
 
     // An unknown knob is refused by name, and nothing is applied.
-    let patch = serde_json::json!({"spec": {"parse": {"knobs": {"workerz": 4}}}});
-    pipelines
-        .patch("demo", &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
+    set_parse_knobs(&pipelines, serde_json::json!({"workerz": 4})).await;
     wait_for(
         "the Pipeline to be Degraded",
         Duration::from_secs(60),

@@ -287,6 +287,7 @@ impl Egress {
                 own_open: true,
                 shared: shared_rx.clone(),
                 shared_open: true,
+                shared_depth: 0,
             };
             let task = match addr {
                 Some(addr) => tokio::spawn(write_loop(
@@ -382,6 +383,8 @@ struct Queues {
     own_open: bool,
     shared: SharedQueue,
     shared_open: bool,
+    /// Frames waiting in the dealt queue, as last seen.
+    shared_depth: usize,
 }
 
 impl Queues {
@@ -398,9 +401,16 @@ impl Queues {
                     Some(f) => return Some(f),
                     None => self.own_open = false,
                 },
-                f = async { shared.lock().await.recv().await }, if self.shared_open => match f {
-                    Some(f) => return Some(f),
-                    None => self.shared_open = false,
+                f = async {
+                    let mut q = shared.lock().await;
+                    let f = q.recv().await;
+                    (f, q.len())
+                }, if self.shared_open => match f {
+                    (Some(f), depth) => {
+                        self.shared_depth = depth;
+                        return Some(f);
+                    }
+                    (None, _) => self.shared_open = false,
                 },
             }
         }
@@ -420,8 +430,9 @@ impl Queues {
         !self.own_open && !self.shared_open
     }
 
+    /// Frames waiting for this writer: its own, and the dealt ones as last seen.
     fn len(&self) -> usize {
-        self.own.len()
+        self.own.len() + self.shared_depth
     }
 }
 

@@ -278,24 +278,30 @@ fn the_allocator_knob_switches_the_process_allocator() {
     sink.finish(Duration::from_secs(10));
 }
 
+/// A sink in service mode writing its log under `d`, and the arguments of an aggregate (service
+/// mode, 100 ms windows) that feeds it.
+fn service_sink(d: &std::path::Path) -> (common::Stage, Vec<String>) {
+    let log = format!("dir={}", d.join("log").display());
+    let sink = spawn(d, "sink", &["--service", "--set", log.as_str()], &[]);
+    let agg_args = [
+        "--service",
+        "--downstream",
+        &sink.data_addr(),
+        "--set",
+        "window_ms=100",
+    ]
+    .map(String::from)
+    .to_vec();
+    (sink, agg_args)
+}
+
 #[test]
 fn service_mode_survives_replacing_a_stage_without_losing_events() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let svc = ["--service"];
-    let log = format!("dir={}", d.join("log").display());
-    let mut sink = spawn(
-        d,
-        "sink",
-        &[&svc[..], &["--set", log.as_str()]].concat(),
-        &[],
-    );
-    let sink_addr = sink.data_addr();
-    let agg_args = [
-        &svc[..],
-        &["--downstream", sink_addr.as_str(), "--set", "window_ms=100"],
-    ]
-    .concat();
+    let (mut sink, agg_args) = service_sink(d);
+    let agg_args: Vec<&str> = agg_args.iter().map(String::as_str).collect();
     let old_dir = d.join("old");
     std::fs::create_dir_all(&old_dir).unwrap();
     let mut old_agg = spawn(&old_dir, "aggregate", &agg_args, &[]);
@@ -391,19 +397,8 @@ fn a_rolling_update_of_a_parse_replica_loses_and_drops_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let svc = ["--service"];
-    let log = format!("dir={}", d.join("log").display());
-    let mut sink = spawn(
-        d,
-        "sink",
-        &[&svc[..], &["--set", log.as_str()]].concat(),
-        &[],
-    );
-    let sink_addr = sink.data_addr();
-    let agg_args = [
-        &svc[..],
-        &["--downstream", sink_addr.as_str(), "--set", "window_ms=100"],
-    ]
-    .concat();
+    let (mut sink, agg_args) = service_sink(d);
+    let agg_args: Vec<&str> = agg_args.iter().map(String::as_str).collect();
     let mut agg = spawn(d, "aggregate", &agg_args, &[]);
     let agg_addr = agg.data_addr();
     let parse_args = [&svc[..], &["--downstream", agg_addr.as_str()]].concat();
