@@ -135,6 +135,10 @@ fn template_hash(template: &k8s_openapi::api::core::v1::PodTemplateSpec) -> Stri
         .clone()
 }
 
+async fn dep_hash(deps: &Api<Deployment>, name: &str) -> String {
+    template_hash(&deps.get(name).await.unwrap().spec.unwrap().template)
+}
+
 async fn sts_hash(sts: &Api<StatefulSet>, name: &str) -> String {
     template_hash(&sts.get(name).await.unwrap().spec.unwrap().template)
 }
@@ -218,15 +222,7 @@ async fn pipeline_scenario(client: Client, ns: String) {
     assert_eq!(status.ready_stages, "4/4");
 
     // A knob change rolls the parse stage, and only it.
-    let source_hash = template_hash(
-        &deps
-            .get("demo-source")
-            .await
-            .unwrap()
-            .spec
-            .unwrap()
-            .template,
-    );
+    let source_hash = dep_hash(&deps, "demo-source").await;
     let parse_hash = sts_hash(&sts, "demo-parse").await;
     let agg_hash = sts_hash(&sts, "demo-aggregate").await;
     set_parse_knobs(&pipelines, serde_json::json!({"mode": "owned"})).await;
@@ -244,15 +240,7 @@ async fn pipeline_scenario(client: Client, ns: String) {
     )
     .await;
     assert_eq!(
-        template_hash(
-            &deps
-                .get("demo-source")
-                .await
-                .unwrap()
-                .spec
-                .unwrap()
-                .template
-        ),
+        dep_hash(&deps, "demo-source").await,
         source_hash,
         "the source did not roll"
     );
