@@ -185,7 +185,21 @@ async fn reconcile_pipeline(p: &Pipeline, ctx: &Context) -> Result<Action, Error
     let mut stages = Vec::new();
     for s in &desired.stages {
         apply(&cms, &s.name, &s.config_map).await?;
-        apply(&svcs, &s.name, &s.service).await?;
+        match apply(&svcs, &s.name, &s.service).await {
+            // `spec.clusterIP` is immutable: a Service that must become headless (parse's,
+            // from before parse pods were addressed by name) is replaced.
+            Err(Error::Kube(kube::Error::Api(e))) if e.code == 422 => {
+                warn!(service = %s.name, error = %e.message, "the Service cannot be changed in place; replacing it");
+                svcs.delete(&s.name, &DeleteParams::background())
+                    .await
+                    .map(|_| ())
+                    .or_else(api::not_found_is_ok)?;
+                apply(&svcs, &s.name, &s.service).await?;
+            }
+            other => {
+                other?;
+            }
+        }
         let (desired_replicas, updated, ready) = match &s.workload {
             Workload::Deployment(d) => {
                 let applied = apply(&deps, &s.name, d).await?;
@@ -258,18 +272,18 @@ async fn prune(
     name: &str,
     desired: &Desired,
 ) -> Result<Vec<String>, Error> {
-    let wanted = desired.names();
     let lp = ListParams::default().labels(&managed_selector(name));
     let mut pruned = Vec::new();
     async fn sweep<K>(
         api: Api<K>,
         lp: &ListParams,
-        wanted: &[String],
+        desired: &Desired,
         pruned: &mut Vec<String>,
     ) -> Result<(), Error>
     where
         K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
     {
+        let wanted = desired.wanted(&K::kind(&()));
         for obj in api.list(lp).await? {
             let n = obj.name_any();
             if !wanted.contains(&n) {
@@ -282,28 +296,28 @@ async fn prune(
     sweep(
         Api::<Deployment>::namespaced(client.clone(), ns),
         &lp,
-        &wanted,
+        desired,
         &mut pruned,
     )
     .await?;
     sweep(
         Api::<StatefulSet>::namespaced(client.clone(), ns),
         &lp,
-        &wanted,
+        desired,
         &mut pruned,
     )
     .await?;
     sweep(
         Api::<Service>::namespaced(client.clone(), ns),
         &lp,
-        &wanted,
+        desired,
         &mut pruned,
     )
     .await?;
     sweep(
         Api::<ConfigMap>::namespaced(client.clone(), ns),
         &lp,
-        &wanted,
+        desired,
         &mut pruned,
     )
     .await?;

@@ -130,7 +130,7 @@ impl ApiServer {
 
     /// Expect the four label-selected lists that look for leftovers, and the deletes of those
     /// not wanted.
-    async fn expect_prune(&mut self, existing: Existing, wanted: &[String]) -> Vec<String> {
+    async fn expect_prune(&mut self, existing: Existing, desired: &Desired) -> Vec<String> {
         let mut deleted = Vec::new();
         for (path, kind, names) in [
             (
@@ -171,6 +171,7 @@ impl ApiServer {
                 StatusCode::OK,
                 &json!({"apiVersion": "v1", "kind": format!("{kind}List"), "metadata": {"resourceVersion": "7"}, "items": items}),
             );
+            let wanted = desired.wanted(kind);
             for n in names.iter().filter(|n| !wanted.contains(&n.to_string())) {
                 let (req, _, send) = self.0.next().await;
                 assert_eq!(req.method(), Method::DELETE, "{n}");
@@ -256,7 +257,7 @@ fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
 async fn creates_every_stage_from_scratch_and_reports_it_progressing() {
     let (ctx, mut server) = context();
     let d = render(&sample()).unwrap();
-    let wanted = d.names();
+    let wanted = d.clone();
     let result = run(sample(), ctx.clone(), async move {
         let workloads = server.expect_stages(&d, Pods::None).await;
         assert_eq!(workloads[1]["spec"]["replicas"], 2, "parse has two pods");
@@ -345,7 +346,7 @@ fn ready_status(d: &Desired) -> PipelineStatus {
 async fn ready_workloads_make_the_pipeline_ready() {
     let (ctx, mut server) = context();
     let d = render(&sample()).unwrap();
-    let wanted = d.names();
+    let wanted = d.clone();
     let result = run(sample(), ctx, async move {
         server.expect_stages(&d, Pods::Ready).await;
         server.expect_prune(Existing::default(), &wanted).await;
@@ -371,7 +372,7 @@ async fn a_knob_change_rolls_that_stage_only() {
     p.metadata.generation = Some(2);
     p.spec.parse.as_mut().unwrap().knobs.mode = pipeline_plan::ParseMode::Owned;
     let after = render(&p).unwrap();
-    let wanted = after.names();
+    let wanted = after.clone();
     let old_hashes: Vec<String> = before
         .stages
         .iter()
@@ -500,23 +501,26 @@ async fn objects_of_a_removed_stage_are_deleted() {
     p.status = Some(ready_status(&before));
     p.spec.sink = None;
     let after = render(&p).unwrap();
-    let wanted = after.names();
+    let wanted = after.clone();
     let result = run(p, ctx, async move {
         server.expect_stages(&after, Pods::Ready).await;
         let deleted = server
             .expect_prune(
                 Existing {
                     deployments: vec!["demo-source", "demo-parse"],
-                    statefulsets: vec!["demo-aggregate", "demo-sink"],
+                    statefulsets: vec!["demo-parse", "demo-aggregate", "demo-sink"],
                     services: vec!["demo-source", "demo-parse", "demo-aggregate", "demo-sink"],
                     configmaps: vec!["demo-source", "demo-parse", "demo-aggregate", "demo-sink"],
                 },
                 &wanted,
             )
             .await;
+        // The sink's objects go; so does parse's Deployment from before parse pods were a
+        // StatefulSet (the name is still wanted, but not as a Deployment).
         assert_eq!(
             deleted,
             [
+                "Deployment/demo-parse",
                 "StatefulSet/demo-sink",
                 "Service/demo-sink",
                 "ConfigMap/demo-sink"
@@ -532,7 +536,7 @@ async fn objects_of_a_removed_stage_are_deleted() {
         assert_eq!(reason, "StageRemoved");
         assert_eq!(
             note,
-            "deleted StatefulSet/demo-sink, Service/demo-sink, ConfigMap/demo-sink"
+            "deleted Deployment/demo-parse, StatefulSet/demo-sink, Service/demo-sink, ConfigMap/demo-sink"
         );
     })
     .await;
@@ -552,7 +556,7 @@ fn sample_value(text: &str, name: &str) -> f64 {
 async fn the_operator_measures_its_own_reconciles() {
     let (ctx, mut server) = context();
     let d = render(&sample()).unwrap();
-    let wanted = d.names();
+    let wanted = d.clone();
     let rounds = 50;
     let mut p = sample();
     p.status = Some(ready_status(&d));
@@ -590,4 +594,54 @@ async fn the_operator_measures_its_own_reconciles() {
         sum / count * 1e3,
         rss / (1 << 20) as f64
     );
+}
+
+#[tokio::test]
+async fn a_service_that_cannot_change_in_place_is_replaced() {
+    // parse's Service was a ClusterIP Service before parse pods were addressed by name; its
+    // `spec.clusterIP` is immutable, so applying the headless one is refused (422). It is
+    // deleted and applied again, instead of failing every reconcile.
+    let (ctx, mut server) = context();
+    let d = render(&sample()).unwrap();
+    let mut p = sample();
+    p.status = Some(ready_status(&d));
+    let result = run(p, ctx, async move {
+        for s in &d.stages {
+            server
+                .expect_apply(&format!("/api/v1{NS}/configmaps/{}", s.name), Pods::Ready)
+                .await;
+            let svc = format!("/api/v1{NS}/services/{}", s.name);
+            if s.role == pipeline_plan::Role::Parse {
+                let req = server.fail_next(422).await;
+                assert_eq!(req.uri().path(), svc);
+                let (req, _, send) = server.0.next().await;
+                assert_eq!(req.method(), Method::DELETE);
+                assert_eq!(req.uri().path(), svc);
+                MockApi::reply(
+                    send,
+                    StatusCode::OK,
+                    &json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+                );
+            }
+            let body = server.expect_apply(&svc, Pods::Ready).await;
+            if s.role == pipeline_plan::Role::Parse {
+                assert_eq!(body["spec"]["clusterIP"], "None", "headless");
+            }
+            let plural = match s.workload {
+                Workload::Deployment(_) => "deployments",
+                Workload::StatefulSet(_) => "statefulsets",
+            };
+            server
+                .expect_apply(
+                    &format!("/apis/apps/v1{NS}/{plural}/{}", s.name),
+                    Pods::Ready,
+                )
+                .await;
+        }
+        server.expect_prune(Existing::default(), &d).await;
+        let status = server.expect_status().await;
+        assert_eq!(status["summary"], "Ready");
+    })
+    .await;
+    assert!(result.is_ok(), "{result:?}");
 }

@@ -205,6 +205,17 @@ impl Desired {
     pub fn names(&self) -> Vec<String> {
         self.stages.iter().map(|s| s.name.clone()).collect()
     }
+
+    /// Names of the objects of `kind` this Pipeline wants: every stage has a ConfigMap and a
+    /// Service, but a workload of one kind only, so a stage whose workload changed kind (parse,
+    /// once a Deployment) has its old workload pruned although the name is still wanted.
+    pub fn wanted(&self, kind: &str) -> Vec<String> {
+        self.stages
+            .iter()
+            .filter(|s| !matches!(kind, "Deployment" | "StatefulSet") || s.workload.kind() == kind)
+            .map(|s| s.name.clone())
+            .collect()
+    }
 }
 
 /// Labels that select one stage's pods.
