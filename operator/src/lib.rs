@@ -7,10 +7,11 @@
 //!   machine; [`experiment_controller`] does its steps; [`results`] reads Prometheus and
 //!   annotates Grafana.
 //! - [`pods`]: why a stage is not ready, from its pods.
-//! - [`health`]: whether the controllers' watches work (the operator's `/readyz`).
+//! - [`health`]: whether the controllers' watches work; [`admin`]: the admin port serving it.
 //! - [`api`]: what both reconcilers do with the API alike (status apply, Events, backoff count).
 //! - [`metrics`]: the operator's own Prometheus metrics.
 
+pub mod admin;
 pub mod api;
 pub mod controller;
 pub mod crd;

@@ -1,8 +1,6 @@
 //! `operator`: run the observatory's Kubernetes operator, or render a Pipeline's objects.
 
 use anyhow::Context as _;
-use axum::Router;
-use axum::routing::get;
 use clap::{Parser, Subcommand};
 use kube::Client;
 use kube_lease_manager::LeaseManagerBuilder;
@@ -194,44 +192,6 @@ async fn terminated() {
     }
 }
 
-async fn serve_admin(
-    listener: tokio::net::TcpListener,
-    metrics: Arc<Metrics>,
-    health: Arc<Health>,
-    connected: watch::Receiver<bool>,
-    shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    use axum::http::StatusCode;
-    let ready = move || {
-        let connected = *connected.borrow();
-        let problem = health.problem();
-        async move {
-            match problem {
-                _ if !connected => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "not ready: the Kubernetes API is not reachable yet\n".to_string(),
-                ),
-                Some(why) => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("not ready: {why}\n"),
-                ),
-                None => (StatusCode::OK, "ready\n".to_string()),
-            }
-        }
-    };
-    let app = Router::new()
-        .route("/metrics", get(move || async move { metrics.render() }))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(ready));
-    let mut stop = shutdown;
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
-        .await?;
-    Ok(())
-}
-
 /// Connect to the API server, retrying with backoff while the admin port keeps serving;
 /// `None` if stopped first.
 async fn connect(mut stop: watch::Receiver<bool>) -> anyhow::Result<Option<Client>> {
@@ -270,7 +230,7 @@ async fn run(
         .await
         .with_context(|| format!("binding the admin address {admin}"))?;
     info!(%admin, "admin port: /metrics /healthz /readyz");
-    let admin_task = tokio::spawn(serve_admin(
+    let admin_task = tokio::spawn(operator::admin::serve(
         listener,
         metrics.clone(),
         health.clone(),
