@@ -21,6 +21,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::core::Selector;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{EventType, Recorder};
 use kube::runtime::watcher;
@@ -182,13 +183,17 @@ async fn reconcile_pipeline(p: &Pipeline, ctx: &Context) -> Result<Action, Error
     let svcs: Api<Service> = Api::namespaced(client.clone(), &ns);
     let deps: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     let sts: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let mut stages = Vec::new();
     for s in &desired.stages {
         apply(&cms, &s.name, &s.config_map).await?;
         match apply(&svcs, &s.name, &s.service).await {
             // `spec.clusterIP` is immutable: a Service that must become headless (parse's,
-            // from before parse pods were addressed by name) is replaced.
-            Err(Error::Kube(kube::Error::Api(e))) if e.code == 422 => {
+            // from before parse pods were addressed by name) is replaced. Any other refusal
+            // is an error like any other.
+            Err(Error::Kube(kube::Error::Api(e)))
+                if e.code == 422 && e.message.contains("clusterIP") =>
+            {
                 warn!(service = %s.name, error = %e.message, "the Service cannot be changed in place; replacing it");
                 svcs.delete(&s.name, &DeleteParams::background())
                     .await
@@ -232,11 +237,8 @@ async fn reconcile_pipeline(p: &Pipeline, ctx: &Context) -> Result<Action, Error
         };
         // Not ready: say why, from its pods (scheduling, image, crash, probe).
         let problem = if ready < desired_replicas || updated < desired_replicas {
-            let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-            let lp = ListParams::default().labels(&label_selector(&render::selector_labels(
-                &p.name_any(),
-                s.role,
-            )));
+            let selector = Selector::from_iter(render::selector_labels(&p.name_any(), s.role));
+            let lp = ListParams::default().labels_from(&selector);
             pods::problem(&pods.list(&lp).await?.items)
         } else {
             None
@@ -572,33 +574,6 @@ async fn announce(
     }
 }
 
-/// `k=v,k=v` of a label map.
-fn label_selector(labels: &std::collections::BTreeMap<String, String>) -> String {
-    labels
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-/// What the controllers do with the results of their run stream: a failed watch is a warning
-/// and makes `/readyz` fail (see [`Health`]); a failed reconcile was already logged by it.
-pub fn observe_result<T, E: std::fmt::Display>(
-    health: &Health,
-    what: &'static str,
-    res: Result<T, kube::runtime::controller::Error<E, watcher::Error>>,
-) {
-    use kube::runtime::controller::Error as C;
-    match res {
-        Ok(_) => {}
-        Err(C::QueueError(e)) => {
-            warn!(error = %e, watching = what, "a watch failed; retrying with backoff (the operator is not ready meanwhile)");
-            health.watch_failed(what, &e.to_string());
-        }
-        Err(e) => debug!(error = %e, controller = what, "reconcile error"),
-    }
-}
-
 /// Run the controller until `shutdown` resolves. Watches Pipelines (in `namespace`, or every
 /// namespace) and the workloads it owns, so rollouts wake it.
 pub async fn run(
@@ -631,7 +606,7 @@ pub async fn run(
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|res| {
-            observe_result(&health, "pipelines", res);
+            health.observe("pipelines", res);
             std::future::ready(())
         })
         .await;

@@ -201,12 +201,17 @@ impl ApiServer {
 
     /// Answer the next request with an API error.
     async fn fail_next(&mut self, code: u16) -> Request<Body> {
+        self.fail_next_saying(code, "injected").await
+    }
+
+    /// Answer the next request with an API error saying `message`.
+    async fn fail_next_saying(&mut self, code: u16, message: &str) -> Request<Body> {
         let (req, _, send) = self.0.next().await;
         let status = StatusCode::from_u16(code).unwrap();
         MockApi::reply(
             send,
             status,
-            &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "injected", "reason": "Injected", "code": code}),
+            &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message, "reason": "Injected", "code": code}),
         );
         req
     }
@@ -612,7 +617,10 @@ async fn a_service_that_cannot_change_in_place_is_replaced() {
                 .await;
             let svc = format!("/api/v1{NS}/services/{}", s.name);
             if s.role == pipeline_plan::Role::Parse {
-                let req = server.fail_next(422).await;
+                // What an API server says of a ClusterIP Service applied as headless.
+                let req = server
+                    .fail_next_saying(422, "Service \"demo-parse\" is invalid: spec.clusterIPs[0]: Invalid value: []string{\"None\"}: may not change once set")
+                    .await;
                 assert_eq!(req.uri().path(), svc);
                 let (req, _, send) = server.0.next().await;
                 assert_eq!(req.method(), Method::DELETE);
@@ -644,4 +652,27 @@ async fn a_service_that_cannot_change_in_place_is_replaced() {
     })
     .await;
     assert!(result.is_ok(), "{result:?}");
+}
+
+#[tokio::test]
+async fn a_service_refused_for_another_reason_is_an_error_not_a_replacement() {
+    // Only an immutable clusterIP is worth deleting a Service for; any other 422 fails the
+    // reconcile (and is retried with backoff), with nothing deleted.
+    let (ctx, mut server) = context();
+    let result = run(sample(), ctx, async move {
+        server
+            .expect_apply(&format!("/api/v1{NS}/configmaps/demo-source"), Pods::Ready)
+            .await;
+        server
+            .fail_next_saying(
+                422,
+                "Service \"demo-source\" is invalid: spec.ports[0].port: Invalid value: 0",
+            )
+            .await;
+        let (_, reason, _) = server.expect_event().await;
+        assert_eq!(reason, "ReconcileFailed");
+        server.0.expect_no_request().await;
+    })
+    .await;
+    assert_eq!(result.unwrap_err().kind(), "api_422");
 }

@@ -360,7 +360,7 @@ pub async fn run(
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|res| {
-            crate::controller::observe_result(&health, "experiments", res);
+            health.observe("experiments", res);
             std::future::ready(())
         })
         .await;

@@ -32,6 +32,24 @@ impl Health {
             .insert(what, (at, error.to_string()));
     }
 
+    /// Take one result of a controller's run stream: a failed watch is a warning and is
+    /// recorded; a failed reconcile was already logged by the reconciler.
+    pub fn observe<T, E: std::fmt::Display>(
+        &self,
+        what: &'static str,
+        res: Result<T, kube::runtime::controller::Error<E, kube::runtime::watcher::Error>>,
+    ) {
+        use kube::runtime::controller::Error as C;
+        match res {
+            Ok(_) => {}
+            Err(C::QueueError(e)) => {
+                tracing::warn!(error = %e, watching = what, "a watch failed; retrying with backoff (the operator is not ready meanwhile)");
+                self.watch_failed(what, &e.to_string());
+            }
+            Err(e) => tracing::debug!(error = %e, controller = what, "reconcile error"),
+        }
+    }
+
     /// Why the operator is not ready, if a watch failed recently.
     pub fn problem(&self) -> Option<String> {
         self.problem_at(Instant::now())

@@ -416,16 +416,19 @@ impl Queues {
         }
     }
 
-    /// Nothing can come any more (both queues closed and drained).
-    async fn exhausted(&mut self) -> bool {
+    /// Nothing can come any more (both queues closed and drained). Never waits: while another
+    /// writer holds the dealt queue (waiting for its next frame), it is not known to be done,
+    /// and a reconnecting writer need not wait for that frame to make its next attempt.
+    fn exhausted(&mut self) -> bool {
         if self.own_open && self.own.is_closed() && self.own.is_empty() {
             self.own_open = false;
         }
-        if self.shared_open {
-            let q = self.shared.lock().await;
-            if q.is_closed() && q.is_empty() {
-                self.shared_open = false;
-            }
+        if self.shared_open
+            && let Ok(q) = self.shared.try_lock()
+            && q.is_closed()
+            && q.is_empty()
+        {
+            self.shared_open = false;
         }
         !self.own_open && !self.shared_open
     }
@@ -482,7 +485,7 @@ async fn connect(ctx: &StageCtx, addr: &str, queues: &mut Queues) -> Connected {
             warn!(downstream = addr, %error, "still waiting for the downstream");
             last_log = Instant::now();
         }
-        if queues.exhausted().await {
+        if queues.exhausted() {
             return Connected::NothingToSend;
         }
         if ctx.drain.is_cancelled() {
