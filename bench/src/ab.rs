@@ -8,10 +8,10 @@
 //! floor. Profiles are taken in separate runs after the measured ones (one per side), so the
 //! profiler never perturbs a measurement; they feed the differential flamegraph of the report.
 
-use crate::run::{RunConfig, run_local};
+use observatory_runner::run::{RunConfig, run_local};
 use crate::samples::{SampleSet, Series};
 use crate::stats::{Better, Comparison, Options, compare};
-use crate::summary::RunSummary;
+use observatory_runner::summary::RunSummary;
 use pipeline_plan::Plan;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

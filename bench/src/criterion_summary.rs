@@ -156,7 +156,7 @@ pub fn summary(results: &[BenchResult]) -> String {
     for r in results {
         let tput = match &r.throughput {
             Some((kind, n)) if kind == "Bytes" => format!("{:.1} MB/s", n / r.mean_ns * 1e9 / 1e6),
-            Some((_, n)) => format!("{}/s", crate::summary::si(n / r.mean_ns * 1e9)),
+            Some((_, n)) => format!("{}/s", observatory_runner::summary::si(n / r.mean_ns * 1e9)),
             None => String::new(),
         };
         let _ = writeln!(

@@ -3,7 +3,7 @@
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
-use observatory_bench::local::find_pipeline_bin;
+use observatory_runner::local::find_pipeline_bin;
 use observatory_course::check::{CheckOptions, Outcome, Variant, check};
 use observatory_course::progress::Workspace;
 use observatory_course::spec::{Lab, Mode, find, load_labs};

@@ -5,8 +5,8 @@ mod lab_k8s;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use observatory_bench::local::find_pipeline_bin;
-use observatory_bench::run::{RunConfig, run_local};
+use observatory_runner::local::find_pipeline_bin;
+use observatory_runner::run::{RunConfig, run_local};
 use pipeline_plan::{Plan, Role, StageKnobs};
 use std::io::IsTerminal;
 use std::path::PathBuf;

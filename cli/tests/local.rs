@@ -2,7 +2,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use observatory_testkit::wait_until as wait_for;
+use std::time::Duration;
 
 fn observatory() -> Command {
     Command::new(env!("CARGO_BIN_EXE_observatory"))
@@ -29,14 +30,6 @@ fn stage_pids(run_dir: &Path) -> Vec<u32> {
                 .unwrap() as u32
         })
         .collect()
-}
-
-fn wait_for(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]

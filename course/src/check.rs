@@ -7,7 +7,7 @@ use crate::spec::{Lab, Mode};
 use anyhow::{Context, bail};
 use observatory_bench::ab::{AbConfig, run_ab};
 use observatory_bench::callgrind::{self, InstructionConfig};
-use observatory_bench::run::{RunConfig, run_local};
+use observatory_runner::run::{RunConfig, run_local};
 use observatory_bench::stats::{self, Better, RatioInterval};
 use pipeline_plan::{Role, StageKnobs};
 use serde::{Deserialize, Serialize};

@@ -11,8 +11,9 @@
 //! Needs `prometheus` on PATH (`apt-get install prometheus`); fails without it unless
 //! OBSERVATORY_SKIP_PROMETHEUS=1 says to skip (and it then says so).
 
-use observatory_bench::http::get_ok;
-use observatory_bench::local::{LocalOptions, LocalRun, find_pipeline_bin};
+use observatory_runner::http::get_ok;
+use observatory_testkit::{exposed_names, free_port, have, urlencode};
+use observatory_runner::local::{LocalOptions, LocalRun, find_pipeline_bin};
 use observatory_dashboards::{ALL, Place, label_values, queries, substitute};
 use pipeline_plan::Plan;
 use promql_parser::parser::{Expr, parse};
@@ -51,15 +52,6 @@ fn metric_names(e: &Expr, out: &mut BTreeSet<String>) {
     }
 }
 
-/// Every sample name in a Prometheus text exposition.
-fn exposed_names(text: &str) -> BTreeSet<String> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .filter_map(|l| l.split(['{', ' ']).next())
-        .map(str::to_string)
-        .collect()
-}
-
 struct Killed(Child);
 
 impl Drop for Killed {
@@ -69,23 +61,6 @@ impl Drop for Killed {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b'-' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 async fn prom_json(prom: &str, path: &str) -> serde_json::Value {
     let body = get_ok(&format!("http://{prom}{path}"), Duration::from_secs(10))
         .await
@@ -93,15 +68,6 @@ async fn prom_json(prom: &str, path: &str) -> serde_json::Value {
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["status"], "success", "{path}: {v}");
     v
-}
-
-fn have(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

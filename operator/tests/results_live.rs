@@ -10,7 +10,7 @@
 //! Needs `prometheus` on PATH; fails without it unless OBSERVATORY_SKIP_PROMETHEUS=1 says to
 //! skip (and it then says so).
 
-use observatory_bench::local::{LocalOptions, LocalRun, find_pipeline_bin};
+use observatory_runner::local::{LocalOptions, LocalRun, find_pipeline_bin};
 use operator::experiment::{Metric, RunStatus};
 use operator::results::{Prometheus, ResultsError};
 use pipeline_plan::Plan;
@@ -38,7 +38,7 @@ async fn experiment_queries_measure_a_real_run_through_a_real_prometheus() {
         .iter()
         .map(|s| s.ready.admin_addr.clone())
         .collect();
-    let stack = observatory_bench::stack::start(dir.path(), &targets).await;
+    let stack = observatory_runner::stack::start(dir.path(), &targets).await;
     let Some(prom) = &stack.prometheus else {
         if std::env::var_os("OBSERVATORY_SKIP_PROMETHEUS").is_some() {
             eprintln!("SKIPPED: {}", stack.notes.join("; "));

@@ -3,11 +3,12 @@
 
 use pipeline::stage::ReadyInfo;
 use pipeline::stats::StageStats;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+#[allow(unused_imports)]
+pub use observatory_testkit::{http_get, metric, wait_until};
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_pipeline")
@@ -187,58 +188,3 @@ pub fn source_into_parse(
     (source, parse)
 }
 
-/// A plain HTTP/1.1 GET over loopback: (status, body). Handles chunked bodies.
-pub fn http_get(addr: &str, path: &str) -> (u16, Vec<u8>) {
-    let mut sock = TcpStream::connect(addr).expect("connect to admin port");
-    sock.set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    write!(
-        sock,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    sock.read_to_end(&mut raw).expect("read response");
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("header end");
-    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
-    let status: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let mut body = raw[split + 4..].to_vec();
-    if head.contains("transfer-encoding: chunked") {
-        let mut out = Vec::new();
-        let mut rest = &body[..];
-        loop {
-            let eol = rest.windows(2).position(|w| w == b"\r\n").unwrap();
-            let size = usize::from_str_radix(std::str::from_utf8(&rest[..eol]).unwrap().trim(), 16)
-                .unwrap();
-            if size == 0 {
-                break;
-            }
-            out.extend_from_slice(&rest[eol + 2..eol + 2 + size]);
-            rest = &rest[eol + 2 + size + 2..];
-        }
-        body = out;
-    }
-    (status, body)
-}
-
-/// Poll until `cond` holds (panics after `timeout`).
-pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Value of an unlabelled-or-labelled sample line `name{…} value` in a metrics text.
-pub fn metric(text: &str, name: &str, label: Option<(&str, &str)>) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}{{")))
-        .filter(|l| label.is_none_or(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
-        .sum()
-}

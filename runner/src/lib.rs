@@ -1,0 +1,19 @@
+//! The local runner: a plan run as one child process per stage on loopback (the local mode of
+//! the observatory, `observatory up --local` and `run --local`), and everything a single run
+//! produces.
+//!
+//! - [`local`]: start, watch, drain and stop the stage processes.
+//! - [`run`]: one run: live display, mid-run flamegraphs, the report folder.
+//! - [`summary`]: the run summary (JSON and text) and its conservation check.
+//! - [`stack`]: Prometheus and Grafana around a local run, when installed.
+//! - [`flame`]: folded stacks to flamegraph SVGs.
+//! - [`http`]: scraping admin ports.
+//!
+//! Measuring (A/B, instruction counts, reports) is the `observatory-bench` crate's business.
+
+pub mod flame;
+pub mod http;
+pub mod local;
+pub mod run;
+pub mod stack;
+pub mod summary;
