@@ -10,7 +10,7 @@
 
 use observatory_runner::run::{RunConfig, run_local};
 use crate::samples::{SampleSet, Series};
-use crate::stats::{Better, Comparison, Options, compare};
+use crate::stats::{Comparison, Metric, Options, compare};
 use observatory_runner::summary::RunSummary;
 use pipeline_plan::Plan;
 use serde::{Deserialize, Serialize};
@@ -20,17 +20,6 @@ use tokio::sync::mpsc;
 
 /// Version of the A/B result's JSON shape (`ab.json`).
 pub const AB_VERSION: u32 = 2;
-
-/// The metrics of a run: (name, unit, which way is better).
-pub const METRICS: [(&str, &str, Better); 7] = [
-    ("throughput_eps", "events/s", Better::Higher),
-    ("latency_p50_seconds", "s", Better::Lower),
-    ("latency_p99_seconds", "s", Better::Lower),
-    ("cpu_seconds_per_million", "s", Better::Lower),
-    ("max_stage_rss_bytes", "bytes", Better::Lower),
-    ("allocations_per_event", "allocations", Better::Lower),
-    ("delivered_fraction", "", Better::Higher),
-];
 
 /// One run's figures.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -62,22 +51,29 @@ fn counted() -> bool {
 }
 
 impl RunFigures {
-    pub fn metric(&self, name: &str) -> f64 {
-        match name {
-            "throughput_eps" => self.throughput_eps,
-            "latency_p50_seconds" => self.latency_p50_seconds,
-            "latency_p99_seconds" => self.latency_p99_seconds,
-            "cpu_seconds_per_million" => self.cpu_seconds_per_million,
-            "max_stage_rss_bytes" => self.max_stage_rss_bytes,
-            "allocations_per_event" => self.allocations_per_event,
-            "delivered_fraction" => self.delivered_fraction,
-            _ => f64::NAN,
+    /// The run metric's value in this run.
+    pub fn metric(&self, m: Metric) -> f64 {
+        match m {
+            Metric::ThroughputEps => self.throughput_eps,
+            Metric::LatencyP50Seconds => self.latency_p50_seconds,
+            Metric::LatencyP99Seconds => self.latency_p99_seconds,
+            Metric::CpuSecondsPerMillion => self.cpu_seconds_per_million,
+            Metric::MaxStageRssBytes => self.max_stage_rss_bytes,
+            Metric::AllocationsPerEvent => self.allocations_per_event,
+            Metric::DeliveredFraction => self.delivered_fraction,
+            Metric::InstructionsPerEvent | Metric::KernelEps | Metric::TimePerIteration => {
+                f64::NAN
+            }
         }
     }
 }
 
 impl From<&RunSummary> for RunFigures {
+    /// Every run metric from the run's totals, by the catalogue's formulas (0 when undefined:
+    /// no event emitted).
     fn from(s: &RunSummary) -> Self {
+        let totals = s.totals();
+        let value = |m: Metric| m.value(&totals).unwrap_or(0.0);
         let per_million = |cpu: f64| {
             if s.events_emitted > 0 {
                 cpu / s.events_emitted as f64 * 1e6
@@ -85,29 +81,15 @@ impl From<&RunSummary> for RunFigures {
                 0.0
             }
         };
-        let cpu: f64 = s.stages.iter().map(|st| st.cpu_seconds).sum();
-        let allocations: f64 = s
-            .stages
-            .iter()
-            .map(|st| st.allocations_per_event * st.events_in as f64)
-            .sum();
         RunFigures {
-            throughput_eps: s.throughput_eps,
-            latency_p50_seconds: s.latency_p50_seconds,
-            latency_p99_seconds: s.latency_p99_seconds,
-            cpu_seconds_per_million: per_million(cpu),
-            max_stage_rss_bytes: s.stages.iter().map(|st| st.rss_bytes).max().unwrap_or(0) as f64,
-            allocations_per_event: if s.events_emitted > 0 {
-                allocations / s.events_emitted as f64
-            } else {
-                0.0
-            },
+            throughput_eps: value(Metric::ThroughputEps),
+            latency_p50_seconds: value(Metric::LatencyP50Seconds),
+            latency_p99_seconds: value(Metric::LatencyP99Seconds),
+            cpu_seconds_per_million: value(Metric::CpuSecondsPerMillion),
+            max_stage_rss_bytes: value(Metric::MaxStageRssBytes),
+            allocations_per_event: value(Metric::AllocationsPerEvent),
             allocations_counted: s.stages.iter().all(|st| st.allocations_counted),
-            delivered_fraction: if s.events_emitted > 0 {
-                s.events_persisted as f64 / s.events_emitted as f64
-            } else {
-                0.0
-            },
+            delivered_fraction: value(Metric::DeliveredFraction),
             stage_cpu_seconds_per_million: s
                 .stages
                 .iter()
@@ -132,16 +114,16 @@ impl Side {
     /// The side's samples, in the format `observatory bench compare` reads.
     pub fn samples(&self) -> SampleSet {
         let mut set = SampleSet::new(&self.label);
-        for (name, unit, better) in METRICS {
-            if not_measured(name, &self.runs).is_some() {
+        for m in Metric::of_a_run() {
+            if not_measured(m, &self.runs).is_some() {
                 continue;
             }
             set.metrics.insert(
-                name.to_string(),
+                m.to_string(),
                 Series {
-                    unit: unit.into(),
-                    better,
-                    samples: self.runs.iter().map(|r| r.metric(name)).collect(),
+                    unit: m.unit().into(),
+                    better: m.better(),
+                    samples: self.runs.iter().map(|r| r.metric(m)).collect(),
                 },
             );
         }
@@ -150,8 +132,8 @@ impl Side {
 }
 
 /// Why a metric was not measured in these runs, if it was not.
-pub fn not_measured(metric: &str, runs: &[RunFigures]) -> Option<&'static str> {
-    (metric == "allocations_per_event" && runs.iter().any(|r| !r.allocations_counted))
+pub fn not_measured(metric: Metric, runs: &[RunFigures]) -> Option<&'static str> {
+    (metric == Metric::AllocationsPerEvent && runs.iter().any(|r| !r.allocations_counted))
         .then_some("allocation counting is off (telemetry=false) in some stage")
 }
 
@@ -306,16 +288,17 @@ pub async fn run_ab(
     let [fa, fb] = figures;
     let mut not_compared = BTreeMap::new();
     let mut comparisons = Vec::new();
-    for (name, unit, better) in METRICS {
+    for m in Metric::of_a_run() {
+        let name = m.as_str();
         for (side, runs) in [("A", &fa), ("B", &fb)] {
-            if let Some(why) = not_measured(name, runs) {
+            if let Some(why) = not_measured(m, runs) {
                 not_compared.insert(name.to_string(), format!("side {side}: {why}"));
             }
         }
         if !not_compared.contains_key(name) {
-            let a: Vec<f64> = fa.iter().map(|r| r.metric(name)).collect();
-            let b: Vec<f64> = fb.iter().map(|r| r.metric(name)).collect();
-            comparisons.push(compare(name, unit, better, &a, &b, &cfg.stats));
+            let a: Vec<f64> = fa.iter().map(|r| r.metric(m)).collect();
+            let b: Vec<f64> = fb.iter().map(|r| r.metric(m)).collect();
+            comparisons.push(compare(name, m.unit(), m.better(), &a, &b, &cfg.stats));
         }
     }
     let conserved = fa.iter().chain(&fb).all(|r| r.conserved);
@@ -426,8 +409,8 @@ mod tests {
             assignments: vec!["all.telemetry=false".into()],
             runs: vec![run(0.004, false), run(0.004, false)],
         };
-        assert!(not_measured("allocations_per_event", &off.runs).is_some());
-        assert!(not_measured("throughput_eps", &off.runs).is_none());
+        assert!(not_measured(Metric::AllocationsPerEvent, &off.runs).is_some());
+        assert!(not_measured(Metric::ThroughputEps, &off.runs).is_none());
         let samples = off.samples();
         assert!(!samples.metrics.contains_key("allocations_per_event"));
         assert!(samples.metrics.contains_key("throughput_eps"));
@@ -436,8 +419,8 @@ mod tests {
             assignments: vec![],
             runs: vec![run(6.04, true)],
         };
-        assert!(not_measured("allocations_per_event", &on.runs).is_none());
-        assert_eq!(on.samples().metrics.len(), METRICS.len());
+        assert!(not_measured(Metric::AllocationsPerEvent, &on.runs).is_none());
+        assert_eq!(on.samples().metrics.len(), Metric::of_a_run().count());
     }
 
     #[test]

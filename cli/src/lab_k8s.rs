@@ -12,7 +12,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use observatory_course::check::Variant;
 use observatory_course::spec::{Lab, Mode};
-use operator::experiment::{Experiment, ExperimentSpec, Metric, Side, pipeline_spec_of};
+use operator::experiment::{Experiment, ExperimentSpec, Side, pipeline_spec_of};
 use std::time::Duration;
 
 /// How to run a lab on the cluster.
@@ -49,7 +49,7 @@ pub fn experiment_for(
             lab.spec.number
         );
     }
-    let metric = Metric::from_name(&m.metric).with_context(|| {
+    let metric = m.catalogue_metric().filter(|m| m.formula().is_some()).with_context(|| {
         format!(
             "lab {:02}'s metric `{}` is not one Prometheus can answer for a window on the cluster",
             lab.spec.number, m.metric
@@ -173,6 +173,7 @@ pub async fn check_on_cluster(e: Experiment) -> anyhow::Result<bool> {
 mod tests {
     use super::*;
     use observatory_course::spec::load_labs;
+    use operator::experiment::Metric;
     use std::path::Path;
 
     fn labs() -> Vec<Lab> {

@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use observatory_bench::ab::{AbConfig, run_ab};
 use observatory_bench::callgrind::{self, InstructionConfig};
 use observatory_runner::run::{RunConfig, run_local};
-use observatory_bench::stats::{self, Better, RatioInterval};
+use observatory_bench::stats::{self, Better, Metric, RatioInterval, Threshold};
 use pipeline_plan::{Role, StageKnobs};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -82,19 +82,10 @@ pub struct Outcome {
     pub report_dir: String,
 }
 
-/// Does `r` clear the minimum effect in the right direction?
+/// Does `r` clear the minimum effect in the right direction? (The catalogue's pass rule,
+/// [`Threshold::clears`].)
 pub fn clears(r: &RatioInterval, better: Better, min_effect: f64) -> bool {
-    match better {
-        Better::Higher => r.low >= 1.0 + min_effect,
-        Better::Lower => r.high <= 1.0 - min_effect,
-    }
-}
-
-fn need(better: Better, min_effect: f64) -> String {
-    match better {
-        Better::Higher => format!("B/A ≥ {:.2}", 1.0 + min_effect),
-        Better::Lower => format!("B/A ≤ {:.2}", 1.0 - min_effect),
-    }
+    Threshold::new(better, min_effect).clears(r)
 }
 
 /// Run the check. `progress(done, total, what)` reports each step.
@@ -114,7 +105,7 @@ pub async fn check(
         lab: lab.number(),
         variant: variant.label().into(),
         metric: m.metric.clone(),
-        better: m.better,
+        better: m.better(),
         min_effect: m.min_effect,
         ratio: None,
         baseline_value: None,
@@ -208,14 +199,16 @@ pub async fn check(
         outcome.ratio = Some(r);
         outcome.baseline_value = Some(a_value);
         outcome.variant_value = Some(b_value);
-        outcome.passed = outcome.conserved && clears(&r, m.better, m.min_effect);
+        let lost = if outcome.conserved { 0.0 } else { 1.0 };
+        let judged = m.threshold().judge(&r, lost);
+        outcome.passed = judged.passed;
         outcome.verdict = format!(
             "{}: B/A = {:.3} [{:.3} .. {:.3}] (needs {}){}",
             m.metric,
             r.ratio,
             r.low,
             r.high,
-            need(m.better, m.min_effect),
+            judged.required,
             if outcome.conserved {
                 ""
             } else {
@@ -304,10 +297,11 @@ fn kernel_ab(
             samples[side].push(k.events as f64 / (k.elapsed_ns.max(1) as f64 / 1e9));
         }
     }
+    let metric = Metric::KernelEps;
     let c = stats::compare(
-        "kernel_eps",
-        "events/s",
-        Better::Higher,
+        metric.as_str(),
+        metric.unit(),
+        metric.better(),
         &samples[0],
         &samples[1],
         &Default::default(),
@@ -375,10 +369,11 @@ fn criterion_ab(
     let b = samples(&group.join(id)).with_context(|| {
         format!("the benchmark must measure `lab12/{id}` next to `lab12/baseline`")
     })?;
+    let metric = Metric::TimePerIteration;
     let c = stats::compare(
-        "time_per_iteration",
-        "s",
-        Better::Lower,
+        metric.as_str(),
+        metric.unit(),
+        metric.better(),
         &a,
         &b,
         &Default::default(),

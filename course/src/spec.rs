@@ -1,6 +1,6 @@
 //! Labs as data: `course/labs/NN-slug/lab.toml`, validated on load.
 
-use observatory_bench::stats::Better;
+use observatory_bench::stats::{Better, Metric, Threshold};
 use pipeline_plan::{LabSlot, Plan};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -48,10 +48,9 @@ pub struct Measure {
     /// a good fraction of a second.
     #[serde(default = "one_u32")]
     pub rounds: u32,
-    /// The metric the lab is about (an A/B metric, `instructions_per_event`, `kernel_eps`,
-    /// `completes`, or `time_per_iteration`).
+    /// The metric the lab is about: a name from the metric catalogue
+    /// (`observatory_stats::Metric`: which way is better comes from there), or `completes`.
     pub metric: String,
-    pub better: Better,
     /// The smallest effect that passes, as a fraction: 0.5 means B/A's interval must lie above
     /// 1.5 (higher is better) or below 0.5 (lower is better); 1.0 with higher means 2×.
     #[serde(default)]
@@ -60,6 +59,46 @@ pub struct Measure {
     pub pairs: usize,
     #[serde(default = "sixty")]
     pub timeout_seconds: u64,
+}
+
+impl Measure {
+    /// The catalogue's metric (`None` for `completes`).
+    pub fn catalogue_metric(&self) -> Option<Metric> {
+        Metric::from_name(&self.metric)
+    }
+
+    /// Which way is better: the catalogue's (higher for `completes`, which is pass or fail).
+    pub fn better(&self) -> Better {
+        self.catalogue_metric().map_or(Better::Higher, Metric::better)
+    }
+
+    /// The pass rule of the lab.
+    pub fn threshold(&self) -> Threshold {
+        Threshold::new(self.better(), self.min_effect)
+    }
+
+    /// Why this metric does not go with this mode, if it does not.
+    fn metric_mismatch(&self) -> Option<String> {
+        let metric = self.catalogue_metric();
+        let fits = match self.mode {
+            Mode::Completes => self.metric == "completes",
+            Mode::Wall => metric.is_some_and(|m| m.formula().is_some()),
+            Mode::Instructions => metric == Some(Metric::InstructionsPerEvent),
+            Mode::Kernel => metric == Some(Metric::KernelEps),
+            Mode::Criterion => metric == Some(Metric::TimePerIteration),
+        };
+        (!fits).then(|| match (self.mode, metric) {
+            (_, None) if self.mode != Mode::Completes => format!(
+                "`{}` is not a metric of the catalogue (observatory_stats::Metric)",
+                self.metric
+            ),
+            (Mode::Wall, _) => format!("`{}` is not an A/B metric", self.metric),
+            _ => format!(
+                "`{}` is not what the {:?} mode measures",
+                self.metric, self.mode
+            ),
+        })
+    }
 }
 
 fn one() -> usize {
@@ -196,7 +235,7 @@ impl Lab {
             return Err("the reference must change something".into());
         }
         let m = &s.measure;
-        if m.min_effect < 0.0 || (m.better == Better::Lower && m.min_effect >= 1.0) {
+        if m.threshold().unreachable().is_some() {
             return Err(
                 "measure.min_effect is at least 0 (and below 1 when lower is better)".into(),
             );
@@ -206,12 +245,8 @@ impl Lab {
         {
             return Err("instructions and kernel modes need stage = parse or aggregate".into());
         }
-        if m.mode == Mode::Wall
-            && !observatory_bench::ab::METRICS
-                .iter()
-                .any(|(name, _, _)| *name == m.metric)
-        {
-            return Err(format!("`{}` is not an A/B metric", m.metric));
+        if let Some(why) = m.metric_mismatch() {
+            return Err(why);
         }
         if m.rounds == 0 {
             return Err("measure.rounds is at least 1".into());

@@ -19,7 +19,7 @@ use crate::render::{self, plan_of};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::{CustomResource, KubeSchema, Resource, ResourceExt};
-use observatory_stats::{self as stats, Better};
+use observatory_stats::{self as stats, Judgement, Threshold};
 use pipeline_plan::{Role, StageKnobs};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -59,6 +59,7 @@ pub struct ExperimentSpec {
     #[serde(default)]
     pub variant: Side,
     /// The metric compared, B/A.
+    #[schemars(schema_with = "run_metric_schema")]
     pub metric: Metric,
     /// The smallest effect that passes, as a fraction: 1.0 with a higher-is-better metric means
     /// the interval of B/A must lie above 2.0; 0.3 with a lower-is-better one, below 0.7.
@@ -109,71 +110,18 @@ pub struct Side {
     pub image: Option<String>,
 }
 
-/// A metric the cluster's Prometheus can answer for a window (the names of the local A/B engine).
-#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
-pub enum Metric {
-    /// Events the source emitted per second.
-    #[serde(rename = "throughput_eps")]
-    ThroughputEps,
-    /// Median end-to-end latency at the sink, seconds.
-    #[serde(rename = "latency_p50_seconds")]
-    LatencyP50Seconds,
-    /// 99th-percentile end-to-end latency at the sink, seconds.
-    #[serde(rename = "latency_p99_seconds")]
-    LatencyP99Seconds,
-    /// CPU seconds of all stages per million events emitted.
-    #[serde(rename = "cpu_seconds_per_million")]
-    CpuSecondsPerMillion,
-    /// The largest resident set of any stage process, bytes.
-    #[serde(rename = "max_stage_rss_bytes")]
-    MaxStageRssBytes,
-    /// Heap allocations per event in the parse stage.
-    #[serde(rename = "allocations_per_event")]
-    AllocationsPerEvent,
-}
+/// The metric compared: one of the catalogue's run metrics (`observatory_stats::Metric`, the
+/// names of the local A/B engine), which the cluster's Prometheus answers for a window.
+pub use observatory_stats::Metric;
 
-impl Metric {
-    pub const ALL: [Metric; 6] = [
-        Metric::ThroughputEps,
-        Metric::LatencyP50Seconds,
-        Metric::LatencyP99Seconds,
-        Metric::CpuSecondsPerMillion,
-        Metric::MaxStageRssBytes,
-        Metric::AllocationsPerEvent,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Metric::ThroughputEps => "throughput_eps",
-            Metric::LatencyP50Seconds => "latency_p50_seconds",
-            Metric::LatencyP99Seconds => "latency_p99_seconds",
-            Metric::CpuSecondsPerMillion => "cpu_seconds_per_million",
-            Metric::MaxStageRssBytes => "max_stage_rss_bytes",
-            Metric::AllocationsPerEvent => "allocations_per_event",
-        }
-    }
-
-    pub fn unit(self) -> &'static str {
-        match self {
-            Metric::ThroughputEps => "events/s",
-            Metric::LatencyP50Seconds | Metric::LatencyP99Seconds => "s",
-            Metric::CpuSecondsPerMillion => "s",
-            Metric::MaxStageRssBytes => "bytes",
-            Metric::AllocationsPerEvent => "allocations",
-        }
-    }
-
-    pub fn better(self) -> Better {
-        match self {
-            Metric::ThroughputEps => Better::Higher,
-            _ => Better::Lower,
-        }
-    }
-
-    /// The metric of this name (`observatory lab` specs use the names).
-    pub fn from_name(name: &str) -> Option<Metric> {
-        Metric::ALL.into_iter().find(|m| m.as_str() == name)
-    }
+/// The schema of `spec.metric`: the names of the catalogue's run metrics.
+fn run_metric_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let names: Vec<&str> = Metric::of_a_run().map(Metric::as_str).collect();
+    schemars::json_schema!({
+        "description": "The metric compared, B/A (a run metric of the catalogue).",
+        "type": "string",
+        "enum": names,
+    })
 }
 
 /// What the operator observed and concluded.
@@ -463,8 +411,15 @@ pub fn invalid(e: &Experiment) -> Option<String> {
                 .into(),
         );
     }
-    if e.spec.min_effect < 0.0
-        || (e.spec.metric.better() == Better::Lower && e.spec.min_effect >= 1.0)
+    if e.spec.metric.formula().is_none() {
+        return Some(format!(
+            "spec.metric: {} is measured in one process on a student's machine, not on a cluster",
+            e.spec.metric
+        ));
+    }
+    if Threshold::new(e.spec.metric.better(), e.spec.min_effect)
+        .unreachable()
+        .is_some()
     {
         return Some(format!(
             "spec.minEffect: {} is not a reachable effect for {} (lower is better: below 1)",
@@ -832,17 +787,9 @@ pub fn conclude(e: &Experiment, mut status: ExperimentStatus) -> ExperimentStatu
         &Default::default(),
     );
     let lost: f64 = status.runs.iter().filter_map(|r| r.lost).sum();
-    let (clears, required) = match metric.better() {
-        Better::Higher => {
-            let need = 1.0 + e.spec.min_effect;
-            (c.ratio.low >= need, format!("B/A ≥ {need:.2}"))
-        }
-        Better::Lower => {
-            let need = 1.0 - e.spec.min_effect;
-            (c.ratio.high <= need, format!("B/A ≤ {need:.2}"))
-        }
-    };
-    let passed = clears && lost < 0.5;
+    let Judgement {
+        passed, required, ..
+    } = Threshold::new(metric.better(), e.spec.min_effect).judge(&c.ratio, lost);
     let summary = format!(
         "B/A = {:.3} [{:.3} .. {:.3}]",
         c.ratio.ratio, c.ratio.low, c.ratio.high

@@ -6,6 +6,7 @@
 //! - [`Grafana`]: an annotation per run window (`POST /api/annotations`, basic auth).
 
 use crate::experiment::{Measurement, Metric, RunStatus};
+use observatory_stats::Total;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode};
@@ -27,6 +28,8 @@ pub enum ResultsError {
     },
     #[error("Prometheus has no data for `{query}` (is it scraping the run's pods?)")]
     NoData { query: String },
+    #[error("{metric} is not a metric of a run: the cluster cannot measure it")]
+    NotARunMetric { metric: String },
     #[error("unexpected answer from {url}: {message}")]
     Answer { url: String, message: String },
 }
@@ -43,46 +46,18 @@ pub struct Queries {
 }
 
 /// The queries for `metric` over the last `window_seconds` of the run whose Pipeline is
-/// `pipeline` (every metric of a stage carries `pipeline="<name>"`).
-pub fn queries(metric: Metric, pipeline: &str, window_seconds: u32) -> Queries {
-    let sel = |extra: &str| format!("{{pipeline=\"{pipeline}\"{extra}}}");
-    let w = format!("[{window_seconds}s]");
-    let emitted = format!(
-        "sum(increase(pipeline_events_emitted_total{}{w}))",
-        sel(",stage=\"source\"")
+/// `pipeline` (every metric of a stage carries `pipeline="<name>"`): the metric's PromQL is the
+/// catalogue's ([`Metric::promql`]), built from the same formula the local A/B engine computes.
+/// `None` for a metric the cluster cannot answer (no formula).
+pub fn queries(metric: Metric, pipeline: &str, window_seconds: u32) -> Option<Queries> {
+    let lost = format!(
+        "sum(increase(pipeline_events_dropped_total{{pipeline=\"{pipeline}\",reason=~\"lost_in_transit|downstream_lost\"}}[{window_seconds}s])) or vector(0)"
     );
-    let latency = |q: f64| {
-        format!(
-            "histogram_quantile({q}, sum by (le) (increase(pipeline_end_to_end_latency_seconds_bucket{}{w})))",
-            sel("")
-        )
-    };
-    let value = match metric {
-        Metric::ThroughputEps => format!("{emitted} / {window_seconds}"),
-        Metric::LatencyP50Seconds => latency(0.5),
-        Metric::LatencyP99Seconds => latency(0.99),
-        Metric::CpuSecondsPerMillion => format!(
-            "sum(increase(process_cpu_seconds_total{}{w})) / {emitted} * 1e6",
-            sel("")
-        ),
-        Metric::MaxStageRssBytes => format!(
-            "max(max_over_time(process_resident_memory_bytes{}{w}))",
-            sel("")
-        ),
-        Metric::AllocationsPerEvent => format!(
-            "sum(increase(pipeline_allocations_total{}{w})) / sum(increase(pipeline_events_received_total{}{w}))",
-            sel(",stage=\"parse\""),
-            sel(",stage=\"parse\"")
-        ),
-    };
-    Queries {
-        value,
-        events: emitted,
-        lost: format!(
-            "sum(increase(pipeline_events_dropped_total{}{w})) or vector(0)",
-            sel(",reason=~\"lost_in_transit|downstream_lost\"")
-        ),
-    }
+    Some(Queries {
+        value: metric.promql(pipeline, window_seconds)?,
+        events: Total::EventsEmitted.promql(pipeline, window_seconds)?,
+        lost,
+    })
 }
 
 async fn request(
@@ -210,7 +185,11 @@ impl Prometheus {
         window_seconds: u32,
         end: i64,
     ) -> Result<Measurement, ResultsError> {
-        let q = queries(metric, &run.pipeline, window_seconds);
+        let q = queries(metric, &run.pipeline, window_seconds).ok_or_else(|| {
+            ResultsError::NotARunMetric {
+                metric: metric.to_string(),
+            }
+        })?;
         Ok(Measurement {
             value: self.scalar(&q.value, end).await?,
             events: self.scalar(&q.events, end).await?,

@@ -77,7 +77,7 @@ async fn experiment_queries_measure_a_real_run_through_a_real_prometheus() {
         ..Default::default()
     };
     let mut figures = Vec::new();
-    for metric in Metric::ALL {
+    for metric in Metric::of_a_run() {
         let m = p.measure(metric, &b0, 8, end).await.unwrap_or_else(|e| {
             panic!("{}: {e}", metric.as_str());
         });

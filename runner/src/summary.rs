@@ -7,6 +7,7 @@
 //! `unaccounted` is whatever no counter explains. `conserved` means nothing is unaccounted
 //! and every stage finished its stream.
 
+use observatory_stats::Totals;
 use pipeline::stats::StageStats;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -66,6 +67,27 @@ pub struct RunSummary {
 }
 
 impl RunSummary {
+    /// The run's totals, which the catalogue's run metrics are computed from
+    /// ([`observatory_stats::Metric::value`]): every stage's CPU and allocations, the largest
+    /// stage's RSS (before profiling), over the events the source emitted in the run.
+    pub fn totals(&self) -> Totals {
+        Totals {
+            seconds: self.duration_seconds,
+            events_emitted: self.events_emitted as f64,
+            events_persisted: self.events_persisted as f64,
+            cpu_seconds: self.stages.iter().map(|st| st.cpu_seconds).sum(),
+            allocations: self
+                .stages
+                .iter()
+                .map(|st| st.allocations_per_event * st.events_in as f64)
+                .sum(),
+            max_stage_rss_bytes: self.stages.iter().map(|st| st.rss_bytes).max().unwrap_or(0)
+                as f64,
+            latency_p50_seconds: self.latency_p50_seconds,
+            latency_p99_seconds: self.latency_p99_seconds,
+        }
+    }
+
     /// Combine the final stats of the stage processes, by name, in data-flow order (the first
     /// is the source).
     pub fn from_stats(pipeline: &str, named: &[(String, StageStats)], report_dir: &str) -> Self {

@@ -1,4 +1,5 @@
-//! Statistics for comparing two samples of a metric, robustly, on a noisy machine.
+//! Statistics for comparing two samples of a metric, robustly, on a noisy machine; the
+//! [`catalogue`] of metrics and the pass rule ([`threshold`]) that every comparison uses.
 //!
 //! The effect of B over A is the ratio of medians, `median(B) / median(A)`, with a 95%
 //! percentile-bootstrap interval (each side resampled independently; a fixed seed, so a report
@@ -11,6 +12,12 @@
 //! never a win. An interval wider than `max_ci_width` is flagged as too noisy to conclude, and a
 //! real but tiny effect (the whole interval within `min_effect` of 1, e.g. 6.0407 vs 6.0406
 //! allocations per event) is called negligible rather than better or worse.
+
+pub mod catalogue;
+pub mod threshold;
+
+pub use catalogue::{Formula, Metric, Total, Totals};
+pub use threshold::{Judgement, Threshold};
 
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64Mcg;

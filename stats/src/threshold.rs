@@ -1,0 +1,118 @@
+//! The pass rule, defined once: an effect passes when the whole 95% interval of B/A lies beyond
+//! the minimum effect in the direction that is better, and nothing was lost. `observatory lab
+//! check`, the Experiment's verdict and the leaderboard all judge with [`Threshold::judge`].
+
+use crate::{Better, RatioInterval};
+use serde::{Deserialize, Serialize};
+
+/// How far B/A must move, and which way, to pass.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Threshold {
+    pub better: Better,
+    /// The smallest effect that passes, as a fraction: 1.0 when higher is better means the
+    /// interval of B/A must lie at or above 2.0; 0.3 when lower is better, at or below 0.7.
+    pub min_effect: f64,
+}
+
+/// A judged effect.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Judgement {
+    /// The interval clears the threshold.
+    pub clears: bool,
+    /// It clears and nothing was lost.
+    pub passed: bool,
+    /// What clearing means, e.g. `B/A ≥ 2.00`.
+    pub required: String,
+}
+
+impl Threshold {
+    pub fn new(better: Better, min_effect: f64) -> Threshold {
+        Threshold { better, min_effect }
+    }
+
+    /// The bound B/A must reach: `1 + min_effect` or `1 - min_effect`.
+    pub fn bound(&self) -> f64 {
+        match self.better {
+            Better::Higher => 1.0 + self.min_effect,
+            Better::Lower => 1.0 - self.min_effect,
+        }
+    }
+
+    /// Does the whole interval clear the bound in the better direction?
+    pub fn clears(&self, r: &RatioInterval) -> bool {
+        match self.better {
+            Better::Higher => r.low >= self.bound(),
+            Better::Lower => r.high <= self.bound(),
+        }
+    }
+
+    /// `B/A ≥ 2.00` or `B/A ≤ 0.70`.
+    pub fn required(&self) -> String {
+        match self.better {
+            Better::Higher => format!("B/A ≥ {:.2}", self.bound()),
+            Better::Lower => format!("B/A ≤ {:.2}", self.bound()),
+        }
+    }
+
+    /// Why no effect could ever pass, if none could: a negative minimum, or a lower-is-better
+    /// minimum of 100% or more (B/A would have to reach 0).
+    pub fn unreachable(&self) -> Option<String> {
+        (self.min_effect < 0.0 || (self.better == Better::Lower && self.min_effect >= 1.0))
+            .then(|| {
+                format!(
+                    "{} is not a reachable effect (at least 0, and below 1 when lower is better)",
+                    self.min_effect
+                )
+            })
+    }
+
+    /// The verdict: `passed` only when the interval clears and `lost` (events lost in the
+    /// measured runs) is 0.
+    pub fn judge(&self, r: &RatioInterval, lost: f64) -> Judgement {
+        let clears = self.clears(r);
+        Judgement {
+            clears,
+            passed: clears && lost < 0.5,
+            required: self.required(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(ratio: f64, low: f64, high: f64) -> RatioInterval {
+        RatioInterval { ratio, low, high }
+    }
+
+    #[test]
+    fn the_whole_interval_must_clear_in_the_better_direction() {
+        let up = Threshold::new(Better::Higher, 0.5);
+        assert!(up.clears(&r(1.6, 1.5, 1.7)));
+        assert!(!up.clears(&r(1.6, 1.45, 1.7)));
+        assert!(!Threshold::new(Better::Higher, 0.0).clears(&r(0.6, 0.55, 0.7)));
+        let down = Threshold::new(Better::Lower, 0.25);
+        assert!(down.clears(&r(0.6, 0.55, 0.7)));
+        assert!(!down.clears(&r(0.8, 0.7, 0.9)));
+        assert_eq!(up.required(), "B/A ≥ 1.50");
+        assert_eq!(down.required(), "B/A ≤ 0.75");
+    }
+
+    #[test]
+    fn a_loss_fails_an_effect_that_clears() {
+        let t = Threshold::new(Better::Higher, 1.0);
+        let j = t.judge(&r(3.0, 2.5, 3.5), 12.0);
+        assert!(j.clears && !j.passed);
+        assert!(t.judge(&r(3.0, 2.5, 3.5), 0.0).passed);
+        assert!(!t.judge(&r(3.0, 1.5, 3.5), 0.0).passed);
+    }
+
+    #[test]
+    fn unreachable_minimums_are_named() {
+        assert!(Threshold::new(Better::Lower, 1.0).unreachable().is_some());
+        assert!(Threshold::new(Better::Higher, -0.1).unreachable().is_some());
+        assert!(Threshold::new(Better::Higher, 3.0).unreachable().is_none());
+        assert!(Threshold::new(Better::Lower, 0.3).unreachable().is_none());
+    }
+}
