@@ -14,6 +14,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use pipeline::codec::{Frame, FrameCodec, OutFrame};
 use pipeline::generate::Generator;
 use pipeline::seglog::SegmentLog;
+use pipeline::slots::Hooks;
 use pipeline::stage::parse::parse_batch;
 use pipeline::state::SharedState;
 use pipeline::window::latency_histogram;
@@ -83,7 +84,7 @@ fn event_frames(frames: usize) -> Vec<Frame> {
     recs.chunks(BATCH)
         .enumerate()
         .map(|(i, c)| {
-            parse_batch(&raw_frame(c), ParseMode::Borrowed, 1)
+            parse_batch(&raw_frame(c), ParseMode::Borrowed, 1, Hooks::NONE)
                 .frames
                 .remove(0)
                 .into_frame(1, i as u64)
@@ -147,7 +148,7 @@ fn parse(c: &mut Criterion) {
         ("borrowed", ParseMode::Borrowed),
     ] {
         g.bench_function(name, |b| {
-            b.iter(|| black_box(parse_batch(black_box(&frame), mode, 1)))
+            b.iter(|| black_box(parse_batch(black_box(&frame), mode, 1, Hooks::NONE)))
         });
     }
     g.bench_function("sonic_rs_reference", |b| {
@@ -161,7 +162,7 @@ fn parse(c: &mut Criterion) {
     let mut g = c.benchmark_group("parse_bytes");
     g.throughput(Throughput::Bytes(bytes as u64));
     g.bench_function("borrowed", |b| {
-        b.iter(|| black_box(parse_batch(&frame, ParseMode::Borrowed, 1)))
+        b.iter(|| black_box(parse_batch(&frame, ParseMode::Borrowed, 1, Hooks::NONE)))
     });
     g.finish();
 }

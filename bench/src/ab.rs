@@ -8,9 +8,9 @@
 //! floor. Profiles are taken in separate runs after the measured ones (one per side), so the
 //! profiler never perturbs a measurement; they feed the differential flamegraph of the report.
 
-use observatory_runner::run::{RunConfig, run_local};
 use crate::samples::{SampleSet, Series};
 use crate::stats::{Comparison, Metric, Options, compare};
+use observatory_runner::run::{RunConfig, run_local};
 use observatory_runner::summary::RunSummary;
 use pipeline_plan::Plan;
 use serde::{Deserialize, Serialize};
@@ -61,9 +61,7 @@ impl RunFigures {
             Metric::MaxStageRssBytes => self.max_stage_rss_bytes,
             Metric::AllocationsPerEvent => self.allocations_per_event,
             Metric::DeliveredFraction => self.delivered_fraction,
-            Metric::InstructionsPerEvent | Metric::KernelEps | Metric::TimePerIteration => {
-                f64::NAN
-            }
+            Metric::InstructionsPerEvent | Metric::KernelEps | Metric::TimePerIteration => f64::NAN,
         }
     }
 }
@@ -281,7 +279,8 @@ pub async fn run_ab(
             n += 1;
             progress(n, total, &format!("{} (profiled)", labels[side]));
             let dir = runs_dir.join(format!("profile-{}", labels[side]));
-            one_run(&plans[side], &cfg.run, dir.clone(), cfg.profile_seconds).await?;
+            let plan = profiled_plan(&plans[side], cfg.profile_seconds)?;
+            one_run(&plan, &cfg.run, dir.clone(), cfg.profile_seconds).await?;
             profiles[side] = Some(dir);
         }
     }
@@ -332,6 +331,21 @@ pub async fn run_ab(
         [profiles[0].as_deref(), profiles[1].as_deref()],
     )?;
     Ok(result)
+}
+
+/// The plan of a side's profiled run: bounded by time, twice the profile's length, so the
+/// profile (taken from a quarter of the run on) lies inside the stream. A short measured run
+/// (400,000 events at 400,000/s: 1 s) would otherwise end under a 2 s profile, which then
+/// caught 0-5 samples of the stage it was for.
+fn profiled_plan(plan: &Plan, profile_seconds: u64) -> anyhow::Result<Plan> {
+    let mut p = plan.clone();
+    p.set("source", "events", "0")?;
+    p.set(
+        "source",
+        "duration_seconds",
+        &(2 * profile_seconds.max(1)).to_string(),
+    )?;
+    Ok(p)
 }
 
 /// The one stage whose knobs differ between the sides, when exactly one does (`parse.mode`
@@ -437,6 +451,19 @@ mod tests {
         let b = [with(0.54, 0.006), with(0.55, 0.006), with(0.53, 0.007)];
         assert_eq!(changed_stage(&a, &b).as_deref(), Some("parse"));
         assert_eq!(changed_stage(&[], &b), None);
+    }
+
+    #[test]
+    fn a_profiled_run_lasts_twice_the_profile() {
+        let mut plan = Plan::new("t");
+        plan.assign("source.events=400000").unwrap();
+        plan.assign("source.rate=400000").unwrap();
+        let p = profiled_plan(&plan, 2).unwrap();
+        let Some(pipeline_plan::StageKnobs::Source(s)) = p.knobs(pipeline_plan::Role::Source)
+        else {
+            panic!("no source");
+        };
+        assert_eq!((s.events, s.duration_seconds, s.rate), (0, 4.0, 400_000));
     }
 
     #[test]

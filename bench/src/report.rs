@@ -10,9 +10,9 @@
 //! ```
 
 use crate::ab::AbResult;
-use observatory_runner::flame;
 use crate::plot::{self, A_COLOR, A_LIGHT, B_COLOR, B_LIGHT, Line};
 use crate::stats::Verdict;
+use observatory_runner::flame;
 use observatory_runner::summary::si;
 use std::fmt::Write as _;
 use std::path::Path;

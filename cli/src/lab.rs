@@ -3,10 +3,10 @@
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
-use observatory_runner::local::find_pipeline_bin;
 use observatory_course::check::{CheckOptions, Outcome, Variant, check};
 use observatory_course::progress::Workspace;
 use observatory_course::spec::{Lab, Mode, find, load_labs};
+use observatory_runner::local::find_pipeline_bin;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -206,7 +206,7 @@ fn start(lab: &Lab, ws: &Workspace, root: &Path) -> anyhow::Result<()> {
         println!("Your answer file: {}", answer.display());
         println!("  (it starts as the baseline; put your knob changes in it)");
     }
-    if let Some(file) = &lab.spec.file {
+    if let Some(file) = &lab.file() {
         println!("The file to edit: {}", root.join(file).display());
         println!(
             "  (the STUDENT function; `observatory lab reset {}` restores it)",
@@ -243,7 +243,7 @@ fn hint(lab: &Lab, ws: &Workspace) -> anyhow::Result<()> {
 
 fn reset(lab: &Lab, ws: &Workspace, root: &Path) -> anyhow::Result<()> {
     ws.reset_answer(lab)?;
-    if let Some(file) = &lab.spec.file {
+    if let Some(file) = &lab.file() {
         let status = Command::new("git")
             .current_dir(root)
             .args(["checkout", "HEAD", "--", file])
@@ -317,7 +317,7 @@ async fn run_check(
     }
     let report_dir =
         ws.reports_dir(lab)
-            .join(format!("{}-{}", crate::timestamp(), variant.label()));
+            .join(format!("{}-{}", crate::args::timestamp(), variant.label()));
     if verbose {
         eprintln!(
             "lab {:02}: {} vs baseline, {} (about {} s); report: {}",
@@ -338,7 +338,7 @@ async fn run_check(
             0
         },
     };
-    let bar = crate::progress_bar(1);
+    let bar = crate::bench::progress_bar(1);
     let result = check(lab, variant, &opts, |n, total, what| {
         bar.set_length(total as u64);
         bar.set_position((n - 1) as u64);

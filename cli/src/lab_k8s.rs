@@ -49,7 +49,7 @@ pub fn experiment_for(
             lab.spec.number
         );
     }
-    let metric = m.catalogue_metric().filter(|m| m.formula().is_some()).with_context(|| {
+    let metric = m.catalogue_metric().filter(|m| m.windowed()).with_context(|| {
         format!(
             "lab {:02}'s metric `{}` is not one Prometheus can answer for a window on the cluster",
             lab.spec.number, m.metric
@@ -206,7 +206,7 @@ mod tests {
         // The workload is the lab's.
         let plan = lab.base_plan().unwrap();
         assert_eq!(
-            operator::render::plan_of("lab02", &e.spec.pipeline)
+            operator::pipeline::render::plan_of("lab02", &e.spec.pipeline)
                 .unwrap()
                 .knobs(pipeline_plan::Role::Source),
             plan.knobs(pipeline_plan::Role::Source)

@@ -1,8 +1,8 @@
 //! `observatory` against real stage processes on loopback.
 
+use observatory_testkit::wait_until as wait_for;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use observatory_testkit::wait_until as wait_for;
 use std::time::Duration;
 
 fn observatory() -> Command {

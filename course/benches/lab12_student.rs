@@ -1,13 +1,13 @@
 //! Lab 12: YOUR criterion benchmark (`course/labs/12-criterion`).
 //!
 //! It measures the baseline p99 already. Add a benchmark with the id `lab12/student` that
-//! measures `pipeline::labs::percentile::p99(LabImpl::Student, ...)` on the same input, then
-//! make the STUDENT p99 in `pipeline/src/labs/percentile.rs` faster and prove it with
+//! measures `pipeline::slots::percentile::p99(LabImpl::Student, ...)` on the same input, then
+//! make the STUDENT p99 in `pipeline/src/slots/percentile.rs` faster and prove it with
 //! `observatory lab check 12`. Run it yourself with
 //! `cargo bench -p observatory-course --bench lab12_student`.
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use pipeline::labs::percentile::p99;
+use pipeline::slots::percentile::p99;
 use pipeline_plan::LabImpl;
 use std::hint::black_box;
 

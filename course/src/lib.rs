@@ -2,7 +2,7 @@
 //!
 //! - [`spec`]: a lab is a folder `course/labs/NN-slug/` with `README.md` (what the student
 //!   reads) and `lab.toml` (workload, baseline, change under test, measurement, expected effect,
-//!   hints); code labs name their slot in `pipeline/src/labs/` and keep the reference solution
+//!   hints); code labs name their slot in `pipeline/src/slots/` and keep the reference solution
 //!   beside the lab.
 //! - [`check`]: runs a lab's baseline against the student's change (or the reference) with the
 //!   A/B engine of `observatory-bench`, and decides pass or fail from the interval.

@@ -69,7 +69,8 @@ impl Measure {
 
     /// Which way is better: the catalogue's (higher for `completes`, which is pass or fail).
     pub fn better(&self) -> Better {
-        self.catalogue_metric().map_or(Better::Higher, Metric::better)
+        self.catalogue_metric()
+            .map_or(Better::Higher, Metric::better)
     }
 
     /// The pass rule of the lab.
@@ -129,10 +130,11 @@ pub struct LabSpec {
     pub title: String,
     /// What the lab teaches (the course's topic list).
     pub topic: String,
-    /// The code slot a code lab edits (`pipeline/src/labs/<slot>.rs`); none for knob labs.
+    /// The code slot a code lab edits (`pipeline/src/slots/<slot>.rs`); none for knob labs.
     #[serde(default)]
     pub slot: Option<LabSlot>,
-    /// The file the student edits (code labs).
+    /// The file the student edits, for a code lab without a slot (a criterion benchmark); a
+    /// slot's file follows from its name ([`Lab::file`]).
     #[serde(default)]
     pub file: Option<String>,
     /// Part of `make test` (deterministic measurement or a large effect); the rest run in
@@ -152,6 +154,11 @@ pub struct LabSpec {
     pub hints: Vec<String>,
 }
 
+/// The file of a code slot.
+pub fn slot_file(slot: LabSlot) -> String {
+    format!("pipeline/src/slots/{}.rs", slot.as_str())
+}
+
 /// A lab: its spec and where it lives.
 #[derive(Clone, Debug)]
 pub struct Lab {
@@ -167,7 +174,16 @@ impl Lab {
 
     /// A lab whose change is code (a slot function or a benchmark), not knobs.
     pub fn is_code_lab(&self) -> bool {
-        self.spec.file.is_some()
+        self.file().is_some()
+    }
+
+    /// The file the student edits, relative to the repository: a slot's is
+    /// `pipeline/src/slots/<slot>.rs`; a benchmark lab states its own.
+    pub fn file(&self) -> Option<String> {
+        match self.spec.slot {
+            Some(slot) => Some(slot_file(slot)),
+            None => self.spec.file.clone(),
+        }
     }
 
     /// The text the student reads.
@@ -225,8 +241,11 @@ impl Lab {
         if s.hints.is_empty() {
             return Err("a lab needs at least one hint".into());
         }
-        if s.slot.is_some() && s.file.is_none() {
-            return Err("a lab with a code slot names the `file` the student edits".into());
+        if let (Some(slot), Some(file)) = (s.slot, &s.file) {
+            return Err(format!(
+                "`file = \"{file}\"`: a slot's file follows from its name ({}); leave it out",
+                slot_file(slot)
+            ));
         }
         if s.file.is_some() && s.slot.is_none() && s.measure.mode != Mode::Criterion {
             return Err("a code lab without a slot must be measured by criterion".into());

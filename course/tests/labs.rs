@@ -46,7 +46,7 @@ fn the_course_has_at_least_fourteen_valid_labs_covering_its_topics() {
         );
         assert!(readme.contains("**Your task.**"), "{}", l.slug);
         assert!(readme.contains("**What to look at.**"), "{}", l.slug);
-        if let Some(file) = &l.spec.file {
+        if let Some(file) = &l.file() {
             let path = labs_dir().join("../..").join(file);
             let text = std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("{file}"));
             assert!(text.contains("STUDENT") || text.contains("TODO"), "{file}");

@@ -11,10 +11,10 @@
 //! Needs `prometheus` on PATH (`apt-get install prometheus`); fails without it unless
 //! OBSERVATORY_SKIP_PROMETHEUS=1 says to skip (and it then says so).
 
-use observatory_runner::http::get_ok;
-use observatory_testkit::{exposed_names, free_port, have, urlencode};
-use observatory_runner::local::{LocalOptions, LocalRun, find_pipeline_bin};
 use observatory_dashboards::{ALL, Place, label_values, queries, substitute};
+use observatory_runner::http::get_ok;
+use observatory_runner::local::{LocalOptions, LocalRun, find_pipeline_bin};
+use observatory_testkit::{exposed_names, free_port, have, urlencode};
 use pipeline_plan::Plan;
 use promql_parser::parser::{Expr, parse};
 use std::collections::BTreeSet;

@@ -2,7 +2,7 @@
 //! operator's field manager, publish an Event about their object, count consecutive failures for
 //! the backoff, and treat an already-deleted object as deleted.
 
-use crate::render::MANAGER;
+use crate::pipeline::render::MANAGER;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, Patch, PatchParams};

@@ -1,7 +1,7 @@
 //! Test fixtures: the committed sample Pipeline and Experiment, as the API server would hand
 //! them over.
 
-use crate::crd::Pipeline;
+use crate::pipeline::crd::Pipeline;
 
 /// `deploy/samples/pipeline-demo.yaml`, with the uid and generation a cluster would give it.
 pub fn sample() -> Pipeline {
@@ -118,7 +118,10 @@ pub mod api_server {
             );
             assert_eq!(body["regarding"]["kind"], kind);
             assert_eq!(body["regarding"]["name"], name);
-            assert_eq!(body["reportingController"], crate::render::MANAGER);
+            assert_eq!(
+                body["reportingController"],
+                crate::pipeline::render::MANAGER
+            );
             Self::reply(send, StatusCode::CREATED, &body);
             (
                 body["type"].as_str().unwrap().into(),

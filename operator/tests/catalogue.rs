@@ -1,10 +1,11 @@
-//! The local and the cluster definitions of every run metric agree on the same run's figures.
+//! The local and the cluster definitions of every metric the cluster measures agree on the same
+//! run's figures.
 //!
 //! One run's figures, as its four stage processes would report them at the end (`/stats`,
 //! which the local runner reads) and as they would export them along the way (`/metrics`,
 //! which Prometheus scrapes): counters rising steadily from 0 over 60 s to their final values.
 //! The local side is the A/B engine's path (`RunSummary::from_stats`, then `RunFigures`); the
-//! cluster side is the PromQL the operator asks (`operator::results::queries`), evaluated by a
+//! cluster side is the PromQL the operator asks (`operator::experiment::results::queries`), evaluated by a
 //! real Prometheus engine (`promtool test rules`) over those series at the end of the run, with a
 //! 60 s window. The stages allocate very differently (the source 5 per event, parse 6, the
 //! others a few hundred in all), so a definition that counts one stage, or divides by another
@@ -13,8 +14,8 @@
 //! Needs `promtool` (Debian `prometheus`); fails without it unless OBSERVATORY_SKIP_PROMETHEUS=1.
 
 use observatory_bench::ab::RunFigures;
-use observatory_stats::Metric;
 use observatory_runner::summary::RunSummary;
+use observatory_stats::Metric;
 use pipeline::stats::{LatencySummary, StageStats};
 use std::fmt::Write;
 
@@ -141,7 +142,7 @@ fn input_series(stats: &[(String, StageStats)]) -> String {
 }
 
 #[test]
-fn the_local_and_the_cluster_definitions_of_every_run_metric_agree() {
+fn the_local_and_the_cluster_definitions_of_every_windowed_metric_agree() {
     if observatory_testkit::skip_without(
         "promtool",
         "OBSERVATORY_SKIP_PROMETHEUS",
@@ -155,8 +156,8 @@ fn the_local_and_the_cluster_definitions_of_every_run_metric_agree() {
 
     let mut tests = String::new();
     let mut checked = Vec::new();
-    for m in Metric::of_a_run() {
-        let query = operator::results::queries(m, "exp-b0", SECONDS as u32)
+    for m in Metric::of_a_window() {
+        let query = operator::experiment::results::queries(m, "exp-b0", SECONDS as u32)
             .expect("a run metric has queries")
             .value;
         let want = local.metric(m);

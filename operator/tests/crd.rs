@@ -1,6 +1,6 @@
 //! The CRD in deploy/ is what the code generates, and the sample Pipeline passes its rules.
 
-use operator::crd::{Pipeline, crd_yaml};
+use operator::pipeline::crd::{Pipeline, crd_yaml};
 
 const COMMITTED: &str = include_str!("../../deploy/base/crd.yaml");
 const SAMPLE: &str = include_str!("../../deploy/samples/pipeline-demo.yaml");
@@ -12,7 +12,7 @@ fn the_committed_crd_is_the_generated_one() {
         COMMITTED == generated,
         "deploy/base/crd.yaml is stale: run `cargo run -p operator --bin crdgen -- --out deploy/base/crd.yaml`"
     );
-    let [crd, _] = operator::crd::crds();
+    let [crd, _] = operator::pipeline::crd::crds();
     assert_eq!(
         crd.metadata.name.as_deref(),
         Some("pipelines.observatory.dev")
@@ -252,7 +252,7 @@ fn check_rule(node: &Value, rule: &str) -> Result<(), String> {
 }
 
 fn crd_schemas() -> Vec<(String, Value)> {
-    operator::crd::crds()
+    operator::pipeline::crd::crds()
         .into_iter()
         .map(|crd| {
             let v = serde_json::to_value(&crd.spec.versions[0]).unwrap();
@@ -337,7 +337,7 @@ fn every_format_is_one_the_api_server_recognizes() {
                     (m.get("format"), m.get("type"))
                 {
                     let ok = match t.as_str() {
-                        "integer" => operator::crd::INTEGER_FORMATS.contains(&f.as_str()),
+                        "integer" => operator::pipeline::crd::INTEGER_FORMATS.contains(&f.as_str()),
                         "number" => ["float", "double"].contains(&f.as_str()),
                         "string" => STRING_FORMATS.contains(&f.as_str()),
                         _ => false,

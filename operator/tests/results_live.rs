@@ -11,8 +11,8 @@
 //! skip (and it then says so).
 
 use observatory_runner::local::{LocalOptions, LocalRun, find_pipeline_bin};
+use operator::experiment::results::{Prometheus, ResultsError};
 use operator::experiment::{Metric, RunStatus};
-use operator::results::{Prometheus, ResultsError};
 use pipeline_plan::Plan;
 use std::time::Duration;
 
@@ -77,7 +77,7 @@ async fn experiment_queries_measure_a_real_run_through_a_real_prometheus() {
         ..Default::default()
     };
     let mut figures = Vec::new();
-    for metric in Metric::of_a_run() {
+    for metric in Metric::of_a_window() {
         let m = p.measure(metric, &b0, 8, end).await.unwrap_or_else(|e| {
             panic!("{}: {e}", metric.as_str());
         });

@@ -2,12 +2,13 @@
 //! process, connected over TCP with length-delimited, batched frames and bounded queues.
 //!
 //! - Data model, pure and unit-tested: [`event`] (compact records, drop reasons),
-//!   [`generate`] (the seeded workload), [`parse`] (owned and borrowed JSON), [`window`]
+//!   [`generate`] (the seeded workload), [`json`] (owned and borrowed JSON parsing), [`window`]
 //!   (tumbling windows, HDR percentiles), [`state`] (the aggregate's shared state strategies),
 //!   [`seglog`] (the sink's checksummed log).
 //! - Wire and I/O: [`codec`] (frames), [`net`] (ingress, egress, drain, backpressure).
 //! - Stages: [`stage`] (one module per role, and the process driver).
-//! - Course labs: [`labs`] (code slots a lab selects by knob; off in production).
+//! - Course labs: [`slots`] (code slots a lab selects by knob; resolved once at start-up, nothing
+//!   runs without one; reference solutions only with the `lab-reference` feature).
 //! - Observability: [`metrics`] (Prometheus), [`stats`] (JSON snapshot), [`admin`] (the admin
 //!   port: metrics, health, pprof), [`alloc`] (the counting, switchable global allocator); logs
 //!   and OTLP traces come from the `observatory-telemetry` crate.
@@ -17,11 +18,11 @@ pub mod alloc;
 pub mod codec;
 pub mod event;
 pub mod generate;
-pub mod labs;
+pub mod json;
 pub mod metrics;
 pub mod net;
-pub mod parse;
 pub mod seglog;
+pub mod slots;
 pub mod stage;
 pub mod state;
 pub mod stats;

@@ -123,7 +123,8 @@ fn kernel(
         let (k, v) = split_assignment(s)?;
         knobs.set(k.strip_prefix(&format!("{role}.")).unwrap_or(k), v)?;
     }
-    pipeline::labs::select(knobs.common().lab_slot, knobs.common().lab_impl);
+    let labs = pipeline::slots::Hooks::resolve(knobs.common().lab_slot, knobs.common().lab_impl)
+        .map_err(anyhow::Error::msg)?;
     // Allocation counting follows the `telemetry` knob here as in a stage process.
     pipeline::alloc::set_counting(knobs.common().telemetry);
     let text = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
@@ -146,7 +147,7 @@ fn kernel(
         StageKnobs::Parse(k) => timed_region(&mut || {
             (0..rounds)
                 .flat_map(|_| raw.iter())
-                .map(|f| u64::from(parse_batch(f, k.mode, 1).frames[0].records()))
+                .map(|f| u64::from(parse_batch(f, k.mode, 1, labs).frames[0].records()))
                 .sum()
         }),
         StageKnobs::Aggregate(k) => {
@@ -155,7 +156,7 @@ fn kernel(
                 .iter()
                 .enumerate()
                 .map(|(i, f)| {
-                    parse_batch(f, pipeline_plan::ParseMode::Borrowed, 1)
+                    parse_batch(f, pipeline_plan::ParseMode::Borrowed, 1, labs)
                         .frames
                         .remove(0)
                         .into_frame(1, i as u64)
@@ -163,7 +164,8 @@ fn kernel(
                 .collect();
             timed_region(&mut || {
                 let state =
-                    pipeline::state::SharedState::new(k.state, k.shards, k.window_ms, 64, |_| {});
+                    pipeline::state::SharedState::new(k.state, k.shards, k.window_ms, 64, |_| {})
+                        .with_hooks(labs);
                 let apply_all = || {
                     for _ in 0..rounds {
                         for f in &parsed {

@@ -51,7 +51,6 @@ pub struct Metrics {
     /// Sink.
     pub events_persisted: IntCounter,
     pub windows_persisted: IntCounter,
-    pub undecodable_records: IntCounter,
     pub log_written_bytes: IntCounter,
     pub fsyncs: IntCounter,
     pub fsync_duration: Histogram,
@@ -210,10 +209,6 @@ impl Metrics {
                 "pipeline_windows_persisted_total",
                 "Window results appended to the segment log.",
             ),
-            undecodable_records: counter(
-                "pipeline_undecodable_records_total",
-                "Window records the sink could not decode (their event counts are unknown).",
-            ),
             log_written_bytes: counter(
                 "pipeline_log_written_bytes_total",
                 "Bytes appended to the segment log.",
@@ -262,7 +257,6 @@ impl Metrics {
             Role::Sink => vec![
                 Box::new(m.events_persisted.clone()),
                 Box::new(m.windows_persisted.clone()),
-                Box::new(m.undecodable_records.clone()),
                 Box::new(m.log_written_bytes.clone()),
                 Box::new(m.fsyncs.clone()),
                 Box::new(m.fsync_duration.clone()),

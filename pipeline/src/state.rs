@@ -9,6 +9,7 @@
 
 use crate::codec::Frame;
 use crate::event::EventRef;
+use crate::slots::Hooks;
 use crate::window::{ClosedWindow, WindowMap};
 use pipeline_plan::StateStrategy;
 use rustc_hash::FxHasher;
@@ -64,7 +65,7 @@ enum OwnerMsg {
 }
 
 /// The window state, by strategy.
-pub struct SharedState(Inner);
+pub struct SharedState(Inner, Hooks);
 
 enum Inner {
     Mutex(Mutex<WindowMap>),
@@ -96,14 +97,18 @@ impl SharedState {
         owner_drops: impl Fn(Applied) + Send + 'static,
     ) -> Self {
         match strategy {
-            StateStrategy::Mutex => {
-                SharedState(Inner::Mutex(Mutex::new(WindowMap::new(window_ms))))
-            }
-            StateStrategy::Sharded => SharedState(Inner::Sharded(
-                (0..shards.max(1))
-                    .map(|_| Mutex::new(WindowMap::new(window_ms)))
-                    .collect(),
-            )),
+            StateStrategy::Mutex => SharedState(
+                Inner::Mutex(Mutex::new(WindowMap::new(window_ms))),
+                Hooks::NONE,
+            ),
+            StateStrategy::Sharded => SharedState(
+                Inner::Sharded(
+                    (0..shards.max(1))
+                        .map(|_| Mutex::new(WindowMap::new(window_ms)))
+                        .collect(),
+                ),
+                Hooks::NONE,
+            ),
             StateStrategy::Owner => {
                 let (tx, mut rx) = mpsc::channel::<OwnerMsg>(queue.max(1));
                 let mut map = WindowMap::new(window_ms);
@@ -126,17 +131,24 @@ impl SharedState {
                         })
                     })
                     .expect("spawning the owner thread");
-                SharedState(Inner::Owner(tx))
+                SharedState(Inner::Owner(tx), Hooks::NONE)
             }
         }
+    }
+
+    /// The same state, running the lab hooks `labs` (the iterators slot summarizes each
+    /// frame).
+    pub fn with_hooks(mut self, labs: Hooks) -> Self {
+        self.1 = labs;
+        self
     }
 
     /// Apply under a lock; `None` for the owner (the caller must hand the frame over).
     fn apply_locked(&self, frame: &Frame) -> Option<Applied> {
         // The iterators lab's per-frame summary (every strategy passes here once per frame).
-        if let Some(imp) = crate::labs::active(pipeline_plan::LabSlot::Iterators) {
+        if let Some(imp) = self.1.get(pipeline_plan::LabSlot::Iterators) {
             // A real consumer would export the summary; the lab measures computing it.
-            std::hint::black_box(crate::labs::iterators::summarize(imp, frame));
+            std::hint::black_box(crate::slots::iterators::summarize(imp, frame));
         }
         match &self.0 {
             Inner::Mutex(m) => {

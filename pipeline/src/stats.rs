@@ -5,6 +5,7 @@
 use crate::alloc;
 use crate::event::{DropClass, Latency};
 use crate::metrics::Metrics;
+use crate::slots::Hooks;
 use crate::window::{latency_histogram, percentiles};
 use hdrhistogram::Histogram;
 use pipeline_plan::StageConfig;
@@ -92,12 +93,19 @@ pub struct StageCtx {
     pub shutdown: CancellationToken,
     /// Set when the first CPU profile starts.
     pub profiled: AtomicBool,
+    /// The course lab hooks, resolved once from the knobs ([`Hooks::NONE`] in production).
+    pub labs: Hooks,
     rss_unprofiled_peak: AtomicU64,
 }
 
 impl StageCtx {
+    /// The context of a stage with these knobs. Lab hooks the binary cannot run (a reference
+    /// solution without the `lab-reference` feature) are [`Hooks::NONE`] here: the stage driver
+    /// refuses them with [`Hooks::resolve`] before it gets this far.
     pub fn new(cfg: StageConfig) -> Arc<Self> {
         let metrics = Metrics::new(&cfg);
+        let common = cfg.knobs.common();
+        let labs = Hooks::resolve(common.lab_slot, common.lab_impl).unwrap_or(Hooks::NONE);
         Arc::new(StageCtx {
             cfg,
             metrics,
@@ -110,6 +118,7 @@ impl StageCtx {
             drain: CancellationToken::new(),
             shutdown: CancellationToken::new(),
             profiled: AtomicBool::new(false),
+            labs,
             rss_unprofiled_peak: AtomicU64::new(0),
         })
     }

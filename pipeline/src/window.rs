@@ -6,7 +6,7 @@
 //! late and is dropped by the caller with a reason, so a window is persisted exactly once.
 
 use crate::event::{EventRef, Latency};
-use crate::parse::MAX_LATENCY_US;
+use crate::json::MAX_LATENCY_US;
 use hdrhistogram::Histogram;
 use rustc_hash::FxHashMap;
 

@@ -7,7 +7,7 @@ mod common;
 use common::{chain, source_into_parse, spawn};
 use pipeline::event::{EventRef, Latency, WindowResult, split_key};
 use pipeline::generate::Generator;
-use pipeline::parse::parse_into;
+use pipeline::json::parse_into;
 use pipeline::seglog::read_log;
 use pipeline::window::{latency_histogram, percentiles};
 use pipeline_plan::{ParseMode, SourceKnobs};

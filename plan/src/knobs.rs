@@ -139,7 +139,7 @@ impl Allocator {
     }
 }
 
-/// A course lab's code slot (`pipeline/src/labs/<slot>.rs`): a hook in the pipeline that runs
+/// A course lab's code slot (`pipeline/src/slots/<slot>.rs`): a hook in the pipeline that runs
 /// only when selected, so baseline, student and reference code run A/B from one binary.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]

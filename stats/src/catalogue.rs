@@ -9,7 +9,8 @@
 //! A test (`bench/tests/catalogue.rs`) feeds one run's figures to both and checks that they
 //! agree, through a real Prometheus engine (`promtool`).
 //!
-//! The other metrics come from one process on the student's machine (instruction counts of a
+//! `delivered_fraction` is a run metric measured on whole runs only (see
+//! [`Metric::of_a_window`]). The other metrics come from one process on the student's machine (instruction counts of a
 //! stage's kernel under callgrind, a kernel's events per second, criterion's time per
 //! iteration) and have no formula: the cluster cannot answer them.
 
@@ -102,8 +103,7 @@ impl Total {
     pub fn promql(self, pipeline: &str, window_seconds: u32) -> Option<String> {
         let sel = |extra: &str| format!("{{pipeline=\"{pipeline}\"{extra}}}");
         let w = format!("[{window_seconds}s]");
-        let increase =
-            |name: &str, extra: &str| format!("sum(increase({name}{}{w}))", sel(extra));
+        let increase = |name: &str, extra: &str| format!("sum(increase({name}{}{w}))", sel(extra));
         let latency = |q: f64| {
             format!(
                 "histogram_quantile({q}, sum by (le) (increase(pipeline_end_to_end_latency_seconds_bucket{}{w})))",
@@ -142,10 +142,22 @@ impl Metric {
         Metric::TimePerIteration,
     ];
 
-    /// The metrics of a run (those with a [`Formula`]): what the A/B engine compares and the
-    /// cluster's Prometheus can answer.
+    /// The metrics of a run (those with a [`Formula`]): what the A/B engine compares.
     pub fn of_a_run() -> impl Iterator<Item = Metric> {
         Metric::ALL.into_iter().filter(|m| m.formula().is_some())
+    }
+
+    /// The run metrics the cluster measures over a window of a running pipeline (an
+    /// Experiment's `spec.metric`): every run metric but `delivered_fraction`, whose events
+    /// still inside open aggregate windows at the window's end are not persisted yet, so a
+    /// window would understate it; it is measured on whole runs only.
+    pub fn of_a_window() -> impl Iterator<Item = Metric> {
+        Metric::of_a_run().filter(|m| *m != Metric::DeliveredFraction)
+    }
+
+    /// Whether the cluster measures this metric over a window ([`Metric::of_a_window`]).
+    pub fn windowed(self) -> bool {
+        Metric::of_a_window().any(|m| m == self)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -182,9 +194,7 @@ impl Metric {
 
     pub fn better(self) -> Better {
         match self {
-            Metric::ThroughputEps | Metric::DeliveredFraction | Metric::KernelEps => {
-                Better::Higher
-            }
+            Metric::ThroughputEps | Metric::DeliveredFraction | Metric::KernelEps => Better::Higher,
             _ => Better::Lower,
         }
     }
@@ -254,8 +264,12 @@ impl Metric {
     }
 
     /// The PromQL of the metric over the `window_seconds` before the evaluation time, for the
-    /// pipeline `pipeline`: the formula over each total's PromQL. `None` without a formula.
+    /// pipeline `pipeline`: the formula over each total's PromQL. `None` for a metric the
+    /// cluster does not measure over a window.
     pub fn promql(self, pipeline: &str, window_seconds: u32) -> Option<String> {
+        if !self.windowed() {
+            return None;
+        }
         let q = |t: Total| t.promql(pipeline, window_seconds);
         match self.formula()? {
             Formula::Total(total) => q(total),
@@ -303,7 +317,12 @@ mod tests {
             assert_eq!(m.as_str().parse::<Metric>(), Ok(m));
             assert!(!m.definition().is_empty());
         }
-        assert!("throughput".parse::<Metric>().unwrap_err().contains("kernel_eps"));
+        assert!(
+            "throughput"
+                .parse::<Metric>()
+                .unwrap_err()
+                .contains("kernel_eps")
+        );
     }
 
     #[test]
@@ -342,5 +361,7 @@ mod tests {
         );
         assert!(q(Metric::CpuSecondsPerMillion).ends_with(" * 1e6"));
         assert!(Metric::KernelEps.promql("p", 60).is_none());
+        assert!(Metric::DeliveredFraction.promql("p", 60).is_none());
+        assert_eq!(Metric::of_a_window().count(), 6);
     }
 }

@@ -57,13 +57,14 @@ impl Threshold {
     /// Why no effect could ever pass, if none could: a negative minimum, or a lower-is-better
     /// minimum of 100% or more (B/A would have to reach 0).
     pub fn unreachable(&self) -> Option<String> {
-        (self.min_effect < 0.0 || (self.better == Better::Lower && self.min_effect >= 1.0))
-            .then(|| {
+        (self.min_effect < 0.0 || (self.better == Better::Lower && self.min_effect >= 1.0)).then(
+            || {
                 format!(
                     "{} is not a reachable effect (at least 0, and below 1 when lower is better)",
                     self.min_effect
                 )
-            })
+            },
+        )
     }
 
     /// The verdict: `passed` only when the interval clears and `lost` (events lost in the

@@ -1,5 +1,5 @@
 // REFERENCE SOLUTION, lab 03 (for instructors and `observatory lab dev-check`; students: try
-// first). Compiled into the pipeline from pipeline/src/labs/blocking.rs.
+// first). Compiled into the pipeline from pipeline/src/slots/blocking.rs.
 //
 // The client call blocks its thread for the whole lookup. Called straight from async code it
 // holds one of the runtime's few worker threads, so at most `runtime_threads` batches make

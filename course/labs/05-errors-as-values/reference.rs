@@ -1,5 +1,5 @@
 // REFERENCE SOLUTION, lab 05 (for instructors and `observatory lab dev-check`; students: try
-// first). Compiled into the pipeline from pipeline/src/labs/errors.rs.
+// first). Compiled into the pipeline from pipeline/src/slots/errors.rs.
 //
 // Bad input is expected input: return it as a value with a reason (a typed `thiserror` enum)
 // instead of panicking. A panic unwinds out of the whole batch, so the stage can only set the

@@ -1,5 +1,5 @@
 // REFERENCE SOLUTION, lab 07 (for instructors and `observatory lab dev-check`; students: try
-// first). Compiled into the pipeline from pipeline/src/labs/iterators.rs.
+// first). Compiled into the pipeline from pipeline/src/slots/iterators.rs.
 //
 // One pass, nothing collected: the cost of the baseline is the list it builds (a Vec push and a
 // key copy, i.e. an allocation, per event), not the index loop. A hand loop over

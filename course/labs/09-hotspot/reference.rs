@@ -1,5 +1,5 @@
 // REFERENCE SOLUTION, lab 09 (for instructors and `observatory lab dev-check`; students: try
-// first). Compiled into the pipeline from pipeline/src/labs/hotspot.rs.
+// first). Compiled into the pipeline from pipeline/src/slots/hotspot.rs.
 //
 // The flamegraph shows `hotspot::baseline` under `parse_batch`, and under it `to_lowercase`,
 // `String::from_utf8_lossy` and the allocator: the table is rebuilt and the key copied and

@@ -1,5 +1,5 @@
 // REFERENCE SOLUTION, lab 10 (for instructors and `observatory lab dev-check`; students: try
-// first). Compiled into the pipeline from pipeline/src/labs/deadlock.rs.
+// first). Compiled into the pipeline from pipeline/src/slots/deadlock.rs.
 //
 // `gdb -p <aggregate pid> -batch -ex 'thread apply all bt'` shows a tokio worker parked in
 // `futex_wait` under `std::sync::Mutex::lock`, called from `deadlock::add_windows`, called from

@@ -1,5 +1,5 @@
 // REFERENCE SOLUTION, lab 11 (for instructors and `observatory lab dev-check`; students: try
-// first). Compiled into the pipeline from pipeline/src/labs/leak.rs.
+// first). Compiled into the pipeline from pipeline/src/slots/leak.rs.
 //
 // The heap flamegraph (`/debug/pprof/heap/flamegraph` of the parse stage) puts nearly all live
 // bytes under `leak::baseline` -> `<[u8]>::to_vec` and the set's growth: every record is kept

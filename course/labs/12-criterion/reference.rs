@@ -1,5 +1,5 @@
 // REFERENCE SOLUTION, lab 12 (for instructors and `observatory lab dev-check`; students: try
-// first). Compiled into the pipeline from pipeline/src/labs/percentile.rs.
+// first). Compiled into the pipeline from pipeline/src/slots/percentile.rs.
 //
 // One order statistic does not need a full sort: `select_nth_unstable` partitions around the
 // wanted rank in O(n) on average, where sorting is O(n log n).

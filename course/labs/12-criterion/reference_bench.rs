@@ -4,7 +4,7 @@
 //! `baseline_again` is the authoring check's A/A: the baseline must not beat itself.
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use pipeline::labs::percentile::p99;
+use pipeline::slots::percentile::p99;
 use pipeline_plan::LabImpl;
 use std::hint::black_box;
 

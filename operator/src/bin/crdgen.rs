@@ -19,7 +19,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let yaml = operator::crd::crd_yaml()?;
+    let yaml = operator::pipeline::crd::crd_yaml()?;
     match args.out {
         Some(path) => {
             std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?

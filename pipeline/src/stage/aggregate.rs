@@ -9,19 +9,19 @@
 //! it closes every window that ended before it and sends the results downstream. Events for an
 //! already-closed window are dropped as `late`, so each window is emitted exactly once.
 
+use super::contract::BatchKind;
 use crate::codec::OutFrame;
 use crate::event::{DropReason, WindowResult};
 use crate::net::{Egress, Ingress, Input};
 use crate::state::{Applied, SharedState};
 use crate::stats::StageCtx;
 use crate::window::{ClosedWindow, percentiles};
-use pipeline_plan::{AggregateKnobs, StageKnobs};
+use pipeline_plan::AggregateKnobs;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tracing::Instrument;
 
 fn count_drops(ctx: &StageCtx, applied: &Applied) {
     let m = &ctx.metrics;
@@ -57,22 +57,23 @@ enum Progress {
 }
 
 pub async fn run(ctx: Arc<StageCtx>, listener: TcpListener) -> anyhow::Result<()> {
-    let StageKnobs::Aggregate(knobs) = ctx.cfg.knobs.clone() else {
-        anyhow::bail!("aggregate stage started with {:?} knobs", ctx.cfg.role());
-    };
+    let knobs: AggregateKnobs = ctx.knobs()?;
     let mut ingress = Ingress::start(ctx.clone(), listener);
     let egress = Egress::start(ctx.clone());
     egress.wait_connected(&ctx, Duration::from_secs(60)).await;
-    ctx.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    ctx.mark_ready();
 
     let owner_ctx = ctx.clone();
-    let state = Arc::new(SharedState::new(
-        knobs.state,
-        knobs.shards,
-        knobs.window_ms,
-        knobs.common.queue_capacity as usize,
-        move |applied| count_drops(&owner_ctx, &applied),
-    ));
+    let state = Arc::new(
+        SharedState::new(
+            knobs.state,
+            knobs.shards,
+            knobs.window_ms,
+            knobs.common.queue_capacity as usize,
+            move |applied| count_drops(&owner_ctx, &applied),
+        )
+        .with_hooks(ctx.labs),
+    );
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     let mut workers = Vec::new();
     for _ in 0..knobs.workers {
@@ -102,25 +103,15 @@ async fn worker(
     mut rx: mpsc::Receiver<Job>,
     done: mpsc::UnboundedSender<Done>,
 ) {
-    let m = &ctx.metrics;
     while let Some(Job { index, input }) = rx.recv().await {
         let d = match input {
             Input::Batch { conn, frame } => {
-                if let Some(d) = ctx.injected_delay() {
-                    tokio::time::sleep(d).await;
-                }
-                let t0 = Instant::now();
                 let watermark = frame.header.watermark_us;
-                let span = if m.telemetry {
-                    tracing::debug_span!(target: "pipeline::batch", "aggregate", records = frame.header.record_count)
-                } else {
-                    tracing::Span::none()
-                };
-                let applied = state.apply(frame).instrument(span).await;
+                let records = frame.header.record_count;
+                let applied = ctx
+                    .batch(BatchKind::Aggregate, records, state.apply(frame))
+                    .await;
                 count_drops(&ctx, &applied);
-                if m.telemetry {
-                    m.batch_duration.observe(t0.elapsed().as_secs_f64());
-                }
                 Done {
                     index,
                     conn,
@@ -276,8 +267,8 @@ async fn coordinate(
 
 async fn close(ctx: &StageCtx, state: &SharedState, egress: &Egress, watermark: u64, batch: u32) {
     let (mut closed, open) = state.close(watermark).await;
-    if let Some(imp) = crate::labs::active(pipeline_plan::LabSlot::Deadlock) {
-        crate::labs::deadlock::on_close(imp, closed.len());
+    if let Some(imp) = ctx.labs.get(pipeline_plan::LabSlot::Deadlock) {
+        crate::slots::deadlock::on_close(imp, closed.len());
     }
     let m = &ctx.metrics;
     m.windows_open.set(open as i64);

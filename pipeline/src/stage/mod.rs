@@ -1,7 +1,10 @@
 //! Running one stage process: bind the ports, announce them, serve the admin endpoints, run
-//! the role until its stream ends (or a signal drains it), then report and exit.
+//! the role until its stream ends (or a signal drains it), then report and exit. Every role
+//! obeys the stage contract ([`contract`]: typed knobs, readiness, one batch guard, drops with
+//! a reason, the common series).
 
 pub mod aggregate;
+pub mod contract;
 pub mod parse;
 pub mod sink;
 pub mod source;
@@ -47,10 +50,10 @@ pub fn write_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 
 pub async fn run(cfg: StageConfig, opts: RunOptions) -> anyhow::Result<()> {
     let role = cfg.role();
+    let common = cfg.knobs.common();
+    crate::slots::Hooks::resolve(common.lab_slot, common.lab_impl).map_err(anyhow::Error::msg)?;
     let ctx = StageCtx::new(cfg);
     alloc::set_counting(ctx.metrics.telemetry);
-    let common = ctx.cfg.knobs.common();
-    crate::labs::select(common.lab_slot, common.lab_impl);
     let admin = TcpListener::bind(&ctx.cfg.admin)
         .await
         .with_context(|| format!("binding the admin port {}", ctx.cfg.admin))?;

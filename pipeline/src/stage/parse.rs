@@ -2,15 +2,16 @@
 //! in input order (so event time stays monotonic downstream). With several aggregate partitions
 //! downstream, each event goes to the partition its key hashes to.
 
+use super::contract::BatchKind;
 use crate::codec::{Frame, OutFrame};
 use crate::event::{DropReason, key_of, partition_of};
-use crate::labs;
+use crate::json::parse_into;
 use crate::net::{Egress, Ingress, Input};
-use crate::parse::parse_into;
+use crate::slots::{self, Hooks};
 use crate::stats::StageCtx;
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
-use pipeline_plan::{LabSlot, ParseMode, StageKnobs};
+use pipeline_plan::{LabSlot, ParseKnobs, ParseMode};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
@@ -25,7 +26,7 @@ pub struct Parsed {
 
 /// Parse every record of a frame into `lanes` output frames, each event going to the lane
 /// (aggregate partition) its key hashes to. Pure CPU work; never panics on bad input.
-pub fn parse_batch(frame: &Frame, mode: ParseMode, lanes: usize) -> Parsed {
+pub fn parse_batch(frame: &Frame, mode: ParseMode, lanes: usize, labs: Hooks) -> Parsed {
     let t0 = Instant::now();
     let lanes = lanes.max(1);
     // Compact events are about a fifth of the JSON.
@@ -37,7 +38,7 @@ pub fn parse_batch(frame: &Frame, mode: ParseMode, lanes: usize) -> Parsed {
     let mut scratch = Vec::with_capacity(128);
     // Course lab hooks (`lab_slot`), off in production.
     let mut prechecked = None;
-    if let Some(imp) = labs::active(LabSlot::Errors) {
+    if let Some(imp) = labs.get(LabSlot::Errors) {
         let Some(results) = precheck(imp, frame) else {
             // The check panicked: the whole batch is set aside, counted.
             drops[DropReason::Panicked.index()] = frame.header.record_count;
@@ -51,13 +52,13 @@ pub fn parse_batch(frame: &Frame, mode: ParseMode, lanes: usize) -> Parsed {
         };
         prechecked = Some(results);
     }
-    let hotspot = labs::active(LabSlot::Hotspot);
-    let leak = labs::active(LabSlot::Leak);
+    let hotspot = labs.get(LabSlot::Hotspot);
+    let leak = labs.get(LabSlot::Leak);
     let mut duplicates = 0u32;
     let mut classes = 0u64;
     for (i, rec) in frame.records().enumerate() {
         if let Some(imp) = leak {
-            duplicates += u32::from(labs::leak::remember(imp, rec));
+            duplicates += u32::from(slots::leak::remember(imp, rec));
         }
         let failed_precheck = prechecked.as_ref().and_then(|p: &Vec<_>| p[i]);
         let parsed = if let Some(reason) = failed_precheck {
@@ -72,7 +73,7 @@ pub fn parse_batch(frame: &Frame, mode: ParseMode, lanes: usize) -> Parsed {
             parse_into(mode, rec, &mut scratch).inspect(|_| {
                 let key = key_of(&scratch).expect("the parser wrote a whole event");
                 if let Some(imp) = hotspot {
-                    classes += u64::from(labs::hotspot::route_class(imp, key));
+                    classes += u64::from(slots::hotspot::route_class(imp, key));
                 }
                 out[partition_of(key, lanes)].push(&scratch);
             })
@@ -105,20 +106,18 @@ fn precheck(imp: pipeline_plan::LabImpl, frame: &Frame) -> Option<Vec<Option<Dro
     std::panic::catch_unwind(|| {
         frame
             .records()
-            .map(|rec| labs::errors::precheck(imp, rec).err().map(|e| e.reason()))
+            .map(|rec| slots::errors::precheck(imp, rec).err().map(|e| e.reason()))
             .collect()
     })
     .ok()
 }
 
 pub async fn run(ctx: Arc<StageCtx>, listener: TcpListener) -> anyhow::Result<()> {
-    let StageKnobs::Parse(knobs) = ctx.cfg.knobs.clone() else {
-        anyhow::bail!("parse stage started with {:?} knobs", ctx.cfg.role());
-    };
+    let knobs: ParseKnobs = ctx.knobs()?;
     let mut ingress = Ingress::start(ctx.clone(), listener);
     let egress = Egress::start(ctx.clone());
     egress.wait_connected(&ctx, Duration::from_secs(60)).await;
-    ctx.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    ctx.mark_ready();
     let workers = knobs.workers as usize;
     let lanes = egress.lanes();
     let mut pending = FuturesOrdered::new();
@@ -139,19 +138,16 @@ pub async fn run(ctx: Arc<StageCtx>, listener: TcpListener) -> anyhow::Result<()
             }
             input = ingress.recv(), if !input_done && pending.len() < workers => match input {
                 Some(Input::Batch { frame, .. }) => {
-                    let telemetry = ctx.metrics.telemetry;
-                    let delay = ctx.injected_delay();
+                    let ctx = ctx.clone();
                     pending.push_back(tokio::spawn(async move {
-                        if let Some(d) = delay {
-                            tokio::time::sleep(d).await;
-                        }
-                        if let Some(imp) = crate::labs::active(LabSlot::Blocking) {
-                            crate::labs::blocking::lookup(imp).await;
-                        }
-                        let _span = telemetry.then(|| {
-                            tracing::debug_span!(target: "pipeline::batch", "parse", records = frame.header.record_count).entered()
-                        });
-                        parse_batch(&frame, knobs.mode, lanes)
+                        let records = frame.header.record_count;
+                        ctx.batch(BatchKind::Parse, records, async {
+                            if let Some(imp) = ctx.labs.get(LabSlot::Blocking) {
+                                crate::slots::blocking::lookup(imp).await;
+                            }
+                            parse_batch(&frame, knobs.mode, lanes, ctx.labs)
+                        })
+                        .await
                     }));
                 }
                 Some(Input::Start { .. } | Input::End { .. } | Input::Gone { .. }) => {}
@@ -167,8 +163,5 @@ fn account(ctx: &StageCtx, parsed: &Parsed) {
     let m = &ctx.metrics;
     for (i, reason) in DropReason::ALL.iter().enumerate() {
         m.drop_events(*reason, u64::from(parsed.drops[i]), parsed.drop_bytes[i]);
-    }
-    if m.telemetry {
-        m.batch_duration.observe(parsed.elapsed.as_secs_f64());
     }
 }

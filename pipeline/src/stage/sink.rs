@@ -2,13 +2,14 @@
 //! on a dedicated thread, applies the fsync policy, and measures end-to-end latency: from the
 //! newest event of a window leaving the source to its result being persisted.
 
+use super::contract::BatchKind;
 use crate::codec::Frame;
 use crate::event::{DropReason, WindowResult};
 use crate::net::{Ingress, Input, now_ns};
 use crate::seglog::SegmentLog;
 use crate::stats::StageCtx;
 use anyhow::Context;
-use pipeline_plan::{FsyncPolicy, SinkKnobs, SinkMode, StageKnobs};
+use pipeline_plan::{FsyncPolicy, SinkKnobs, SinkMode};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,9 +18,7 @@ use tokio::sync::mpsc;
 use tracing::info;
 
 pub async fn run(ctx: Arc<StageCtx>, listener: TcpListener) -> anyhow::Result<()> {
-    let StageKnobs::Sink(knobs) = ctx.cfg.knobs.clone() else {
-        anyhow::bail!("sink stage started with {:?} knobs", ctx.cfg.role());
-    };
+    let knobs: SinkKnobs = ctx.knobs()?;
     // Open (and repair) the log before declaring readiness, so a bad directory fails fast.
     let log = match knobs.mode {
         SinkMode::Log => {
@@ -37,7 +36,7 @@ pub async fn run(ctx: Arc<StageCtx>, listener: TcpListener) -> anyhow::Result<()
         SinkMode::Blackhole => None,
     };
     let mut ingress = Ingress::start(ctx.clone(), listener);
-    ctx.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    ctx.mark_ready();
     let (tx, rx) = mpsc::channel::<Frame>(knobs.common.queue_capacity as usize);
     let writer_ctx = ctx.clone();
     let writer = tokio::task::spawn_blocking(move || persist(&writer_ctx, &knobs, log, rx));
@@ -74,13 +73,7 @@ fn persist(
     };
     while let Some(frame) = rx.blocking_recv() {
         m.input_queue_depth.set(rx.len() as i64);
-        if let Some(d) = ctx.injected_delay() {
-            std::thread::sleep(d);
-        }
-        let t0 = Instant::now();
-        let _span = m
-            .telemetry
-            .then(|| tracing::debug_span!(target: "pipeline::batch", "persist", records = frame.header.record_count).entered());
+        let _batch = ctx.blocking_batch(BatchKind::Persist, frame.header.record_count);
         let (mut events, mut windows, mut written) = (0u64, 0u64, 0u64);
         emits.clear();
         for rec in frame.records() {
@@ -93,7 +86,8 @@ fn persist(
                     windows += 1;
                     emits.push(last_emit_ns);
                 }
-                Err(_) => m.undecodable_records.inc(),
+                // Its event count cannot be read: it counts as one.
+                Err(_) => m.drop_events(DropReason::Undecodable, 1, rec.len() as u64),
             }
         }
         if let Some(log) = log.as_mut() {
@@ -122,9 +116,6 @@ fn persist(
                     m.end_to_end_latency.observe(latency_ns as f64 / 1e9);
                 }
             }
-        }
-        if m.telemetry {
-            m.batch_duration.observe(t0.elapsed().as_secs_f64());
         }
     }
     if let Some(log) = log.as_mut() {

@@ -1,13 +1,14 @@
 //! The source: generates (or replays) the event stream in batches on a dedicated thread and
 //! pushes them into the egress queue; a full queue blocks generation (backpressure).
 
+use super::contract::BatchKind;
 use crate::codec::OutFrame;
 use crate::event::DropReason;
 use crate::generate::Generator;
 use crate::net::{Egress, EgressSender, now_ns};
 use crate::stats::StageCtx;
 use anyhow::Context;
-use pipeline_plan::{SourceKnobs, StageKnobs};
+use pipeline_plan::SourceKnobs;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::sync::Arc;
@@ -73,16 +74,14 @@ impl Records {
 }
 
 pub async fn run(ctx: Arc<StageCtx>) -> anyhow::Result<()> {
-    let StageKnobs::Source(knobs) = ctx.cfg.knobs.clone() else {
-        anyhow::bail!("source stage started with {:?} knobs", ctx.cfg.role());
-    };
+    let knobs: SourceKnobs = ctx.knobs()?;
     let records = Records::open(&knobs)?;
     let egress = Egress::start(ctx.clone());
     // The clock of a timed or rate-limited run starts when data can flow.
     if !egress.wait_connected(&ctx, Duration::from_secs(60)).await {
         warn!("starting without a downstream connection");
     }
-    ctx.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    ctx.mark_ready();
     let tx = egress.sender();
     let gen_ctx = ctx.clone();
     let generated = tokio::task::spawn_blocking(move || generate(&gen_ctx, &knobs, records, tx))
@@ -128,10 +127,7 @@ fn generate(
         } else {
             batch
         };
-        let t0 = Instant::now();
-        let _span = m.telemetry.then(|| {
-            tracing::debug_span!(target: "pipeline::batch", "generate", records = want).entered()
-        });
+        let batch = ctx.blocking_batch(BatchKind::Generate, want as u32);
         let mut frame = OutFrame::data(want * 240);
         let mut got = 0u64;
         let (mut too_large, mut too_large_bytes) = (0u64, 0u64);
@@ -160,18 +156,13 @@ fn generate(
             emitted += too_large;
         }
         if got == 0 {
+            batch.discard();
             continue;
         }
         frame.set_emitted_at(now_ns());
         m.events_emitted.inc_by(got);
         emitted += got;
-        if m.telemetry {
-            m.batch_duration.observe(t0.elapsed().as_secs_f64());
-        }
-        drop(_span);
-        if let Some(d) = ctx.injected_delay() {
-            std::thread::sleep(d);
-        }
+        drop(batch);
         if tx.blocking_send(frame).is_err() {
             // The writer gave up on the downstream and accounted for the rest.
             break;

@@ -187,4 +187,3 @@ pub fn source_into_parse(
     let source = spawn(dir, "source", &args, &[]);
     (source, parse)
 }
-

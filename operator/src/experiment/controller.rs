@@ -8,13 +8,13 @@
 //! no data for fails the experiment with a message saying what was asked.
 
 use crate::api::{self, Failures, key, not_found_is_ok};
-use crate::controller::{Error, backoff};
-use crate::crd::Pipeline;
+use crate::experiment::results::{Credentials, Grafana, Prometheus, ResultsError, basic_auth};
 use crate::experiment::{self, Action, Decision, Experiment, ExperimentStatus, Observed};
 use crate::health::Health;
 use crate::metrics::Metrics;
-use crate::render::MANAGER;
-use crate::results::{Credentials, Grafana, Prometheus, ResultsError, basic_auth};
+use crate::pipeline::controller::{Error, backoff};
+use crate::pipeline::crd::Pipeline;
+use crate::pipeline::render::MANAGER;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use k8s_openapi::jiff::Timestamp;
@@ -367,5 +367,5 @@ pub async fn run(
 }
 
 #[cfg(test)]
-#[path = "experiment_controller_tests.rs"]
+#[path = "controller_tests.rs"]
 mod tests;

@@ -458,7 +458,7 @@ async fn an_invalid_experiment_fails_without_creating_anything() {
 
 fn context_with_secret(prometheus: &str, grafana: &str) -> (Arc<Context>, ApiServer) {
     let (client, api) = mock();
-    let credentials = crate::results::Credentials::Secret {
+    let credentials = crate::experiment::results::Credentials::Secret {
         namespace: "observatory".into(),
         name: "grafana-admin".into(),
     };

@@ -5,6 +5,7 @@
 use pipeline_plan::LabImpl;
 use std::time::Duration;
 
+#[cfg(feature = "lab-reference")]
 #[path = "../../../course/labs/03-blocking-executor/reference.rs"]
 mod reference;
 
@@ -22,7 +23,11 @@ pub async fn lookup(imp: LabImpl) -> u64 {
     match imp {
         LabImpl::Baseline => baseline().await,
         LabImpl::Student => student().await,
+        #[cfg(feature = "lab-reference")]
         LabImpl::Reference => reference::lookup().await,
+        // Refused at start-up without the reference solutions (`Hooks::resolve`).
+        #[cfg(not(feature = "lab-reference"))]
+        LabImpl::Reference => baseline().await,
     }
 }
 

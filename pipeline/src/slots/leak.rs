@@ -6,6 +6,7 @@ use pipeline_plan::LabImpl;
 use std::collections::HashSet;
 use std::sync::{Mutex, PoisonError};
 
+#[cfg(feature = "lab-reference")]
 #[path = "../../../course/labs/11-memory-leak/reference.rs"]
 mod reference;
 
@@ -15,7 +16,11 @@ pub fn remember(imp: LabImpl, rec: &[u8]) -> bool {
     match imp {
         LabImpl::Baseline => baseline(rec),
         LabImpl::Student => student(rec),
+        #[cfg(feature = "lab-reference")]
         LabImpl::Reference => reference::remember(rec),
+        // Refused at start-up without the reference solutions (`Hooks::resolve`).
+        #[cfg(not(feature = "lab-reference"))]
+        LabImpl::Reference => baseline(rec),
     }
 }
 
@@ -35,7 +40,7 @@ fn student(rec: &[u8]) -> bool {
     !seen.get_or_insert_with(HashSet::new).insert(rec.to_vec())
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "lab-reference"))]
 mod tests {
     use super::*;
 

@@ -5,7 +5,7 @@
 use super::*;
 use crate::fixtures::api_server::{MockApi, mock};
 use crate::fixtures::sample;
-use crate::render::{CONFIG_HASH, render};
+use crate::pipeline::render::{CONFIG_HASH, render};
 use http::{Method, Request, StatusCode};
 use kube::client::Body;
 use serde_json::{Value, json};
@@ -106,7 +106,7 @@ impl ApiServer {
 
     /// A stage that is not ready: expect the list of its pods; the sink's one pod is
     /// unschedulable (as on a full 2-CPU node), the others have none yet.
-    async fn expect_pods_of(&mut self, s: &crate::render::StageObjects) {
+    async fn expect_pods_of(&mut self, s: &crate::pipeline::render::StageObjects) {
         let (req, _, send) = self.0.next().await;
         assert_eq!(req.method(), Method::GET);
         assert_eq!(req.uri().path(), format!("/api/v1{NS}/pods"));

@@ -10,11 +10,11 @@
 //! Children are owned by the Pipeline, so deleting it deletes them: no finalizer is needed.
 
 use crate::api::{self, Failures, key};
-use crate::crd::{Pipeline, PipelineStatus, StageStatus};
 use crate::health::Health;
 use crate::metrics::Metrics;
-use crate::pods;
-use crate::render::{self, Desired, InvalidSpec, MANAGER, Workload, managed_selector};
+use crate::pipeline::crd::{Pipeline, PipelineStatus, StageStatus};
+use crate::pipeline::pods;
+use crate::pipeline::render::{self, Desired, InvalidSpec, MANAGER, Workload, managed_selector};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod, Service};

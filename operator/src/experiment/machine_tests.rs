@@ -2,9 +2,9 @@
 //! the verdict. No I/O, no clock: `decide` takes the time.
 
 use super::*;
-use crate::crd::PipelineStatus;
+use crate::experiment::results::queries;
 use crate::fixtures::experiment;
-use crate::results::queries;
+use crate::pipeline::crd::PipelineStatus;
 
 fn at(secs: i64) -> Timestamp {
     Timestamp::from_second(1_800_000_000 + secs).unwrap()
@@ -78,7 +78,7 @@ fn a_run_pipeline_carries_its_side_an_unbounded_source_labels_and_its_owner() {
     // The run renders: the Pipeline controller will accept it.
     let mut b = b;
     b.metadata.uid = Some("uid-run".into());
-    crate::render::render(&b).expect("a run's pipeline renders");
+    crate::pipeline::render::render(&b).expect("a run's pipeline renders");
 }
 
 #[test]
@@ -357,7 +357,7 @@ fn a_changed_spec_starts_the_runs_over() {
 
 #[test]
 fn queries_select_the_run_and_its_window() {
-    for m in Metric::of_a_run() {
+    for m in Metric::of_a_window() {
         let q = queries(m, "lab-02-batching-b1", 60).unwrap();
         for text in [&q.value, &q.events, &q.lost] {
             assert!(text.contains("pipeline=\"lab-02-batching-b1\""), "{text}");

@@ -1,4 +1,6 @@
-//! From a `Pipeline` to the Kubernetes objects it wants: one pure function, no I/O.
+//! From a `Pipeline` to the Kubernetes objects it wants: one pure function, no I/O, in three
+//! parts: [`plan`] (the spec as the plan the local runner runs), [`validate`] (what the schema
+//! cannot check), [`objects`] (each stage's ConfigMap, Service, workload and pod template).
 //!
 //! The spec becomes a [`Plan`] — the same plan the local runner executes — and every stage
 //! becomes:
@@ -15,7 +17,7 @@
 //! `app.kubernetes.io/*` labels and Prometheus scrape annotations, are probed on `/healthz`
 //! (liveness) and `/readyz` (readiness), and are owned by the Pipeline.
 
-use crate::crd::{Pipeline, PipelineSpec, StageSpec};
+use crate::pipeline::crd::{Pipeline, PipelineSpec, StageSpec};
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy,
     StatefulSetSpec,
@@ -35,6 +37,17 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fmt;
 
+mod objects;
+mod plan;
+mod validate;
+
+use objects::*;
+pub use objects::{config_hash, managed_selector, selector_labels};
+pub use plan::plan_of;
+use plan::*;
+pub use validate::InvalidSpec;
+use validate::*;
+
 /// Data port of every stage.
 pub const DATA_PORT: i32 = 7000;
 /// Admin port (metrics, health, profiles) of every stage.
@@ -49,113 +62,6 @@ pub const CONFIG_DIR: &str = "/etc/observatory";
 pub const DATA_DIR: &str = "/var/lib/observatory";
 /// The non-root user of the images (distroless `nonroot`).
 pub const RUN_AS: i64 = 65532;
-
-/// A spec the operator cannot run, with the field to blame.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct InvalidSpec {
-    /// The offending field, e.g. `spec.parse.knobs.workers`.
-    pub field: String,
-    pub message: String,
-}
-
-impl fmt::Display for InvalidSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.field, self.message)
-    }
-}
-
-impl std::error::Error for InvalidSpec {}
-
-fn invalid(field: impl Into<String>, message: impl Into<String>) -> InvalidSpec {
-    InvalidSpec {
-        field: field.into(),
-        message: message.into(),
-    }
-}
-
-/// `parse.workers` -> `spec.parse.knobs.workers`; `sink.replicas` -> `spec.sink.replicas`.
-fn field_of(knob: &str) -> String {
-    match knob.split_once('.') {
-        Some((stage, "replicas")) => format!("spec.{stage}.replicas"),
-        Some((stage, k)) => format!("spec.{stage}.knobs.{k}"),
-        None => format!("spec.{knob}"),
-    }
-}
-
-impl From<PlanError> for InvalidSpec {
-    fn from(e: PlanError) -> Self {
-        match e {
-            PlanError::Knob { knob, message } => invalid(field_of(&knob), message),
-            PlanError::UnknownKnob { knob, known } => {
-                invalid(field_of(&knob), format!("unknown knob (known: {known})"))
-            }
-            other => invalid("spec", other.to_string()),
-        }
-    }
-}
-
-/// A stage of the spec, type-erased: its knobs as the plan holds them.
-struct SpecStage<'a> {
-    role: Role,
-    replicas: i32,
-    image: Option<&'a str>,
-    resources: Option<&'a ResourceRequirements>,
-    knobs: StageKnobs,
-}
-
-fn spec_stage<'a, K: Knobs>(
-    role: Role,
-    s: &'a StageSpec<K>,
-    wrap: fn(K) -> StageKnobs,
-) -> Result<SpecStage<'a>, InvalidSpec> {
-    if let Some(bad) = s.knobs.unknown.first() {
-        return Err(PlanError::UnknownKnob {
-            knob: format!("{role}.{bad}"),
-            known: K::names().join(", "),
-        }
-        .into());
-    }
-    s.knobs.validate(role.as_str())?;
-    Ok(SpecStage {
-        role,
-        replicas: s.replicas,
-        image: s.image.as_deref(),
-        resources: s.resources.as_ref(),
-        knobs: wrap(s.knobs.knobs.clone()),
-    })
-}
-
-fn spec_stages(spec: &PipelineSpec) -> Result<Vec<SpecStage<'_>>, InvalidSpec> {
-    let mut out = vec![spec_stage(Role::Source, &spec.source, StageKnobs::Source)?];
-    if let Some(s) = &spec.parse {
-        out.push(spec_stage(Role::Parse, s, StageKnobs::Parse)?);
-    }
-    if let Some(s) = &spec.aggregate {
-        out.push(spec_stage(Role::Aggregate, s, StageKnobs::Aggregate)?);
-    }
-    if let Some(s) = &spec.sink {
-        out.push(spec_stage(Role::Sink, s, StageKnobs::Sink)?);
-    }
-    Ok(out)
-}
-
-/// The plan a spec describes: the same plan `observatory run` would execute locally.
-pub fn plan_of(name: &str, spec: &PipelineSpec) -> Result<Plan, InvalidSpec> {
-    let stages = spec_stages(spec)?
-        .into_iter()
-        .map(|s| {
-            let replicas = u32::try_from(s.replicas)
-                .map_err(|_| invalid(format!("spec.{}.replicas", s.role), "must be at least 1"))?;
-            Ok(PlanStage {
-                knobs: s.knobs,
-                replicas,
-            })
-        })
-        .collect::<Result<Vec<_>, InvalidSpec>>()?;
-    let mut plan = Plan::from_stages(name, stages)?;
-    plan.labels = spec.labels.clone();
-    Ok(plan)
-}
 
 /// The workload of a stage.
 #[derive(Clone, Debug, PartialEq)]
@@ -216,178 +122,6 @@ impl Desired {
             .map(|s| s.name.clone())
             .collect()
     }
-}
-
-/// Labels that select one stage's pods.
-pub fn selector_labels(pipeline: &str, role: Role) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (
-            "app.kubernetes.io/name".to_string(),
-            "observatory-pipeline".to_string(),
-        ),
-        (
-            "app.kubernetes.io/instance".to_string(),
-            pipeline.to_string(),
-        ),
-        ("app.kubernetes.io/component".to_string(), role.to_string()),
-    ])
-}
-
-/// The label selector of every object the operator manages for one Pipeline.
-pub fn managed_selector(pipeline: &str) -> String {
-    format!("app.kubernetes.io/instance={pipeline},app.kubernetes.io/managed-by={MANAGER}")
-}
-
-fn labels(pipeline: &str, role: Role, image: &str) -> BTreeMap<String, String> {
-    let mut l = selector_labels(pipeline, role);
-    l.insert("app.kubernetes.io/part-of".into(), "observatory".into());
-    l.insert("app.kubernetes.io/managed-by".into(), MANAGER.into());
-    let tag = image
-        .rsplit_once(':')
-        .map(|(_, t)| t)
-        .filter(|t| !t.contains('/'));
-    if let Some(tag) = tag.filter(|t| t.len() <= 63) {
-        l.insert("app.kubernetes.io/version".into(), tag.to_string());
-    }
-    l
-}
-
-fn owner(p: &Pipeline) -> OwnerReference {
-    OwnerReference {
-        api_version: Pipeline::api_version(&()).to_string(),
-        kind: Pipeline::kind(&()).to_string(),
-        name: p.name_any(),
-        uid: p.metadata.uid.clone().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }
-}
-
-/// The data addresses of the stage after `role`, one connection each (see the plan's wiring):
-/// the parse Service once per parse pod (connections spread over the pods), each aggregate
-/// partition by its stable name, the sink.
-fn downstream(name: &str, plan: &Plan, role: Role) -> Vec<String> {
-    match plan.downstream_of(role) {
-        None => Vec::new(),
-        // Each parse pod by its stable name: through the Service, kube-proxy picks a pod per
-        // connection (both could land on one), and a reconnect after a rollout can hit a stale
-        // endpoint. By name, the source deals over every pod, and a restarted pod is reached
-        // again at the same address.
-        Some(Role::Parse) => (0..plan.replicas(Role::Parse))
-            .map(|i| format!("{name}-parse-{i}.{name}-parse:{DATA_PORT}"))
-            .collect(),
-        Some(Role::Aggregate) => (0..plan.replicas(Role::Aggregate))
-            .map(|i| format!("{name}-aggregate-{i}.{name}-aggregate:{DATA_PORT}"))
-            .collect(),
-        Some(Role::Sink) => vec![format!("{name}-sink-0.{name}-sink:{DATA_PORT}")],
-        Some(Role::Source) => unreachable!("nothing feeds the source"),
-    }
-}
-
-/// A short, stable hash of a config file.
-pub fn config_hash(text: &str) -> String {
-    let digest = Sha256::digest(text.as_bytes());
-    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
-}
-
-fn quantity(s: &str) -> Quantity {
-    Quantity(s.to_string())
-}
-
-fn default_resources() -> ResourceRequirements {
-    ResourceRequirements {
-        requests: Some(BTreeMap::from([
-            ("cpu".to_string(), quantity("100m")),
-            ("memory".to_string(), quantity("64Mi")),
-        ])),
-        limits: Some(BTreeMap::from([("memory".to_string(), quantity("384Mi"))])),
-        ..Default::default()
-    }
-}
-
-/// A quantity in base units (cores or bytes), for comparing requests with limits.
-fn parse_quantity(q: &str) -> Option<f64> {
-    let q = q.trim();
-    let split = q.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(q.len());
-    let (num, suffix) = q.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let scale = match suffix {
-        "" => 1.0,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "Ki" => 1024.0,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        _ => return None,
-    };
-    Some(n * scale)
-}
-
-/// Requests must be well-formed and within limits: the API server accepts a workload that
-/// breaks this, and then refuses every pod of it.
-fn check_resources(role: Role, r: &ResourceRequirements) -> Result<(), InvalidSpec> {
-    let field = format!("spec.{role}.resources");
-    let empty = BTreeMap::new();
-    let requests = r.requests.as_ref().unwrap_or(&empty);
-    let limits = r.limits.as_ref().unwrap_or(&empty);
-    for (kind, map) in [("requests", requests), ("limits", limits)] {
-        for (res, q) in map {
-            if parse_quantity(&q.0).is_none() {
-                return Err(invalid(
-                    format!("{field}.{kind}.{res}"),
-                    format!("`{}` is not a quantity", q.0),
-                ));
-            }
-        }
-    }
-    for (res, limit) in limits {
-        if let (Some(req), Some(lim)) = (
-            requests.get(res).and_then(|q| parse_quantity(&q.0)),
-            parse_quantity(&limit.0),
-        ) && req > lim
-        {
-            return Err(invalid(
-                format!("{field}.requests.{res}"),
-                format!("request {} exceeds the limit {}", requests[res].0, limit.0),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Rules the schema cannot express.
-fn check_semantics(spec: &PipelineSpec, stages: &[SpecStage<'_>]) -> Result<(), InvalidSpec> {
-    if spec.image.trim().is_empty() {
-        return Err(invalid("spec.image", "must name a container image"));
-    }
-    for s in stages {
-        if let Some(r) = s.resources {
-            check_resources(s.role, r)?;
-        }
-        match &s.knobs {
-            StageKnobs::Source(k) if !k.replay.is_empty() => {
-                return Err(invalid(
-                    "spec.source.knobs.replay",
-                    "replaying a file is not supported in the cluster (the image carries no event files); leave it empty to generate events",
-                ));
-            }
-            StageKnobs::Sink(k) if k.dir.starts_with('/') && !k.dir.starts_with(DATA_DIR) => {
-                return Err(invalid(
-                    "spec.sink.knobs.dir",
-                    format!(
-                        "must be relative or under {DATA_DIR} (the sink's volume; the rest of the filesystem is read-only), got `{}`",
-                        k.dir
-                    ),
-                ));
-            }
-            _ => {}
-        }
-    }
-    Ok(())
 }
 
 /// Render a Pipeline into the objects it wants.
@@ -481,208 +215,24 @@ pub fn render(p: &Pipeline) -> Result<Desired, InvalidSpec> {
     Ok(Desired { plan, stages: out })
 }
 
-fn render_service(meta: &ObjectMeta, pipeline: &str, role: Role, headless: bool) -> Service {
-    let port = |name: &str, port: i32| ServicePort {
-        name: Some(name.into()),
-        port,
-        target_port: Some(IntOrString::String(name.into())),
-        protocol: Some("TCP".into()),
-        ..Default::default()
-    };
-    let mut ports = vec![port("admin", ADMIN_PORT)];
-    if role != Role::Source {
-        ports.insert(0, port("data", DATA_PORT));
+/// The objects of a Pipeline as a multi-document YAML stream (what `operator render` prints).
+pub fn to_yaml(desired: &Desired) -> Result<String, yaml_serde::Error> {
+    let mut out = String::new();
+    for s in &desired.stages {
+        let workload = match &s.workload {
+            Workload::Deployment(d) => yaml_serde::to_string(d)?,
+            Workload::StatefulSet(d) => yaml_serde::to_string(d)?,
+        };
+        for doc in [
+            yaml_serde::to_string(&s.config_map)?,
+            yaml_serde::to_string(&s.service)?,
+            workload,
+        ] {
+            out.push_str("---\n");
+            out.push_str(&doc);
+        }
     }
-    Service {
-        metadata: meta.clone(),
-        spec: Some(ServiceSpec {
-            selector: Some(selector_labels(pipeline, role)),
-            ports: Some(ports),
-            cluster_ip: headless.then(|| "None".to_string()),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn sink_claim(spec: &PipelineSpec) -> PersistentVolumeClaim {
-    PersistentVolumeClaim {
-        metadata: ObjectMeta {
-            name: Some("data".into()),
-            ..Default::default()
-        },
-        spec: Some(PersistentVolumeClaimSpec {
-            access_modes: Some(vec!["ReadWriteOnce".into()]),
-            resources: Some(VolumeResourceRequirements {
-                requests: Some(BTreeMap::from([(
-                    "storage".to_string(),
-                    spec.sink_storage.clone().unwrap_or_else(|| quantity("1Gi")),
-                )])),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn http_probe(path: &str, period: i32) -> Probe {
-    Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(path.into()),
-            port: IntOrString::String("admin".into()),
-            ..Default::default()
-        }),
-        period_seconds: Some(period),
-        failure_threshold: Some(3),
-        ..Default::default()
-    }
-}
-
-fn env(name: &str, value: &str) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value: Some(value.into()),
-        ..Default::default()
-    }
-}
-
-fn pod_template(
-    spec: &PipelineSpec,
-    s: &SpecStage<'_>,
-    image: &str,
-    labels: &BTreeMap<String, String>,
-    hash: &str,
-    config_map: &str,
-) -> PodTemplateSpec {
-    let role = s.role;
-    let annotations = BTreeMap::from([
-        (CONFIG_HASH.to_string(), hash.to_string()),
-        ("prometheus.io/scrape".to_string(), "true".to_string()),
-        ("prometheus.io/port".to_string(), ADMIN_PORT.to_string()),
-        ("prometheus.io/path".to_string(), "/metrics".to_string()),
-    ]);
-    let mut ports = vec![ContainerPort {
-        name: Some("admin".into()),
-        container_port: ADMIN_PORT,
-        protocol: Some("TCP".into()),
-        ..Default::default()
-    }];
-    if role != Role::Source {
-        ports.insert(
-            0,
-            ContainerPort {
-                name: Some("data".into()),
-                container_port: DATA_PORT,
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            },
-        );
-    }
-    // The allocator is chosen before main() from this variable; setting it saves a re-exec.
-    let mut env_vars = vec![
-        env(
-            "PIPELINE_KNOB_ALLOCATOR",
-            s.knobs.common().allocator.as_str(),
-        ),
-        env("PIPELINE_LOG_FORMAT", "json"),
-    ];
-    if let Some(endpoint) = &spec.otlp_endpoint {
-        env_vars.push(env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint));
-    }
-    let mut mounts = vec![
-        VolumeMount {
-            name: "config".into(),
-            mount_path: CONFIG_DIR.into(),
-            read_only: Some(true),
-            ..Default::default()
-        },
-        // Scratch space for heap-profile dumps; the root filesystem is read-only.
-        VolumeMount {
-            name: "tmp".into(),
-            mount_path: "/tmp".into(),
-            ..Default::default()
-        },
-    ];
-    if role == Role::Sink {
-        mounts.push(VolumeMount {
-            name: "data".into(),
-            mount_path: DATA_DIR.into(),
-            ..Default::default()
-        });
-    }
-    let container = Container {
-        name: "pipeline".into(),
-        image: Some(image.into()),
-        image_pull_policy: spec.image_pull_policy.map(|p| p.as_str().to_string()),
-        args: Some(vec![
-            role.to_string(),
-            "--config".into(),
-            format!("{CONFIG_DIR}/stage.toml"),
-        ]),
-        env: Some(env_vars),
-        ports: Some(ports),
-        liveness_probe: Some(http_probe("/healthz", 10)),
-        readiness_probe: Some(http_probe("/readyz", 5)),
-        resources: Some(s.resources.cloned().unwrap_or_else(default_resources)),
-        security_context: Some(SecurityContext {
-            run_as_non_root: Some(true),
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                ..Default::default()
-            }),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        volume_mounts: Some(mounts),
-        working_dir: (role == Role::Sink).then(|| DATA_DIR.to_string()),
-        ..Default::default()
-    };
-    PodTemplateSpec {
-        metadata: Some(ObjectMeta {
-            labels: Some(labels.clone()),
-            annotations: Some(annotations),
-            ..Default::default()
-        }),
-        spec: Some(PodSpec {
-            containers: vec![container],
-            // Longer than a stage's drain (30 s): a stopping stage finishes its streams.
-            termination_grace_period_seconds: Some(45),
-            automount_service_account_token: Some(false),
-            security_context: Some(PodSecurityContext {
-                run_as_non_root: Some(true),
-                run_as_user: Some(RUN_AS),
-                run_as_group: Some(RUN_AS),
-                fs_group: Some(RUN_AS),
-                seccomp_profile: Some(SeccompProfile {
-                    type_: "RuntimeDefault".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            volumes: Some(vec![
-                Volume {
-                    name: "config".into(),
-                    config_map: Some(ConfigMapVolumeSource {
-                        name: config_map.into(),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
-                Volume {
-                    name: "tmp".into(),
-                    empty_dir: Some(EmptyDirVolumeSource::default()),
-                    ..Default::default()
-                },
-            ]),
-            ..Default::default()
-        }),
-    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -6,12 +6,12 @@
 //! - [`Grafana`]: an annotation per run window (`POST /api/annotations`, basic auth).
 
 use crate::experiment::{Measurement, Metric, RunStatus};
-use observatory_stats::Total;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use observatory_stats::Total;
 use serde::Deserialize;
 use std::time::Duration;
 

@@ -4,6 +4,7 @@
 
 use pipeline_plan::LabImpl;
 
+#[cfg(feature = "lab-reference")]
 #[path = "../../../course/labs/12-criterion/reference.rs"]
 mod reference;
 
@@ -13,7 +14,11 @@ pub fn p99(imp: LabImpl, values: &mut [u32]) -> u32 {
     match imp {
         LabImpl::Baseline => baseline(values),
         LabImpl::Student => student(values),
+        #[cfg(feature = "lab-reference")]
         LabImpl::Reference => reference::p99(values),
+        // Refused at start-up without the reference solutions (`Hooks::resolve`).
+        #[cfg(not(feature = "lab-reference"))]
+        LabImpl::Reference => baseline(values),
     }
 }
 

@@ -1,0 +1,83 @@
+//! Course lab code slots: small hooks in the pipeline that run only when a lab selects them
+//! (knobs `lab_slot` and `lab_impl`), so a lab's baseline, the student's code and the reference
+//! solution run A/B from one binary. Each slot file holds the dispatch and the BASELINE (do
+//! not edit) and the STUDENT function (the lab's task); the reference solution lives beside
+//! its lab, in `course/labs/NN-slug/reference.rs`. With `lab_slot = none` (production) no hook
+//! does anything: the hooks are resolved once at start-up ([`Hooks`]).
+
+pub mod blocking;
+pub mod deadlock;
+pub mod errors;
+pub mod hotspot;
+pub mod iterators;
+pub mod leak;
+pub mod percentile;
+
+use pipeline_plan::{LabImpl, LabSlot};
+
+/// Whether this binary carries the reference solutions (the `lab-reference` cargo feature, on
+/// by default; the production image is built without it).
+pub const HAS_REFERENCE: bool = cfg!(feature = "lab-reference");
+
+/// The lab hooks of one process, resolved once at start-up from the `lab_slot` and `lab_impl`
+/// knobs: [`Hooks::NONE`] (production) answers `None` for every slot, so no lab code runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Hooks {
+    active: Option<(LabSlot, LabImpl)>,
+}
+
+impl Hooks {
+    /// No lab slot selected.
+    pub const NONE: Hooks = Hooks { active: None };
+
+    /// The hooks for these knobs; an error when they ask for a reference solution this binary
+    /// does not carry.
+    pub fn resolve(slot: LabSlot, imp: LabImpl) -> Result<Hooks, String> {
+        if slot == LabSlot::None {
+            return Ok(Hooks::NONE);
+        }
+        if imp == LabImpl::Reference && !HAS_REFERENCE {
+            return Err(format!(
+                "lab_impl=reference: this pipeline binary was built without the reference solutions (cargo feature `lab-reference`), so lab slot `{}` cannot run them",
+                slot.as_str()
+            ));
+        }
+        Ok(Hooks {
+            active: Some((slot, imp)),
+        })
+    }
+
+    /// The implementation to run if `slot` is the selected one.
+    #[inline]
+    pub fn get(self, slot: LabSlot) -> Option<LabImpl> {
+        match self.active {
+            Some((s, imp)) if s == slot => Some(imp),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_selected_slot_is_active() {
+        let hooks = Hooks::resolve(LabSlot::Hotspot, LabImpl::Student).unwrap();
+        assert_eq!(hooks.get(LabSlot::Hotspot), Some(LabImpl::Student));
+        assert_eq!(hooks.get(LabSlot::Leak), None);
+        let none = Hooks::resolve(LabSlot::None, LabImpl::Reference).unwrap();
+        assert_eq!(none, Hooks::NONE);
+        assert_eq!(none.get(LabSlot::Hotspot), None);
+    }
+
+    #[test]
+    fn a_reference_is_refused_by_a_binary_without_them() {
+        let r = Hooks::resolve(LabSlot::Hotspot, LabImpl::Reference);
+        if HAS_REFERENCE {
+            assert_eq!(r.unwrap().get(LabSlot::Hotspot), Some(LabImpl::Reference));
+        } else {
+            assert!(r.unwrap_err().contains("lab-reference"));
+        }
+    }
+}
