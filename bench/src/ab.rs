@@ -9,7 +9,7 @@
 //! profiler never perturbs a measurement; they feed the differential flamegraph of the report.
 
 use crate::samples::{SampleSet, Series};
-use crate::stats::{Comparison, Metric, Options, compare};
+use crate::stats::{Comparison, Metric, Options};
 use observatory_runner::run::{RunConfig, run_local};
 use observatory_runner::summary::RunSummary;
 use pipeline_plan::Plan;
@@ -101,14 +101,14 @@ impl From<&RunSummary> for RunFigures {
 
 /// One side of the comparison.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Side {
+pub struct SideRuns {
     pub label: String,
     /// The knob assignments that define this side, on top of the shared workload.
     pub assignments: Vec<String>,
     pub runs: Vec<RunFigures>,
 }
 
-impl Side {
+impl SideRuns {
     /// The side's samples, in the format `observatory bench compare` reads.
     pub fn samples(&self) -> SampleSet {
         let mut set = SampleSet::new(&self.label);
@@ -146,8 +146,8 @@ pub struct AbResult {
     pub pairs: usize,
     pub warmup_pairs: usize,
     pub machine: Machine,
-    pub a: Side,
-    pub b: Side,
+    pub a: SideRuns,
+    pub b: SideRuns,
     pub comparisons: Vec<Comparison>,
     /// Metrics left out of the comparison, with the reason (e.g. not measured on one side).
     #[serde(default)]
@@ -297,7 +297,7 @@ pub async fn run_ab(
         if !not_compared.contains_key(name) {
             let a: Vec<f64> = fa.iter().map(|r| r.metric(m)).collect();
             let b: Vec<f64> = fb.iter().map(|r| r.metric(m)).collect();
-            comparisons.push(compare(name, m.unit(), m.better(), &a, &b, &cfg.stats));
+            comparisons.push(m.compare(&a, &b, &cfg.stats));
         }
     }
     let conserved = fa.iter().chain(&fb).all(|r| r.conserved);
@@ -309,12 +309,12 @@ pub async fn run_ab(
         pairs: cfg.pairs,
         warmup_pairs: cfg.warmup_pairs,
         machine: Machine::here(),
-        a: Side {
+        a: SideRuns {
             label: cfg.a.0.clone(),
             assignments: cfg.a.1.clone(),
             runs: fa,
         },
-        b: Side {
+        b: SideRuns {
             label: cfg.b.0.clone(),
             assignments: cfg.b.1.clone(),
             runs: fb,
@@ -418,7 +418,7 @@ mod tests {
     #[test]
     fn allocations_are_not_compared_where_they_were_not_counted() {
         // Telemetry off stops allocation counting: its 0 must not read as "fewer allocations".
-        let off = Side {
+        let off = SideRuns {
             label: "off".into(),
             assignments: vec!["all.telemetry=false".into()],
             runs: vec![run(0.004, false), run(0.004, false)],
@@ -428,7 +428,7 @@ mod tests {
         let samples = off.samples();
         assert!(!samples.metrics.contains_key("allocations_per_event"));
         assert!(samples.metrics.contains_key("throughput_eps"));
-        let on = Side {
+        let on = SideRuns {
             label: "on".into(),
             assignments: vec![],
             runs: vec![run(6.04, true)],

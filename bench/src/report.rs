@@ -116,7 +116,7 @@ pub fn write(dir: &Path, r: &mut AbResult, profiles: [Option<&Path>; 2]) -> anyh
     files.insert("samples_a".to_string(), "a.samples.json".to_string());
     files.insert("samples_b".to_string(), "b.samples.json".to_string());
 
-    let col = |side: &crate::ab::Side, f: fn(&crate::ab::RunFigures) -> f64| {
+    let col = |side: &crate::ab::SideRuns, f: fn(&crate::ab::RunFigures) -> f64| {
         side.runs.iter().map(f).collect::<Vec<_>>()
     };
     let (ta, tb) = (

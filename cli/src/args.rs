@@ -24,11 +24,11 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Start the pipeline and watch it live until Ctrl-C (or --duration / --events).
-    Up(Workload),
+    Up(WorkloadArgs),
     /// Run a bounded workload (--events or --duration) and print its summary.
     Run {
         #[command(flatten)]
-        workload: Workload,
+        workload: WorkloadArgs,
         /// Print the summary as JSON on standard output.
         #[arg(long)]
         json: bool,
@@ -49,7 +49,7 @@ pub enum BenchCommand {
     /// a report with plots and a differential flamegraph; or instruction counts (--mode instructions).
     Ab {
         #[command(flatten)]
-        workload: Workload,
+        workload: WorkloadArgs,
         #[command(flatten)]
         sides: Sides,
         #[command(flatten)]
@@ -57,7 +57,7 @@ pub enum BenchCommand {
         /// `wall`: real runs, timed; `instructions`: callgrind instruction counts of one stage's
         /// kernel over a fixed replay (deterministic; for CPU-bound changes).
         #[arg(long, value_enum, default_value = "wall")]
-        mode: Mode,
+        mode: BenchMode,
         /// The stage whose kernel is counted (instructions mode): parse or aggregate.
         #[arg(long, default_value = "parse")]
         stage: String,
@@ -65,7 +65,7 @@ pub enum BenchCommand {
     /// Measure this machine's noise floor: the same configuration on both sides.
     Aa {
         #[command(flatten)]
-        workload: Workload,
+        workload: WorkloadArgs,
         #[command(flatten)]
         repeat: Repeat,
     },
@@ -92,7 +92,7 @@ pub enum BenchCommand {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Mode {
+pub enum BenchMode {
     Wall,
     Instructions,
 }
@@ -124,7 +124,7 @@ pub struct Repeat {
 }
 
 #[derive(Args)]
-pub struct Workload {
+pub struct WorkloadArgs {
     /// Run the stages as local processes on loopback (the default mode; for Kubernetes see `make up`).
     #[arg(long)]
     pub local: bool,
@@ -166,7 +166,7 @@ pub struct Workload {
     pub no_stack: bool,
 }
 
-impl Workload {
+impl WorkloadArgs {
     pub fn plan(&self, default_name: &str) -> anyhow::Result<Plan> {
         let mut plan = match &self.plan {
             Some(path) => {

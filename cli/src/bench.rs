@@ -1,7 +1,7 @@
 //! `observatory bench`: the A/B engine, instruction counts, sample comparisons and the
 //! criterion suite, with their progress and their tables.
 
-use crate::args::{Repeat, Sides, Workload};
+use crate::args::{Repeat, Sides, WorkloadArgs};
 use crate::local::source_bounded;
 use anyhow::bail;
 use pipeline_plan::{Role, StageKnobs};
@@ -16,7 +16,12 @@ pub fn progress_bar(total: usize) -> indicatif::ProgressBar {
     bar
 }
 
-pub async fn bench_ab(w: Workload, sides: Sides, repeat: Repeat, aa: bool) -> anyhow::Result<()> {
+pub async fn bench_ab(
+    w: WorkloadArgs,
+    sides: Sides,
+    repeat: Repeat,
+    aa: bool,
+) -> anyhow::Result<()> {
     use observatory_bench::ab::{AbConfig, run_ab};
     use observatory_bench::report::summary_text;
     if repeat.pairs < 3 {
@@ -63,7 +68,7 @@ pub async fn bench_ab(w: Workload, sides: Sides, repeat: Repeat, aa: bool) -> an
 }
 
 pub fn bench_instructions(
-    w: Workload,
+    w: WorkloadArgs,
     sides: Sides,
     repeat: Repeat,
     stage: &str,

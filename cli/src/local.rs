@@ -1,6 +1,6 @@
 //! `observatory up` and `observatory run`: one local run of the pipeline, and the knob list.
 
-use crate::args::Workload;
+use crate::args::WorkloadArgs;
 use anyhow::bail;
 use observatory_runner::run::run_local;
 use pipeline_plan::{Plan, Role, StageKnobs};
@@ -23,7 +23,7 @@ fn interrupts() -> mpsc::UnboundedReceiver<()> {
     rx
 }
 
-pub async fn up(w: Workload) -> anyhow::Result<()> {
+pub async fn up(w: WorkloadArgs) -> anyhow::Result<()> {
     let mut plan = w.plan("local")?;
     if w.rate.is_none() && !w.set.iter().any(|s| s.starts_with("source.rate")) && w.plan.is_none() {
         // A steady, watchable rate by default; --rate 0 runs flat out.
@@ -56,7 +56,7 @@ pub async fn up(w: Workload) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn run(w: Workload, json: bool) -> anyhow::Result<()> {
+pub async fn run(w: WorkloadArgs, json: bool) -> anyhow::Result<()> {
     let plan = w.plan("local")?;
     if !source_bounded(&plan) {
         bail!(

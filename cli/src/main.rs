@@ -7,7 +7,7 @@ mod lab;
 mod lab_k8s;
 mod local;
 
-use args::{BenchCommand, Cli, Command, Mode, Sides};
+use args::{BenchCommand, BenchMode, Cli, Command, Sides};
 use clap::Parser;
 use std::process::ExitCode;
 
@@ -47,8 +47,10 @@ fn main() -> ExitCode {
                 mode,
                 stage,
             }) => match mode {
-                Mode::Wall => bench::bench_ab(workload, sides, repeat, false).await,
-                Mode::Instructions => bench::bench_instructions(workload, sides, repeat, &stage),
+                BenchMode::Wall => bench::bench_ab(workload, sides, repeat, false).await,
+                BenchMode::Instructions => {
+                    bench::bench_instructions(workload, sides, repeat, &stage)
+                }
             },
             Command::Bench(BenchCommand::Aa { workload, repeat }) => {
                 let sides = Sides {

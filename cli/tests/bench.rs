@@ -3,19 +3,8 @@
 
 mod common;
 
+use common::{json, observatory};
 use std::path::Path;
-use std::process::Command;
-
-fn observatory() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_observatory"))
-}
-
-fn json(path: &Path) -> serde_json::Value {
-    serde_json::from_slice(
-        &std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
-    )
-    .unwrap()
-}
 
 #[test]
 fn an_ab_run_of_owned_against_borrowed_parsing_writes_its_report() {

@@ -1,13 +1,12 @@
 //! `observatory` against real stage processes on loopback.
 
+mod common;
+
+use common::observatory;
 use observatory_testkit::wait_until as wait_for;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
-
-fn observatory() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_observatory"))
-}
 
 fn alive(pid: u32) -> bool {
     // A zombie (exited, not yet reaped by its parent) is not running.

@@ -7,7 +7,7 @@ use crate::spec::{Lab, Mode};
 use anyhow::{Context, bail};
 use observatory_bench::ab::{AbConfig, run_ab};
 use observatory_bench::callgrind::{self, InstructionConfig};
-use observatory_bench::stats::{self, Better, Metric, RatioInterval, Threshold};
+use observatory_bench::stats::{Better, Metric, RatioInterval, Threshold};
 use observatory_runner::run::{RunConfig, run_local};
 use pipeline_plan::{Role, StageKnobs};
 use serde::{Deserialize, Serialize};
@@ -297,15 +297,7 @@ fn kernel_ab(
             samples[side].push(k.events as f64 / (k.elapsed_ns.max(1) as f64 / 1e9));
         }
     }
-    let metric = Metric::KernelEps;
-    let c = stats::compare(
-        metric.as_str(),
-        metric.unit(),
-        metric.better(),
-        &samples[0],
-        &samples[1],
-        &Default::default(),
-    );
+    let c = Metric::KernelEps.compare(&samples[0], &samples[1], &Default::default());
     std::fs::write(
         opts.report_dir.join("kernel.json"),
         serde_json::to_string_pretty(&serde_json::json!({
@@ -369,15 +361,7 @@ fn criterion_ab(
     let b = samples(&group.join(id)).with_context(|| {
         format!("the benchmark must measure `lab12/{id}` next to `lab12/baseline`")
     })?;
-    let metric = Metric::TimePerIteration;
-    let c = stats::compare(
-        metric.as_str(),
-        metric.unit(),
-        metric.better(),
-        &a,
-        &b,
-        &Default::default(),
-    );
+    let c = Metric::TimePerIteration.compare(&a, &b, &Default::default());
     Ok((c.ratio, c.a_median, c.b_median))
 }
 

@@ -16,7 +16,7 @@
 use observatory_bench::ab::RunFigures;
 use observatory_runner::summary::RunSummary;
 use observatory_stats::Metric;
-use pipeline::stats::{LatencySummary, StageStats};
+use pipeline::context::{LatencySummary, StageStats};
 use std::fmt::Write;
 
 const SECONDS: u64 = 60;

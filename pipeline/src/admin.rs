@@ -3,7 +3,7 @@
 //! | path | what |
 //! |---|---|
 //! | `/metrics` | Prometheus text format |
-//! | `/stats` | JSON snapshot ([`crate::stats::StageStats`]) |
+//! | `/stats` | JSON snapshot ([`crate::context::StageStats`]) |
 //! | `/healthz` | liveness: 200 while the process serves |
 //! | `/readyz` | readiness: 200 once the data port is bound and the downstream connected |
 //! | `/debug/pprof/profile?seconds=N&frequency=F` | CPU profile, gzipped pprof protobuf (default 10 s at 99 Hz) |
@@ -16,7 +16,7 @@
 //! spans the end of a run still returns.
 
 use crate::alloc;
-use crate::stats::StageCtx;
+use crate::context::StageCtx;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -74,7 +74,7 @@ async fn metrics(State(ctx): State<Arc<StageCtx>>) -> Response {
         .into_response()
 }
 
-async fn stats(State(ctx): State<Arc<StageCtx>>) -> Json<crate::stats::StageStats> {
+async fn stats(State(ctx): State<Arc<StageCtx>>) -> Json<crate::context::StageStats> {
     Json(ctx.stats())
 }
 

@@ -9,13 +9,14 @@
 //! - Stages: [`stage`] (one module per role, and the process driver).
 //! - Course labs: [`slots`] (code slots a lab selects by knob; resolved once at start-up, nothing
 //!   runs without one; reference solutions only with the `lab-reference` feature).
-//! - Observability: [`metrics`] (Prometheus), [`stats`] (JSON snapshot), [`admin`] (the admin
+//! - Observability: [`metrics`] (Prometheus), [`context`] (the stage's shared context and its JSON snapshot, `StageStats`), [`admin`] (the admin
 //!   port: metrics, health, pprof), [`alloc`] (the counting, switchable global allocator); logs
 //!   and OTLP traces come from the `observatory-telemetry` crate.
 
 pub mod admin;
 pub mod alloc;
 pub mod codec;
+pub mod context;
 pub mod event;
 pub mod generate;
 pub mod json;
@@ -25,5 +26,4 @@ pub mod seglog;
 pub mod slots;
 pub mod stage;
 pub mod state;
-pub mod stats;
 pub mod window;

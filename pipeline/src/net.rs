@@ -10,8 +10,8 @@
 //! the producer upstream (backpressure), so memory stays bounded.
 
 use crate::codec::{FrameCodec, FrameError, Kind, OutFrame};
+use crate::context::StageCtx;
 use crate::event::DropReason;
-use crate::stats::StageCtx;
 use futures::StreamExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

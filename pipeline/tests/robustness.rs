@@ -384,7 +384,7 @@ fn service_mode_survives_replacing_a_stage_without_losing_events() {
     );
 }
 
-fn old_agg_events(stats: &[pipeline::stats::StageStats]) -> u64 {
+fn old_agg_events(stats: &[pipeline::context::StageStats]) -> u64 {
     stats.last().map_or(0, |s| s.events_sent)
 }
 

@@ -7,8 +7,8 @@
 //! orphan process.
 
 use anyhow::{Context, bail};
+use pipeline::context::StageStats;
 use pipeline::stage::ReadyInfo;
-use pipeline::stats::StageStats;
 use pipeline_plan::{Plan, Role};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};

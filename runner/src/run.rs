@@ -14,7 +14,7 @@ use crate::local::{LocalOptions, LocalRun};
 use crate::summary::{RunSummary, group, si};
 use anyhow::Context;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use pipeline::stats::StageStats;
+use pipeline::context::StageStats;
 use pipeline_plan::{Plan, Role, StageKnobs};
 use std::path::PathBuf;
 use std::time::Duration;

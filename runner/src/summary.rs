@@ -8,7 +8,7 @@
 //! and every stage finished its stream.
 
 use observatory_stats::Totals;
-use pipeline::stats::StageStats;
+use pipeline::context::StageStats;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write;

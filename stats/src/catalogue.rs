@@ -250,6 +250,12 @@ impl Metric {
         })
     }
 
+    /// Samples `a` and `b` of this metric compared ([`crate::compare`] under its name, unit
+    /// and direction).
+    pub fn compare(self, a: &[f64], b: &[f64], opts: &crate::Options) -> crate::Comparison {
+        crate::compare(self.as_str(), self.unit(), self.better(), a, b, opts)
+    }
+
     /// The metric's value for these totals: `None` for a metric without a formula, or when
     /// its denominator (events emitted, seconds) is 0.
     pub fn value(self, t: &Totals) -> Option<f64> {

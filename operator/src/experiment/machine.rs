@@ -16,12 +16,11 @@
 
 use super::crd::*;
 use crate::pipeline::crd::{Pipeline, PipelineSpec};
-use crate::pipeline::render::{self, plan_of};
+use crate::pipeline::render::{self, apply_plan, plan_of};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::{Resource, ResourceExt};
-use observatory_stats::{self as stats, Judgement, Threshold};
-use pipeline_plan::{Role, StageKnobs};
+use observatory_stats::{Judgement, Threshold};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -47,65 +46,25 @@ pub fn with_assignments(spec: &PipelineSpec, set: &[String]) -> Result<PipelineS
         plan.assign(a).map_err(|e| format!("`{a}`: {e}"))?;
     }
     let mut out = spec.clone();
-    for stage in plan.stages() {
-        let replicas = i32::try_from(stage.replicas).map_err(|_| "too many replicas")?;
-        match (&stage.knobs, stage.role()) {
-            (StageKnobs::Source(k), _) => {
-                out.source.knobs = k.clone().into();
-                out.source.replicas = replicas;
-            }
-            (StageKnobs::Parse(k), _) => {
-                let s = out.parse.as_mut().ok_or("no parse stage")?;
-                s.knobs = k.clone().into();
-                s.replicas = replicas;
-            }
-            (StageKnobs::Aggregate(k), _) => {
-                let s = out.aggregate.as_mut().ok_or("no aggregate stage")?;
-                s.knobs = k.clone().into();
-                s.replicas = replicas;
-            }
-            (StageKnobs::Sink(k), Role::Sink) => {
-                let s = out.sink.as_mut().ok_or("no sink stage")?;
-                s.knobs = k.clone().into();
-                s.replicas = replicas;
-            }
-            (StageKnobs::Sink(_), _) => unreachable!("a sink's knobs belong to the sink"),
-        }
-    }
+    apply_plan(&mut out, &plan)?;
     Ok(out)
 }
 
 /// The pipeline spec of a plan (the inverse of [`plan_of`]): how a lab's workload, written for
 /// the local runner, becomes the `pipeline` of an Experiment.
 pub fn pipeline_spec_of(plan: &pipeline_plan::Plan, image: &str) -> Result<PipelineSpec, String> {
-    use crate::pipeline::crd::{PullPolicy, StageSpec};
-    fn stage<K: Clone>(replicas: u32, knobs: &K) -> Result<StageSpec<K>, String> {
-        Ok(StageSpec {
-            replicas: i32::try_from(replicas).map_err(|_| "too many replicas")?,
-            image: None,
-            resources: None,
-            knobs: knobs.clone().into(),
-        })
-    }
     let mut spec = PipelineSpec {
         image: image.to_string(),
-        image_pull_policy: Some(PullPolicy::IfNotPresent),
+        image_pull_policy: Some(crate::pipeline::crd::PullPolicy::IfNotPresent),
         labels: plan.labels.clone(),
         otlp_endpoint: None,
         sink_storage: None,
-        source: StageSpec::default(),
+        source: Default::default(),
         parse: None,
         aggregate: None,
         sink: None,
     };
-    for s in plan.stages() {
-        match &s.knobs {
-            StageKnobs::Source(k) => spec.source = stage(s.replicas, k)?,
-            StageKnobs::Parse(k) => spec.parse = Some(stage(s.replicas, k)?),
-            StageKnobs::Aggregate(k) => spec.aggregate = Some(stage(s.replicas, k)?),
-            StageKnobs::Sink(k) => spec.sink = Some(stage(s.replicas, k)?),
-        }
-    }
+    apply_plan(&mut spec, plan)?;
     Ok(spec)
 }
 
@@ -590,14 +549,7 @@ pub fn conclude(e: &Experiment, mut status: ExperimentStatus) -> ExperimentStatu
     };
     let (a, b) = (values("baseline"), values("variant"));
     let metric = e.spec.metric;
-    let c = stats::compare(
-        metric.as_str(),
-        metric.unit(),
-        metric.better(),
-        &a,
-        &b,
-        &Default::default(),
-    );
+    let c = metric.compare(&a, &b, &Default::default());
     let lost: f64 = status.runs.iter().filter_map(|r| r.lost).sum();
     let Judgement {
         passed, required, ..

@@ -11,10 +11,10 @@
 
 use super::contract::BatchKind;
 use crate::codec::OutFrame;
+use crate::context::StageCtx;
 use crate::event::{DropReason, WindowResult};
 use crate::net::{Egress, Ingress, Input};
 use crate::state::{Applied, SharedState};
-use crate::stats::StageCtx;
 use crate::window::{ClosedWindow, percentiles};
 use pipeline_plan::AggregateKnobs;
 use std::collections::{BTreeMap, HashMap, HashSet};

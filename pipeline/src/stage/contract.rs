@@ -22,7 +22,7 @@
 //! 6. **Finish its stream and report**: drain on the first SIGTERM, write its final stats, and
 //!    exit 0 (the driver in [`super::run`] does this for every role).
 
-use crate::stats::StageCtx;
+use crate::context::StageCtx;
 
 /// The series every stage exports (contract point 5; histograms by their `_count`).
 pub const REQUIRED_SERIES: &[&str] = &[

@@ -9,7 +9,7 @@ pub mod parse;
 pub mod sink;
 pub mod source;
 
-use crate::stats::StageCtx;
+use crate::context::StageCtx;
 use crate::{admin, alloc};
 use anyhow::Context;
 use pipeline_plan::{Role, StageConfig};
@@ -25,7 +25,7 @@ use tracing::{info, warn};
 pub struct RunOptions {
     /// Write [`ReadyInfo`] here (atomically) once the ports are bound.
     pub ready_file: Option<PathBuf>,
-    /// Write the final [`crate::stats::StageStats`] here as JSON.
+    /// Write the final [`crate::context::StageStats`] here as JSON.
     pub stats_out: Option<PathBuf>,
     /// After a stream that ended by itself, keep the admin port up this long (so a scraper
     /// sees the final counters); a signal ends it early.

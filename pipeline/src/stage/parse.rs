@@ -4,11 +4,11 @@
 
 use super::contract::BatchKind;
 use crate::codec::{Frame, OutFrame};
+use crate::context::StageCtx;
 use crate::event::{DropReason, key_of, partition_of};
 use crate::json::parse_into;
 use crate::net::{Egress, Ingress, Input};
 use crate::slots::{self, Hooks};
-use crate::stats::StageCtx;
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use pipeline_plan::{LabSlot, ParseKnobs, ParseMode};

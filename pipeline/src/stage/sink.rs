@@ -4,10 +4,10 @@
 
 use super::contract::BatchKind;
 use crate::codec::Frame;
+use crate::context::StageCtx;
 use crate::event::{DropReason, WindowResult};
 use crate::net::{Ingress, Input, now_ns};
 use crate::seglog::SegmentLog;
-use crate::stats::StageCtx;
 use anyhow::Context;
 use pipeline_plan::{FsyncPolicy, SinkKnobs, SinkMode};
 use std::path::Path;

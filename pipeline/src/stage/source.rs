@@ -3,10 +3,10 @@
 
 use super::contract::BatchKind;
 use crate::codec::OutFrame;
+use crate::context::StageCtx;
 use crate::event::DropReason;
 use crate::generate::Generator;
 use crate::net::{Egress, EgressSender, now_ns};
-use crate::stats::StageCtx;
 use anyhow::Context;
 use pipeline_plan::SourceKnobs;
 use std::fs::File;

@@ -1,8 +1,8 @@
 //! Real `pipeline` processes on loopback, for the integration tests.
 #![allow(dead_code)]
 
+use pipeline::context::StageStats;
 use pipeline::stage::ReadyInfo;
-use pipeline::stats::StageStats;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};

@@ -43,8 +43,8 @@ mod validate;
 
 use objects::*;
 pub use objects::{config_hash, managed_selector, selector_labels};
-pub use plan::plan_of;
 use plan::*;
+pub use plan::{apply_plan, plan_of};
 pub use validate::InvalidSpec;
 use validate::*;
 

@@ -1,4 +1,5 @@
-//! A Pipeline spec as the [`Plan`] the local runner executes: the same knobs, stage by stage.
+//! A Pipeline spec as the [`Plan`] the local runner executes, and back: the same knobs and
+//! replicas, stage by stage ([`plan_of`] one way, [`apply_plan`] the other).
 
 use super::*;
 
@@ -63,4 +64,23 @@ pub fn plan_of(name: &str, spec: &PipelineSpec) -> Result<Plan, InvalidSpec> {
     let mut plan = Plan::from_stages(name, stages)?;
     plan.labels = spec.labels.clone();
     Ok(plan)
+}
+
+/// Write a plan's stages (knobs and replicas) into a spec, adding the stages it lacks; what the
+/// plan does not hold (images, resources, storage) stays as it was.
+pub fn apply_plan(spec: &mut PipelineSpec, plan: &Plan) -> Result<(), String> {
+    fn put<K: Clone>(slot: &mut StageSpec<K>, replicas: u32, knobs: &K) -> Result<(), String> {
+        slot.replicas = i32::try_from(replicas).map_err(|_| "too many replicas")?;
+        slot.knobs = knobs.clone().into();
+        Ok(())
+    }
+    for s in plan.stages() {
+        match &s.knobs {
+            StageKnobs::Source(k) => put(&mut spec.source, s.replicas, k)?,
+            StageKnobs::Parse(k) => put(spec.parse.get_or_insert_default(), s.replicas, k)?,
+            StageKnobs::Aggregate(k) => put(spec.aggregate.get_or_insert_default(), s.replicas, k)?,
+            StageKnobs::Sink(k) => put(spec.sink.get_or_insert_default(), s.replicas, k)?,
+        }
+    }
+    Ok(())
 }
