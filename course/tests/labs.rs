@@ -156,3 +156,49 @@ fn the_pass_rule_needs_the_whole_interval_beyond_the_minimum() {
         0.0
     ));
 }
+
+#[test]
+fn a_labs_metric_and_slot_file_are_not_stated_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = dir.path().join("01-broken");
+    std::fs::create_dir_all(&lab).unwrap();
+    let good = std::fs::read_to_string(labs_dir().join("06-zero-copy/lab.toml")).unwrap();
+    let good = good.replace("number = 6", "number = 1");
+    let hotspot = std::fs::read_to_string(labs_dir().join("09-hotspot/lab.toml"))
+        .unwrap()
+        .replace("number = 9", "number = 1");
+    for (broken, needle) in [
+        // Which way is better is the catalogue's, not the lab's.
+        (
+            good.replace("[measure]", "[measure]\nbetter = \"higher\""),
+            "unknown field",
+        ),
+        (
+            good.replace("instructions_per_event", "instructions_per_evnt"),
+            "not a metric of the catalogue",
+        ),
+        (
+            good.replace("\"instructions_per_event\"", "\"throughput_eps\""),
+            "not what the Instructions mode measures",
+        ),
+        // A slot's file follows from its name.
+        (
+            hotspot.replace(
+                "slot = \"hotspot\"",
+                "slot = \"hotspot\"\nfile = \"pipeline/src/slots/hotspot.rs\"",
+            ),
+            "leave it out",
+        ),
+    ] {
+        std::fs::write(lab.join("lab.toml"), &broken).unwrap();
+        let e = load_labs(dir.path()).unwrap_err().to_string();
+        assert!(e.contains(needle), "{needle}: {e}");
+    }
+    std::fs::write(lab.join("lab.toml"), &hotspot).unwrap();
+    let labs = load_labs(dir.path()).unwrap();
+    assert_eq!(
+        labs[0].file().as_deref(),
+        Some("pipeline/src/slots/hotspot.rs")
+    );
+    assert_eq!(labs[0].spec.measure.better(), Better::Lower);
+}

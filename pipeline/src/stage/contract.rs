@@ -23,6 +23,11 @@
 //!    exit 0 (the driver in [`super::run`] does this for every role).
 
 use crate::context::StageCtx;
+use pipeline_plan::{AggregateKnobs, ParseKnobs, Role, SinkKnobs, SourceKnobs, StageKnobs};
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+use tracing::Instrument;
 
 /// The series every stage exports (contract point 5; histograms by their `_count`).
 pub const REQUIRED_SERIES: &[&str] = &[
@@ -38,11 +43,6 @@ pub const REQUIRED_SERIES: &[&str] = &[
     "process_cpu_seconds_total",
     "process_resident_memory_bytes",
 ];
-use pipeline_plan::{AggregateKnobs, ParseKnobs, Role, SinkKnobs, SourceKnobs, StageKnobs};
-use std::future::Future;
-use std::sync::atomic::Ordering;
-use std::time::Instant;
-use tracing::Instrument;
 
 /// The knobs of one role.
 pub trait RoleKnobs: Clone {
