@@ -9,7 +9,7 @@
 //! profiler never perturbs a measurement; they feed the differential flamegraph of the report.
 
 use crate::samples::{SampleSet, Series};
-use crate::stats::{Comparison, Metric, Options};
+use crate::stats::{Comparison, Metric, Options, Totals};
 use observatory_runner::run::{RunConfig, run_local};
 use observatory_runner::summary::RunSummary;
 use pipeline_plan::Plan;
@@ -71,13 +71,17 @@ impl From<&RunSummary> for RunFigures {
     /// no event emitted).
     fn from(s: &RunSummary) -> Self {
         let totals = s.totals();
-        let value = |m: Metric| m.value(&totals).unwrap_or(0.0);
-        let per_million = |cpu: f64| {
-            if s.events_emitted > 0 {
-                cpu / s.events_emitted as f64 * 1e6
-            } else {
-                0.0
-            }
+        let value_of = |m: Metric, t: &Totals| m.value(t).unwrap_or(0.0);
+        let value = |m: Metric| value_of(m, &totals);
+        // A stage's share: its own CPU over the same events, by the same formula.
+        let per_million = |cpu_seconds: f64| {
+            value_of(
+                Metric::CpuSecondsPerMillion,
+                &Totals {
+                    cpu_seconds,
+                    ..totals
+                },
+            )
         };
         RunFigures {
             throughput_eps: value(Metric::ThroughputEps),

@@ -254,7 +254,7 @@ impl Lab {
             return Err("the reference must change something".into());
         }
         let m = &s.measure;
-        if m.threshold().unreachable().is_some() {
+        if !m.threshold().reachable() {
             return Err(
                 "measure.min_effect is at least 0 (and below 1 when lower is better)".into(),
             );

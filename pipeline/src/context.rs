@@ -99,13 +99,10 @@ pub struct StageCtx {
 }
 
 impl StageCtx {
-    /// The context of a stage with these knobs. Lab hooks the binary cannot run (a reference
-    /// solution without the `lab-reference` feature) are [`Hooks::NONE`] here: the stage driver
-    /// refuses them with [`Hooks::resolve`] before it gets this far.
-    pub fn new(cfg: StageConfig) -> Arc<Self> {
+    /// The context of a stage with these knobs and its lab hooks (resolved from the knobs once,
+    /// by the caller: [`Hooks::resolve`]).
+    pub fn new(cfg: StageConfig, labs: Hooks) -> Arc<Self> {
         let metrics = Metrics::new(&cfg);
-        let common = cfg.knobs.common();
-        let labs = Hooks::resolve(common.lab_slot, common.lab_impl).unwrap_or(Hooks::NONE);
         Arc::new(StageCtx {
             cfg,
             metrics,

@@ -82,7 +82,8 @@ fn every_role_obeys_the_stage_contract() {
         let d = dir.path().join(format!("unready-{role}"));
         std::fs::create_dir_all(&d).unwrap();
         let stage = spawn(&d, role, &["--downstream", &nowhere], &[]);
-        std::thread::sleep(Duration::from_millis(300));
+        // Long enough that a stage turning ready on a timer, not on its downstream, is caught.
+        std::thread::sleep(Duration::from_secs(1));
         assert_eq!(http_get(stage.admin(), "/healthz").0, 200, "{role}");
         assert_eq!(
             http_get(stage.admin(), "/readyz").0,
@@ -121,6 +122,17 @@ fn every_role_obeys_the_stage_contract() {
             let count = metric(&text, "pipeline_batch_duration_seconds_count", None);
             let sum = metric(&text, "pipeline_batch_duration_seconds_sum", None);
             check(count > 0.0, format!("{role} timed no batch"));
+            // Every batch it handled was timed: the data frames it received (or, the source,
+            // sent), the forged streams' frames included.
+            let batches = if role == "source" {
+                metric(&text, "pipeline_batches_sent_total", None)
+            } else {
+                metric(&text, "pipeline_batches_received_total", None)
+            };
+            check(
+                count == batches,
+                format!("{role} timed {count} batches of {batches}"),
+            );
             if role == delayed {
                 check(
                     sum / count < DELAY_US as f64 / 1e6 / 2.0,

@@ -7,7 +7,7 @@
 //! `unaccounted` is whatever no counter explains. `conserved` means nothing is unaccounted
 //! and every stage finished its stream.
 
-use observatory_stats::Totals;
+use observatory_stats::{Metric, Totals};
 use pipeline::context::StageStats;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -146,11 +146,13 @@ impl RunSummary {
             lost,
             unaccounted,
             conserved: unaccounted == 0 && stats.iter().all(|s| s.finished),
-            throughput_eps: if duration > 0.0 {
-                emitted as f64 / duration
-            } else {
-                0.0
-            },
+            throughput_eps: Metric::ThroughputEps
+                .value(&Totals {
+                    seconds: duration,
+                    events_emitted: emitted as f64,
+                    ..Totals::default()
+                })
+                .unwrap_or(0.0),
             latency_p50_seconds: latency.map_or(0.0, |l| l.p50 as f64 / 1e6),
             latency_p99_seconds: latency.map_or(0.0, |l| l.p99 as f64 / 1e6),
             duration_seconds: duration,

@@ -188,10 +188,7 @@ pub fn invalid(e: &Experiment) -> Option<String> {
             e.spec.metric
         ));
     }
-    if Threshold::new(e.spec.metric.better(), e.spec.min_effect)
-        .unreachable()
-        .is_some()
-    {
+    if !Threshold::new(e.spec.metric.better(), e.spec.min_effect).reachable() {
         return Some(format!(
             "spec.minEffect: {} is not a reachable effect for {} (lower is better: below 1)",
             e.spec.min_effect,

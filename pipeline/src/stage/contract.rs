@@ -179,12 +179,13 @@ impl StageCtx {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::slots::Hooks;
     use pipeline_plan::StageConfig;
 
     #[test]
     fn knobs_of_another_role_are_an_error_naming_both() {
         let cfg = StageConfig::new("t", StageKnobs::Sink(SinkKnobs::default()));
-        let ctx = StageCtx::new(cfg);
+        let ctx = StageCtx::new(cfg, Hooks::NONE);
         assert!(ctx.knobs::<SinkKnobs>().is_ok());
         let err = ctx.knobs::<ParseKnobs>().unwrap_err().to_string();
         assert_eq!(
@@ -195,10 +196,10 @@ mod tests {
 
     #[test]
     fn readiness_is_marked_once() {
-        let ctx = StageCtx::new(StageConfig::new(
-            "t",
-            StageKnobs::Source(SourceKnobs::default()),
-        ));
+        let ctx = StageCtx::new(
+            StageConfig::new("t", StageKnobs::Source(SourceKnobs::default())),
+            Hooks::NONE,
+        );
         assert!(!ctx.is_ready());
         ctx.mark_ready();
         ctx.mark_ready();

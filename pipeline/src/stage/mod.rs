@@ -51,8 +51,9 @@ pub fn write_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 pub async fn run(cfg: StageConfig, opts: RunOptions) -> anyhow::Result<()> {
     let role = cfg.role();
     let common = cfg.knobs.common();
-    crate::slots::Hooks::resolve(common.lab_slot, common.lab_impl).map_err(anyhow::Error::msg)?;
-    let ctx = StageCtx::new(cfg);
+    let labs = crate::slots::Hooks::resolve(common.lab_slot, common.lab_impl)
+        .map_err(anyhow::Error::msg)?;
+    let ctx = StageCtx::new(cfg, labs);
     alloc::set_counting(ctx.metrics.telemetry);
     let admin = TcpListener::bind(&ctx.cfg.admin)
         .await
