@@ -6,7 +6,7 @@ OBS      := $(RELEASE)/observatory
 REPORTS  := reports
 
 .DEFAULT_GOAL := help
-.PHONY: help build demo local up down images e2e test validate lab-check lab-verify crd lint fmt bench bench-e2e clean
+.PHONY: help build demo local up down images e2e test validate lab-check lab-verify crd lint fmt bench bench-e2e chaos clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -72,6 +72,9 @@ bench-e2e: build ## End to end, interleaved: the A/A noise floor, then telemetry
 		--a-label telemetry-on --a all.telemetry=true \
 		--b-label telemetry-off --b all.telemetry=false \
 		--report-dir $(REPORTS)/bench-e2e/telemetry
+
+chaos: build ## Faults to real stage processes (kill -9, SIGSTOP 20 s, a 1000x slower sink for 60 s, a stage that cannot start): reports/chaos/table.md
+	$(OBS) chaos --report-dir $(REPORTS)/chaos
 
 clean: ## Remove build output and reports
 	$(CARGO) clean

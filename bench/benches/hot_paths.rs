@@ -179,7 +179,7 @@ fn aggregate(c: &mut Criterion) {
             ("sharded", StateStrategy::Sharded),
             ("owner", StateStrategy::Owner),
         ] {
-            let state = SharedState::new(strategy, 16, 3_600_000, 64, |_| {});
+            let state = SharedState::new(strategy, 16, 3_600_000, 1 << 20, 64, |_| {});
             g.bench_with_input(
                 BenchmarkId::new(name, format!("{threads}_threads")),
                 &threads,
@@ -233,7 +233,7 @@ fn histogram(c: &mut Criterion) {
 fn seglog(c: &mut Criterion) {
     let events = event_frames(1);
     let closed = {
-        let state = SharedState::new(StateStrategy::Mutex, 1, 1000, 1, |_| {});
+        let state = SharedState::new(StateStrategy::Mutex, 1, 1000, 1 << 20, 1, |_| {});
         state.apply_blocking(events[0].clone());
         state.close_blocking(u64::MAX).0
     };

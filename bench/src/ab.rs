@@ -242,7 +242,20 @@ async fn one_run(
     run.live = false;
     run.stack = false;
     let (_tx, rx) = mpsc::unbounded_channel();
-    run_local(plan, &run, rx).await
+    let summary = run_local(plan, &run, rx).await?;
+    if let Some(f) = summary.failures.first() {
+        anyhow::bail!(
+            "a run of the comparison failed: the {} stage {}{}; see {}",
+            f.stage,
+            f.how,
+            f.error
+                .as_deref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default(),
+            summary.report_dir
+        );
+    }
+    Ok(summary)
 }
 
 /// Run the comparison and write its report. `progress(n, total, what)` is told about each run.

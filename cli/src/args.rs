@@ -41,6 +41,17 @@ pub enum Command {
     /// The course: labs that change the pipeline and prove the effect.
     #[command(subcommand)]
     Lab(crate::lab::LabCommand),
+    /// Do faults to real stage processes (kill -9, SIGSTOP, a 1000x slower sink, a stage that
+    /// cannot start), one run each, and write what each run showed to a table
+    /// (<report-dir>/table.md, chaos.json). Exit 1 if any run did not hold.
+    Chaos {
+        /// The short version (four faults, about a minute; the one `make test` runs).
+        #[arg(long)]
+        short: bool,
+        /// Where the table and each run's report go.
+        #[arg(long, default_value = "reports/chaos")]
+        report_dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]

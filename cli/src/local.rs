@@ -50,10 +50,7 @@ pub async fn up(w: WorkloadArgs) -> anyhow::Result<()> {
         "report: {}  (summary.txt, summary.json, flamegraph-<stage>.svg)",
         summary.report_dir
     );
-    if !summary.conserved {
-        bail!("events were not all accounted for; see the report");
-    }
-    Ok(())
+    not_conserved(&summary)
 }
 
 pub async fn run(w: WorkloadArgs, json: bool) -> anyhow::Result<()> {
@@ -71,7 +68,24 @@ pub async fn run(w: WorkloadArgs, json: bool) -> anyhow::Result<()> {
         println!("{}", summary.to_text());
         println!("report: {}", summary.report_dir);
     }
-    Ok(())
+    not_conserved(&summary)
+}
+
+/// A run that lost events, or whose stage died, fails (exit status 1) after its summary.
+fn not_conserved(summary: &observatory_runner::summary::RunSummary) -> anyhow::Result<()> {
+    if summary.conserved {
+        return Ok(());
+    }
+    match &summary.not_conserved_because {
+        Some(why) => bail!(
+            "the run is not conserved: {why}; see {}",
+            summary.report_dir
+        ),
+        None => bail!(
+            "events were not all accounted for; see {}",
+            summary.report_dir
+        ),
+    }
 }
 
 pub fn knobs() {
@@ -82,4 +96,22 @@ pub fn knobs() {
         }
         println!();
     }
+}
+
+/// `observatory chaos`: the fault suite, its table on stdout and in the report folder.
+pub async fn chaos(short: bool, dir: &std::path::Path) -> anyhow::Result<()> {
+    use observatory_runner::chaos::{ChaosOptions, Fault, run_suite, table};
+    let faults = if short { Fault::short() } else { Fault::full() };
+    let opts = ChaosOptions::new(dir)?;
+    let rows = run_suite(&faults, &opts, |n, total, what| {
+        eprintln!("observatory: chaos {n}/{total}: {what}");
+    })
+    .await?;
+    print!("{}", table(&rows));
+    eprintln!("observatory: table in {}", dir.join("table.md").display());
+    let failed = rows.iter().filter(|r| !r.passed()).count();
+    if failed > 0 {
+        bail!("{failed} of {} faulted runs did not hold", rows.len());
+    }
+    Ok(())
 }

@@ -175,10 +175,10 @@ pub async fn check(
                         s.duration_seconds,
                         s.events_persisted + s.dead_lettered + s.discarded,
                         s.events_emitted,
-                        if s.conserved {
-                            ""
-                        } else {
-                            " — events were lost"
+                        match (&s.conserved, &s.not_conserved_because) {
+                            (true, _) => String::new(),
+                            (false, Some(why)) => format!(" — {why}"),
+                            (false, None) => " — events were lost".to_string(),
                         }
                     );
                 }

@@ -209,3 +209,17 @@ fn the_local_and_the_cluster_definitions_of_every_windowed_metric_agree() {
     assert_eq!(local.max_stage_rss_bytes, 18e6);
     eprintln!("agree: {}", checked.join(", "));
 }
+
+#[test]
+fn the_cluster_counts_as_lost_exactly_the_pipelines_loss_reasons() {
+    use pipeline::event::{DropClass, DropReason};
+    let losses: Vec<&str> = DropReason::ALL
+        .iter()
+        .filter(|r| r.class() == DropClass::Loss)
+        .map(|r| r.as_str())
+        .collect();
+    assert_eq!(
+        operator::experiment::results::LOSS_REASONS,
+        losses.join("|")
+    );
+}

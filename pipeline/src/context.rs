@@ -89,6 +89,9 @@ pub struct StageCtx {
     pub finished: AtomicBool,
     /// Cancelled to ask the stage to finish its stream (SIGTERM, or a downstream request).
     pub drain: CancellationToken,
+    /// Cancelled to stop waiting (the drain deadline passed, or a second SIGTERM): whatever is
+    /// still queued is counted as `abandoned` and the stage finishes at once.
+    pub abandon: CancellationToken,
     /// Cancelled when the process is about to exit: admin server and profiles stop.
     pub shutdown: CancellationToken,
     /// Set when the first CPU profile starts.
@@ -113,6 +116,7 @@ impl StageCtx {
             ready: AtomicBool::new(false),
             finished: AtomicBool::new(false),
             drain: CancellationToken::new(),
+            abandon: CancellationToken::new(),
             shutdown: CancellationToken::new(),
             profiled: AtomicBool::new(false),
             labs,

@@ -41,6 +41,12 @@ pub enum DropReason {
     LostInTransit,
     /// Sent into a downstream connection that broke before it was written.
     DownstreamLost,
+    /// The aggregate's window cap (`max_open_windows`) was reached: the event would have
+    /// opened another window.
+    WindowLimit,
+    /// Still queued when the drain deadline passed (or the stage was told to give up): cut
+    /// off, counted, never delivered.
+    Abandoned,
     /// Set aside because code handling its batch panicked (the whole batch goes: the course's
     /// error-handling lab shows why per-record errors as values beat this).
     Panicked,
@@ -57,7 +63,7 @@ pub enum DropClass {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 13] = [
+    pub const ALL: [DropReason; 15] = [
         DropReason::BadJson,
         DropReason::BadUtf8,
         DropReason::MissingField,
@@ -70,6 +76,8 @@ impl DropReason {
         DropReason::NoDownstream,
         DropReason::LostInTransit,
         DropReason::DownstreamLost,
+        DropReason::WindowLimit,
+        DropReason::Abandoned,
         DropReason::Panicked,
     ];
 
@@ -87,6 +95,8 @@ impl DropReason {
             DropReason::NoDownstream => "no_downstream",
             DropReason::LostInTransit => "lost_in_transit",
             DropReason::DownstreamLost => "downstream_lost",
+            DropReason::WindowLimit => "window_limit",
+            DropReason::Abandoned => "abandoned",
             DropReason::Panicked => "panicked",
         }
     }
@@ -94,7 +104,10 @@ impl DropReason {
     pub fn class(self) -> DropClass {
         match self {
             DropReason::Blackhole | DropReason::NoDownstream => DropClass::Discard,
-            DropReason::LostInTransit | DropReason::DownstreamLost => DropClass::Loss,
+            DropReason::LostInTransit
+            | DropReason::DownstreamLost
+            | DropReason::WindowLimit
+            | DropReason::Abandoned => DropClass::Loss,
             _ => DropClass::DeadLetter,
         }
     }

@@ -15,6 +15,7 @@
 
 pub mod admin;
 pub mod alloc;
+pub mod bounds;
 pub mod codec;
 pub mod context;
 pub mod event;

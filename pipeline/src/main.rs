@@ -163,9 +163,15 @@ fn kernel(
                 })
                 .collect();
             timed_region(&mut || {
-                let state =
-                    pipeline::state::SharedState::new(k.state, k.shards, k.window_ms, 64, |_| {})
-                        .with_hooks(labs);
+                let state = pipeline::state::SharedState::new(
+                    k.state,
+                    k.shards,
+                    k.window_ms,
+                    k.max_open_windows as usize,
+                    64,
+                    |_| {},
+                )
+                .with_hooks(labs);
                 let apply_all = || {
                     for _ in 0..rounds {
                         for f in &parsed {

@@ -28,7 +28,7 @@ use tracing::{debug, info, warn};
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a finishing stage waits for its downstream to acknowledge the end of stream.
 const END_ACK_TIMEOUT: Duration = Duration::from_secs(30);
-const READ_BUFFER: usize = 256 << 10;
+pub const READ_BUFFER: usize = 256 << 10;
 
 /// Wall-clock time in ns since the Unix epoch.
 pub fn now_ns() -> u64 {
@@ -60,15 +60,20 @@ pub enum Input {
 }
 
 /// The receiving side of a stage: yields inputs until every expected upstream has ended (or,
-/// once draining, until the upstreams are gone or the drain deadline passes).
+/// once draining, until the upstreams are gone). Once the stage gives up (`abandon`: the drain
+/// deadline passed, or a second signal), it yields nothing more: what is queued or still
+/// arriving is read and counted as `abandoned` for [`ABANDON_GRACE`], then the input ends
+/// whatever the upstreams do. A full queue never outruns the deadline.
 pub struct Ingress {
     rx: mpsc::Receiver<Input>,
     ctx: Arc<StageCtx>,
     expected: u32,
     ended: u32,
-    deadline: Option<Instant>,
     done: bool,
 }
+
+/// After giving up, how long a stage still reads (and counts) what its upstreams had sent.
+pub const ABANDON_GRACE: Duration = Duration::from_secs(3);
 
 impl Ingress {
     /// Start accepting on `listener`.
@@ -86,7 +91,6 @@ impl Ingress {
             },
             ctx,
             ended: 0,
-            deadline: None,
             done: false,
         }
     }
@@ -98,13 +102,15 @@ impl Ingress {
                 self.done = true;
                 return None;
             }
-            if self.deadline.is_none() && self.ctx.drain.is_cancelled() {
-                self.deadline = Some(Instant::now() + DRAIN_TIMEOUT);
+            if self.ctx.abandon.is_cancelled() {
+                self.discard_rest().await;
+                self.done = true;
+                return None;
             }
-            let drain = self.ctx.drain.clone();
-            let deadline = self.deadline;
+            let abandon = self.ctx.abandon.clone();
             tokio::select! {
                 biased;
+                _ = abandon.cancelled() => {}
                 item = self.rx.recv() => {
                     self.ctx.metrics.input_queue_depth.set(self.rx.len() as i64);
                     match item {
@@ -123,17 +129,40 @@ impl Ingress {
                         }
                     }
                 }
-                _ = drain.cancelled(), if deadline.is_none() => {}
-                _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
-                    warn!(
-                        ended = self.ended,
-                        expected = self.expected,
-                        "drain deadline passed with upstream streams unfinished; their in-flight events are unaccounted"
-                    );
-                    self.done = true;
-                }
             }
         }
+    }
+
+    /// Count what is queued, and what the readers still read within [`ABANDON_GRACE`], as
+    /// abandoned.
+    async fn discard_rest(&mut self) {
+        let m = &self.ctx.metrics;
+        let until = Instant::now() + ABANDON_GRACE;
+        let mut abandoned = 0u64;
+        loop {
+            tokio::select! {
+                item = self.rx.recv() => match item {
+                    Some(Input::Batch { frame, .. }) => {
+                        let events = u64::from(frame.header.event_count);
+                        abandoned += events;
+                        m.drop_events(DropReason::Abandoned, events, frame.wire_bytes as u64);
+                    }
+                    Some(Input::End { .. }) => self.ended += 1,
+                    Some(_) => {}
+                    None => break,
+                },
+                _ = tokio::time::sleep_until(until) => break,
+            }
+            if self.ended >= self.expected {
+                break;
+            }
+        }
+        warn!(
+            abandoned,
+            ended = self.ended,
+            expected = self.expected,
+            "gave up on the input: what was queued or arriving is counted as abandoned"
+        );
     }
 }
 
@@ -249,6 +278,7 @@ async fn read_conn(ctx: Arc<StageCtx>, conn: u64, sock: TcpStream, tx: mpsc::Sen
 pub struct Egress {
     lanes: Vec<Lane>,
     shared: mpsc::Sender<OutFrame>,
+    ctx: Arc<StageCtx>,
 }
 
 struct Lane {
@@ -263,13 +293,32 @@ type SharedQueue = Arc<tokio::sync::Mutex<mpsc::Receiver<OutFrame>>>;
 /// A handle for a producer on its own thread: puts frames on the dealt queue.
 pub struct EgressSender {
     shared: mpsc::Sender<OutFrame>,
+    ctx: Arc<StageCtx>,
+}
+
+/// A frame the writers no longer take (the stage gave up, or they gave up on the downstream):
+/// counted as lost.
+fn refused(ctx: &StageCtx, frame: &OutFrame) {
+    let reason = if ctx.abandon.is_cancelled() {
+        DropReason::Abandoned
+    } else {
+        DropReason::DownstreamLost
+    };
+    ctx.metrics
+        .drop_events(reason, u64::from(frame.events()), frame.len() as u64);
 }
 
 impl EgressSender {
     /// Queue a frame for whichever downstream takes it first, blocking while the queue is full
-    /// (backpressure). Fails once the writers are gone.
-    pub fn blocking_send(&mut self, frame: OutFrame) -> Result<(), OutFrame> {
-        self.shared.blocking_send(frame).map_err(|e| e.0)
+    /// (backpressure). `false` once the writers are gone (the frame is counted as lost).
+    pub fn blocking_send(&mut self, frame: OutFrame) -> bool {
+        match self.shared.blocking_send(frame) {
+            Ok(()) => true,
+            Err(e) => {
+                refused(&self.ctx, &e.0);
+                false
+            }
+        }
     }
 }
 
@@ -315,7 +364,7 @@ impl Egress {
                 .map(|a| lane(Some(a)))
                 .collect()
         };
-        Egress { lanes, shared }
+        Egress { lanes, shared, ctx }
     }
 
     /// Number of lanes (downstream connections).
@@ -327,19 +376,24 @@ impl Egress {
     pub fn sender(&self) -> EgressSender {
         EgressSender {
             shared: self.shared.clone(),
+            ctx: self.ctx.clone(),
         }
     }
 
     /// Queue a frame for whichever connected downstream takes it first, waiting while the
-    /// queue is full.
+    /// queue is full (backpressure). Once the writers have given up, the frame is counted as
+    /// lost.
     pub async fn send(&self, frame: OutFrame) {
-        // A writer only stops when every sender is gone, so this cannot fail.
-        let _ = self.shared.send(frame).await;
+        if let Err(e) = self.shared.send(frame).await {
+            refused(&self.ctx, &e.0);
+        }
     }
 
     /// Queue a frame on one lane, waiting while it is full (backpressure).
     pub async fn send_to(&self, lane: usize, frame: OutFrame) {
-        let _ = self.lanes[lane].tx.send(frame).await;
+        if let Err(e) = self.lanes[lane].tx.send(frame).await {
+            refused(&self.ctx, &e.0);
+        }
     }
 
     /// Whether every lane is connected.
@@ -459,20 +513,26 @@ async fn discard_loop(ctx: Arc<StageCtx>, mut queues: Queues) {
 /// How a connection attempt ended.
 enum Connected {
     Yes(TcpStream),
-    /// The stage has been draining for longer than the drain timeout.
+    /// The stage gave up waiting (its drain deadline passed, or it was told to).
     GaveUp,
     /// Nothing is left to send on this lane (its queues are closed and empty).
     NothingToSend,
 }
 
 /// Connect, retrying with backoff (each attempt resolves the name again and takes at most
-/// [`CONNECT_TIMEOUT`]), until connected, the drain deadline passes, or nothing is left to send.
+/// [`CONNECT_TIMEOUT`]), until connected, the stage gives up, or nothing is left to send.
 async fn connect(ctx: &StageCtx, addr: &str, queues: &mut Queues) -> Connected {
     let mut backoff = Duration::from_millis(10);
     let mut last_log = Instant::now();
-    let mut drain_deadline: Option<Instant> = None;
     loop {
-        let error = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+        if ctx.abandon.is_cancelled() {
+            return Connected::GaveUp;
+        }
+        let attempt = tokio::select! {
+            r = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)) => r,
+            _ = ctx.abandon.cancelled() => return Connected::GaveUp,
+        };
+        let error = match attempt {
             Ok(Ok(sock)) => {
                 let _ = sock.set_nodelay(true);
                 info!(downstream = addr, "connected downstream");
@@ -488,13 +548,10 @@ async fn connect(ctx: &StageCtx, addr: &str, queues: &mut Queues) -> Connected {
         if queues.exhausted() {
             return Connected::NothingToSend;
         }
-        if ctx.drain.is_cancelled() {
-            let d = *drain_deadline.get_or_insert_with(|| Instant::now() + DRAIN_TIMEOUT);
-            if Instant::now() >= d {
-                return Connected::GaveUp;
-            }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = ctx.abandon.cancelled() => return Connected::GaveUp,
         }
-        tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(1));
     }
 }
@@ -547,6 +604,38 @@ impl Conn {
     }
 }
 
+/// Count every frame queued for this writer as dropped for `reason` (the dealt queue's too
+/// when `shared`: no other writer will take them), and close the queues so that whatever the
+/// producers queue later is refused and counted by them. Never waits for the producers.
+async fn drop_queued(ctx: &StageCtx, queues: &mut Queues, reason: DropReason, shared: bool) -> u64 {
+    let m = &ctx.metrics;
+    let mut dropped = 0u64;
+    let mut count = |f: OutFrame| {
+        dropped += u64::from(f.events());
+        m.drop_events(reason, u64::from(f.events()), f.len() as u64);
+    };
+    queues.own.close();
+    while let Ok(f) = queues.own.try_recv() {
+        count(f);
+    }
+    queues.own_open = false;
+    if shared {
+        let mut q = queues.shared.lock().await;
+        q.close();
+        while let Ok(f) = q.try_recv() {
+            count(f);
+        }
+        queues.shared_open = false;
+    }
+    dropped
+}
+
+/// Once the stage gives up, how long a write already under way may still take (a downstream
+/// that is giving up too reads everything at once; one that is stopped never does), and then
+/// how long the end of stream may take.
+const WRITE_ON_ABANDON: Duration = Duration::from_millis(1500);
+const END_ON_ABANDON: Duration = Duration::from_millis(1000);
+
 async fn write_loop(
     ctx: Arc<StageCtx>,
     addr: String,
@@ -574,29 +663,11 @@ async fn write_loop(
                 Connected::NothingToSend => return,
                 Connected::GaveUp => {
                     // Nobody to deliver to: account for what only this lane could send, and
-                    // for the dealt frames too when no other lane is connected to take them.
-                    queues.own.close();
-                    let mut dropped = 0u64;
-                    while let Some(f) = queues.own.recv().await {
-                        dropped += u64::from(f.events());
-                        m.drop_events(
-                            DropReason::DownstreamLost,
-                            u64::from(f.events()),
-                            f.len() as u64,
-                        );
-                    }
-                    if up.load(Ordering::Relaxed) == 0 {
-                        let mut q = queues.shared.lock().await;
-                        q.close();
-                        while let Some(f) = q.recv().await {
-                            dropped += u64::from(f.events());
-                            m.drop_events(
-                                DropReason::DownstreamLost,
-                                u64::from(f.events()),
-                                f.len() as u64,
-                            );
-                        }
-                    }
+                    // for the dealt frames too when no other lane is connected to take them
+                    // (every lane gives up together, so the last one counts them).
+                    let shared = up.load(Ordering::Relaxed) == 0;
+                    let dropped =
+                        drop_queued(&ctx, &mut queues, DropReason::DownstreamLost, shared).await;
                     warn!(downstream = addr, dropped, "gave up on the downstream");
                     return;
                 }
@@ -606,13 +677,24 @@ async fn write_loop(
             continue;
         };
         tokio::select! {
+            biased;
+            _ = ctx.abandon.cancelled() => break,
             frame = queues.next() => match frame {
                 Some(f) => {
                     m.output_queue_depth.set(queues.len() as i64);
                     let (records, events) = (u64::from(f.records()), u64::from(f.events()));
                     let bytes = f.finish(c.stream, c.seq);
-                    match c.wr.write_all(&bytes).await {
-                        Ok(()) => {
+                    // A downstream that reads nothing (stopped, wedged) cannot hold this past
+                    // the moment the stage gives up.
+                    let written = tokio::select! {
+                        r = c.wr.write_all(&bytes) => Some(r),
+                        _ = async {
+                            ctx.abandon.cancelled().await;
+                            tokio::time::sleep(WRITE_ON_ABANDON).await;
+                        } => None,
+                    };
+                    match written {
+                        Some(Ok(())) => {
                             c.seq += 1;
                             c.records += records;
                             c.events += events;
@@ -620,10 +702,17 @@ async fn write_loop(
                             m.batches_sent.inc();
                             m.sent_bytes.inc_by(bytes.len() as u64);
                         }
-                        Err(e) => {
+                        Some(Err(e)) => {
                             m.drop_events(DropReason::DownstreamLost, events, bytes.len() as u64);
                             warn!(downstream = addr, error = %e, events, "write failed; reconnecting");
                             lost(&mut conn);
+                        }
+                        None => {
+                            // Possibly half written: this connection cannot carry an end of
+                            // stream any more.
+                            m.drop_events(DropReason::Abandoned, events, bytes.len() as u64);
+                            lost(&mut conn);
+                            break;
                         }
                     }
                 }
@@ -657,6 +746,25 @@ async fn write_loop(
                 }
             }
         }
+    }
+    if ctx.abandon.is_cancelled() {
+        // Gave up: count what is queued, then end the stream (if the downstream still takes
+        // it) so that it knows exactly what was sent.
+        let dropped = drop_queued(&ctx, &mut queues, DropReason::Abandoned, true).await;
+        warn!(
+            downstream = addr,
+            dropped, "gave up: queued frames counted as abandoned"
+        );
+        if let Some(c) = conn {
+            up.fetch_sub(1, Ordering::Relaxed);
+            if tokio::time::timeout(END_ON_ABANDON, c.end()).await.is_err() {
+                warn!(
+                    downstream = addr,
+                    "the downstream did not take the end of stream"
+                );
+            }
+        }
+        return;
     }
     if let Some(c) = conn {
         up.fetch_sub(1, Ordering::Relaxed);

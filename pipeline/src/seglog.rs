@@ -17,14 +17,21 @@ const RECORD_HEADER: usize = 8;
 /// Largest record accepted when reading (a window result is ~150 bytes).
 pub const MAX_RECORD: usize = 16 << 20;
 
+/// An I/O error as people read it: "No such file or directory", without "(os error 2)".
+pub fn os_message(e: &io::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" (os error ") {
+        Some(i) if text.ends_with(')') => text[..i].to_string(),
+        _ => text,
+    }
+}
+
 #[derive(Debug, Error)]
 pub enum LogError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    /// The I/O error is part of the message (not a separate `source`), so a chain printed
+    /// with `{:#}` says it once.
+    #[error("{path}: {}", os_message(error))]
+    Io { path: PathBuf, error: io::Error },
     #[error("{path}: not a segment file (bad magic)")]
     BadMagic { path: PathBuf },
     #[error("{path}: corrupt record at byte {offset}: {what}")]
@@ -36,9 +43,9 @@ pub enum LogError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LogError + '_ {
-    move |source| LogError::Io {
+    move |error| LogError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }
 
@@ -256,7 +263,7 @@ impl SegmentLog {
             .filter(|l| (*l as usize) <= MAX_RECORD)
             .ok_or_else(|| LogError::Io {
                 path: self.current_path(),
-                source: io::Error::new(io::ErrorKind::InvalidInput, "record too large"),
+                error: io::Error::new(io::ErrorKind::InvalidInput, "record too large"),
             })?;
         let crc = crc32fast::hash(payload);
         let path = self.current_path();

@@ -10,18 +10,22 @@
 use crate::codec::Frame;
 use crate::event::EventRef;
 use crate::slots::Hooks;
-use crate::window::{ClosedWindow, WindowMap};
+use crate::window::{ClosedWindow, Refused, WindowMap};
 use pipeline_plan::StateStrategy;
 use rustc_hash::FxHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::{Mutex, PoisonError};
 use tokio::sync::{mpsc, oneshot};
 
-/// Late and undecodable events of one frame (or, for the owner, reported through its callback).
+/// Late, refused (window cap) and undecodable events of one frame (or, for the owner,
+/// reported through its callback).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Applied {
     pub late: u64,
     pub late_bytes: u64,
+    /// Events that would have opened a window beyond `max_open_windows`.
+    pub window_limit: u64,
+    pub window_limit_bytes: u64,
     pub undecodable: u64,
     pub undecodable_bytes: u64,
 }
@@ -40,9 +44,16 @@ fn apply_to(
     emit_ns: u64,
     applied: &mut Applied,
 ) {
-    if map.apply(ev, emit_ns).is_err() {
-        applied.late += 1;
-        applied.late_bytes += rec.len() as u64;
+    match map.apply(ev, emit_ns) {
+        Ok(()) => {}
+        Err(Refused::Late) => {
+            applied.late += 1;
+            applied.late_bytes += rec.len() as u64;
+        }
+        Err(Refused::Full) => {
+            applied.window_limit += 1;
+            applied.window_limit_bytes += rec.len() as u64;
+        }
     }
 }
 
@@ -87,31 +98,37 @@ fn lock(m: &Mutex<WindowMap>) -> std::sync::MutexGuard<'_, WindowMap> {
 }
 
 impl SharedState {
-    /// `owner_drops` receives what the owner thread dropped from each frame (the owner counts
-    /// its own drops; the other strategies return them from `apply`).
+    /// At most `max_open` windows are open at once (with `sharded`, each shard holds its share,
+    /// rounded up). `owner_drops` receives what the owner thread dropped from each frame (the
+    /// owner counts its own drops; the other strategies return them from `apply`).
     pub fn new(
         strategy: StateStrategy,
         shards: u32,
         window_ms: u64,
+        max_open: usize,
         queue: usize,
         owner_drops: impl Fn(Applied) + Send + 'static,
     ) -> Self {
         match strategy {
             StateStrategy::Mutex => SharedState(
-                Inner::Mutex(Mutex::new(WindowMap::new(window_ms))),
+                Inner::Mutex(Mutex::new(WindowMap::new(window_ms, max_open))),
                 Hooks::NONE,
             ),
-            StateStrategy::Sharded => SharedState(
-                Inner::Sharded(
-                    (0..shards.max(1))
-                        .map(|_| Mutex::new(WindowMap::new(window_ms)))
-                        .collect(),
-                ),
-                Hooks::NONE,
-            ),
+            StateStrategy::Sharded => {
+                let shards = shards.max(1) as usize;
+                let each = max_open.div_ceil(shards);
+                SharedState(
+                    Inner::Sharded(
+                        (0..shards)
+                            .map(|_| Mutex::new(WindowMap::new(window_ms, each)))
+                            .collect(),
+                    ),
+                    Hooks::NONE,
+                )
+            }
             StateStrategy::Owner => {
                 let (tx, mut rx) = mpsc::channel::<OwnerMsg>(queue.max(1));
-                let mut map = WindowMap::new(window_ms);
+                let mut map = WindowMap::new(window_ms, max_open);
                 std::thread::Builder::new()
                     .name("aggregate-owner".into())
                     .spawn(move || {
@@ -293,7 +310,7 @@ mod tests {
         ] {
             let dropped = std::sync::Arc::new(Mutex::new(Applied::default()));
             let sink = dropped.clone();
-            let state = SharedState::new(strategy, 4, 1, 4, move |a| {
+            let state = SharedState::new(strategy, 4, 1, 1 << 20, 4, move |a| {
                 let mut d = sink.lock().unwrap();
                 d.undecodable += a.undecodable;
             });

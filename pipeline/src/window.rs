@@ -75,9 +75,23 @@ pub struct ClosedWindow {
     pub agg: WindowAgg,
 }
 
-/// The event was for a window that had already closed.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Late;
+/// Why an event was not added to a window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// Its window had already closed.
+    Late,
+    /// It would have opened a window beyond the cap (`max_open_windows`).
+    Full,
+}
+
+/// Bytes one open window holds: its latency histogram's counts (`u32` per bucket of a
+/// 1 µs .. 1 h, 2-significant-digit histogram: 3,328 buckets) plus the map entry. The memory
+/// bound of the aggregate stage is written in these units (README, "Memory bounds").
+pub fn window_bytes() -> usize {
+    latency_histogram().distinct_values() * std::mem::size_of::<u32>()
+        + std::mem::size_of::<(u64, WindowAgg)>()
+        + 64
+}
 
 /// Open windows of many keys.
 #[derive(Debug)]
@@ -87,15 +101,19 @@ pub struct WindowMap {
     /// Windows ending at or before this event time have been closed.
     closed_until: u64,
     open: usize,
+    /// At most this many windows open at once.
+    cap: usize,
 }
 
 impl WindowMap {
-    pub fn new(window_ms: u64) -> Self {
+    /// Windows of `window_ms`, at most `cap` of them open at once.
+    pub fn new(window_ms: u64, cap: usize) -> Self {
         WindowMap {
             windows: FxHashMap::default(),
             window_us: window_ms.max(1) * 1000,
             closed_until: 0,
             open: 0,
+            cap: cap.max(1),
         }
     }
 
@@ -106,17 +124,20 @@ impl WindowMap {
 
     /// Add one event.
     #[inline]
-    pub fn apply(&mut self, ev: &EventRef<'_>, emit_ns: u64) -> Result<(), Late> {
+    pub fn apply(&mut self, ev: &EventRef<'_>, emit_ns: u64) -> Result<(), Refused> {
         let start = ev.ts_us - ev.ts_us % self.window_us;
-        if start + self.window_us <= self.closed_until {
-            return Err(Late);
+        if start.saturating_add(self.window_us) <= self.closed_until {
+            return Err(Refused::Late);
         }
+        let full = self.open >= self.cap;
         let wins = match self.windows.get_mut(ev.key) {
             Some(w) => w,
+            None if full => return Err(Refused::Full),
             None => self.windows.entry(ev.key.into()).or_default(),
         };
         let agg = match wins.iter().position(|(s, _)| *s == start) {
             Some(i) => &mut wins[i].1,
+            None if full => return Err(Refused::Full),
             None => {
                 wins.push((start, WindowAgg::default()));
                 self.open += 1;
@@ -203,7 +224,7 @@ mod tests {
     fn windows_and_percentiles_match_a_naive_reference() {
         let evs = events(50_000);
         let window_ms = 100;
-        let mut map = WindowMap::new(window_ms);
+        let mut map = WindowMap::new(window_ms, usize::MAX);
         let mut closed = Vec::new();
         for (i, e) in evs.iter().enumerate() {
             let ev = EventRef {
@@ -265,17 +286,52 @@ mod tests {
             bytes: 1,
             ts_us: ts,
         };
-        let mut map = WindowMap::new(1); // 1 ms windows
+        let mut map = WindowMap::new(1, usize::MAX); // 1 ms windows
         map.apply(&ev(500), 0).unwrap();
         map.apply(&ev(1500), 0).unwrap();
         let mut out = Vec::new();
         map.close_until(1500, &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!((out[0].start_us, out[0].end_us), (0, 1000));
-        assert_eq!(map.apply(&ev(999), 0), Err(Late));
+        assert_eq!(map.apply(&ev(999), 0), Err(Refused::Late));
         assert_eq!(map.apply(&ev(1999), 0), Ok(()));
         map.close_until(u64::MAX, &mut out);
         assert_eq!(out.len(), 2);
         assert_eq!(out[1].agg.count, 2);
+    }
+
+    #[test]
+    fn the_cap_refuses_new_windows_but_not_events_of_open_ones() {
+        let keys: Vec<Vec<u8>> = (0..3)
+            .map(|i| {
+                let mut k = Vec::new();
+                put_key(&mut k, &format!("s{i}"), "/r");
+                k
+            })
+            .collect();
+        let ev = |k: usize, ts| EventRef {
+            key: &keys[k],
+            method: Method::Get,
+            status: 200,
+            latency_us: 10,
+            bytes: 1,
+            ts_us: ts,
+        };
+        let mut map = WindowMap::new(1, 2);
+        assert_eq!(map.apply(&ev(0, 100), 0), Ok(()));
+        assert_eq!(map.apply(&ev(1, 100), 0), Ok(()));
+        assert_eq!(map.apply(&ev(2, 100), 0), Err(Refused::Full), "a new key");
+        assert_eq!(
+            map.apply(&ev(0, 1100), 0),
+            Err(Refused::Full),
+            "a new window"
+        );
+        assert_eq!(map.apply(&ev(0, 200), 0), Ok(()), "an open window");
+        assert_eq!(map.open(), 2);
+        let mut out = Vec::new();
+        map.close_until(1000, &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(map.apply(&ev(2, 1100), 0), Ok(()), "room again");
+        assert!(window_bytes() > 13_000, "{}", window_bytes());
     }
 }

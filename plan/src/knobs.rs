@@ -361,6 +361,10 @@ pub struct AggregateKnobs {
     /// Window results per outgoing frame (1..=65536).
     #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 65536)))]
     pub batch_size: u32,
+    /// Most windows (key x window) open at once (1..=1048576; ~13 KiB each). An event that
+    /// would open one more is dropped as `window_limit`, counted.
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 1048576)))]
+    pub max_open_windows: u32,
     #[serde(flatten)]
     pub common: CommonKnobs,
 }
@@ -373,6 +377,7 @@ impl Default for AggregateKnobs {
             workers: 1,
             window_ms: 1000,
             batch_size: 512,
+            max_open_windows: 8192,
             common: CommonKnobs::default(),
         }
     }
@@ -581,6 +586,7 @@ impl Knobs for AggregateKnobs {
         in_range(stage, "workers", self.workers, 1, 64)?;
         in_range(stage, "window_ms", self.window_ms, 1, 3_600_000)?;
         in_range(stage, "batch_size", self.batch_size, 1, 65536)?;
+        in_range(stage, "max_open_windows", self.max_open_windows, 1, 1 << 20)?;
         self.common.validate(stage)
     }
     fn common(&self) -> &CommonKnobs {

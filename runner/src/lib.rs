@@ -11,6 +11,7 @@
 //!
 //! Measuring (A/B, instruction counts, reports) is the `observatory-bench` crate's business.
 
+pub mod chaos;
 pub mod flame;
 pub mod http;
 pub mod local;

@@ -37,6 +37,62 @@ pub struct StageProc {
     pub stats_file: PathBuf,
     child: Child,
     status: Option<ExitStatus>,
+    /// When the process was started, and when the runner saw it exit.
+    pub started: Instant,
+    pub exited_at: Option<Instant>,
+    /// The runner has reported this exit.
+    reported: bool,
+}
+
+/// How a stage process ended, as people read it.
+pub fn describe_exit(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(sig) = status.signal() {
+        let name = match sig {
+            libc::SIGKILL => " (SIGKILL)",
+            libc::SIGTERM => " (SIGTERM)",
+            libc::SIGSEGV => " (SIGSEGV)",
+            libc::SIGABRT => " (SIGABRT: a panic that aborted, or an abort)",
+            libc::SIGBUS => " (SIGBUS)",
+            libc::SIGINT => " (SIGINT)",
+            _ => "",
+        };
+        format!("killed by signal {sig}{name}")
+    } else {
+        match status.code() {
+            Some(c) => format!("exited with code {c}"),
+            None => status.to_string(),
+        }
+    }
+}
+
+/// "killed by signal 9" -> "was killed by signal 9"; "exited with code 2" stays.
+pub fn with_verb(how: &str) -> String {
+    if how.starts_with("killed") {
+        format!("was {how}")
+    } else {
+        how.to_string()
+    }
+}
+
+/// The error a stage printed as it failed (`pipeline: error: ...`), if it did.
+pub fn stage_error(log: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    text.lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("pipeline: error: "))
+        .map(str::to_string)
+}
+
+/// How one stage ended, after the run.
+#[derive(Debug)]
+pub struct StageEnd {
+    pub name: String,
+    pub role: Role,
+    pub status: ExitStatus,
+    /// Its final stats (`None` when it died without writing them).
+    pub stats: Option<StageStats>,
+    pub log: PathBuf,
 }
 
 impl StageProc {
@@ -53,8 +109,14 @@ impl StageProc {
             && let Ok(Some(s)) = self.child.try_wait()
         {
             self.status = Some(s);
+            self.exited_at = Some(Instant::now());
         }
         self.status.is_some()
+    }
+
+    /// How it exited (`None` while it runs).
+    pub fn status(&self) -> Option<ExitStatus> {
+        self.status
     }
 }
 
@@ -142,6 +204,18 @@ impl LocalRun {
         self.stages.iter_mut().all(StageProc::has_exited)
     }
 
+    /// The stages that exited since the last call, by index.
+    pub fn newly_exited(&mut self) -> Vec<usize> {
+        let mut out = Vec::new();
+        for (i, s) in self.stages.iter_mut().enumerate() {
+            if s.has_exited() && !s.reported {
+                s.reported = true;
+                out.push(i);
+            }
+        }
+        out
+    }
+
     /// Send a signal to every stage still running.
     pub fn signal(&mut self, sig: libc::c_int) {
         for s in &mut self.stages {
@@ -154,47 +228,55 @@ impl LocalRun {
         }
     }
 
-    /// Live stats of every stage (`None` where the stage does not answer).
+    /// Live stats of every stage (`None` where the stage does not answer within 400 ms: a
+    /// stopped or dead stage does not hold up the others' figures).
     pub async fn poll(&self) -> Vec<Option<StageStats>> {
-        let mut out = Vec::with_capacity(self.stages.len());
-        for s in &self.stages {
-            let got = crate::http::get_ok(&s.admin_url("/stats"), Duration::from_secs(1))
+        let polls = self.stages.iter().map(|s| async move {
+            crate::http::get_ok(&s.admin_url("/stats"), Duration::from_millis(400))
                 .await
                 .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok());
-            out.push(got);
-        }
-        out
+                .and_then(|b| serde_json::from_slice(&b).ok())
+        });
+        futures::future::join_all(polls).await
     }
 
-    /// Wait for every process to exit (killing them all after `timeout`), then read their
-    /// final stats. A stage that failed is an error carrying the end of its log.
-    pub async fn finish(mut self, timeout: Duration) -> anyhow::Result<Vec<(String, StageStats)>> {
+    /// Wait for every process to exit (killing the rest after `timeout`), then read their
+    /// final stats: how each one ended, with its stats where it wrote them.
+    pub async fn finish(mut self, timeout: Duration) -> Vec<StageEnd> {
         let deadline = Instant::now() + timeout;
         while !self.all_exited() {
             if Instant::now() >= deadline {
+                tracing::warn!("stages did not exit within {timeout:?}; killing them");
                 self.signal(libc::SIGKILL);
-                bail!("stages did not exit within {timeout:?}; killed");
+                for s in &mut self.stages {
+                    if let Ok(status) = s.child.wait().await {
+                        s.status.get_or_insert(status);
+                    }
+                }
+                break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let mut stats = Vec::new();
-        for s in &self.stages {
-            let status = s.status.expect("every stage has exited");
-            if !status.success() {
-                bail!(
-                    "the {} stage failed ({status}); the end of {}:\n{}",
-                    s.name,
-                    s.log.display(),
-                    log_tail(&s.log, 15)
-                );
-            }
-            let text = std::fs::read(&s.stats_file)
-                .with_context(|| format!("the {} stage left no stats file", s.name))?;
-            let parsed = serde_json::from_slice(&text).context("parsing a stage's stats")?;
-            stats.push((s.name.clone(), parsed));
-        }
-        Ok(stats)
+        self.stages
+            .into_iter()
+            .filter_map(|s| {
+                let status = s.status?;
+                let stats = if status.success() {
+                    std::fs::read(&s.stats_file)
+                        .ok()
+                        .and_then(|t| serde_json::from_slice(&t).ok())
+                } else {
+                    None
+                };
+                Some(StageEnd {
+                    name: s.name,
+                    role: s.role,
+                    status,
+                    stats,
+                    log: s.log,
+                })
+            })
+            .collect()
     }
 }
 
@@ -266,6 +348,9 @@ async fn spawn_stage(
         stats_file,
         child,
         status: None,
+        started: Instant::now(),
+        exited_at: None,
+        reported: false,
     })
 }
 
@@ -281,11 +366,19 @@ async fn wait_ready(
             return serde_json::from_slice(&text).context("parsing a ready file");
         }
         if let Some(status) = child.try_wait()? {
-            bail!(
-                "the {name} stage exited ({status}) before it was ready; the end of {}:\n{}",
-                log.display(),
-                log_tail(log, 15)
-            );
+            match stage_error(log) {
+                Some(error) => bail!(
+                    "the {name} stage failed at start-up: {error}\n(the end of {}:)\n{}",
+                    log.display(),
+                    log_tail(log, 15)
+                ),
+                None => bail!(
+                    "the {name} stage {} before it was ready; the end of {}:\n{}",
+                    describe_exit(status),
+                    log.display(),
+                    log_tail(log, 15)
+                ),
+            }
         }
         if Instant::now() >= deadline {
             bail!(

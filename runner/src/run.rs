@@ -10,8 +10,8 @@
 //! <report>/run/             stage configs, logs, ready and stats files, the sink's log
 //! ```
 
-use crate::local::{LocalOptions, LocalRun};
-use crate::summary::{RunSummary, group, si};
+use crate::local::{LocalOptions, LocalRun, StageProc, describe_exit, log_tail, stage_error};
+use crate::summary::{RunSummary, StageFailure, group, si};
 use anyhow::Context;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use pipeline::context::StageStats;
@@ -41,8 +41,28 @@ pub struct RunConfig {
 /// sees their final counters (it scrapes every second).
 const LINGER_FOR_SCRAPE: Duration = Duration::from_secs(3);
 
-/// What an interrupt does: the first drains the pipeline, a second kills it.
-const KILL_AFTER_DRAIN: Duration = Duration::from_secs(60);
+/// A drain that takes longer than this is told to give up (a second SIGTERM: each stage counts
+/// what it still holds as abandoned, writes its stats and exits); one that still runs
+/// [`KILL_AFTER_GIVING_UP`] later is killed.
+const GIVE_UP_AFTER_DRAIN: Duration = Duration::from_secs(40);
+/// After a stage died, the others drain for this long, then give up: nothing can reach the
+/// stages below a dead one, so waiting longer only delays the report.
+const GIVE_UP_AFTER_DEATH: Duration = Duration::from_secs(3);
+const KILL_AFTER_GIVING_UP: Duration = Duration::from_secs(6);
+/// The same, for a stage that died at start-up (a second signal must not coalesce with the
+/// first, so not at once).
+const GIVE_UP_AT_START_UP: Duration = Duration::from_millis(300);
+
+/// Where the run is in stopping.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Stopping {
+    Running,
+    /// Drain asked (SIGTERM) at this time; give up at the second.
+    Draining(Instant, Instant),
+    /// Told to give up (second SIGTERM) at this time.
+    GivingUp(Instant),
+    Killed,
+}
 
 /// Run `plan` to the end of its stream. Each message on `interrupts` is an interrupt (Ctrl-C):
 /// the first drains the pipeline (the summary is still written), a second kills it.
@@ -86,12 +106,34 @@ pub async fn run_local(
     let mut interrupted = 0;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut ticks = 0u64;
-    let mut drained_at: Option<Instant> = None;
+    let mut stopping = Stopping::Running;
+    let mut failures: Vec<(usize, StageFailure)> = Vec::new();
+    // The last figures seen from each stage alive: a stage that dies leaves nothing else.
+    let mut last_seen: Vec<Option<StageStats>> = vec![None; run.stages.len()];
     while !run.all_exited() {
         tokio::select! {
             _ = tick.tick() => {
                 ticks += 1;
+                for i in run.newly_exited() {
+                    if let Some(f) = failure(&run.stages[i], started, &last_seen[i]) {
+                        live.note(&f.1);
+                        failures.push((i, f.0.clone()));
+                        if stopping == Stopping::Running {
+                            live.note("stopping the other stages; what they cannot deliver is counted as lost");
+                            run.signal(libc::SIGTERM);
+                            let now = Instant::now();
+                            // A pipeline that never got going has nothing worth draining.
+                            let grace = if f.0.at_start_up { GIVE_UP_AT_START_UP } else { GIVE_UP_AFTER_DEATH };
+                            stopping = Stopping::Draining(now, now + grace);
+                        }
+                    }
+                }
                 let polled = if ticks.is_multiple_of(5) || !profiling { run.poll().await } else { Vec::new() };
+                for (seen, p) in last_seen.iter_mut().zip(&polled) {
+                    if p.is_some() {
+                        seen.clone_from(p);
+                    }
+                }
                 if !profiling && warmed_up(plan, &polled, started.elapsed()) {
                     profiling = true;
                     start_profiles(&run, cfg, &plan.name, &mut profiles);
@@ -103,28 +145,64 @@ pub async fn run_local(
                 if ticks.is_multiple_of(5) {
                     live.update(&polled, started.elapsed());
                 }
-                if drained_at.is_some_and(|t| t.elapsed() > KILL_AFTER_DRAIN) {
-                    live.note("the drain is taking too long: killing the stages");
-                    run.signal(libc::SIGKILL);
-                }
+                stopping = escalate(&mut run, stopping, &live);
             }
             Some(()) = interrupts.recv() => {
                 interrupted += 1;
+                let now = Instant::now();
                 if interrupted == 1 {
-                    live.note("interrupted: draining the pipeline (interrupt again to kill it)");
+                    live.note("interrupted: draining the pipeline (interrupt again to stop waiting)");
                     run.signal(libc::SIGTERM);
-                    drained_at = Some(Instant::now());
+                    stopping = Stopping::Draining(now, now + GIVE_UP_AFTER_DRAIN);
+                } else if interrupted == 2 {
+                    live.note("interrupted again: the stages give up (what they hold is counted as abandoned); once more kills them");
+                    run.signal(libc::SIGTERM);
+                    stopping = Stopping::GivingUp(now);
                 } else {
                     live.note("killing the stages");
                     run.signal(libc::SIGKILL);
+                    stopping = Stopping::Killed;
                 }
             }
         }
     }
     live.finish();
-    let stats = run
-        .finish(LINGER_FOR_SCRAPE + Duration::from_secs(5))
-        .await?;
+    let ends = run.finish(LINGER_FOR_SCRAPE + Duration::from_secs(5)).await;
+    // Stages that ended badly after the loop (killed by the runner itself) count too.
+    for (i, end) in ends.iter().enumerate() {
+        if !end.status.success() && !failures.iter().any(|(j, _)| *j == i) {
+            failures.push((
+                i,
+                StageFailure {
+                    stage: end.name.clone(),
+                    how: describe_exit(end.status),
+                    error: stage_error(&end.log),
+                    after_seconds: started.elapsed().as_secs_f64(),
+                    at_start_up: false,
+                },
+            ));
+        }
+    }
+    failures.sort_by_key(|(i, _)| *i);
+    let stats: Vec<(String, StageStats)> = ends
+        .iter()
+        .zip(last_seen)
+        .map(|(end, seen)| {
+            let st = end.stats.clone().unwrap_or_else(|| {
+                let mut s = seen.unwrap_or_default();
+                s.stage = end.role.to_string();
+                s.finished = false;
+                s
+            });
+            (end.name.clone(), st)
+        })
+        .collect();
+    let sink_died = failures.iter().any(|(i, _)| ends[*i].role == Role::Sink);
+    let persisted_in_log = if sink_died {
+        sink_log_dir(plan, &opts.workdir).and_then(|d| count_log_windows(&d).map(|c| c.0))
+    } else {
+        None
+    };
     if let Some(p) = stack.as_ref().and_then(|s| s.prometheus.as_ref()) {
         let dir = opts.workdir.join("prometheus");
         eprintln!(
@@ -142,13 +220,118 @@ pub async fn run_local(
             Err(e) => tracing::warn!(error = %e, "a flamegraph task failed"),
         }
     }
-    let summary = RunSummary::from_stats(&plan.name, &stats, &cfg.report_dir.display().to_string());
+    let mut summary =
+        RunSummary::from_stats(&plan.name, &stats, &cfg.report_dir.display().to_string());
+    summary.attribute_failures(
+        failures.into_iter().map(|(_, f)| f).collect(),
+        persisted_in_log,
+    );
     std::fs::write(
         cfg.report_dir.join("summary.json"),
         serde_json::to_vec_pretty(&summary)?,
     )?;
     std::fs::write(cfg.report_dir.join("summary.txt"), summary.to_text())?;
     Ok(summary)
+}
+
+/// Send the next signal when its time has come: give up after the drain's deadline, kill
+/// after giving up's.
+fn escalate(run: &mut LocalRun, stopping: Stopping, live: &Live) -> Stopping {
+    let now = Instant::now();
+    match stopping {
+        Stopping::Draining(_, give_up) if now >= give_up => {
+            live.note("the stages are still draining: telling them to give up (what they hold is counted as abandoned)");
+            run.signal(libc::SIGTERM);
+            Stopping::GivingUp(now)
+        }
+        Stopping::GivingUp(at) if now >= at + KILL_AFTER_GIVING_UP => {
+            live.note("the stages did not exit after giving up: killing them");
+            run.signal(libc::SIGKILL);
+            Stopping::Killed
+        }
+        other => other,
+    }
+}
+
+/// A stage that exited: `None` if it finished its stream (exit 0), or what happened and the
+/// note for the terminal (with the end of its log).
+fn failure(
+    stage: &StageProc,
+    started: Instant,
+    last_seen: &Option<StageStats>,
+) -> Option<(StageFailure, String)> {
+    let status = stage.status()?;
+    if status.success() {
+        return None;
+    }
+    let after = stage
+        .exited_at
+        .unwrap_or_else(Instant::now)
+        .saturating_duration_since(started)
+        .as_secs_f64();
+    let error = stage_error(&stage.log);
+    let at_start_up = last_seen
+        .as_ref()
+        .is_none_or(|s| s.events_received == 0 && s.events_emitted == 0);
+    let how = describe_exit(status);
+    let mut note = format!(
+        "the {} stage {} {after:.1} s into the run{}",
+        stage.name,
+        crate::local::with_verb(&how),
+        if at_start_up { " (at start-up)" } else { "" }
+    );
+    if let Some(e) = &error {
+        note.push_str(&format!(": {e}"));
+    }
+    let tail = log_tail(&stage.log, 8);
+    if !tail.is_empty() {
+        note.push_str(&format!(
+            "\nthe end of {}:\n{}",
+            stage.log.display(),
+            tail.lines()
+                .map(|l| format!("    {l}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        ));
+    }
+    Some((
+        StageFailure {
+            stage: stage.name.clone(),
+            how,
+            error,
+            after_seconds: after,
+            at_start_up,
+        },
+        note,
+    ))
+}
+
+/// The sink's log directory, as the sink resolves it (relative to its working directory).
+pub fn sink_log_dir(plan: &Plan, workdir: &std::path::Path) -> Option<PathBuf> {
+    match plan.knobs(Role::Sink) {
+        Some(StageKnobs::Sink(k)) if k.mode == pipeline_plan::SinkMode::Log => {
+            Some(workdir.join(&k.dir))
+        }
+        _ => None,
+    }
+}
+
+/// Events in the window results of a segment log (every CRC checked), and how many windows
+/// (start, service, route) it holds more than once; `None` if unreadable.
+pub fn count_log_windows(dir: &std::path::Path) -> Option<(u64, u64)> {
+    let mut events = 0u64;
+    let mut seen = std::collections::HashSet::new();
+    let mut duplicated = 0u64;
+    pipeline::seglog::read_log(dir, |rec| {
+        if let Ok(w) = pipeline::event::WindowResult::decode(rec) {
+            events = events.saturating_add(w.count);
+            if !seen.insert((w.window_start_us, w.service, w.route)) {
+                duplicated += 1;
+            }
+        }
+    })
+    .ok()?;
+    Some((events, duplicated))
 }
 
 /// Flamegraphs start once the run is past its warm-up: a quarter of its events or of its
@@ -262,7 +445,8 @@ impl Live {
     }
 
     fn note(&self, msg: &str) {
-        if self.multi.println(msg).is_err() || self.multi.is_hidden() {
+        let msg = format!("observatory: {msg}");
+        if self.multi.println(&msg).is_err() || self.multi.is_hidden() {
             eprintln!("{msg}");
         }
     }

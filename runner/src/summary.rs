@@ -6,6 +6,13 @@
 //! end of stream said more was sent than arrived, a broken downstream connection) and
 //! `unaccounted` is whatever no counter explains. `conserved` means nothing is unaccounted
 //! and every stage finished its stream.
+//!
+//! A stage that died (a signal, an error exit) took its counters with it. What it had received
+//! and not passed on is then exactly what no survivor explains: the run's residual is
+//! attributed to it (`lost_by_stage`), so `lost` holds it and `unaccounted` does not, but the
+//! run is not conserved and `not_conserved_because` names the stage. Its last figures seen
+//! alive stand in for its final ones (for a dead source, `events_emitted` is then a lower
+//! bound); for a dead sink, what it persisted is read from its log.
 
 use observatory_stats::{Metric, Totals};
 use pipeline::context::StageStats;
@@ -41,6 +48,21 @@ fn counted() -> bool {
     true
 }
 
+/// A stage that did not finish its stream.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StageFailure {
+    pub stage: String,
+    /// How it ended: `killed by signal 9 (SIGKILL)`, `exited with code 2`.
+    pub how: String,
+    /// The error it printed, if any (`sink.dir: cannot create /proc/nope: ...`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Seconds after the run started.
+    pub after_seconds: f64,
+    /// Whether it died before its data port took any traffic (at start-up).
+    pub at_start_up: bool,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunSummary {
     pub summary_version: u32,
@@ -61,6 +83,15 @@ pub struct RunSummary {
     pub duration_seconds: f64,
     /// Drops of every stage, by reason.
     pub drops: BTreeMap<String, u64>,
+    /// Losses by the stage where they happened (counted ones, and what a dead stage held).
+    #[serde(default)]
+    pub lost_by_stage: BTreeMap<String, u64>,
+    /// Stages that did not finish their stream: died, failed, or were killed.
+    #[serde(default)]
+    pub failures: Vec<StageFailure>,
+    /// Why the run is not conserved, when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_conserved_because: Option<String>,
     pub stages: Vec<StageSummary>,
     /// Where the report (this summary, flamegraphs, logs) was written.
     pub report_dir: String,
@@ -102,9 +133,13 @@ impl RunSummary {
         let unaccounted =
             emitted as i64 - persisted as i64 - dead as i64 - discarded as i64 - lost as i64;
         let mut drops = BTreeMap::new();
-        for s in &stats {
+        let mut lost_by_stage = BTreeMap::new();
+        for (name, s) in named {
             for (reason, n) in &s.dropped {
                 *drops.entry(reason.clone()).or_insert(0) += n;
+            }
+            if s.lost > 0 {
+                lost_by_stage.insert(name.clone(), s.lost);
             }
         }
         let started = source.map_or(0, |s| s.started_unix_ns);
@@ -157,9 +192,66 @@ impl RunSummary {
             latency_p99_seconds: latency.map_or(0.0, |l| l.p99 as f64 / 1e6),
             duration_seconds: duration,
             drops,
+            lost_by_stage,
+            failures: Vec::new(),
+            not_conserved_because: (unaccounted != 0).then(|| {
+                format!("{unaccounted} events are unaccounted for (no counter explains them)")
+            }),
             stages,
             report_dir: report_dir.to_string(),
         }
+    }
+
+    /// Account for stages that died: the residual (what no survivor explains) is what they
+    /// held, attributed to the first of them in data-flow order; `persisted_in_log` (read from
+    /// the log of a dead sink) replaces the sink's last figure seen alive.
+    pub fn attribute_failures(
+        &mut self,
+        failures: Vec<StageFailure>,
+        persisted_in_log: Option<u64>,
+    ) {
+        if failures.is_empty() {
+            return;
+        }
+        if let Some(p) = persisted_in_log {
+            self.events_persisted = p;
+        }
+        let explained = self.events_persisted + self.dead_lettered + self.discarded + self.lost;
+        // A dead source's last count seen can be behind what its downstream received.
+        self.events_emitted = self.events_emitted.max(explained);
+        let residual = self.events_emitted - explained;
+        let first = &failures[0];
+        if residual > 0 {
+            *self.lost_by_stage.entry(first.stage.clone()).or_insert(0) += residual;
+            self.lost += residual;
+        }
+        self.unaccounted = 0;
+        self.conserved = false;
+        let names: Vec<String> = failures
+            .iter()
+            .map(|f| {
+                format!(
+                    "the {} stage {}{}{}",
+                    f.stage,
+                    crate::local::with_verb(&f.how),
+                    if f.at_start_up { " at start-up" } else { "" },
+                    f.error
+                        .as_deref()
+                        .map(|e| format!(" ({e})"))
+                        .unwrap_or_default()
+                )
+            })
+            .collect();
+        self.not_conserved_because = Some(if residual > 0 {
+            format!(
+                "{}; {} events it held (received, not passed on) were lost with it",
+                names.join(", "),
+                group(residual)
+            )
+        } else {
+            names.join(", ")
+        });
+        self.failures = failures;
     }
 
     /// The human-readable summary.
@@ -198,6 +290,17 @@ impl RunSummary {
             duration(self.latency_p50_seconds),
             duration(self.latency_p99_seconds)
         );
+        if let Some(why) = &self.not_conserved_because {
+            let _ = writeln!(t, "NOT conserved: {why}");
+        }
+        if !self.lost_by_stage.is_empty() {
+            let parts: Vec<String> = self
+                .lost_by_stage
+                .iter()
+                .map(|(r, n)| format!("{r} {}", group(*n)))
+                .collect();
+            let _ = writeln!(t, "lost by stage: {}", parts.join(", "));
+        }
         if !self.drops.is_empty() {
             let parts: Vec<String> = self
                 .drops

@@ -45,13 +45,17 @@ pub struct Queries {
     pub lost: String,
 }
 
+/// The drop reasons that count as losses (the pipeline's `DropClass::Loss`; a test holds the
+/// two together).
+pub const LOSS_REASONS: &str = "lost_in_transit|downstream_lost|window_limit|abandoned";
+
 /// The queries for `metric` over the last `window_seconds` of the run whose Pipeline is
 /// `pipeline` (every metric of a stage carries `pipeline="<name>"`): the metric's PromQL is the
 /// catalogue's ([`Metric::promql`]), built from the same formula the local A/B engine computes.
 /// `None` for a metric the cluster cannot answer (no formula).
 pub fn queries(metric: Metric, pipeline: &str, window_seconds: u32) -> Option<Queries> {
     let lost = format!(
-        "sum(increase(pipeline_events_dropped_total{{pipeline=\"{pipeline}\",reason=~\"lost_in_transit|downstream_lost\"}}[{window_seconds}s])) or vector(0)"
+        "sum(increase(pipeline_events_dropped_total{{pipeline=\"{pipeline}\",reason=~\"{LOSS_REASONS}\"}}[{window_seconds}s])) or vector(0)"
     );
     Some(Queries {
         value: metric.promql(pipeline, window_seconds)?,

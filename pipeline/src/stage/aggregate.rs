@@ -8,6 +8,14 @@
 //! upstream stream's event-time watermark. When the lowest watermark crosses a window boundary
 //! it closes every window that ended before it and sends the results downstream. Events for an
 //! already-closed window are dropped as `late`, so each window is emitted exactly once.
+//!
+//! Backpressure: every queue between the data port and the egress is bounded, including the
+//! finished-work channel, and the coordinator does not take the next finished frame while it is
+//! still handing closed windows to a full egress. So a blocked downstream stops the workers,
+//! then the reads from the data port, then (through TCP) the upstream. The open windows are
+//! capped by `max_open_windows`; an event that would open one more is dropped as
+//! `window_limit`, counted (many keys at once, or event times far apart, not a slow downstream:
+//! that only blocks).
 
 use super::contract::BatchKind;
 use crate::codec::OutFrame;
@@ -26,6 +34,11 @@ use tokio::sync::mpsc;
 fn count_drops(ctx: &StageCtx, applied: &Applied) {
     let m = &ctx.metrics;
     m.drop_events(DropReason::Late, applied.late, applied.late_bytes);
+    m.drop_events(
+        DropReason::WindowLimit,
+        applied.window_limit,
+        applied.window_limit_bytes,
+    );
     m.drop_events(
         DropReason::Undecodable,
         applied.undecodable,
@@ -69,12 +82,13 @@ pub async fn run(ctx: Arc<StageCtx>, listener: TcpListener) -> anyhow::Result<()
             knobs.state,
             knobs.shards,
             knobs.window_ms,
+            knobs.max_open_windows as usize,
             knobs.common.queue_capacity as usize,
             move |applied| count_drops(&owner_ctx, &applied),
         )
         .with_hooks(ctx.labs),
     );
-    let (done_tx, done_rx) = mpsc::unbounded_channel();
+    let (done_tx, done_rx) = mpsc::channel(knobs.common.queue_capacity as usize);
     let mut workers = Vec::new();
     for _ in 0..knobs.workers {
         let (tx, rx) = mpsc::channel::<Job>(knobs.common.queue_capacity as usize);
@@ -101,7 +115,7 @@ async fn worker(
     ctx: Arc<StageCtx>,
     state: Arc<SharedState>,
     mut rx: mpsc::Receiver<Job>,
-    done: mpsc::UnboundedSender<Done>,
+    done: mpsc::Sender<Done>,
 ) {
     while let Some(Job { index, input }) = rx.recv().await {
         let d = match input {
@@ -129,7 +143,7 @@ async fn worker(
                 what: Progress::Left,
             },
         };
-        if done.send(d).is_err() {
+        if done.send(d).await.is_err() {
             return;
         }
     }
@@ -211,7 +225,7 @@ fn idle_flush_after(window_ms: u64) -> Duration {
 async fn coordinate(
     ctx: Arc<StageCtx>,
     state: Arc<SharedState>,
-    mut done_rx: mpsc::UnboundedReceiver<Done>,
+    mut done_rx: mpsc::Receiver<Done>,
     egress: Egress,
     k: AggregateKnobs,
 ) {

@@ -99,6 +99,7 @@ pub async fn run(cfg: StageConfig, opts: RunOptions) -> anyhow::Result<()> {
         }
     });
     tokio::spawn(on_signals(ctx.clone()));
+    tokio::spawn(drain_deadline(ctx.clone()));
 
     let result = match (role, data) {
         (Role::Source, _) => source::run(ctx.clone()).await,
@@ -114,6 +115,9 @@ pub async fn run(cfg: StageConfig, opts: RunOptions) -> anyhow::Result<()> {
     ctx.finished
         .store(true, std::sync::atomic::Ordering::Relaxed);
     let stats = ctx.stats();
+    if let Err(e) = &result {
+        warn!(error = %format!("{e:#}"), "stage failed");
+    }
     info!(
         received = stats.events_received,
         sent = stats.events_sent,
@@ -149,7 +153,28 @@ pub async fn run(cfg: StageConfig, opts: RunOptions) -> anyhow::Result<()> {
     result
 }
 
-/// First SIGTERM/SIGINT: finish the stream (drain). Second: exit at once.
+/// A drain (however it was asked for) has [`crate::net::DRAIN_TIMEOUT`] to finish; then the
+/// stage gives up waiting: what is still queued is counted as `abandoned`.
+async fn drain_deadline(ctx: std::sync::Arc<StageCtx>) {
+    ctx.drain.cancelled().await;
+    tokio::select! {
+        _ = tokio::time::sleep(crate::net::DRAIN_TIMEOUT) => {
+            warn!(
+                timeout = ?crate::net::DRAIN_TIMEOUT,
+                "drain deadline passed: giving up; what is still queued is counted as abandoned"
+            );
+            ctx.abandon.cancel();
+        }
+        _ = ctx.abandon.cancelled() => {}
+    }
+}
+
+/// How long a stage told to give up (a second signal) may take to write its stats and exit.
+const ABANDON_EXIT: Duration = Duration::from_secs(5);
+
+/// First SIGTERM/SIGINT: finish the stream (drain). Second: give up waiting (count what is
+/// queued as abandoned, write the stats, exit). Third, or no exit within [`ABANDON_EXIT`] of
+/// the second: exit at once.
 async fn on_signals(ctx: std::sync::Arc<StageCtx>) {
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
@@ -166,10 +191,19 @@ async fn on_signals(ctx: std::sync::Arc<StageCtx>) {
         }
         seen += 1;
         if seen == 1 {
-            info!("signal received: finishing the stream (signal again to exit at once)");
+            info!("signal received: finishing the stream (signal again to give up waiting)");
             ctx.drain.cancel();
+        } else if seen == 2 {
+            warn!("second signal: giving up; what is still queued is counted as abandoned");
+            ctx.drain.cancel();
+            ctx.abandon.cancel();
+            tokio::spawn(async {
+                tokio::time::sleep(ABANDON_EXIT).await;
+                warn!("still running {ABANDON_EXIT:?} after giving up: exiting now");
+                std::process::exit(130);
+            });
         } else {
-            warn!("second signal: exiting now");
+            warn!("third signal: exiting now");
             std::process::exit(130);
         }
     }

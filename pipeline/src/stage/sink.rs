@@ -7,7 +7,7 @@ use crate::codec::Frame;
 use crate::context::StageCtx;
 use crate::event::{DropReason, WindowResult};
 use crate::net::{Ingress, Input, now_ns};
-use crate::seglog::SegmentLog;
+use crate::seglog::{SegmentLog, os_message};
 use anyhow::Context;
 use pipeline_plan::{FsyncPolicy, SinkKnobs, SinkMode};
 use std::path::Path;
@@ -22,9 +22,17 @@ pub async fn run(ctx: Arc<StageCtx>, listener: TcpListener) -> anyhow::Result<()
     // Open (and repair) the log before declaring readiness, so a bad directory fails fast.
     let log = match knobs.mode {
         SinkMode::Log => {
+            // Errors name the knob: that is what the person running it can change.
             let dir = Path::new(&knobs.dir);
+            if let Err(e) = std::fs::create_dir_all(dir) {
+                anyhow::bail!(
+                    "sink.dir: cannot create {}: {}",
+                    dir.display(),
+                    os_message(&e)
+                );
+            }
             let (log, recovery) = SegmentLog::open(dir, knobs.segment_bytes)
-                .with_context(|| format!("opening the segment log in {}", dir.display()))?;
+                .map_err(|e| anyhow::anyhow!("sink.dir: cannot open the segment log: {e}"))?;
             info!(
                 dir = %dir.display(),
                 existing_records = recovery.existing_records,
@@ -73,6 +81,15 @@ fn persist(
     };
     while let Some(frame) = rx.blocking_recv() {
         m.input_queue_depth.set(rx.len() as i64);
+        if ctx.abandon.is_cancelled() {
+            // Given up: what is still queued is counted, not written.
+            m.drop_events(
+                DropReason::Abandoned,
+                u64::from(frame.header.event_count),
+                frame.wire_bytes as u64,
+            );
+            continue;
+        }
         let _batch = ctx.blocking_batch(BatchKind::Persist, frame.header.record_count);
         let (mut events, mut windows, mut written) = (0u64, 0u64, 0u64);
         emits.clear();

@@ -163,8 +163,8 @@ fn generate(
         m.events_emitted.inc_by(got);
         emitted += got;
         drop(batch);
-        if tx.blocking_send(frame).is_err() {
-            // The writer gave up on the downstream and accounted for the rest.
+        if !tx.blocking_send(frame) {
+            // The writers gave up on the downstream; the frame and the rest are accounted.
             break;
         }
         if k.rate > 0 {

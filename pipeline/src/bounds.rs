@@ -1,0 +1,146 @@
+//! The memory bound of each stage: what its resident memory can reach whatever happens
+//! downstream (a slow, stopped or dead neighbour), as a function of its knobs only. Every queue
+//! on the data path is bounded in frames and every frame in bytes (`max_frame_bytes`), and the
+//! aggregate's open windows are capped (`max_open_windows`), so a stall fills them and then
+//! blocks: it never makes them grow. The README's "Memory bounds" table is this function, and
+//! the slow-sink test (`runner/tests/backpressure.rs`) checks measured peak RSS against it.
+
+use crate::net::READ_BUFFER;
+use crate::window::window_bytes;
+use pipeline_plan::{StageConfig, StageKnobs};
+
+/// Resident memory of a stage with empty queues: binary, runtimes, allocator arenas, metrics,
+/// the admin server (measured: 9-12 MiB idle, ~25 MiB under load).
+pub const BASE_BYTES: u64 = 48 << 20;
+
+/// The allocator does not hand freed pages back at once (jemalloc decays them over ~10 s), and
+/// frames are allocated in size classes: the data terms count twice.
+pub const ALLOCATOR_SLACK: u64 = 2;
+
+/// One term of a bound.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Term {
+    pub what: &'static str,
+    pub bytes: u64,
+}
+
+/// A stage's memory bound, with its terms.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemoryBound {
+    pub terms: Vec<Term>,
+}
+
+impl MemoryBound {
+    /// `BASE_BYTES + ALLOCATOR_SLACK x (sum of the data terms)`.
+    pub fn bytes(&self) -> u64 {
+        BASE_BYTES + ALLOCATOR_SLACK * self.terms.iter().map(|t| t.bytes).sum::<u64>()
+    }
+}
+
+/// The bound of the stage `cfg` describes.
+pub fn memory_bound(cfg: &StageConfig) -> MemoryBound {
+    let common = cfg.knobs.common();
+    let cap = u64::from(common.queue_capacity);
+    let frame = u64::from(common.max_frame_bytes);
+    let lanes = cfg.downstream.len().max(1) as u64;
+    let upstreams = u64::from(cfg.upstreams.max(1));
+    let mut terms = Vec::new();
+    let mut term = |what, bytes| terms.push(Term { what, bytes });
+    if !matches!(cfg.knobs, StageKnobs::Source(_)) {
+        term(
+            "per upstream connection: read buffer + one frame being read",
+            upstreams * (READ_BUFFER as u64 + frame),
+        );
+        term("input queue: queue_capacity frames", cap * frame);
+    }
+    match &cfg.knobs {
+        StageKnobs::Source(_) => term("the frame being filled", frame),
+        StageKnobs::Parse(k) => term(
+            "batches in flight: workers x (input + output frame)",
+            u64::from(k.workers) * 2 * frame,
+        ),
+        StageKnobs::Aggregate(k) => {
+            term(
+                "worker queues: workers x queue_capacity frames",
+                u64::from(k.workers) * cap * frame,
+            );
+            term(
+                "open windows: max_open_windows x one window",
+                u64::from(k.max_open_windows) * window_bytes() as u64,
+            );
+        }
+        StageKnobs::Sink(_) => term(
+            "writer queue: queue_capacity frames + the log's write buffer",
+            cap * frame + (256 << 10),
+        ),
+    }
+    if !matches!(cfg.knobs, StageKnobs::Sink(_)) {
+        term(
+            "output queues: queue_capacity frames, shared and per downstream",
+            (1 + lanes) * cap * frame,
+        );
+    }
+    MemoryBound { terms }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pipeline_plan::Plan;
+
+    #[test]
+    fn every_bound_grows_with_the_knobs_it_names_and_nothing_else() {
+        use pipeline_plan::Role::*;
+        let plan = Plan::new("t");
+        let cfg = |role, set: &[&str]| {
+            let mut p = plan.clone();
+            for s in set {
+                p.assign(s).unwrap();
+            }
+            let down: Vec<String> = if role == Sink {
+                Vec::new()
+            } else {
+                vec!["127.0.0.1:1".into()]
+            };
+            p.stage_config(role, "127.0.0.1:0", "127.0.0.1:0", &down)
+                .unwrap()
+        };
+        for role in [Source, Parse, Aggregate, Sink] {
+            let base = memory_bound(&cfg(role, &[])).bytes();
+            let more = memory_bound(&cfg(role, &[&format!("{role}.max_frame_bytes=16777216")]));
+            assert!(more.bytes() > base, "{role}");
+            // A stall's length is not a knob: the same knobs give the same bound.
+            assert_eq!(memory_bound(&cfg(role, &[])).bytes(), base);
+        }
+        let a = memory_bound(&cfg(Aggregate, &[])).bytes();
+        let fewer = memory_bound(&cfg(Aggregate, &["aggregate.max_open_windows=1024"])).bytes();
+        assert!(fewer < a);
+    }
+}
+
+#[cfg(test)]
+mod table {
+    /// `cargo test -p pipeline --lib bounds::table -- --ignored --nocapture` prints the
+    /// default bounds (the README's table).
+    #[test]
+    #[ignore]
+    fn print_the_default_bounds() {
+        let plan = pipeline_plan::Plan::new("t");
+        for role in pipeline_plan::Role::CHAIN {
+            let down: Vec<String> = if role == pipeline_plan::Role::Sink {
+                Vec::new()
+            } else {
+                vec!["127.0.0.1:1".into()]
+            };
+            let cfg = plan
+                .stage_config(role, "127.0.0.1:0", "127.0.0.1:0", &down)
+                .unwrap();
+            let b = super::memory_bound(&cfg);
+            println!("{role}: {} MiB", b.bytes() >> 20);
+            for t in &b.terms {
+                println!("    {:>8.1} MiB  {}", t.bytes as f64 / 1048576.0, t.what);
+            }
+        }
+        println!("window: {} bytes", crate::window::window_bytes());
+    }
+}

@@ -1,0 +1,530 @@
+//! The chaos suite: faults done to real stage processes on loopback, each in a run of its own,
+//! and what each run then shows (`observatory chaos`, `make chaos`; a short version runs in
+//! `make test` from `tests/chaos.rs`).
+//!
+//! Faults: `kill -9` of a stage mid-run, `SIGSTOP` of a stage (then `SIGCONT`), a sink 1000x
+//! slower than the source, a stage that cannot start. Every run is checked the same way
+//! ([`Row::passed`]): the run ended by itself; the log holds no window twice; what the summary
+//! says was lost is exactly what is missing from the log (`emitted = log + dead-lettered +
+//! discarded + lost`); every stage's peak RSS is under its bound ([`pipeline::bounds`]); and
+//! per fault, what it must show (a killed stage is named and the run fails within 10 s of the
+//! kill; a stopped stage loses nothing; behind a slow sink the source slows to the sink's
+//! pace; a stage that cannot start fails the run within 2 s with its error).
+
+use crate::local::find_pipeline_bin;
+use crate::run::{RunConfig, count_log_windows, run_local, sink_log_dir};
+use crate::summary::RunSummary;
+use anyhow::Context;
+use pipeline::bounds::memory_bound;
+use pipeline::context::StageStats;
+use pipeline::stage::ReadyInfo;
+use pipeline_plan::{Plan, Role};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// One fault.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fault {
+    /// `kill -9` of the stage, `after` into the run.
+    Kill { role: Role, after: Duration },
+    /// `SIGSTOP` of the stage `after` into the run, `SIGCONT` `stopped` later.
+    Stop {
+        role: Role,
+        after: Duration,
+        stopped: Duration,
+    },
+    /// A sink 1000x slower than the source, for `stall`; then the run is stopped (what is
+    /// still queued is given up and counted).
+    SlowSink { stall: Duration },
+    /// The sink cannot open its log directory.
+    CannotStart,
+}
+
+impl Fault {
+    /// Every fault of the full suite (`make chaos`).
+    pub fn full() -> Vec<Fault> {
+        let mut v = Vec::new();
+        for role in Role::CHAIN {
+            v.push(Fault::Kill {
+                role,
+                after: Duration::from_secs(3),
+            });
+        }
+        for role in Role::CHAIN {
+            v.push(Fault::Stop {
+                role,
+                after: Duration::from_secs(2),
+                stopped: Duration::from_secs(20),
+            });
+        }
+        v.push(Fault::SlowSink {
+            stall: Duration::from_secs(60),
+        });
+        v.push(Fault::CannotStart);
+        v
+    }
+
+    /// The short version (`make test`).
+    pub fn short() -> Vec<Fault> {
+        vec![
+            Fault::Kill {
+                role: Role::Aggregate,
+                after: Duration::from_secs(2),
+            },
+            Fault::Stop {
+                role: Role::Parse,
+                after: Duration::from_secs(1),
+                stopped: Duration::from_secs(3),
+            },
+            Fault::SlowSink {
+                stall: Duration::from_secs(12),
+            },
+            Fault::CannotStart,
+        ]
+    }
+
+    pub fn name(&self) -> String {
+        match self {
+            Fault::Kill { role, .. } => format!("kill -9 {role}"),
+            Fault::Stop { role, stopped, .. } => {
+                format!("SIGSTOP {role} {} s", stopped.as_secs())
+            }
+            Fault::SlowSink { stall } => format!("sink 1000x slower, {} s", stall.as_secs()),
+            Fault::CannotStart => "sink cannot start".into(),
+        }
+    }
+
+    /// The run the fault is done to.
+    fn plan(&self) -> anyhow::Result<Plan> {
+        let mut plan = Plan::new("chaos");
+        // Frames of at most 1 MiB everywhere: the bounds are then tight enough to mean
+        // something (the source's frames are ~200 KB).
+        let mut set = vec!["all.max_frame_bytes=1048576".to_string()];
+        match self {
+            Fault::Kill { .. } => {
+                set.extend(["source.events=3000000".into(), "source.rate=200000".into()])
+            }
+            Fault::Stop { .. } => {
+                set.extend(["source.events=1000000".into(), "source.rate=200000".into()])
+            }
+            Fault::SlowSink { stall } => set.extend([
+                format!("source.duration_seconds={}", stall.as_secs()),
+                format!("source.rate={SLOW_SINK_SOURCE_RATE}"),
+                // 10 ms windows of 10 us events: ~1,000 events a window, one frame of
+                // results each; at 3.3 s a frame the sink takes ~300 events/s.
+                "aggregate.window_ms=10".into(),
+                format!("sink.inject_delay_us={SLOW_SINK_DELAY_US}"),
+            ]),
+            Fault::CannotStart => {
+                set.extend(["source.events=1000".into(), "sink.dir=/proc/nope".into()])
+            }
+        }
+        for s in &set {
+            plan.assign(s)?;
+        }
+        Ok(plan)
+    }
+}
+
+const SLOW_SINK_SOURCE_RATE: u64 = 300_000;
+const SLOW_SINK_DELAY_US: u64 = 3_333_000;
+
+/// What one faulted run showed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Row {
+    pub fault: String,
+    /// Delivery mode (only `at_most_once` exists so far).
+    pub mode: String,
+    pub events_emitted: u64,
+    /// What the sink's log holds (read back, every CRC checked).
+    pub events_in_log: u64,
+    pub dead_lettered: u64,
+    pub lost: u64,
+    /// Windows the log holds more than once.
+    pub duplicated_windows: u64,
+    /// `emitted = log + dead-lettered + discarded + lost`: the summary's loss is exactly what
+    /// is missing from the log.
+    pub loss_matches_log: bool,
+    pub conserved: bool,
+    pub not_conserved_because: Option<String>,
+    /// Peak RSS per stage, MiB, and its bound.
+    pub peak_rss_mib: BTreeMap<String, f64>,
+    pub bound_mib: BTreeMap<String, f64>,
+    /// Seconds from the fault (the kill, the stop, the end of the stall, the start) to the
+    /// end of the run.
+    pub seconds_to_end: f64,
+    /// Behind a slow sink: events/s the source emitted and the sink persisted over the
+    /// second half of the stall.
+    pub source_rate_eps: Option<f64>,
+    pub sink_rate_eps: Option<f64>,
+    /// What did not hold (empty when the run passed).
+    pub problems: Vec<String>,
+}
+
+impl Row {
+    pub fn passed(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Where and how to run the suite.
+#[derive(Clone, Debug)]
+pub struct ChaosOptions {
+    pub pipeline_bin: PathBuf,
+    /// Each run's report goes in a folder of its own under here.
+    pub dir: PathBuf,
+}
+
+impl ChaosOptions {
+    pub fn new(dir: &Path) -> anyhow::Result<Self> {
+        Ok(ChaosOptions {
+            pipeline_bin: find_pipeline_bin()?,
+            dir: dir.to_path_buf(),
+        })
+    }
+}
+
+/// Wait for a stage's ready file and read it.
+async fn ready(run_dir: &Path, stage: &str, timeout: Duration) -> anyhow::Result<ReadyInfo> {
+    let path = run_dir.join(format!("{stage}.ready.json"));
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(text) = std::fs::read(&path)
+            && let Ok(r) = serde_json::from_slice(&text)
+        {
+            return Ok(r);
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn signal(pid: u32, sig: libc::c_int) {
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe {
+        libc::kill(pid as libc::pid_t, sig);
+    }
+}
+
+async fn stats(r: &ReadyInfo) -> Option<StageStats> {
+    let url = format!("http://{}/stats", r.admin_addr);
+    let body = crate::http::get_ok(&url, Duration::from_secs(1))
+        .await
+        .ok()?;
+    serde_json::from_slice(&body).ok()
+}
+
+/// Do one fault to one run and check what it shows.
+pub async fn run_fault(fault: &Fault, opts: &ChaosOptions, index: usize) -> anyhow::Result<Row> {
+    let plan = fault.plan()?;
+    let report = opts.dir.join(format!("{index:02}-{}", slug(&fault.name())));
+    let _ = std::fs::remove_dir_all(&report);
+    let run_dir = report.join("run");
+    let cfg = RunConfig {
+        pipeline_bin: opts.pipeline_bin.clone(),
+        report_dir: report.clone(),
+        profile_seconds: 0,
+        linger: Duration::ZERO,
+        live: false,
+        stack: false,
+    };
+    let (interrupt, interrupts) = mpsc::unbounded_channel();
+    let started = Instant::now();
+    let task_plan = plan.clone();
+    let run = tokio::spawn(async move { run_local(&task_plan, &cfg, interrupts).await });
+    let mut rates = None;
+    let fault_at = match fault {
+        Fault::Kill { role, after } => {
+            let r = ready(&run_dir, role.as_str(), Duration::from_secs(30)).await?;
+            tokio::time::sleep_until(started + *after).await;
+            signal(r.pid, libc::SIGKILL);
+            Instant::now()
+        }
+        Fault::Stop {
+            role,
+            after,
+            stopped,
+        } => {
+            let r = ready(&run_dir, role.as_str(), Duration::from_secs(30)).await?;
+            tokio::time::sleep_until(started + *after).await;
+            signal(r.pid, libc::SIGSTOP);
+            tokio::time::sleep(*stopped).await;
+            signal(r.pid, libc::SIGCONT);
+            Instant::now()
+        }
+        Fault::SlowSink { stall } => {
+            let source = ready(&run_dir, "source", Duration::from_secs(30)).await?;
+            let sink = ready(&run_dir, "sink", Duration::from_secs(30)).await?;
+            tokio::time::sleep_until(started + *stall / 2).await;
+            let t0 = Instant::now();
+            let a = (stats(&source).await, stats(&sink).await);
+            tokio::time::sleep_until(started + *stall).await;
+            let b = (stats(&source).await, stats(&sink).await);
+            let dt = t0.elapsed().as_secs_f64();
+            if let ((Some(s0), Some(k0)), (Some(s1), Some(k1))) = (a, b) {
+                rates = Some((
+                    (s1.events_emitted - s0.events_emitted) as f64 / dt,
+                    (k1.events_persisted - k0.events_persisted) as f64 / dt,
+                ));
+            }
+            // The stall is over: stop the run; what is still queued is given up, counted.
+            let over = Instant::now();
+            let _ = interrupt.send(());
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let _ = interrupt.send(());
+            over
+        }
+        Fault::CannotStart => started,
+    };
+    let summary = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .context("the run did not end within 120 s of its fault")?
+        .context("the run task")?;
+    let seconds_to_end = fault_at.elapsed().as_secs_f64();
+    let summary = summary?;
+    let log = sink_log_dir(&plan, &run_dir);
+    let (events_in_log, duplicated_windows) =
+        log.as_deref().and_then(count_log_windows).unwrap_or((0, 0));
+    Ok(check(
+        fault,
+        &plan,
+        &summary,
+        events_in_log,
+        duplicated_windows,
+        seconds_to_end,
+        rates,
+    ))
+}
+
+/// [`check`] on the plan of `fault`, for the tests of the checks themselves.
+pub fn check_for_test(
+    fault: &Fault,
+    s: &RunSummary,
+    events_in_log: u64,
+    duplicated_windows: u64,
+    seconds_to_end: f64,
+    rates: Option<(f64, f64)>,
+) -> Row {
+    let plan = fault.plan().expect("every fault's plan is valid");
+    check(
+        fault,
+        &plan,
+        s,
+        events_in_log,
+        duplicated_windows,
+        seconds_to_end,
+        rates,
+    )
+}
+
+/// What a fault's run must show.
+fn check(
+    fault: &Fault,
+    plan: &Plan,
+    s: &RunSummary,
+    events_in_log: u64,
+    duplicated_windows: u64,
+    seconds_to_end: f64,
+    rates: Option<(f64, f64)>,
+) -> Row {
+    let mut problems = Vec::new();
+    let explained = events_in_log + s.dead_lettered + s.discarded + s.lost;
+    let loss_matches_log = explained == s.events_emitted;
+    if !loss_matches_log {
+        problems.push(format!(
+            "emitted {} but log {} + dead-lettered {} + discarded {} + lost {} = {explained}",
+            s.events_emitted, events_in_log, s.dead_lettered, s.discarded, s.lost
+        ));
+    }
+    if duplicated_windows > 0 {
+        problems.push(format!("{duplicated_windows} windows are in the log twice"));
+    }
+    let mut peak_rss_mib = BTreeMap::new();
+    let mut bound_mib = BTreeMap::new();
+    let mib = |b: u64| (b as f64 / f64::from(1 << 20) * 10.0).round() / 10.0;
+    for st in &s.stages {
+        let Some(role) = Role::CHAIN.iter().find(|r| st.name.starts_with(r.as_str())) else {
+            continue;
+        };
+        let down: Vec<String> = match plan.downstream_of(*role) {
+            Some(d) => vec![String::new(); plan.replicas(d) as usize],
+            None => Vec::new(),
+        };
+        let Ok(cfg) = plan.stage_config(*role, "127.0.0.1:0", "127.0.0.1:0", &down) else {
+            continue;
+        };
+        let bound = memory_bound(&cfg).bytes();
+        peak_rss_mib.insert(st.name.clone(), mib(st.rss_bytes));
+        bound_mib.insert(st.name.clone(), mib(bound));
+        if st.rss_bytes > bound {
+            problems.push(format!(
+                "{} peaked at {} MiB, over its bound of {} MiB",
+                st.name,
+                mib(st.rss_bytes),
+                mib(bound)
+            ));
+        }
+    }
+    let failed: Vec<&str> = s.failures.iter().map(|f| f.stage.as_str()).collect();
+    match fault {
+        Fault::Kill { role, .. } => {
+            if failed != [role.as_str()] {
+                problems.push(format!("failures named {failed:?}, not [{role}]"));
+            }
+            if s.conserved || s.not_conserved_because.is_none() {
+                problems.push("a run with a killed stage claims to be conserved".into());
+            }
+            if seconds_to_end > 10.0 {
+                problems.push(format!(
+                    "ended {seconds_to_end:.1} s after the kill (> 10 s)"
+                ));
+            }
+        }
+        Fault::Stop { .. } => {
+            if !s.conserved || s.lost > 0 || !failed.is_empty() {
+                problems.push(format!(
+                    "a stopped stage lost events or failed: lost {}, failures {failed:?}",
+                    s.lost
+                ));
+            }
+        }
+        Fault::SlowSink { .. } => {
+            if !failed.is_empty() || s.unaccounted != 0 {
+                problems.push(format!(
+                    "failures {failed:?}, unaccounted {}",
+                    s.unaccounted
+                ));
+            }
+            match rates {
+                Some((source, sink)) => {
+                    // The source keeps pace with the sink (1000x slower than it would go),
+                    // not with its own rate.
+                    let pace = (2.0 * sink).max(0.01 * SLOW_SINK_SOURCE_RATE as f64);
+                    if source > pace {
+                        problems.push(format!(
+                            "the source emitted {source:.0} events/s behind a sink persisting {sink:.0}/s"
+                        ));
+                    }
+                }
+                None => problems.push("could not read the rates during the stall".into()),
+            }
+        }
+        Fault::CannotStart => {
+            let named = s
+                .failures
+                .first()
+                .and_then(|f| f.error.as_deref())
+                .is_some_and(|e| e.starts_with("sink.dir: cannot create /proc/nope"));
+            if !named || failed != ["sink"] {
+                problems.push(format!(
+                    "the failure did not name sink.dir: {:?}",
+                    s.failures
+                ));
+            }
+            if seconds_to_end > 2.0 {
+                problems.push(format!(
+                    "the run took {seconds_to_end:.1} s to fail (> 2 s)"
+                ));
+            }
+        }
+    }
+    Row {
+        fault: fault.name(),
+        mode: "at_most_once".into(),
+        events_emitted: s.events_emitted,
+        events_in_log,
+        dead_lettered: s.dead_lettered,
+        lost: s.lost,
+        duplicated_windows,
+        loss_matches_log,
+        conserved: s.conserved,
+        not_conserved_because: s.not_conserved_because.clone(),
+        peak_rss_mib,
+        bound_mib,
+        seconds_to_end: (seconds_to_end * 10.0).round() / 10.0,
+        source_rate_eps: rates.map(|r| r.0.round()),
+        sink_rate_eps: rates.map(|r| r.1.round()),
+        problems,
+    }
+}
+
+fn slug(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect::<String>()
+        .split('-')
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+/// The table people read (Markdown).
+pub fn table(rows: &[Row]) -> String {
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "| fault | mode | emitted | in log | lost | dup. windows | loss = missing | peak RSS MiB (bound) | s to end | source / sink ev/s | result |"
+    );
+    let _ = writeln!(t, "|---|---|---:|---:|---:|---:|---|---|---:|---|---|");
+    for r in rows {
+        let rss: Vec<String> = r
+            .peak_rss_mib
+            .iter()
+            .map(|(k, v)| format!("{k} {v} ({})", r.bound_mib.get(k).copied().unwrap_or(0.0)))
+            .collect();
+        let rates = match (r.source_rate_eps, r.sink_rate_eps) {
+            (Some(a), Some(b)) => format!("{a:.0} / {b:.0}"),
+            _ => "-".into(),
+        };
+        let _ = writeln!(
+            t,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {} | {} |",
+            r.fault,
+            r.mode,
+            r.events_emitted,
+            r.events_in_log,
+            r.lost,
+            r.duplicated_windows,
+            if r.loss_matches_log { "yes" } else { "NO" },
+            rss.join(", "),
+            r.seconds_to_end,
+            rates,
+            if r.passed() {
+                "pass".to_string()
+            } else {
+                format!("FAIL: {}", r.problems.join("; "))
+            }
+        );
+    }
+    t
+}
+
+/// Run `faults` one after another, writing `table.md` and `chaos.json` to `opts.dir`.
+pub async fn run_suite(
+    faults: &[Fault],
+    opts: &ChaosOptions,
+    mut progress: impl FnMut(usize, usize, &str),
+) -> anyhow::Result<Vec<Row>> {
+    std::fs::create_dir_all(&opts.dir)
+        .with_context(|| format!("creating {}", opts.dir.display()))?;
+    let mut rows = Vec::new();
+    for (i, f) in faults.iter().enumerate() {
+        progress(i + 1, faults.len(), &f.name());
+        rows.push(run_fault(f, opts, i + 1).await?);
+    }
+    std::fs::write(opts.dir.join("table.md"), table(&rows))?;
+    std::fs::write(
+        opts.dir.join("chaos.json"),
+        serde_json::to_vec_pretty(&rows)?,
+    )?;
+    Ok(rows)
+}

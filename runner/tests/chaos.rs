@@ -1,0 +1,89 @@
+//! The short chaos suite, against real stage processes on loopback (`make chaos` runs the full
+//! one): kill -9 of the aggregate mid-run, SIGSTOP of parse for 3 s, a sink 1000x slower than
+//! the source for 12 s, a sink that cannot start. Each run must end by itself and say what
+//! happened; what it reports lost must be exactly what is missing from the sink's log; every
+//! stage must stay under its memory bound; behind the slow sink the source must slow to the
+//! sink's pace (see `observatory_runner::chaos` for each fault's checks).
+//!
+//! And the checks themselves must fail a wrong answer: a summary that hides a loss, a run that
+//! ends too late, a source that does not slow down.
+
+use observatory_runner::chaos::{ChaosOptions, Fault, run_suite, table};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_short_chaos_suite_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = ChaosOptions::new(dir.path()).unwrap();
+    let rows = run_suite(&Fault::short(), &opts, |n, t, what| {
+        eprintln!("chaos {n}/{t}: {what}");
+    })
+    .await
+    .unwrap();
+    let text = table(&rows);
+    eprintln!("{text}");
+    assert!(dir.path().join("table.md").is_file());
+    for r in &rows {
+        assert!(r.passed(), "{}: {:?}\n{text}", r.fault, r.problems);
+    }
+    // What each row shows, beyond passing: the kill lost events and said so; the stop lost
+    // none; the slow sink slowed the source by orders of magnitude.
+    let kill = &rows[0];
+    assert!(kill.lost > 0 && !kill.conserved);
+    assert!(
+        kill.not_conserved_because
+            .as_deref()
+            .is_some_and(|w| w.contains("the aggregate stage was killed by signal 9")),
+        "{:?}",
+        kill.not_conserved_because
+    );
+    assert_eq!(rows[1].lost, 0);
+    assert_eq!(rows[1].events_in_log, rows[1].events_emitted);
+    let slow = &rows[2];
+    assert!(slow.source_rate_eps.unwrap() < 3_000.0, "{slow:?}");
+}
+
+#[test]
+fn the_checks_fail_wrong_answers() {
+    use observatory_runner::chaos::check_for_test as check;
+    use observatory_runner::summary::{RunSummary, StageFailure};
+    let base = RunSummary::from_stats("chaos", &[], "r");
+    let kill = Fault::Kill {
+        role: pipeline_plan::Role::Aggregate,
+        after: std::time::Duration::from_secs(1),
+    };
+    let mut s = base.clone();
+    s.events_emitted = 1000;
+    s.events_persisted = 900;
+    s.attribute_failures(
+        vec![StageFailure {
+            stage: "aggregate".into(),
+            how: "killed by signal 9 (SIGKILL)".into(),
+            error: None,
+            after_seconds: 1.0,
+            at_start_up: false,
+        }],
+        None,
+    );
+    // The right answer: 900 in the log, 100 lost, ended 3 s after the kill.
+    let right = check(&kill, &s, 900, 0, 3.0, None);
+    assert!(right.passed(), "{:?}", right.problems);
+    // A loss the summary does not report: 800 in the log.
+    assert!(!check(&kill, &s, 800, 0, 3.0, None).passed());
+    // A window twice in the log.
+    assert!(!check(&kill, &s, 900, 1, 3.0, None).passed());
+    // Too slow to end.
+    assert!(!check(&kill, &s, 900, 0, 11.0, None).passed());
+    // A killed stage nobody named.
+    let mut unnamed = s.clone();
+    unnamed.failures.clear();
+    assert!(!check(&kill, &unnamed, 900, 0, 3.0, None).passed());
+    // A source that kept its pace behind a slow sink.
+    let slow = Fault::SlowSink {
+        stall: std::time::Duration::from_secs(12),
+    };
+    let mut ok = base.clone();
+    ok.events_emitted = 1000;
+    ok.lost = 1000;
+    assert!(check(&slow, &ok, 0, 0, 1.0, Some((500.0, 333.0))).passed());
+    assert!(!check(&slow, &ok, 0, 0, 1.0, Some((150_000.0, 333.0))).passed());
+}
