@@ -201,13 +201,22 @@ async fn read_conn(ctx: Arc<StageCtx>, conn: u64, sock: TcpStream, tx: mpsc::Sen
     let mut events_in = 0u64;
     let mut drain_sent = false;
     let mut ended = false;
+    let mut discard = false;
     if tx.send(Input::Start { conn }).await.is_err() {
         m.upstream_connections.dec();
         return;
     }
     loop {
+        if discard {
+            // The stage gave up: read what the upstream still sends, without handing it on,
+            // so nothing is left unread in the socket (it would be lost uncounted).
+            discard_conn(&ctx, conn, &mut frames, &mut events_in).await;
+            ended = true;
+            break;
+        }
         tokio::select! {
             biased;
+            _ = ctx.abandon.cancelled() => discard = true,
             _ = ctx.drain.cancelled(), if !drain_sent => {
                 drain_sent = true;
                 if let Err(e) = wr.write_all(&OutFrame::drain().finish(0, 0)).await {
@@ -226,8 +235,15 @@ async fn read_conn(ctx: Arc<StageCtx>, conn: u64, sock: TcpStream, tx: mpsc::Sen
                             let age = now_ns().saturating_sub(frame.header.emitted_at_ns);
                             m.batch_age.observe(age as f64 / 1e9);
                         }
-                        if tx.send(Input::Batch { conn, frame }).await.is_err() {
-                            break;
+                        let wire = frame.wire_bytes as u64;
+                        tokio::select! {
+                            sent = tx.send(Input::Batch { conn, frame }) => if sent.is_err() {
+                                break;
+                            },
+                            _ = ctx.abandon.cancelled() => {
+                                m.drop_events(DropReason::Abandoned, events, wire);
+                                discard = true;
+                            }
                         }
                     }
                     Kind::End => {
@@ -267,6 +283,55 @@ async fn read_conn(ctx: Arc<StageCtx>, conn: u64, sock: TcpStream, tx: mpsc::Sen
         let _ = tx.send(Input::Gone { conn }).await;
     }
     m.upstream_connections.dec();
+}
+
+/// Read the rest of a connection after the stage gave up, counting every event as received
+/// and abandoned, until the upstream's end of stream (its totals checked), the connection
+/// closes, or [`ABANDON_GRACE`] passes.
+async fn discard_conn(
+    ctx: &StageCtx,
+    conn: u64,
+    frames: &mut FramedRead<tokio::net::tcp::OwnedReadHalf, FrameCodec>,
+    events_in: &mut u64,
+) {
+    let m = &ctx.metrics;
+    let until = Instant::now() + ABANDON_GRACE;
+    let mut abandoned = 0u64;
+    loop {
+        let next = tokio::select! {
+            n = frames.next() => n,
+            _ = tokio::time::sleep_until(until) => break,
+        };
+        match next {
+            Some(Ok(frame)) if frame.header.kind == Kind::Data => {
+                let events = u64::from(frame.header.event_count);
+                *events_in += events;
+                abandoned += events;
+                m.events_received.inc_by(events);
+                m.batches_received.inc();
+                m.received_bytes.inc_by(frame.wire_bytes as u64);
+                m.drop_events(DropReason::Abandoned, events, frame.wire_bytes as u64);
+            }
+            Some(Ok(frame)) if frame.header.kind == Kind::End => {
+                let (_, events_sent) = frame.end_totals();
+                let missing = events_sent.saturating_sub(*events_in);
+                if missing > 0 {
+                    m.drop_events(DropReason::LostInTransit, missing, 0);
+                }
+                break;
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => {
+                m.frame_rejected(&e);
+                break;
+            }
+            None => break,
+        }
+    }
+    debug!(
+        conn,
+        abandoned, "read the rest of the stream after giving up"
+    );
 }
 
 /// The sending side of a stage: one writer task per downstream address, each owning that
@@ -686,12 +751,19 @@ async fn write_loop(
                     let bytes = f.finish(c.stream, c.seq);
                     // A downstream that reads nothing (stopped, wedged) cannot hold this past
                     // the moment the stage gives up.
+                    let mut write = std::pin::pin!(c.wr.write_all(&bytes));
                     let written = tokio::select! {
-                        r = c.wr.write_all(&bytes) => Some(r),
-                        _ = async {
-                            ctx.abandon.cancelled().await;
-                            tokio::time::sleep(WRITE_ON_ABANDON).await;
-                        } => None,
+                        r = &mut write => Some(r),
+                        _ = ctx.abandon.cancelled() => None,
+                    };
+                    let written = match written {
+                        Some(r) => Some(r),
+                        None => {
+                            // Give the producers back at once (what they queue from now on is
+                            // refused and counted), and the write a moment to complete.
+                            drop_queued(&ctx, &mut queues, DropReason::Abandoned, true).await;
+                            tokio::time::timeout(WRITE_ON_ABANDON, write).await.ok()
+                        }
                     };
                     match written {
                         Some(Ok(())) => {
