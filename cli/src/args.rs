@@ -45,7 +45,8 @@ pub enum Command {
     /// cannot start), one run each, and write what each run showed to a table
     /// (<report-dir>/table.md, chaos.json). Exit 1 if any run did not hold.
     Chaos {
-        /// The short version (four faults, about a minute; the one `make test` runs).
+        /// The short version (kill -9 of each stage, SIGSTOP of parse for 3 s, a slow sink for
+        /// 12 s, a stage that cannot start: about a minute; the one `make test` runs).
         #[arg(long)]
         short: bool,
         /// Where the table and each run's report go.

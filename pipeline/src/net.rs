@@ -196,10 +196,13 @@ async fn read_conn(ctx: Arc<StageCtx>, conn: u64, sock: TcpStream, tx: mpsc::Sen
     let m = &ctx.metrics;
     m.upstream_connections.inc();
     let max = ctx.cfg.knobs.common().max_frame_bytes as usize;
-    let (rd, mut wr) = sock.into_split();
+    let (rd, wr) = sock.into_split();
     let mut frames = FramedRead::with_capacity(rd, FrameCodec::new(max), READ_BUFFER);
+    // The drain request goes upstream the moment the stage drains, even while this reader
+    // waits on a full queue (the upstream must stop producing now, not once there is room).
+    let closed = tokio_util::sync::CancellationToken::new();
+    let notifier = tokio::spawn(ask_to_drain(ctx.clone(), conn, wr, closed.clone()));
     let mut events_in = 0u64;
-    let mut drain_sent = false;
     let mut ended = false;
     let mut discard = false;
     if tx.send(Input::Start { conn }).await.is_err() {
@@ -217,12 +220,6 @@ async fn read_conn(ctx: Arc<StageCtx>, conn: u64, sock: TcpStream, tx: mpsc::Sen
         tokio::select! {
             biased;
             _ = ctx.abandon.cancelled() => discard = true,
-            _ = ctx.drain.cancelled(), if !drain_sent => {
-                drain_sent = true;
-                if let Err(e) = wr.write_all(&OutFrame::drain().finish(0, 0)).await {
-                    debug!(conn, error = %e, "could not send drain request upstream");
-                }
-            }
             next = frames.next() => match next {
                 Some(Ok(frame)) => match frame.header.kind {
                     Kind::Data => {
@@ -282,7 +279,29 @@ async fn read_conn(ctx: Arc<StageCtx>, conn: u64, sock: TcpStream, tx: mpsc::Sen
     if !ended {
         let _ = tx.send(Input::Gone { conn }).await;
     }
+    // Closing our side is the receipt the upstream waits for after its end of stream.
+    closed.cancel();
+    let _ = notifier.await;
     m.upstream_connections.dec();
+}
+
+/// Send `Drain` upstream when the stage drains; hold the write half until the reader is done.
+async fn ask_to_drain(
+    ctx: Arc<StageCtx>,
+    conn: u64,
+    mut wr: tokio::net::tcp::OwnedWriteHalf,
+    closed: tokio_util::sync::CancellationToken,
+) {
+    tokio::select! {
+        biased;
+        _ = closed.cancelled() => {}
+        _ = ctx.drain.cancelled() => {
+            if let Err(e) = wr.write_all(&OutFrame::drain().finish(0, 0)).await {
+                debug!(conn, error = %e, "could not send drain request upstream");
+            }
+            closed.cancelled().await;
+        }
+    }
 }
 
 /// Read the rest of a connection after the stage gave up, counting every event as received
@@ -752,9 +771,19 @@ async fn write_loop(
                     // A downstream that reads nothing (stopped, wedged) cannot hold this past
                     // the moment the stage gives up.
                     let mut write = std::pin::pin!(c.wr.write_all(&bytes));
-                    let written = tokio::select! {
-                        r = &mut write => Some(r),
-                        _ = ctx.abandon.cancelled() => None,
+                    let written = loop {
+                        tokio::select! {
+                            r = &mut write => break Some(r),
+                            _ = ctx.abandon.cancelled() => break None,
+                            // A downstream that asks to finish while this write waits on it
+                            // (it is full) is heard now: the stage stops producing at once.
+                            Some(Ok(f)) = c.control.next(), if !ctx.cfg.service && !ctx.drain.is_cancelled() => {
+                                if f.header.kind == Kind::Drain {
+                                    info!("downstream asked to finish the stream");
+                                    ctx.drain.cancel();
+                                }
+                            }
+                        }
                     };
                     let written = match written {
                         Some(r) => Some(r),

@@ -71,11 +71,14 @@ impl Fault {
 
     /// The short version (`make test`).
     pub fn short() -> Vec<Fault> {
-        vec![
-            Fault::Kill {
-                role: Role::Aggregate,
+        let mut v: Vec<Fault> = Role::CHAIN
+            .into_iter()
+            .map(|role| Fault::Kill {
+                role,
                 after: Duration::from_secs(2),
-            },
+            })
+            .collect();
+        v.extend([
             Fault::Stop {
                 role: Role::Parse,
                 after: Duration::from_secs(1),
@@ -85,7 +88,8 @@ impl Fault {
                 stall: Duration::from_secs(12),
             },
             Fault::CannotStart,
-        ]
+        ]);
+        v
     }
 
     pub fn name(&self) -> String {

@@ -57,8 +57,8 @@ const GIVE_UP_AT_START_UP: Duration = Duration::from_millis(300);
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Stopping {
     Running,
-    /// Drain asked (SIGTERM) at this time; give up at the second.
-    Draining(Instant, Instant),
+    /// Drain asked (SIGTERM); give up at this time.
+    Draining(Instant),
     /// Told to give up (second SIGTERM) at this time.
     GivingUp(Instant),
     Killed,
@@ -124,7 +124,7 @@ pub async fn run_local(
                             let now = Instant::now();
                             // A pipeline that never got going has nothing worth draining.
                             let grace = if f.0.at_start_up { GIVE_UP_AT_START_UP } else { GIVE_UP_AFTER_DEATH };
-                            stopping = Stopping::Draining(now, now + grace);
+                            stopping = Stopping::Draining(now + grace);
                         }
                     }
                 }
@@ -153,7 +153,7 @@ pub async fn run_local(
                 if interrupted == 1 {
                     live.note("interrupted: draining the pipeline (interrupt again to stop waiting)");
                     run.signal(libc::SIGTERM);
-                    stopping = Stopping::Draining(now, now + GIVE_UP_AFTER_DRAIN);
+                    stopping = Stopping::Draining(now + GIVE_UP_AFTER_DRAIN);
                 } else if interrupted == 2 {
                     live.note("interrupted again: the stages give up (what they hold is counted as abandoned); once more kills them");
                     run.signal(libc::SIGTERM);
@@ -239,7 +239,7 @@ pub async fn run_local(
 fn escalate(run: &mut LocalRun, stopping: Stopping, live: &Live) -> Stopping {
     let now = Instant::now();
     match stopping {
-        Stopping::Draining(_, give_up) if now >= give_up => {
+        Stopping::Draining(give_up) if now >= give_up => {
             live.note("the stages are still draining: telling them to give up (what they hold is counted as abandoned)");
             run.signal(libc::SIGTERM);
             Stopping::GivingUp(now)

@@ -1,6 +1,6 @@
 //! The short chaos suite, against real stage processes on loopback (`make chaos` runs the full
-//! one): kill -9 of the aggregate mid-run, SIGSTOP of parse for 3 s, a sink 1000x slower than
-//! the source for 12 s, a sink that cannot start. Each run must end by itself and say what
+//! one): kill -9 of each stage in turn mid-run, SIGSTOP of parse for 3 s, a sink 1000x slower
+//! than the source for 12 s, a sink that cannot start. Each run must end by itself and say what
 //! happened; what it reports lost must be exactly what is missing from the sink's log; every
 //! stage must stay under its memory bound; behind the slow sink the source must slow to the
 //! sink's pace (see `observatory_runner::chaos` for each fault's checks).
@@ -25,20 +25,26 @@ async fn the_short_chaos_suite_holds() {
     for r in &rows {
         assert!(r.passed(), "{}: {:?}\n{text}", r.fault, r.problems);
     }
-    // What each row shows, beyond passing: the kill lost events and said so; the stop lost
-    // none; the slow sink slowed the source by orders of magnitude.
-    let kill = &rows[0];
-    assert!(kill.lost > 0 && !kill.conserved);
-    assert!(
-        kill.not_conserved_because
-            .as_deref()
-            .is_some_and(|w| w.contains("the aggregate stage was killed by signal 9")),
-        "{:?}",
-        kill.not_conserved_because
-    );
-    assert_eq!(rows[1].lost, 0);
-    assert_eq!(rows[1].events_in_log, rows[1].events_emitted);
-    let slow = &rows[2];
+    // What each row shows, beyond passing: a killed stage is named (and the aggregate's kill
+    // loses its open window); the stop loses nothing; the slow sink slows the source by orders
+    // of magnitude.
+    for (kill, stage) in rows[..4]
+        .iter()
+        .zip(["source", "parse", "aggregate", "sink"])
+    {
+        assert!(!kill.conserved, "{kill:?}");
+        assert!(
+            kill.not_conserved_because
+                .as_deref()
+                .is_some_and(|w| w.contains(&format!("the {stage} stage was killed by signal 9"))),
+            "{:?}",
+            kill.not_conserved_because
+        );
+    }
+    assert!(rows[2].lost > 0);
+    assert_eq!(rows[4].lost, 0);
+    assert_eq!(rows[4].events_in_log, rows[4].events_emitted);
+    let slow = &rows[5];
     assert!(slow.source_rate_eps.unwrap() < 3_000.0, "{slow:?}");
 }
 
@@ -86,4 +92,76 @@ fn the_checks_fail_wrong_answers() {
     ok.lost = 1000;
     assert!(check(&slow, &ok, 0, 0, 1.0, Some((500.0, 333.0))).passed());
     assert!(!check(&slow, &ok, 0, 0, 1.0, Some((150_000.0, 333.0))).passed());
+}
+
+/// The drain deadline holds under any backlog: with the sink stopped (SIGSTOP) and everything
+/// above it full, a drained aggregate gives up when its 30 s run out, counts what it held as
+/// abandoned, writes its stats and exits; it used to wait forever, the full queue always
+/// winning over the deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drain_deadline_holds_behind_a_stopped_sink() {
+    use observatory_runner::local::{LocalOptions, LocalRun, find_pipeline_bin};
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let mut plan = pipeline_plan::Plan::new("deadline");
+    for a in ["source.rate=200000", "aggregate.window_ms=10"] {
+        plan.assign(a).unwrap();
+    }
+    let opts = LocalOptions {
+        pipeline_bin: find_pipeline_bin().unwrap(),
+        workdir: dir.path().join("run"),
+        linger: Duration::ZERO,
+    };
+    let mut run = LocalRun::start(&plan, &opts).await.unwrap();
+    let pid = |role: pipeline_plan::Role| run.stage(role).unwrap().pid() as libc::pid_t;
+    let (sink, aggregate) = (
+        pid(pipeline_plan::Role::Sink),
+        pid(pipeline_plan::Role::Aggregate),
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // SAFETY: signals to processes this test started.
+    unsafe { libc::kill(sink, libc::SIGSTOP) };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let drained = Instant::now();
+    unsafe { libc::kill(aggregate, libc::SIGTERM) };
+    let idx = run
+        .stages
+        .iter()
+        .position(|s| s.role == pipeline_plan::Role::Aggregate)
+        .unwrap();
+    while !run.stages[idx].has_exited() {
+        assert!(
+            drained.elapsed() < Duration::from_secs(45),
+            "the drained aggregate was still running 45 s later, behind a stopped sink"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took = drained.elapsed();
+    assert!(took >= Duration::from_secs(29), "gave up early: {took:?}");
+    assert!(run.stages[idx].status().unwrap().success());
+    unsafe { libc::kill(sink, libc::SIGCONT) };
+    run.signal(libc::SIGTERM);
+    let ends = run.finish(Duration::from_secs(40)).await;
+    let agg = ends
+        .iter()
+        .find(|e| e.role == pipeline_plan::Role::Aggregate)
+        .and_then(|e| e.stats.clone())
+        .expect("the aggregate wrote its stats");
+    assert!(
+        agg.dropped.get("abandoned").copied().unwrap_or(0) > 0,
+        "what the aggregate held is counted: {:?}",
+        agg.dropped
+    );
+    eprintln!(
+        "the aggregate gave up {took:?} after its drain began: {:?}",
+        agg.dropped
+    );
+    for e in &ends {
+        if let Some(st) = &e.stats {
+            eprintln!(
+                "{}: emitted {} received {} sent {} dropped {:?}",
+                e.name, st.events_emitted, st.events_received, st.events_sent, st.dropped
+            );
+        }
+    }
 }

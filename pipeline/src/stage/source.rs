@@ -93,6 +93,9 @@ pub async fn run(ctx: Arc<StageCtx>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How far behind its rate schedule the source may fall before it stops trying to catch up.
+const MAX_CATCH_UP: Duration = Duration::from_millis(100);
+
 fn generate(
     ctx: &StageCtx,
     k: &SourceKnobs,
@@ -110,6 +113,7 @@ fn generate(
     let max_frame = ctx.cfg.knobs.common().max_frame_bytes as usize;
     let max_record = max_frame / 2;
     let start = Instant::now();
+    let mut schedule = start;
     let deadline =
         (k.duration_seconds > 0.0).then(|| start + Duration::from_secs_f64(k.duration_seconds));
     let mut emitted = 0u64;
@@ -168,10 +172,14 @@ fn generate(
             break;
         }
         if k.rate > 0 {
-            let due = start + Duration::from_secs_f64(emitted as f64 / k.rate as f64);
+            let due = schedule + Duration::from_secs_f64(emitted as f64 / k.rate as f64);
             let now = Instant::now();
             if due > now {
                 std::thread::sleep(due - now);
+            } else if now - due > MAX_CATCH_UP {
+                // Held back (backpressure, a stopped stage): the time lost is not made up in a
+                // burst afterwards; the offered rate stays the knob's.
+                schedule += now - due;
             }
         }
     }
