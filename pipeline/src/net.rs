@@ -133,8 +133,8 @@ impl Ingress {
         }
     }
 
-    /// Count what is queued, and what the readers still read within [`ABANDON_GRACE`], as
-    /// abandoned.
+    /// Count what is queued as abandoned (the readers count what they still read themselves),
+    /// until every reader is done or [`ABANDON_GRACE`] passes.
     async fn discard_rest(&mut self) {
         let m = &self.ctx.metrics;
         let until = Instant::now() + ABANDON_GRACE;
@@ -206,6 +206,7 @@ async fn read_conn(ctx: Arc<StageCtx>, conn: u64, sock: TcpStream, tx: mpsc::Sen
     let mut ended = false;
     let mut discard = false;
     if tx.send(Input::Start { conn }).await.is_err() {
+        closed.cancel();
         m.upstream_connections.dec();
         return;
     }

@@ -37,8 +37,7 @@ pub struct StageProc {
     pub stats_file: PathBuf,
     child: Child,
     status: Option<ExitStatus>,
-    /// When the process was started, and when the runner saw it exit.
-    pub started: Instant,
+    /// When the runner saw the process exit.
     pub exited_at: Option<Instant>,
     /// The runner has reported this exit.
     reported: bool,
@@ -348,7 +347,6 @@ async fn spawn_stage(
         stats_file,
         child,
         status: None,
-        started: Instant::now(),
         exited_at: None,
         reported: false,
     })
