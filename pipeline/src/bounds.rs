@@ -7,7 +7,7 @@
 
 use crate::net::READ_BUFFER;
 use crate::window::window_bytes;
-use pipeline_plan::{StageConfig, StageKnobs};
+use pipeline_plan::{Plan, PlanError, Role, StageConfig, StageKnobs};
 
 /// Resident memory of a stage with empty queues: binary, runtimes, allocator arenas, metrics,
 /// the admin server (measured: 9-12 MiB idle, ~25 MiB under load).
@@ -35,6 +35,21 @@ impl MemoryBound {
     pub fn bytes(&self) -> u64 {
         BASE_BYTES + ALLOCATOR_SLACK * self.terms.iter().map(|t| t.bytes).sum::<u64>()
     }
+}
+
+/// The bound of one stage of `plan`, wired as the plan wires it (one connection from each
+/// replica upstream, one to each replica downstream).
+pub fn of_plan(plan: &Plan, role: Role) -> Result<MemoryBound, PlanError> {
+    let down = plan
+        .downstream_of(role)
+        .map_or(0, |d| plan.replicas(d) as usize);
+    let cfg = plan.stage_config(
+        role,
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &vec![String::new(); down],
+    )?;
+    Ok(memory_bound(&cfg))
 }
 
 /// The bound of the stage `cfg` describes.
@@ -86,56 +101,38 @@ pub fn memory_bound(cfg: &StageConfig) -> MemoryBound {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pipeline_plan::Plan;
 
     #[test]
     fn every_bound_grows_with_the_knobs_it_names_and_nothing_else() {
         use pipeline_plan::Role::*;
-        let plan = Plan::new("t");
-        let cfg = |role, set: &[&str]| {
-            let mut p = plan.clone();
+        let bound = |role, set: &[&str]| {
+            let mut p = Plan::new("t");
             for s in set {
                 p.assign(s).unwrap();
             }
-            let down: Vec<String> = if role == Sink {
-                Vec::new()
-            } else {
-                vec!["127.0.0.1:1".into()]
-            };
-            p.stage_config(role, "127.0.0.1:0", "127.0.0.1:0", &down)
-                .unwrap()
+            of_plan(&p, role).unwrap().bytes()
         };
-        for role in [Source, Parse, Aggregate, Sink] {
-            let base = memory_bound(&cfg(role, &[])).bytes();
-            let more = memory_bound(&cfg(role, &[&format!("{role}.max_frame_bytes=16777216")]));
-            assert!(more.bytes() > base, "{role}");
+        for role in Role::CHAIN {
+            let base = bound(role, &[]);
+            let more = bound(role, &[&format!("{role}.max_frame_bytes=16777216")]);
+            assert!(more > base, "{role}");
             // A stall's length is not a knob: the same knobs give the same bound.
-            assert_eq!(memory_bound(&cfg(role, &[])).bytes(), base);
+            assert_eq!(bound(role, &[]), base);
         }
-        let a = memory_bound(&cfg(Aggregate, &[])).bytes();
-        let fewer = memory_bound(&cfg(Aggregate, &["aggregate.max_open_windows=1024"])).bytes();
-        assert!(fewer < a);
+        let fewer = bound(Aggregate, &["aggregate.max_open_windows=1024"]);
+        assert!(fewer < bound(Aggregate, &[]));
+        // More downstream replicas: more lanes to hold frames for.
+        assert!(bound(Parse, &["aggregate.replicas=3"]) > bound(Parse, &[]));
     }
-}
 
-#[cfg(test)]
-mod table {
-    /// `cargo test -p pipeline --lib bounds::table -- --ignored --nocapture` prints the
-    /// default bounds (the README's table).
+    /// `cargo test -p pipeline --lib bounds -- --ignored --nocapture` prints the default
+    /// bounds (the README's table).
     #[test]
     #[ignore]
     fn print_the_default_bounds() {
-        let plan = pipeline_plan::Plan::new("t");
-        for role in pipeline_plan::Role::CHAIN {
-            let down: Vec<String> = if role == pipeline_plan::Role::Sink {
-                Vec::new()
-            } else {
-                vec!["127.0.0.1:1".into()]
-            };
-            let cfg = plan
-                .stage_config(role, "127.0.0.1:0", "127.0.0.1:0", &down)
-                .unwrap();
-            let b = super::memory_bound(&cfg);
+        let plan = Plan::new("t");
+        for role in Role::CHAIN {
+            let b = of_plan(&plan, role).unwrap();
             println!("{role}: {} MiB", b.bytes() >> 20);
             for t in &b.terms {
                 println!("    {:>8.1} MiB  {}", t.bytes as f64 / 1048576.0, t.what);

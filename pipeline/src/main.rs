@@ -4,7 +4,6 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use observatory_telemetry::{self as telemetry, LogFormat};
 use pipeline::alloc::{self, Dispatch};
-use pipeline::event::WindowResult;
 use pipeline::generate::Generator;
 use pipeline::seglog;
 use pipeline::stage::{self, RunOptions};
@@ -355,15 +354,11 @@ fn run_stage(role: Role, args: StageArgs) -> anyhow::Result<()> {
 }
 
 fn verify_log(dir: PathBuf, json: bool) -> anyhow::Result<bool> {
-    let (mut events, mut undecodable) = (0u64, 0u64);
     if !dir.is_dir() {
         bail!("{} is not a directory", dir.display());
     }
-    let totals = match seglog::read_log(&dir, |rec| match WindowResult::decode(rec) {
-        Ok(w) => events += w.count,
-        Err(_) => undecodable += 1,
-    }) {
-        Ok(t) => t,
+    let (totals, events, undecodable) = match seglog::read_windows(&dir) {
+        Ok(w) => (w.log, w.events, w.undecodable),
         Err(e) => {
             println!("CORRUPT    {e}");
             return Ok(false);

@@ -182,6 +182,35 @@ pub fn read_log(dir: &Path, mut f: impl FnMut(&[u8])) -> Result<LogTotals, LogEr
     Ok(totals)
 }
 
+/// What a sink's log holds, as window results.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct WindowTotals {
+    pub log: LogTotals,
+    /// Events inside the window results.
+    pub events: u64,
+    /// Records that do not decode as a window result.
+    pub undecodable: u64,
+    /// Windows (start, service, route) the log holds more than once.
+    pub duplicated: u64,
+}
+
+/// Read a sink's log as window results (every CRC checked): what `pipeline verify-log` and the
+/// local runner report.
+pub fn read_windows(dir: &Path) -> Result<WindowTotals, LogError> {
+    let mut t = WindowTotals::default();
+    let mut seen = std::collections::HashSet::new();
+    t.log = read_log(dir, |rec| match crate::event::WindowResult::decode(rec) {
+        Ok(w) => {
+            t.events = t.events.saturating_add(w.count);
+            if !seen.insert((w.window_start_us, w.service, w.route)) {
+                t.duplicated += 1;
+            }
+        }
+        Err(_) => t.undecodable += 1,
+    })?;
+    Ok(t)
+}
+
 /// The writing end of a log.
 pub struct SegmentLog {
     dir: PathBuf,

@@ -12,10 +12,10 @@
 //! pace; a stage that cannot start fails the run within 2 s with its error).
 
 use crate::local::find_pipeline_bin;
-use crate::run::{RunConfig, count_log_windows, run_local, sink_log_dir};
+use crate::run::{RunConfig, run_local, sink_log_dir};
 use crate::summary::RunSummary;
 use anyhow::Context;
-use pipeline::bounds::memory_bound;
+use pipeline::bounds;
 use pipeline::context::StageStats;
 use pipeline::stage::ReadyInfo;
 use pipeline_plan::{Plan, Role};
@@ -104,7 +104,7 @@ impl Fault {
     }
 
     /// The run the fault is done to.
-    fn plan(&self) -> anyhow::Result<Plan> {
+    pub fn plan(&self) -> anyhow::Result<Plan> {
         let mut plan = Plan::new("chaos");
         // Frames of at most 1 MiB everywhere: the bounds are then tight enough to mean
         // something (the source's frames are ~200 KB).
@@ -295,51 +295,47 @@ pub async fn run_fault(fault: &Fault, opts: &ChaosOptions, index: usize) -> anyh
         .context("the run task")?;
     let seconds_to_end = fault_at.elapsed().as_secs_f64();
     let summary = summary?;
-    let log = sink_log_dir(&plan, &run_dir);
-    let (events_in_log, duplicated_windows) =
-        log.as_deref().and_then(count_log_windows).unwrap_or((0, 0));
-    Ok(check(
-        fault,
-        &plan,
-        &summary,
-        events_in_log,
-        duplicated_windows,
+    // No log where the sink never opened one; a log that cannot be read fails the run.
+    let log = match sink_log_dir(&plan, &run_dir) {
+        Some(dir) if dir.exists() => pipeline::seglog::read_windows(&dir)
+            .with_context(|| format!("reading the sink's log {}", dir.display()))?,
+        _ => Default::default(),
+    };
+    let seen = Observed {
+        events_in_log: log.events,
+        duplicated_windows: log.duplicated,
+        undecodable_records: log.undecodable,
         seconds_to_end,
         rates,
-    ))
+    };
+    Ok(check(fault, &plan, &summary, &seen))
 }
 
-/// [`check`] on the plan of `fault`, for the tests of the checks themselves.
-pub fn check_for_test(
-    fault: &Fault,
-    s: &RunSummary,
-    events_in_log: u64,
-    duplicated_windows: u64,
-    seconds_to_end: f64,
-    rates: Option<(f64, f64)>,
-) -> Row {
-    let plan = fault.plan().expect("every fault's plan is valid");
-    check(
-        fault,
-        &plan,
-        s,
+/// What was seen of a faulted run besides its summary.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Observed {
+    /// Events in the sink's log, read back.
+    pub events_in_log: u64,
+    /// Windows the log holds more than once.
+    pub duplicated_windows: u64,
+    /// Records in the log that are not window results.
+    pub undecodable_records: u64,
+    /// From the fault to the end of the run.
+    pub seconds_to_end: f64,
+    /// Behind a slow sink: (source, sink) events/s over the second half of the stall.
+    pub rates: Option<(f64, f64)>,
+}
+
+/// What a fault's run must show: the run of `plan` (the fault's, [`Fault::plan`]) ended with
+/// summary `s`, and this was `seen`.
+pub fn check(fault: &Fault, plan: &Plan, s: &RunSummary, seen: &Observed) -> Row {
+    let Observed {
         events_in_log,
         duplicated_windows,
+        undecodable_records,
         seconds_to_end,
         rates,
-    )
-}
-
-/// What a fault's run must show.
-fn check(
-    fault: &Fault,
-    plan: &Plan,
-    s: &RunSummary,
-    events_in_log: u64,
-    duplicated_windows: u64,
-    seconds_to_end: f64,
-    rates: Option<(f64, f64)>,
-) -> Row {
+    } = *seen;
     let mut problems = Vec::new();
     let explained = events_in_log + s.dead_lettered + s.discarded + s.lost;
     let loss_matches_log = explained == s.events_emitted;
@@ -352,21 +348,25 @@ fn check(
     if duplicated_windows > 0 {
         problems.push(format!("{duplicated_windows} windows are in the log twice"));
     }
+    if undecodable_records > 0 {
+        problems.push(format!(
+            "{undecodable_records} records in the log are not window results"
+        ));
+    }
     let mut peak_rss_mib = BTreeMap::new();
     let mut bound_mib = BTreeMap::new();
     let mib = |b: u64| (b as f64 / f64::from(1 << 20) * 10.0).round() / 10.0;
     for st in &s.stages {
-        let Some(role) = Role::CHAIN.iter().find(|r| st.name.starts_with(r.as_str())) else {
+        // A stage whose bound cannot be computed is a problem, not a pass.
+        let bound = Role::CHAIN
+            .iter()
+            .find(|r| st.name.starts_with(r.as_str()))
+            .and_then(|r| bounds::of_plan(plan, *r).ok())
+            .map(|b| b.bytes());
+        let Some(bound) = bound else {
+            problems.push(format!("no memory bound for the stage `{}`", st.name));
             continue;
         };
-        let down: Vec<String> = match plan.downstream_of(*role) {
-            Some(d) => vec![String::new(); plan.replicas(d) as usize],
-            None => Vec::new(),
-        };
-        let Ok(cfg) = plan.stage_config(*role, "127.0.0.1:0", "127.0.0.1:0", &down) else {
-            continue;
-        };
-        let bound = memory_bound(&cfg).bytes();
         peak_rss_mib.insert(st.name.clone(), mib(st.rss_bytes));
         bound_mib.insert(st.name.clone(), mib(bound));
         if st.rss_bytes > bound {
@@ -376,6 +376,12 @@ fn check(
                 mib(st.rss_bytes),
                 mib(bound)
             ));
+        }
+    }
+    for stage in plan.stages() {
+        let role = stage.role();
+        if !s.stages.iter().any(|st| st.name.starts_with(role.as_str())) {
+            problems.push(format!("the summary has no figures of the {role} stage"));
         }
     }
     let failed: Vec<&str> = s.failures.iter().map(|f| f.stage.as_str()).collect();

@@ -173,13 +173,13 @@ pub async fn run_local(
         if !end.status.success() && !failures.iter().any(|(j, _)| *j == i) {
             failures.push((
                 i,
-                StageFailure {
-                    stage: end.name.clone(),
-                    how: describe_exit(end.status),
-                    error: stage_error(&end.log),
-                    after_seconds: started.elapsed().as_secs_f64(),
-                    at_start_up: false,
-                },
+                stage_failure(
+                    &end.name,
+                    end.status,
+                    &end.log,
+                    started.elapsed().as_secs_f64(),
+                    false,
+                ),
             ));
         }
     }
@@ -199,7 +199,9 @@ pub async fn run_local(
         .collect();
     let sink_died = failures.iter().any(|(i, _)| ends[*i].role == Role::Sink);
     let persisted_in_log = if sink_died {
-        sink_log_dir(plan, &opts.workdir).and_then(|d| count_log_windows(&d).map(|c| c.0))
+        sink_log_dir(plan, &opts.workdir)
+            .and_then(|d| pipeline::seglog::read_windows(&d).ok())
+            .map(|w| w.events)
     } else {
         None
     };
@@ -253,6 +255,23 @@ fn escalate(run: &mut LocalRun, stopping: Stopping, live: &Live) -> Stopping {
     }
 }
 
+/// How a stage that ended badly failed, from its exit status and its log.
+fn stage_failure(
+    name: &str,
+    status: std::process::ExitStatus,
+    log: &std::path::Path,
+    after_seconds: f64,
+    at_start_up: bool,
+) -> StageFailure {
+    StageFailure {
+        stage: name.to_string(),
+        how: describe_exit(status),
+        error: stage_error(log),
+        after_seconds,
+        at_start_up,
+    }
+}
+
 /// A stage that exited: `None` if it finished its stream (exit 0), or what happened and the
 /// note for the terminal (with the end of its log).
 fn failure(
@@ -269,18 +288,17 @@ fn failure(
         .unwrap_or_else(Instant::now)
         .saturating_duration_since(started)
         .as_secs_f64();
-    let error = stage_error(&stage.log);
     let at_start_up = last_seen
         .as_ref()
         .is_none_or(|s| s.events_received == 0 && s.events_emitted == 0);
-    let how = describe_exit(status);
+    let f = stage_failure(&stage.name, status, &stage.log, after, at_start_up);
     let mut note = format!(
         "the {} stage {} {after:.1} s into the run{}",
         stage.name,
-        crate::local::with_verb(&how),
+        crate::local::with_verb(&f.how),
         if at_start_up { " (at start-up)" } else { "" }
     );
-    if let Some(e) = &error {
+    if let Some(e) = &f.error {
         note.push_str(&format!(": {e}"));
     }
     let tail = log_tail(&stage.log, 8);
@@ -294,16 +312,7 @@ fn failure(
                 .join("\n")
         ));
     }
-    Some((
-        StageFailure {
-            stage: stage.name.clone(),
-            how,
-            error,
-            after_seconds: after,
-            at_start_up,
-        },
-        note,
-    ))
+    Some((f, note))
 }
 
 /// The sink's log directory, as the sink resolves it (relative to its working directory).
@@ -314,24 +323,6 @@ pub fn sink_log_dir(plan: &Plan, workdir: &std::path::Path) -> Option<PathBuf> {
         }
         _ => None,
     }
-}
-
-/// Events in the window results of a segment log (every CRC checked), and how many windows
-/// (start, service, route) it holds more than once; `None` if unreadable.
-pub fn count_log_windows(dir: &std::path::Path) -> Option<(u64, u64)> {
-    let mut events = 0u64;
-    let mut seen = std::collections::HashSet::new();
-    let mut duplicated = 0u64;
-    pipeline::seglog::read_log(dir, |rec| {
-        if let Ok(w) = pipeline::event::WindowResult::decode(rec) {
-            events = events.saturating_add(w.count);
-            if !seen.insert((w.window_start_us, w.service, w.route)) {
-                duplicated += 1;
-            }
-        }
-    })
-    .ok()?;
-    Some((events, duplicated))
 }
 
 /// Flamegraphs start once the run is past its warm-up: a quarter of its events or of its

@@ -293,21 +293,17 @@ impl RunSummary {
         if let Some(why) = &self.not_conserved_because {
             let _ = writeln!(t, "NOT conserved: {why}");
         }
-        if !self.lost_by_stage.is_empty() {
-            let parts: Vec<String> = self
-                .lost_by_stage
-                .iter()
-                .map(|(r, n)| format!("{r} {}", group(*n)))
-                .collect();
-            let _ = writeln!(t, "lost by stage: {}", parts.join(", "));
-        }
-        if !self.drops.is_empty() {
-            let parts: Vec<String> = self
-                .drops
-                .iter()
-                .map(|(r, n)| format!("{r} {}", group(*n)))
-                .collect();
-            let _ = writeln!(t, "drops: {}", parts.join(", "));
+        for (title, counts) in [
+            ("lost by stage", &self.lost_by_stage),
+            ("drops", &self.drops),
+        ] {
+            if !counts.is_empty() {
+                let parts: Vec<String> = counts
+                    .iter()
+                    .map(|(r, n)| format!("{r} {}", group(*n)))
+                    .collect();
+                let _ = writeln!(t, "{title}: {}", parts.join(", "));
+            }
         }
         let _ = writeln!(
             t,

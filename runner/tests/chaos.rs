@@ -50,9 +50,29 @@ async fn the_short_chaos_suite_holds() {
 
 #[test]
 fn the_checks_fail_wrong_answers() {
-    use observatory_runner::chaos::check_for_test as check;
+    use observatory_runner::chaos::{Observed, check};
     use observatory_runner::summary::{RunSummary, StageFailure};
-    let base = RunSummary::from_stats("chaos", &[], "r");
+    let seen = |events_in_log, duplicated_windows, seconds_to_end, rates| Observed {
+        events_in_log,
+        duplicated_windows,
+        undecodable_records: 0,
+        seconds_to_end,
+        rates,
+    };
+    let stats: Vec<(String, pipeline::context::StageStats)> =
+        ["source", "parse", "aggregate", "sink"]
+            .into_iter()
+            .map(|name| {
+                let st = pipeline::context::StageStats {
+                    stage: name.into(),
+                    finished: true,
+                    peak_rss_unprofiled_bytes: 20 << 20,
+                    ..Default::default()
+                };
+                (name.to_string(), st)
+            })
+            .collect();
+    let base = RunSummary::from_stats("chaos", &stats, "r");
     let kill = Fault::Kill {
         role: pipeline_plan::Role::Aggregate,
         after: std::time::Duration::from_secs(1),
@@ -70,28 +90,44 @@ fn the_checks_fail_wrong_answers() {
         }],
         None,
     );
+    let kill_plan = kill.plan().unwrap();
+    let after_kill = |s: &RunSummary, seen: Observed| check(&kill, &kill_plan, s, &seen);
     // The right answer: 900 in the log, 100 lost, ended 3 s after the kill.
-    let right = check(&kill, &s, 900, 0, 3.0, None);
+    let right = after_kill(&s, seen(900, 0, 3.0, None));
     assert!(right.passed(), "{:?}", right.problems);
     // A loss the summary does not report: 800 in the log.
-    assert!(!check(&kill, &s, 800, 0, 3.0, None).passed());
+    assert!(!after_kill(&s, seen(800, 0, 3.0, None)).passed());
     // A window twice in the log.
-    assert!(!check(&kill, &s, 900, 1, 3.0, None).passed());
+    assert!(!after_kill(&s, seen(900, 1, 3.0, None)).passed());
+    // Garbage in the log.
+    let mut garbage = seen(900, 0, 3.0, None);
+    garbage.undecodable_records = 1;
+    assert!(!after_kill(&s, garbage).passed());
+    // A stage over its memory bound (the aggregate's is 326 MiB with 1 MiB frames).
+    let mut fat = s.clone();
+    fat.stages[2].rss_bytes = 400 << 20;
+    assert!(!after_kill(&fat, seen(900, 0, 3.0, None)).passed());
+    // A summary that leaves a stage out.
+    let mut partial = s.clone();
+    partial.stages.pop();
+    assert!(!after_kill(&partial, seen(900, 0, 3.0, None)).passed());
     // Too slow to end.
-    assert!(!check(&kill, &s, 900, 0, 11.0, None).passed());
+    assert!(!after_kill(&s, seen(900, 0, 11.0, None)).passed());
     // A killed stage nobody named.
     let mut unnamed = s.clone();
     unnamed.failures.clear();
-    assert!(!check(&kill, &unnamed, 900, 0, 3.0, None).passed());
+    assert!(!after_kill(&unnamed, seen(900, 0, 3.0, None)).passed());
     // A source that kept its pace behind a slow sink.
     let slow = Fault::SlowSink {
         stall: std::time::Duration::from_secs(12),
     };
+    let slow_plan = slow.plan().unwrap();
     let mut ok = base.clone();
     ok.events_emitted = 1000;
     ok.lost = 1000;
-    assert!(check(&slow, &ok, 0, 0, 1.0, Some((500.0, 333.0))).passed());
-    assert!(!check(&slow, &ok, 0, 0, 1.0, Some((150_000.0, 333.0))).passed());
+    let behind_slow_sink = |rates| check(&slow, &slow_plan, &ok, &seen(0, 0, 1.0, Some(rates)));
+    assert!(behind_slow_sink((500.0, 333.0)).passed());
+    assert!(!behind_slow_sink((150_000.0, 333.0)).passed());
 }
 
 /// The drain deadline holds under any backlog: with the sink stopped (SIGSTOP) and everything

@@ -487,6 +487,15 @@ mod tests {
                 .map(|s| (s.role, s.config_hash.clone()))
                 .collect::<Vec<_>>()
         };
+        // The stages whose hash differs from the base's.
+        let changed = |p: &Pipeline| -> Vec<Role> {
+            hashes(&render(p).unwrap())
+                .into_iter()
+                .zip(hashes(&base))
+                .filter(|(a, b)| a != b)
+                .map(|(a, _)| a.0)
+                .collect()
+        };
 
         // The same spec renders the same hashes.
         assert_eq!(hashes(&render(&sample()).unwrap()), hashes(&base));
@@ -494,13 +503,7 @@ mod tests {
         // A parse knob rolls parse only.
         let mut p = sample();
         p.spec.parse.as_mut().unwrap().knobs.mode = pipeline_plan::ParseMode::Owned;
-        let changed: Vec<Role> = hashes(&render(&p).unwrap())
-            .into_iter()
-            .zip(hashes(&base))
-            .filter(|(a, b)| a != b)
-            .map(|(a, _)| a.0)
-            .collect();
-        assert_eq!(changed, [Role::Parse]);
+        assert_eq!(changed(&p), [Role::Parse]);
 
         // Replicas alone do not change a stage's config ...
         let mut p = sample();
@@ -509,13 +512,7 @@ mod tests {
         // ... but more aggregate partitions rewire parse (it must reach them).
         let mut p = sample();
         p.spec.aggregate.as_mut().unwrap().replicas = 3;
-        let changed: Vec<Role> = hashes(&render(&p).unwrap())
-            .into_iter()
-            .zip(hashes(&base))
-            .filter(|(a, b)| a != b)
-            .map(|(a, _)| a.0)
-            .collect();
-        assert_eq!(changed, [Role::Parse]);
+        assert_eq!(changed(&p), [Role::Parse]);
 
         // Metric labels are config too.
         let mut p = sample();
