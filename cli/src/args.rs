@@ -176,6 +176,17 @@ pub struct WorkloadArgs {
     /// Do not start Prometheus or Grafana.
     #[arg(long)]
     pub no_stack: bool,
+    /// Restart a stage that dies, on the same ports (`on-failure`, the default with
+    /// `--set all.delivery=at_least_once`) or never (the default otherwise).
+    #[arg(long, value_enum)]
+    pub restart: Option<RestartArg>,
+}
+
+/// `--restart`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RestartArg {
+    OnFailure,
+    Never,
 }
 
 impl WorkloadArgs {
@@ -224,6 +235,11 @@ impl WorkloadArgs {
             linger: Duration::from_secs_f64(self.linger.max(0.0)),
             live: std::io::stderr().is_terminal(),
             stack,
+            restart: match self.restart {
+                None => observatory_runner::run::Restart::Auto,
+                Some(RestartArg::OnFailure) => observatory_runner::run::Restart::OnFailure,
+                Some(RestartArg::Never) => observatory_runner::run::Restart::Never,
+            },
         })
     }
 }

@@ -231,6 +231,7 @@ fn run_config(opts: &CheckOptions) -> RunConfig {
         linger: Duration::ZERO,
         live: false,
         stack: false,
+        restart: observatory_runner::run::Restart::Never,
     }
 }
 

@@ -6,8 +6,8 @@
 //! | bytes | field |
 //! |---|---|
 //! | 0 | protocol version (1) |
-//! | 1 | kind: 0 data, 1 end of stream, 2 drain request (sent upstream) |
-//! | 2..4 | flags (0) |
+//! | 1 | kind: 0 data, 1 end of stream, 2 drain request, 4 ack, 5 rewind (the last three sent upstream) |
+//! | 2..4 | origin lag (at least once: how many batches before this one the source's oldest unacknowledged batch is; else 0) |
 //! | 4..8 | stream id (chosen by the sender at start-up) |
 //! | 8..16 | batch sequence number (per stream, from 0) |
 //! | 16..20 | record count |
@@ -18,6 +18,13 @@
 //! then `record count` records, each a u32 LE length and that many bytes. An end-of-stream
 //! frame carries no records; its payload is the sender's totals for the stream (records sent
 //! u64, events sent u64), so the receiver can tell whether anything went missing.
+//!
+//! With delivery `at_least_once`, a data frame's stream id and sequence are its *origin*: the
+//! source batch its events came from, so a receiver can drop a batch it has already applied,
+//! whichever path it came by, and knows (from the origin lag) below which sequence every batch
+//! is already durable. Acks flow upstream (payload: how many of this connection's frames are
+//! durably handled, u64, and the event time below which every event is durable downstream,
+//! u64); a rewind asks the source to resend what is unacknowledged.
 
 use bytes::{Buf, Bytes, BytesMut};
 use thiserror::Error;
@@ -37,12 +44,16 @@ pub enum Kind {
     Data = 0,
     End = 1,
     Drain = 2,
+    Ack = 4,
+    Rewind = 5,
 }
 
 /// The fixed header of every frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header {
     pub kind: Kind,
+    /// At least once: see the module docs (0 otherwise).
+    pub origin_lag: u16,
     pub stream_id: u32,
     pub batch_seq: u64,
     pub record_count: u32,
@@ -143,10 +154,13 @@ impl Frame {
             0 => Kind::Data,
             1 => Kind::End,
             2 => Kind::Drain,
+            4 => Kind::Ack,
+            5 => Kind::Rewind,
             k => return Err(FrameError::Kind(k)),
         };
         let header = Header {
             kind,
+            origin_lag: u16::from_le_bytes([h[2], h[3]]),
             stream_id: u32_at(h, 4),
             batch_seq: u64_at(h, 8),
             record_count: u32_at(h, 16),
@@ -175,8 +189,9 @@ impl Frame {
                     return Err(FrameError::Records);
                 }
             }
-            Kind::Drain => {
-                if !body.is_empty() || header.record_count != 0 || header.event_count != 0 {
+            Kind::Drain | Kind::Rewind | Kind::Ack => {
+                let want = if kind == Kind::Ack { 16 } else { 0 };
+                if body.len() != want || header.record_count != 0 || header.event_count != 0 {
                     return Err(FrameError::Records);
                 }
             }
@@ -203,6 +218,17 @@ impl Frame {
             (0, 0)
         }
     }
+
+    /// At least once: the origin lag (see the module docs).
+    pub fn origin_lag(&self) -> u16 {
+        self.header.origin_lag
+    }
+
+    /// (frames of the connection durably handled, event time durable below) of an ack frame.
+    pub fn ack(&self) -> Option<(u64, u64)> {
+        (self.header.kind == Kind::Ack && self.payload.len() == 16)
+            .then(|| (u64_at(&self.payload, 0), u64_at(&self.payload, 8)))
+    }
 }
 
 /// Iterator over the records of a validated data frame.
@@ -227,6 +253,11 @@ pub struct OutFrame {
     records: u32,
     /// Events carried, when not one per record.
     events: Option<u32>,
+    /// At least once: the source batch this frame's events come from (stream id, sequence),
+    /// written in place of the connection's own.
+    origin: Option<(u32, u64)>,
+    /// At least once: told when the downstream has acknowledged the frame (not on the wire).
+    pub on_acked: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl OutFrame {
@@ -240,6 +271,8 @@ impl OutFrame {
             buf,
             records: 0,
             events: None,
+            origin: None,
+            on_acked: None,
         }
     }
 
@@ -255,6 +288,35 @@ impl OutFrame {
         f.buf.extend_from_slice(&events_sent.to_le_bytes());
         f.events = Some(0);
         f
+    }
+
+    /// An acknowledgement, sent upstream: the first `frames` frames of this connection are
+    /// durably handled, and so is every event with an event time below `through_us`.
+    pub fn ack(frames: u64, through_us: u64) -> Self {
+        let mut f = Self::new(Kind::Ack, 16);
+        f.buf.extend_from_slice(&frames.to_le_bytes());
+        f.buf.extend_from_slice(&through_us.to_le_bytes());
+        f.events = Some(0);
+        f
+    }
+
+    /// A request, sent upstream, to resend everything not yet acknowledged.
+    pub fn rewind() -> Self {
+        let mut f = Self::new(Kind::Rewind, 0);
+        f.events = Some(0);
+        f
+    }
+
+    /// Carry the origin (source stream id, batch sequence) instead of the connection's own,
+    /// and the origin lag.
+    pub fn set_origin(&mut self, stream_id: u32, seq: u64, lag: u16) {
+        self.origin = Some((stream_id, seq));
+        self.buf[PREFIX_LEN + 2..PREFIX_LEN + 4].copy_from_slice(&lag.to_le_bytes());
+    }
+
+    /// The origin, if set.
+    pub fn origin(&self) -> Option<(u32, u64)> {
+        self.origin
     }
 
     /// A request, sent upstream, to finish the stream.
@@ -332,6 +394,7 @@ impl OutFrame {
     /// Stamp the stream id and sequence number (done by the sender, in send order), fill in
     /// the length prefix and counts, and hand out the bytes.
     pub fn finish(mut self, stream_id: u32, seq: u64) -> Bytes {
+        let (stream_id, seq) = self.origin.unwrap_or((stream_id, seq));
         let body = (self.buf.len() - PREFIX_LEN) as u32;
         self.buf[..PREFIX_LEN].copy_from_slice(&body.to_be_bytes());
         self.buf[PREFIX_LEN + 4..PREFIX_LEN + 8].copy_from_slice(&stream_id.to_le_bytes());
@@ -341,6 +404,16 @@ impl OutFrame {
         self.buf[PREFIX_LEN + 36..PREFIX_LEN + 40].copy_from_slice(&events.to_le_bytes());
         Bytes::from(self.buf)
     }
+}
+
+/// A finished frame with another connection's stream id and sequence (a resend).
+pub fn restamp(frame: &Bytes, stream_id: u32, seq: u64) -> Bytes {
+    let mut buf = BytesMut::from(&frame[..]);
+    if buf.len() >= PREFIX_LEN + HEADER_LEN {
+        buf[PREFIX_LEN + 4..PREFIX_LEN + 8].copy_from_slice(&stream_id.to_le_bytes());
+        buf[SEQ_AT..SEQ_AT + 8].copy_from_slice(&seq.to_le_bytes());
+    }
+    buf.freeze()
 }
 
 impl OutFrame {
@@ -451,6 +524,7 @@ mod tests {
             f.header,
             Header {
                 kind: Kind::Data,
+                origin_lag: 0,
                 stream_id: 7,
                 batch_seq: 9,
                 record_count: 3,

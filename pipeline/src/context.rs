@@ -49,6 +49,12 @@ pub struct StageStats {
     pub dead_lettered: u64,
     pub discarded: u64,
     pub lost: u64,
+    /// At least once: events received again after a failure and not applied twice.
+    #[serde(default)]
+    pub duplicates: u64,
+    /// At least once: events the source generated again for a resend.
+    #[serde(default)]
+    pub events_resent: u64,
     /// Non-zero rejected-frame counts by reason.
     pub frames_rejected: BTreeMap<String, u64>,
     pub batches_received: u64,
@@ -98,6 +104,12 @@ pub struct StageCtx {
     pub profiled: AtomicBool,
     /// The course lab hooks, resolved once from the knobs ([`Hooks::NONE`] in production).
     pub labs: Hooks,
+    /// At least once: the event time below which everything this stage sent is durably
+    /// handled downstream (acknowledged); only ever grows. Sent upstream as acks.
+    pub durable: tokio::sync::watch::Sender<u64>,
+    /// At least once: bumped when what was sent downstream may be lost (a downstream
+    /// connection broke, or a downstream asked): upstreams are asked to resend.
+    pub rewind: tokio::sync::watch::Sender<u64>,
     rss_unprofiled_peak: AtomicU64,
 }
 
@@ -120,8 +132,41 @@ impl StageCtx {
             shutdown: CancellationToken::new(),
             profiled: AtomicBool::new(false),
             labs,
+            durable: tokio::sync::watch::Sender::new(0),
+            rewind: tokio::sync::watch::Sender::new(0),
             rss_unprofiled_peak: AtomicU64::new(0),
         })
+    }
+
+    /// Whether the plan's delivery is `at_least_once`.
+    pub fn at_least_once(&self) -> bool {
+        self.cfg.knobs.common().delivery == pipeline_plan::Delivery::AtLeastOnce
+    }
+
+    /// This stage process's identity on the wire (its hello): the same after a restart with
+    /// the same address, in local mode, or the same pod name, in Kubernetes.
+    pub fn identity(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.cfg.pipeline.hash(&mut h);
+        self.cfg.role().as_str().hash(&mut h);
+        self.cfg.listen.hash(&mut h);
+        std::env::var("HOSTNAME").unwrap_or_default().hash(&mut h);
+        h.finish()
+    }
+
+    /// Record that everything below event time `through_us` is durable downstream.
+    pub fn mark_durable(&self, through_us: u64) {
+        self.durable.send_if_modified(|d| {
+            let grew = through_us > *d;
+            *d = (*d).max(through_us);
+            grew
+        });
+    }
+
+    /// Ask upstream to resend what is unacknowledged.
+    pub fn ask_rewind(&self) {
+        self.rewind.send_modify(|n| *n += 1);
     }
 
     /// The injected per-batch delay (the `inject_delay_us` knob), if any.
@@ -146,7 +191,7 @@ impl StageCtx {
     pub fn stats(&self) -> StageStats {
         let m = &self.metrics;
         let mut dropped = BTreeMap::new();
-        let (mut dead, mut discard, mut lost) = (0, 0, 0);
+        let (mut dead, mut discard, mut lost, mut duplicates) = (0, 0, 0, 0);
         for (reason, n) in m.drops() {
             if n == 0 {
                 continue;
@@ -156,6 +201,7 @@ impl StageCtx {
                 DropClass::DeadLetter => dead += n,
                 DropClass::Discard => discard += n,
                 DropClass::Loss => lost += n,
+                DropClass::Duplicate => duplicates += n,
             }
         }
         let frames_rejected = m
@@ -202,6 +248,8 @@ impl StageCtx {
             dead_lettered: dead,
             discarded: discard,
             lost,
+            duplicates,
+            events_resent: m.events_resent.get(),
             frames_rejected,
             batches_received: m.batches_received.get(),
             batches_sent: m.batches_sent.get(),

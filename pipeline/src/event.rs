@@ -50,6 +50,8 @@ pub enum DropReason {
     /// Set aside because code handling its batch panicked (the whole batch goes: the course's
     /// error-handling lab shows why per-record errors as values beat this).
     Panicked,
+    /// At least once: already delivered (a resend after a failure), so not applied again.
+    Duplicate,
 }
 
 /// How a drop counts in the conservation equation
@@ -60,10 +62,12 @@ pub enum DropClass {
     DeadLetter,
     Discard,
     Loss,
+    /// A second copy of an event already counted (at least once): outside the equation.
+    Duplicate,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 15] = [
+    pub const ALL: [DropReason; 16] = [
         DropReason::BadJson,
         DropReason::BadUtf8,
         DropReason::MissingField,
@@ -79,6 +83,7 @@ impl DropReason {
         DropReason::WindowLimit,
         DropReason::Abandoned,
         DropReason::Panicked,
+        DropReason::Duplicate,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -98,6 +103,7 @@ impl DropReason {
             DropReason::WindowLimit => "window_limit",
             DropReason::Abandoned => "abandoned",
             DropReason::Panicked => "panicked",
+            DropReason::Duplicate => "duplicate",
         }
     }
 
@@ -108,6 +114,7 @@ impl DropReason {
             | DropReason::DownstreamLost
             | DropReason::WindowLimit
             | DropReason::Abandoned => DropClass::Loss,
+            DropReason::Duplicate => DropClass::Duplicate,
             _ => DropClass::DeadLetter,
         }
     }

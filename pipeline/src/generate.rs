@@ -82,6 +82,13 @@ struct Key {
     region: &'static str,
 }
 
+/// A position of a [`Generator`] (its random state and event index: 24 bytes).
+#[derive(Clone, Debug)]
+pub struct Mark {
+    rng: Pcg64Mcg,
+    index: u64,
+}
+
 /// The deterministic event generator.
 pub struct Generator {
     rng: Pcg64Mcg,
@@ -173,6 +180,26 @@ impl Generator {
     /// Events generated so far.
     pub fn generated(&self) -> u64 {
         self.index
+    }
+
+    /// Where the generator is: [`Generator::restore`] goes back there, and the same records
+    /// follow (a resend regenerates instead of keeping bytes).
+    pub fn mark(&self) -> Mark {
+        Mark {
+            rng: self.rng.clone(),
+            index: self.index,
+        }
+    }
+
+    /// Go back (or forward) to a position taken with [`Generator::mark`].
+    pub fn restore(&mut self, mark: &Mark) {
+        self.rng = mark.rng.clone();
+        self.index = mark.index;
+    }
+
+    /// Event time of event `index`.
+    pub fn ts_of(&self, index: u64) -> u64 {
+        self.base_us + index * self.step_us
     }
 
     /// Event time of the next event.

@@ -4,7 +4,8 @@
 //! - Data model, pure and unit-tested: [`event`] (compact records, drop reasons),
 //!   [`generate`] (the seeded workload), [`json`] (owned and borrowed JSON parsing), [`window`]
 //!   (tumbling windows, HDR percentiles), [`state`] (the aggregate's shared state strategies),
-//!   [`seglog`] (the sink's checksummed log).
+//!   [`seglog`] (the sink's checksummed log), [`reference`] (what a run's log must hold, computed
+//!   from the seed).
 //! - Wire and I/O: [`codec`] (frames), [`net`] (ingress, egress, drain, backpressure).
 //! - Stages: [`stage`] (one module per role, and the process driver).
 //! - Course labs: [`slots`] (code slots a lab selects by knob; resolved once at start-up, nothing
@@ -23,6 +24,7 @@ pub mod generate;
 pub mod json;
 pub mod metrics;
 pub mod net;
+pub mod reference;
 pub mod seglog;
 pub mod slots;
 pub mod stage;

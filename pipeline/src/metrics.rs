@@ -45,6 +45,7 @@ pub struct Metrics {
 
     /// Source.
     pub events_emitted: IntCounter,
+    pub events_resent: IntCounter,
     /// Aggregate.
     pub windows_open: IntGauge,
     pub windows_closed: IntCounter,
@@ -193,6 +194,10 @@ impl Metrics {
                 "pipeline_events_emitted_total",
                 "Events generated or replayed by the source.",
             ),
+            events_resent: counter(
+                "pipeline_events_resent_total",
+                "At least once: events the source generated again to resend what was not acknowledged.",
+            ),
             windows_open: gauge(
                 "pipeline_windows_open",
                 "Windows currently open in the aggregate.",
@@ -248,7 +253,10 @@ impl Metrics {
             Box::new(knob_info(cfg)),
         ];
         let specific: Vec<Box<dyn Collector>> = match role {
-            Role::Source => vec![Box::new(m.events_emitted.clone())],
+            Role::Source => vec![
+                Box::new(m.events_emitted.clone()),
+                Box::new(m.events_resent.clone()),
+            ],
             Role::Parse => vec![],
             Role::Aggregate => vec![
                 Box::new(m.windows_open.clone()),

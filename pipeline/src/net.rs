@@ -9,16 +9,18 @@
 //! Every queue is bounded: a slow consumer fills the queue, then the TCP window, then blocks
 //! the producer upstream (backpressure), so memory stays bounded.
 
-use crate::codec::{FrameCodec, FrameError, Kind, OutFrame};
+use crate::codec::{FrameCodec, FrameError, Kind, OutFrame, restamp};
 use crate::context::StageCtx;
 use crate::event::DropReason;
 use futures::StreamExt;
+use pipeline_plan::Role;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
@@ -66,6 +68,7 @@ pub enum Input {
 /// whatever the upstreams do. A full queue never outruns the deadline.
 pub struct Ingress {
     rx: mpsc::Receiver<Input>,
+    acker: Acker,
     ctx: Arc<StageCtx>,
     expected: u32,
     ended: u32,
@@ -80,9 +83,11 @@ impl Ingress {
     pub fn start(ctx: Arc<StageCtx>, listener: TcpListener) -> Self {
         let cap = ctx.cfg.knobs.common().queue_capacity as usize;
         let (tx, rx) = mpsc::channel(cap);
-        tokio::spawn(accept_loop(ctx.clone(), listener, tx));
+        let acker = Acker::default();
+        tokio::spawn(accept_loop(ctx.clone(), listener, tx, acker.clone()));
         Ingress {
             rx,
+            acker,
             // In service mode the input never completes by itself, only by draining.
             expected: if ctx.cfg.service {
                 u32::MAX
@@ -93,6 +98,11 @@ impl Ingress {
             ended: 0,
             done: false,
         }
+    }
+
+    /// A handle to acknowledge frames to the connection they came on (at least once).
+    pub fn acker(&self) -> Acker {
+        self.acker.clone()
     }
 
     /// The next input, or `None` once the input is complete.
@@ -166,7 +176,46 @@ impl Ingress {
     }
 }
 
-async fn accept_loop(ctx: Arc<StageCtx>, listener: TcpListener, tx: mpsc::Sender<Input>) {
+/// At least once: acknowledges frames to the upstream connection they came on (the sink's
+/// acks: how many of that connection's frames are durably in the log).
+#[derive(Clone, Default)]
+pub struct Acker(Arc<std::sync::Mutex<HashMap<u64, watch::Sender<u64>>>>);
+
+impl Acker {
+    /// The first `frames` frames of connection `conn` are durably handled.
+    pub fn ack(&self, conn: u64, frames: u64) {
+        if let Ok(map) = self.0.lock()
+            && let Some(tx) = map.get(&conn)
+        {
+            tx.send_if_modified(|n| {
+                let grew = frames > *n;
+                *n = (*n).max(frames);
+                grew
+            });
+        }
+    }
+
+    fn register(&self, conn: u64) -> watch::Receiver<u64> {
+        let (tx, rx) = watch::channel(0);
+        if let Ok(mut map) = self.0.lock() {
+            map.insert(conn, tx);
+        }
+        rx
+    }
+
+    fn forget(&self, conn: u64) {
+        if let Ok(mut map) = self.0.lock() {
+            map.remove(&conn);
+        }
+    }
+}
+
+async fn accept_loop(
+    ctx: Arc<StageCtx>,
+    listener: TcpListener,
+    tx: mpsc::Sender<Input>,
+    acker: Acker,
+) {
     let mut next_conn = 0u64;
     loop {
         tokio::select! {
@@ -179,7 +228,7 @@ async fn accept_loop(ctx: Arc<StageCtx>, listener: TcpListener, tx: mpsc::Sender
                     next_conn += 1;
                     let _ = sock.set_nodelay(true);
                     debug!(conn = next_conn, %peer, "upstream connected");
-                    tokio::spawn(read_conn(ctx.clone(), next_conn, sock, tx.clone()));
+                    tokio::spawn(read_conn(ctx.clone(), next_conn, sock, tx.clone(), acker.clone()));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off, keep serving.
@@ -192,7 +241,13 @@ async fn accept_loop(ctx: Arc<StageCtx>, listener: TcpListener, tx: mpsc::Sender
 }
 
 /// Read one upstream connection until its end of stream, a bad frame, or close.
-async fn read_conn(ctx: Arc<StageCtx>, conn: u64, sock: TcpStream, tx: mpsc::Sender<Input>) {
+async fn read_conn(
+    ctx: Arc<StageCtx>,
+    conn: u64,
+    sock: TcpStream,
+    tx: mpsc::Sender<Input>,
+    acker: Acker,
+) {
     let m = &ctx.metrics;
     m.upstream_connections.inc();
     let max = ctx.cfg.knobs.common().max_frame_bytes as usize;
@@ -201,12 +256,20 @@ async fn read_conn(ctx: Arc<StageCtx>, conn: u64, sock: TcpStream, tx: mpsc::Sen
     // The drain request goes upstream the moment the stage drains, even while this reader
     // waits on a full queue (the upstream must stop producing now, not once there is room).
     let closed = tokio_util::sync::CancellationToken::new();
-    let notifier = tokio::spawn(ask_to_drain(ctx.clone(), conn, wr, closed.clone()));
+    let conn_acks = ctx.at_least_once().then(|| acker.register(conn));
+    let notifier = tokio::spawn(upstream_control(
+        ctx.clone(),
+        conn,
+        wr,
+        closed.clone(),
+        conn_acks,
+    ));
     let mut events_in = 0u64;
     let mut ended = false;
     let mut discard = false;
     if tx.send(Input::Start { conn }).await.is_err() {
         closed.cancel();
+        acker.forget(conn);
         m.upstream_connections.dec();
         return;
     }
@@ -256,10 +319,10 @@ async fn read_conn(ctx: Arc<StageCtx>, conn: u64, sock: TcpStream, tx: mpsc::Sen
                         ended = tx.send(Input::End { conn }).await.is_ok();
                         break;
                     }
-                    Kind::Drain => {
-                        let err = FrameError::Kind(Kind::Drain as u8);
+                    kind @ (Kind::Drain | Kind::Ack | Kind::Rewind) => {
+                        let err = FrameError::Kind(kind as u8);
                         m.frame_rejected(&err);
-                        warn!(conn, "drain request on a data port; closing the connection");
+                        warn!(conn, ?kind, "upstream-bound control frame on a data port; closing the connection");
                         break;
                     }
                 },
@@ -283,24 +346,69 @@ async fn read_conn(ctx: Arc<StageCtx>, conn: u64, sock: TcpStream, tx: mpsc::Sen
     // Closing our side is the receipt the upstream waits for after its end of stream.
     closed.cancel();
     let _ = notifier.await;
+    acker.forget(conn);
     m.upstream_connections.dec();
 }
 
-/// Send `Drain` upstream when the stage drains; hold the write half until the reader is done.
-async fn ask_to_drain(
+/// What goes upstream on a connection, until the reader is done (then the write half is
+/// dropped: the receipt of an end of stream): `Drain` when the stage drains; at least once,
+/// acks (what is durable: this connection's frames, and the stage's event time) and rewinds.
+async fn upstream_control(
     ctx: Arc<StageCtx>,
     conn: u64,
     mut wr: tokio::net::tcp::OwnedWriteHalf,
     closed: tokio_util::sync::CancellationToken,
+    mut conn_acks: Option<watch::Receiver<u64>>,
 ) {
-    tokio::select! {
-        biased;
-        _ = closed.cancelled() => {}
-        _ = ctx.drain.cancelled() => {
-            if let Err(e) = wr.write_all(&OutFrame::drain().finish(0, 0)).await {
-                debug!(conn, error = %e, "could not send drain request upstream");
+    let alo = ctx.at_least_once();
+    let mut durable = ctx.durable.subscribe();
+    let mut rewind = ctx.rewind.subscribe();
+    let (mut drained, mut broken) = (false, false);
+    let mut frames_acked = 0u64;
+    // A connection that joins late (a restarted upstream) learns at once what is durable.
+    let mut ack_due = alo && *durable.borrow() > 0;
+    loop {
+        let mut out = None;
+        if ack_due {
+            ack_due = false;
+            let through = *durable.borrow_and_update();
+            debug!(conn, frames_acked, through, "ack upstream");
+            out = Some(OutFrame::ack(frames_acked, through));
+        }
+        if let Some(frame) = out
+            && !broken
+            && let Err(e) = wr.write_all(&frame.finish(0, 0)).await
+        {
+            debug!(conn, error = %e, "could not write upstream");
+            broken = true;
+        }
+        let conn_ack = async {
+            match conn_acks.as_mut() {
+                Some(rx) => rx.changed().await.map(|()| *rx.borrow_and_update()),
+                None => std::future::pending().await,
             }
-            closed.cancelled().await;
+        };
+        let frame = tokio::select! {
+            biased;
+            _ = closed.cancelled() => return,
+            _ = ctx.drain.cancelled(), if !drained => {
+                drained = true;
+                OutFrame::drain()
+            }
+            Ok(()) = durable.changed(), if alo => {
+                ack_due = true;
+                continue;
+            }
+            Ok(frames) = conn_ack => {
+                frames_acked = frames;
+                ack_due = true;
+                continue;
+            }
+            Ok(()) = rewind.changed(), if alo => OutFrame::rewind(),
+        };
+        if !broken && let Err(e) = wr.write_all(&frame.finish(0, 0)).await {
+            debug!(conn, error = %e, "could not write upstream");
+            broken = true;
         }
     }
 }
@@ -413,7 +521,12 @@ impl Egress {
         let (shared, shared_rx) = mpsc::channel(cap);
         let shared_rx: SharedQueue = Arc::new(tokio::sync::Mutex::new(shared_rx));
         let up = Arc::new(AtomicUsize::new(0));
-        let lane = |addr: Option<String>| {
+        let lanes_n = ctx.cfg.downstream.len().max(1);
+        let acks = Arc::new(LaneAcks((0..lanes_n).map(|_| AtomicU64::new(0)).collect()));
+        let mut index = 0usize;
+        let mut lane = |addr: Option<String>| {
+            let at = index;
+            index += 1;
             let (tx, rx) = mpsc::channel(cap);
             let connected = Arc::new(AtomicBool::new(addr.is_none()));
             let queues = Queues {
@@ -430,6 +543,7 @@ impl Egress {
                     queues,
                     connected.clone(),
                     up.clone(),
+                    (at, acks.clone()),
                 )),
                 None => tokio::spawn(discard_loop(ctx.clone(), queues)),
             };
@@ -721,27 +835,120 @@ async fn drop_queued(ctx: &StageCtx, queues: &mut Queues, reason: DropReason, sh
 const WRITE_ON_ABANDON: Duration = Duration::from_millis(1500);
 const END_ON_ABANDON: Duration = Duration::from_millis(1000);
 
+/// At least once, in a stage that does not keep what it sent (source, parse): the event time
+/// each downstream lane has acknowledged as durable. What is durable on every lane is durable.
+struct LaneAcks(Vec<AtomicU64>);
+
+impl LaneAcks {
+    fn record(&self, ctx: &StageCtx, lane: usize, through_us: u64) {
+        if let Some(a) = self.0.get(lane) {
+            a.fetch_max(through_us, Ordering::Relaxed);
+        }
+        let low = self
+            .0
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(0);
+        ctx.mark_durable(low);
+    }
+}
+
+/// At least once, in the aggregate: a frame written and not yet acknowledged, kept to be
+/// written again on the next connection.
+struct Unacked {
+    /// Its sequence on the current connection.
+    seq: u64,
+    bytes: bytes::Bytes,
+    records: u64,
+    events: u64,
+    on_acked: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// Act on an ack from downstream: release what it covers (a keeping stage), or record the
+/// durable event time (the others).
+fn on_ack(
+    ctx: &StageCtx,
+    lane: &(usize, Arc<LaneAcks>),
+    keep: bool,
+    pending: &mut VecDeque<Unacked>,
+    frames: u64,
+    through_us: u64,
+) {
+    debug!(frames, through_us, kept = pending.len(), "ack from downstream");
+    if keep {
+        while pending.front().is_some_and(|u| u.seq < frames) {
+            if let Some(tx) = pending.pop_front().and_then(|u| u.on_acked) {
+                let _ = tx.send(());
+            }
+        }
+    } else {
+        lane.1.record(ctx, lane.0, through_us);
+    }
+}
+
+/// Write every kept frame again on a new connection, in order. `false` if the connection
+/// broke (or the stage gave up) meanwhile.
+async fn resend(ctx: &StageCtx, c: &mut Conn, pending: &mut VecDeque<Unacked>) -> bool {
+    let n = pending.len();
+    for u in pending.iter_mut() {
+        let bytes = restamp(&u.bytes, c.stream, c.seq);
+        let written = tokio::select! {
+            r = c.wr.write_all(&bytes) => r.is_ok(),
+            _ = ctx.abandon.cancelled() => false,
+        };
+        if !written {
+            return false;
+        }
+        u.seq = c.seq;
+        c.seq += 1;
+        c.records += u.records;
+        c.events += u.events;
+    }
+    if n > 0 {
+        info!(frames = n, "resent what the downstream had not acknowledged");
+    }
+    true
+}
+
 async fn write_loop(
     ctx: Arc<StageCtx>,
     addr: String,
     mut queues: Queues,
     connected: Arc<AtomicBool>,
     up: Arc<AtomicUsize>,
+    lane: (usize, Arc<LaneAcks>),
 ) {
     let m = &ctx.metrics;
     let max = ctx.cfg.knobs.common().max_frame_bytes as usize;
+    let alo = ctx.at_least_once();
+    // At least once, the aggregate keeps what it wrote until the sink acknowledges it (its
+    // window state cannot be regenerated upstream); source and parse keep nothing here: the
+    // source regenerates from the seed on a rewind.
+    let keep = alo && ctx.cfg.role() == Role::Aggregate;
+    let cap = ctx.cfg.knobs.common().unacked_frames as usize;
+    let mut pending: VecDeque<Unacked> = VecDeque::new();
     let mut conn: Option<Conn> = None;
     let lost = |conn: &mut Option<Conn>| {
         if conn.take().is_some() {
             connected.store(false, Ordering::Relaxed);
             up.fetch_sub(1, Ordering::Relaxed);
+            if alo && !keep {
+                // What was written on it may never be applied: have it resent.
+                ctx.ask_rewind();
+            }
         }
     };
     loop {
         if conn.is_none() {
             match connect(&ctx, &addr, &mut queues).await {
                 Connected::Yes(sock) => {
-                    conn = Some(Conn::new(sock, max));
+                    let mut c = Conn::new(sock, max);
+                    if !resend(&ctx, &mut c, &mut pending).await {
+                        warn!(downstream = addr, "connection broke while resending; reconnecting");
+                        continue;
+                    }
+                    conn = Some(c);
                     connected.store(true, Ordering::Relaxed);
                     up.fetch_add(1, Ordering::Relaxed);
                 }
@@ -764,10 +971,11 @@ async fn write_loop(
         tokio::select! {
             biased;
             _ = ctx.abandon.cancelled() => break,
-            frame = queues.next() => match frame {
-                Some(f) => {
+            frame = queues.next(), if !keep || pending.len() < cap => match frame {
+                Some(mut f) => {
                     m.output_queue_depth.set(queues.len() as i64);
                     let (records, events) = (u64::from(f.records()), u64::from(f.events()));
+                    let on_acked = f.on_acked.take();
                     let bytes = f.finish(c.stream, c.seq);
                     // A downstream that reads nothing (stopped, wedged) cannot hold this past
                     // the moment the stage gives up.
@@ -778,11 +986,16 @@ async fn write_loop(
                             _ = ctx.abandon.cancelled() => break None,
                             // A downstream that asks to finish while this write waits on it
                             // (it is full) is heard now: the stage stops producing at once.
-                            Some(Ok(f)) = c.control.next(), if !ctx.cfg.service && !ctx.drain.is_cancelled() => {
-                                if f.header.kind == Kind::Drain {
+                            Some(Ok(f)) = c.control.next() => match f.header.kind {
+                                Kind::Drain if !ctx.cfg.service && !ctx.drain.is_cancelled() => {
                                     info!("downstream asked to finish the stream");
                                     ctx.drain.cancel();
                                 }
+                                Kind::Ack => if let Some((frames, through)) = f.ack() {
+                                    on_ack(&ctx, &lane, keep, &mut pending, frames, through);
+                                },
+                                Kind::Rewind if alo && !keep => ctx.ask_rewind(),
+                                _ => {}
                             }
                         }
                     };
@@ -795,6 +1008,11 @@ async fn write_loop(
                             tokio::time::timeout(WRITE_ON_ABANDON, write).await.ok()
                         }
                     };
+                    if keep && !matches!(written, None) {
+                        // Written or not, it stays until acknowledged (a failed write is
+                        // written again on the next connection).
+                        pending.push_back(Unacked { seq: c.seq, bytes: bytes.clone(), records, events, on_acked });
+                    }
                     match written {
                         Some(Ok(())) => {
                             c.seq += 1;
@@ -805,8 +1023,13 @@ async fn write_loop(
                             m.sent_bytes.inc_by(bytes.len() as u64);
                         }
                         Some(Err(e)) => {
-                            m.drop_events(DropReason::DownstreamLost, events, bytes.len() as u64);
-                            warn!(downstream = addr, error = %e, events, "write failed; reconnecting");
+                            if alo {
+                                // Kept for a resend (aggregate), or regenerated by the source.
+                                warn!(downstream = addr, error = %e, events, "write failed; reconnecting, to resend");
+                            } else {
+                                m.drop_events(DropReason::DownstreamLost, events, bytes.len() as u64);
+                                warn!(downstream = addr, error = %e, events, "write failed; reconnecting");
+                            }
                             lost(&mut conn);
                         }
                         None => {
@@ -836,6 +1059,15 @@ async fn write_loop(
                         info!("downstream asked to finish the stream");
                         ctx.drain.cancel();
                     }
+                }
+                Some(Ok(f)) if f.header.kind == Kind::Ack => {
+                    if let Some((frames, through)) = f.ack() {
+                        on_ack(&ctx, &lane, keep, &mut pending, frames, through);
+                    }
+                }
+                Some(Ok(f)) if f.header.kind == Kind::Rewind && alo && !keep => {
+                    info!(downstream = addr, "downstream asked for a resend");
+                    ctx.ask_rewind();
                 }
                 Some(Ok(f)) => warn!(kind = ?f.header.kind, "unexpected frame from downstream; ignored"),
                 Some(Err(e)) => {

@@ -5,64 +5,21 @@
 mod common;
 
 use common::{chain, source_into_parse, spawn};
-use pipeline::event::{EventRef, Latency, WindowResult, split_key};
-use pipeline::generate::Generator;
-use pipeline::json::parse_into;
-use pipeline::seglog::read_log;
-use pipeline::window::{latency_histogram, percentiles};
-use pipeline_plan::{ParseMode, SourceKnobs};
+use pipeline::reference::{Figures, WindowKey, compute, read_persisted};
+use pipeline_plan::SourceKnobs;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-type Key = (u64, String, String);
-type Agg = (u64, u64, u64, Latency);
-
-/// The expected windows, computed naively from the generator's stream.
-fn reference(knobs: &SourceKnobs, window_ms: u64) -> (BTreeMap<Key, Agg>, u64) {
-    let window_us = window_ms * 1000;
-    let mut g = Generator::new(knobs);
-    let mut groups: BTreeMap<Key, (u64, u64, u64, hdrhistogram::Histogram<u32>)> = BTreeMap::new();
-    let (mut rec, mut out) = (Vec::new(), Vec::new());
-    let mut invalid = 0;
-    for _ in 0..knobs.events {
-        rec.clear();
-        out.clear();
-        g.next_into(&mut rec);
-        if parse_into(ParseMode::Owned, &rec, &mut out).is_err() {
-            invalid += 1;
-            continue;
-        }
-        let ev = EventRef::decode(&out).unwrap();
-        let (service, route) = split_key(ev.key).unwrap();
-        let start = ev.ts_us - ev.ts_us % window_us;
-        let w = groups
-            .entry((start, service.to_string(), route.to_string()))
-            .or_insert_with(|| (0, 0, 0, latency_histogram()));
-        w.0 += 1;
-        w.1 += u64::from(ev.status >= 500);
-        w.2 += ev.bytes;
-        w.3.record(u64::from(ev.latency_us)).unwrap();
+/// The windows of a sink's log, each once (a duplicate or a record that is not a window
+/// result fails the test).
+fn persisted(dir: &std::path::Path, window_ms: u64) -> BTreeMap<WindowKey, Figures> {
+    let p = read_persisted(dir).expect("the log verifies");
+    assert_eq!(p.duplicated, 0, "a window was persisted twice");
+    assert_eq!(p.undecodable, 0);
+    for (start, _, _) in p.windows.keys() {
+        assert_eq!(start % (window_ms * 1000), 0, "windows are aligned");
     }
-    let windows = groups
-        .into_iter()
-        .map(|(k, (c, e, b, h))| (k, (c, e, b, percentiles(&h))))
-        .collect();
-    (windows, invalid)
-}
-
-fn persisted(dir: &std::path::Path, window_ms: u64) -> BTreeMap<Key, Agg> {
-    let mut out = BTreeMap::new();
-    read_log(dir, |rec| {
-        let w = WindowResult::decode(rec).expect("decodable window");
-        assert_eq!(w.window_end_us - w.window_start_us, window_ms * 1000);
-        let prev = out.insert(
-            (w.window_start_us, w.service, w.route),
-            (w.count, w.errors, w.bytes, w.latency_us),
-        );
-        assert!(prev.is_none(), "a window was persisted twice");
-    })
-    .expect("the log verifies");
-    out
+    p.windows
 }
 
 fn run_and_check(extra_parse: &[&str], extra_agg: &[&str]) {
@@ -124,8 +81,9 @@ fn run_and_check(extra_parse: &[&str], extra_agg: &[&str]) {
     }
 
     // What was persisted is what the same seed gives in-process.
-    let (want, invalid) = reference(&knobs, window_ms);
-    assert_eq!(invalid, parse.dead_lettered);
+    let expected = compute(&knobs, window_ms);
+    assert_eq!(expected.invalid, parse.dead_lettered);
+    let want = expected.windows;
     let got = persisted(&log_dir, window_ms);
     assert_eq!(got.len(), want.len(), "number of windows");
     assert_eq!(sink.windows_persisted, want.len() as u64);
@@ -133,7 +91,7 @@ fn run_and_check(extra_parse: &[&str], extra_agg: &[&str]) {
         assert_eq!(got.get(k), Some(w), "window {k:?}");
     }
     assert_eq!(
-        got.values().map(|w| w.0).sum::<u64>(),
+        got.values().map(|w| w.count).sum::<u64>(),
         sink.events_persisted
     );
 }
@@ -235,7 +193,7 @@ fn parse_replicas_and_aggregate_partitions_give_the_same_result() {
         malformed_rate: 0.01,
         ..SourceKnobs::default()
     };
-    let (want, _) = reference(&knobs, 250);
+    let want = compute(&knobs, 250).windows;
     assert_eq!(
         persisted(&d.join("log"), 250),
         want,
@@ -298,7 +256,7 @@ fn a_replayed_file_goes_through_like_the_generated_stream() {
     assert_eq!(stats[3].events_persisted + dead, 20_001);
     assert!(stats[1].dropped["bad_utf8"] >= 1);
 
-    let (want, _) = reference(
+    let want = compute(
         &SourceKnobs {
             events: 20_000,
             seed: 5,
@@ -306,7 +264,8 @@ fn a_replayed_file_goes_through_like_the_generated_stream() {
             ..SourceKnobs::default()
         },
         1000,
-    );
+    )
+    .windows;
     assert_eq!(persisted(&dir.path().join("log"), 1000), want);
 }
 

@@ -118,6 +118,19 @@ pub enum FsyncPolicy {
     Batch,
 }
 
+/// What a stage promises about the batches it hands downstream.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    /// Each batch is sent once; what a failure cuts off is counted as lost, never silently.
+    #[default]
+    AtMostOnce,
+    /// Batches are acknowledged once durably handled downstream and resent after a failure;
+    /// receivers drop what they have already seen, so the log holds each window once.
+    AtLeastOnce,
+}
+
 /// The process's global allocator.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -237,6 +250,13 @@ pub struct CommonKnobs {
     pub lab_slot: LabSlot,
     /// Course labs: which implementation the slot runs.
     pub lab_impl: LabImpl,
+    /// Delivery guarantee; every stage of a plan must have the same.
+    pub delivery: Delivery,
+    /// At least once: frames a sender keeps until its downstream acknowledges them; when that
+    /// many are unacknowledged it stops (backpressure). The source keeps only positions (it
+    /// regenerates from the seed), the aggregate keeps window results (1..=65535).
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 65535)))]
+    pub unacked_frames: u32,
 }
 
 impl Default for CommonKnobs {
@@ -250,6 +270,8 @@ impl Default for CommonKnobs {
             inject_delay_us: 0,
             lab_slot: LabSlot::None,
             lab_impl: LabImpl::Baseline,
+            delivery: Delivery::AtMostOnce,
+            unacked_frames: 4096,
         }
     }
 }
@@ -523,6 +545,7 @@ impl CommonKnobs {
             256 << 20,
         )?;
         in_range(stage, "runtime_threads", self.runtime_threads, 1, 64)?;
+        in_range(stage, "unacked_frames", self.unacked_frames, 1, 65535)?;
         in_range(
             stage,
             "inject_delay_us",
@@ -530,6 +553,18 @@ impl CommonKnobs {
             0,
             10_000_000,
         )
+    }
+}
+
+impl SourceKnobs {
+    /// Events per batch the source cuts: at a fixed rate, at most 10 ms of events, so latency
+    /// does not wait on a full batch.
+    pub fn batch_events(&self) -> u64 {
+        if self.rate > 0 {
+            u64::from(self.batch_size).min((self.rate / 100).max(1))
+        } else {
+            u64::from(self.batch_size)
+        }
     }
 }
 
@@ -554,6 +589,30 @@ impl Knobs for SourceKnobs {
             0,
             1_000_000,
         )?;
+        if self.common.delivery == Delivery::AtLeastOnce {
+            // A resend regenerates the same batches: same records, same event times.
+            let why = if !self.replay.is_empty() {
+                Some(("replay", "a replay file is not supported with it"))
+            } else if self.event_time != EventTime::Fixed {
+                Some(("event_time", "event times must be `fixed`"))
+            } else if self.event_time_step_us == 0 {
+                Some((
+                    "event_time_step_us",
+                    "event time must advance (> 0): windows close as it does",
+                ))
+            } else {
+                None
+            };
+            if let Some((knob, message)) = why {
+                return Err(PlanError::Knob {
+                    knob: format!("{stage}.{knob}"),
+                    message: format!(
+                        "delivery `at_least_once` regenerates unacknowledged batches from the \
+                         seed: {message}"
+                    ),
+                });
+            }
+        }
         if !(self.duration_seconds.is_finite() && self.duration_seconds >= 0.0) {
             return Err(PlanError::Knob {
                 knob: format!("{stage}.duration_seconds"),

@@ -10,7 +10,7 @@ mod plan;
 
 pub use config::{StageConfig, StageKnobs};
 pub use knobs::{
-    AggregateKnobs, Allocator, CommonKnobs, EventTime, FsyncPolicy, Knobs, LabImpl, LabSlot,
+    AggregateKnobs, Allocator, CommonKnobs, Delivery, EventTime, FsyncPolicy, Knobs, LabImpl, LabSlot,
     ParseKnobs, ParseMode, Role, SinkKnobs, SinkMode, SourceKnobs, StateStrategy,
 };
 pub use plan::{MAX_REPLICAS, Plan, PlanStage};

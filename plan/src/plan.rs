@@ -95,6 +95,77 @@ impl Plan {
         })
     }
 
+    /// The delivery guarantee of the plan: every stage must have the same, and at least once
+    /// needs the whole chain (acknowledgements come from the sink's log).
+    pub fn delivery(&self) -> crate::Delivery {
+        self.stages
+            .first()
+            .map_or(crate::Delivery::AtMostOnce, |s| s.knobs.common().delivery)
+    }
+
+    fn check_delivery(&self) -> Result<(), PlanError> {
+        let first = self.delivery();
+        if let Some(other) = self
+            .stages
+            .iter()
+            .find(|s| s.knobs.common().delivery != first)
+        {
+            return Err(PlanError::Knob {
+                knob: format!("{}.delivery", other.role()),
+                message: format!(
+                    "every stage must have the same delivery (the source has `{}`); set it \
+                     with `--set all.delivery=...`",
+                    serde_json::to_value(first)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default()
+                ),
+            });
+        }
+        if first != crate::Delivery::AtLeastOnce {
+            return Ok(());
+        }
+        if self.stages.len() != Role::CHAIN.len() {
+            return Err(PlanError::Shape(
+                "delivery `at_least_once` needs the whole chain, source to sink: the sink's \
+                 log is what acknowledges"
+                    .into(),
+            ));
+        }
+        if self.replicas(Role::Source) != 1 {
+            return Err(PlanError::Shape(
+                "delivery `at_least_once` takes one source replica (windows close on the \
+                 batches of the one source stream)"
+                    .into(),
+            ));
+        }
+        // The source stops at `unacked_frames` batches; acks come only as windows close, so
+        // those batches must span more than a window (twice, for the batch in flight).
+        if let (Some(StageKnobs::Source(src)), Some(StageKnobs::Aggregate(agg))) =
+            (self.knobs(Role::Source), self.knobs(Role::Aggregate))
+        {
+            let batch = src.batch_events();
+            let span_us = u64::from(src.common.unacked_frames)
+                .saturating_mul(batch)
+                .saturating_mul(src.event_time_step_us);
+            let need_us = agg.window_ms.saturating_mul(2000);
+            if span_us < need_us {
+                return Err(PlanError::Knob {
+                    knob: "source.unacked_frames".into(),
+                    message: format!(
+                        "{} unacknowledged batches of {batch} events span {} ms of event \
+                         time, less than two windows ({} ms): the source would wait for acks \
+                         that come only as windows close",
+                        src.common.unacked_frames,
+                        span_us / 1000,
+                        need_us / 1000
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The stages in data-flow order.
     pub fn stages(&self) -> &[PlanStage] {
         &self.stages
@@ -197,6 +268,7 @@ impl Plan {
             }
             _ => {}
         }
+        self.check_delivery()?;
         Ok(StageConfig {
             pipeline: self.name.clone(),
             listen: listen.to_string(),

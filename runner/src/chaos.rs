@@ -240,6 +240,7 @@ pub async fn run_fault(fault: &Fault, opts: &ChaosOptions, index: usize) -> anyh
         linger: Duration::ZERO,
         live: false,
         stack: false,
+        restart: crate::run::Restart::Auto,
     };
     let (interrupt, interrupts) = mpsc::unbounded_channel();
     let started = Instant::now();

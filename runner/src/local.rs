@@ -41,6 +41,10 @@ pub struct StageProc {
     pub exited_at: Option<Instant>,
     /// The runner has reported this exit.
     reported: bool,
+    /// Its config (a restart reuses it, with the ports it had).
+    pub cfg: pipeline_plan::StageConfig,
+    /// How often it was restarted.
+    pub restarts: u32,
 }
 
 /// How a stage process ended, as people read it.
@@ -192,6 +196,25 @@ impl LocalRun {
             stages.splice(0..0, replicas);
         }
         Ok(LocalRun { stages })
+    }
+
+    /// Start stage `i` again, on the ports it had (its upstreams reconnect to the same
+    /// address); the log of the one that died is kept as `<name>.<n>.log`.
+    pub async fn restart(&mut self, i: usize, opts: &LocalOptions) -> anyhow::Result<()> {
+        let workdir = opts.workdir.canonicalize()?;
+        let old = &self.stages[i];
+        let mut cfg = old.cfg.clone();
+        if let Some(data) = &old.ready.data_addr {
+            cfg.listen = data.clone();
+        }
+        cfg.admin = old.ready.admin_addr.clone();
+        let restarts = old.restarts + 1;
+        let kept = workdir.join(format!("{}.{}.log", old.name, restarts - 1));
+        let _ = std::fs::rename(&old.log, &kept);
+        let mut new = spawn_stage(opts, &workdir, old.name.clone(), &cfg).await?;
+        new.restarts = restarts;
+        self.stages[i] = new;
+        Ok(())
     }
 
     pub fn stage(&self, role: Role) -> Option<&StageProc> {
@@ -349,6 +372,8 @@ async fn spawn_stage(
         status: None,
         exited_at: None,
         reported: false,
+        cfg: cfg.clone(),
+        restarts: 0,
     })
 }
 

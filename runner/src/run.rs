@@ -35,7 +35,23 @@ pub struct RunConfig {
     pub live: bool,
     /// Start Prometheus (and Grafana) around the run, when installed.
     pub stack: bool,
+    /// Whether a stage that dies is restarted.
+    pub restart: Restart,
 }
+
+/// Whether the runner restarts a stage that dies mid-run (exits non-zero or on a signal), on
+/// the same ports, as a Deployment would.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Restart {
+    /// `OnFailure` when the plan's delivery is `at_least_once`, else `Never`.
+    #[default]
+    Auto,
+    OnFailure,
+    Never,
+}
+
+/// Restarts per stage before the runner gives up on it (a crash loop).
+pub const MAX_RESTARTS: u32 = 5;
 
 /// With a Prometheus around, stages stay up this long after their stream so the last scrape
 /// sees their final counters (it scrapes every second).
@@ -108,6 +124,12 @@ pub async fn run_local(
     let mut ticks = 0u64;
     let mut stopping = Stopping::Running;
     let mut failures: Vec<(usize, StageFailure)> = Vec::new();
+    let mut restarts: Vec<StageFailure> = Vec::new();
+    let restart = match cfg.restart {
+        Restart::Auto => plan.delivery() == pipeline_plan::Delivery::AtLeastOnce,
+        Restart::OnFailure => true,
+        Restart::Never => false,
+    };
     // The last figures seen from each stage alive: a stage that dies leaves nothing else.
     let mut last_seen: Vec<Option<StageStats>> = vec![None; run.stages.len()];
     while !run.all_exited() {
@@ -117,6 +139,25 @@ pub async fn run_local(
                 for i in run.newly_exited() {
                     if let Some(f) = failure(&run.stages[i], started, &last_seen[i]) {
                         live.note(&f.1);
+                        // A stage that never started would only fail again.
+                        if restart
+                            && stopping == Stopping::Running
+                            && !f.0.at_start_up
+                            && run.stages[i].restarts < MAX_RESTARTS
+                        {
+                            match run.restart(i, &opts).await {
+                                Ok(()) => {
+                                    live.note(&format!(
+                                        "restarted the {} stage on the same ports (restart {} of at most {MAX_RESTARTS})",
+                                        run.stages[i].name, run.stages[i].restarts
+                                    ));
+                                    last_seen[i] = None;
+                                    restarts.push(f.0);
+                                    continue;
+                                }
+                                Err(e) => live.note(&format!("could not restart the {} stage: {e:#}", run.stages[i].name)),
+                            }
+                        }
                         failures.push((i, f.0.clone()));
                         if stopping == Stopping::Running {
                             live.note("stopping the other stages; what they cannot deliver is counted as lost");
@@ -228,6 +269,12 @@ pub async fn run_local(
         failures.into_iter().map(|(_, f)| f).collect(),
         persisted_in_log,
     );
+    summary.restarts = restarts;
+    if plan.delivery() == pipeline_plan::Delivery::AtLeastOnce
+        && let Some(dir) = sink_log_dir(plan, &opts.workdir)
+    {
+        summary.check_log_against_seed(plan, &dir);
+    }
     std::fs::write(
         cfg.report_dir.join("summary.json"),
         serde_json::to_vec_pretty(&summary)?,

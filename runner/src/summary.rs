@@ -16,6 +16,7 @@
 
 use observatory_stats::{Metric, Totals};
 use pipeline::context::StageStats;
+use pipeline_plan::{Plan, Role, StageKnobs};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -92,6 +93,13 @@ pub struct RunSummary {
     /// Why the run is not conserved, when it is not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_conserved_because: Option<String>,
+    /// Stages that died and were restarted (`--restart on-failure`): the run went on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restarts: Vec<StageFailure>,
+    /// At least once: the sink's log compared with what the seed gives, window by window (a
+    /// restarted stage's counters start again from zero, so the log is the account).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_check: Option<pipeline::reference::Comparison>,
     pub stages: Vec<StageSummary>,
     /// Where the report (this summary, flamegraphs, logs) was written.
     pub report_dir: String,
@@ -194,12 +202,53 @@ impl RunSummary {
             drops,
             lost_by_stage,
             failures: Vec::new(),
+            restarts: Vec::new(),
+            log_check: None,
             not_conserved_because: (unaccounted != 0).then(|| {
                 format!("{unaccounted} events are unaccounted for (no counter explains them)")
             }),
             stages,
             report_dir: report_dir.to_string(),
         }
+    }
+
+    /// At least once: take the account from the sink's log, compared window by window with
+    /// what the first `events_emitted` events of the seed give. Exact (each window once, every
+    /// figure equal) and no stage failed for good: conserved, nothing lost, the dead letters
+    /// those the seed makes. Otherwise the difference is the loss and the reason says what.
+    pub fn check_log_against_seed(&mut self, plan: &Plan, log_dir: &std::path::Path) {
+        let (Some(StageKnobs::Source(src)), Some(StageKnobs::Aggregate(agg))) =
+            (plan.knobs(Role::Source), plan.knobs(Role::Aggregate))
+        else {
+            return;
+        };
+        let knobs = pipeline_plan::SourceKnobs {
+            events: self.events_emitted,
+            ..src.clone()
+        };
+        let want = pipeline::reference::compute(&knobs, agg.window_ms);
+        let got = match pipeline::reference::read_persisted(log_dir) {
+            Ok(got) => got,
+            Err(e) => {
+                self.conserved = false;
+                self.not_conserved_because = Some(format!("the sink's log cannot be read: {e}"));
+                return;
+            }
+        };
+        let c = pipeline::reference::compare(&want, &got);
+        self.events_persisted = c.events_in_log;
+        if self.failures.is_empty() {
+            self.dead_lettered = c.dead_letters_expected;
+            let explained = self.events_persisted + self.dead_lettered + self.discarded;
+            self.lost = self.events_emitted.saturating_sub(explained);
+            self.unaccounted = 0;
+            self.conserved = c.is_exact() && self.lost == 0;
+            self.not_conserved_because = c.problem();
+        } else if let Some(problem) = c.problem() {
+            let why = self.not_conserved_because.take().unwrap_or_default();
+            self.not_conserved_because = Some(format!("{why}; {problem}"));
+        }
+        self.log_check = Some(c);
     }
 
     /// Account for stages that died: the residual (what no survivor explains) is what they
@@ -292,6 +341,31 @@ impl RunSummary {
         );
         if let Some(why) = &self.not_conserved_because {
             let _ = writeln!(t, "NOT conserved: {why}");
+        }
+        for r in &self.restarts {
+            let _ = writeln!(
+                t,
+                "restarted: the {} stage {} after {:.1} s",
+                r.stage,
+                crate::local::with_verb(&r.how),
+                r.after_seconds
+            );
+        }
+        if let Some(c) = &self.log_check {
+            let _ = writeln!(
+                t,
+                "log check (at least once): {} of {} windows, {} of {} events, {} duplicated: {}",
+                group(c.windows_in_log),
+                group(c.windows_expected),
+                group(c.events_in_log),
+                group(c.events_expected),
+                c.duplicated_windows,
+                if c.is_exact() {
+                    "exactly what the seed gives"
+                } else {
+                    "NOT what the seed gives"
+                }
+            );
         }
         for (title, counts) in [
             ("lost by stage", &self.lost_by_stage),

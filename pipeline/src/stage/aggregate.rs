@@ -16,6 +16,17 @@
 //! capped by `max_open_windows`; an event that would open one more is dropped as
 //! `window_limit`, counted (many keys at once, or event times far apart, not a slow downstream:
 //! that only blocks).
+//!
+//! At least once, the window state is *rebuilt from unacknowledged input*, not checkpointed:
+//! the aggregate acknowledges upstream only the event time below which every window is in the
+//! sink's log (acked by the sink), so everything a restarted aggregate lacks is still
+//! unacknowledged at the source, which regenerates it from the seed (it keeps positions, not
+//! bytes). A checkpoint would have to hold every open window's histograms (13.5 KB each) and be
+//! fsynced as often as acks are wanted; the replay costs nothing until a failure. Input is
+//! tracked by origin (the source batch): a batch seen before is dropped as `duplicate`, and the
+//! watermark is that of the contiguous prefix of source batches applied (every batch below
+//! the origin lag is already durable), so no path, resend or reconnection can close a window
+//! before all of its events are in. Closed windows are kept until the sink acknowledges them.
 
 use super::contract::BatchKind;
 use crate::codec::OutFrame;
@@ -56,6 +67,95 @@ struct Done {
     index: u64,
     conn: u64,
     what: Progress,
+    /// At least once: the source batch applied (stream, sequence, origin lag).
+    origin: Option<(u32, u64, u16)>,
+}
+
+/// At least once: which batches of one source stream have been seen, by sequence.
+#[derive(Default)]
+struct Origin {
+    /// Every batch below this has been seen (or is durable already).
+    next: u64,
+    /// The largest event time of the batches below `next` that were seen.
+    watermark: Option<u64>,
+    /// Batches seen at or above `next` (a gap below them), with their largest event time.
+    ahead: BTreeMap<u64, u64>,
+}
+
+/// At least once: the batches seen, per source stream. The run loop keeps one to drop
+/// duplicates; the coordinator keeps one, fed in arrival order as batches are applied, whose
+/// watermark decides what may close.
+#[derive(Default)]
+struct Origins(HashMap<u32, Origin>);
+
+impl Origins {
+    /// Record batch `seq` (largest event time `watermark`); `false` if it was seen before.
+    /// A batch `lag` behind this one is the oldest the source has not had acknowledged: every
+    /// batch below that is durable, so none of them is waited for.
+    fn admit(&mut self, stream: u32, seq: u64, lag: u16, watermark: u64) -> bool {
+        let o = self.0.entry(stream).or_default();
+        if seq < o.next || o.ahead.contains_key(&seq) {
+            return false;
+        }
+        o.ahead.insert(seq, watermark);
+        let floor = seq.saturating_sub(u64::from(lag));
+        if floor > o.next {
+            o.next = floor;
+        }
+        let behind: Vec<u64> = o.ahead.range(..o.next).map(|(s, _)| *s).collect();
+        for s in behind {
+            if let Some(w) = o.ahead.remove(&s) {
+                o.watermark = Some(o.watermark.unwrap_or(0).max(w));
+            }
+        }
+        while let Some(w) = o.ahead.remove(&o.next) {
+            o.watermark = Some(o.watermark.unwrap_or(0).max(w));
+            o.next += 1;
+        }
+        true
+    }
+
+    /// The event time up to which every stream's batches are all in (`None` before any).
+    fn low_watermark(&self) -> Option<u64> {
+        self.0.values().map(|o| o.watermark).min().flatten()
+    }
+}
+
+/// At least once: the closes whose results the sink has not acknowledged yet, in order. Once
+/// every frame of a close through `w` is acknowledged, the event time below the window
+/// boundary under `w` is durable (and acknowledged upstream).
+struct Durable {
+    last: Option<tokio::task::JoinHandle<bool>>,
+    window_us: u64,
+}
+
+impl Durable {
+    fn after(&mut self, ctx: &Arc<StageCtx>, acked: Vec<tokio::sync::oneshot::Receiver<()>>, through: u64) {
+        let prev = self.last.take();
+        let ctx = ctx.clone();
+        self.last = Some(tokio::spawn(async move {
+            if let Some(p) = prev
+                && !p.await.unwrap_or(false)
+            {
+                return false;
+            }
+            for r in acked {
+                if r.await.is_err() {
+                    // Given up on (the stage is abandoning): nothing after it is durable.
+                    return false;
+                }
+            }
+            ctx.mark_durable(through);
+            true
+        }));
+    }
+
+    /// Wait until everything closed so far is acknowledged (or given up on).
+    async fn settled(&mut self) {
+        if let Some(last) = self.last.take() {
+            let _ = last.await;
+        }
+    }
 }
 
 /// What an input says about its stream's event-time progress.
@@ -99,7 +199,22 @@ pub async fn run(ctx: Arc<StageCtx>, listener: TcpListener) -> anyhow::Result<()
     let coordinator = tokio::spawn(coordinate(ctx.clone(), state, done_rx, egress, knobs));
 
     let mut index = 0u64;
+    let mut seen = Origins::default();
+    let alo = ctx.at_least_once();
     while let Some(input) = ingress.recv().await {
+        if alo
+            && let Input::Batch { frame, .. } = &input
+        {
+            let h = &frame.header;
+            if !seen.admit(h.stream_id, h.batch_seq, h.origin_lag, h.watermark_us) {
+                ctx.metrics.drop_events(
+                    DropReason::Duplicate,
+                    u64::from(h.event_count),
+                    frame.wire_bytes as u64,
+                );
+                continue;
+            }
+        }
         let w = &workers[(index % workers.len() as u64) as usize];
         if w.send(Job { index, input }).await.is_err() {
             anyhow::bail!("an aggregate worker stopped");
@@ -121,6 +236,8 @@ async fn worker(
         let d = match input {
             Input::Batch { conn, frame } => {
                 let watermark = frame.header.watermark_us;
+                let h = &frame.header;
+                let origin = Some((h.stream_id, h.batch_seq, h.origin_lag));
                 let records = frame.header.record_count;
                 let applied = ctx
                     .batch(BatchKind::Aggregate, records, state.apply(frame))
@@ -130,17 +247,20 @@ async fn worker(
                     index,
                     conn,
                     what: Progress::Reached(watermark),
+                    origin,
                 }
             }
             Input::Start { conn } => Done {
                 index,
                 conn,
                 what: Progress::Joined,
+                origin: None,
             },
             Input::End { conn } | Input::Gone { conn } => Done {
                 index,
                 conn,
                 what: Progress::Left,
+                origin: None,
             },
         };
         if done.send(d).await.is_err() {
@@ -238,6 +358,12 @@ async fn coordinate(
     let mut closed_at = 0u64;
     let mut last_input = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let alo = ctx.at_least_once();
+    let mut applied = Origins::default();
+    let mut durable = alo.then_some(Durable {
+        last: None,
+        window_us,
+    });
     loop {
         tokio::select! {
             d = done_rx.recv() => {
@@ -247,20 +373,29 @@ async fn coordinate(
                 while let Some(d) = pending.remove(&next) {
                     next += 1;
                     streams.record(&d, last_input);
+                    if let (Some((stream, seq, lag)), Progress::Reached(w)) = (d.origin, d.what) {
+                        applied.admit(stream, seq, lag, w);
+                    }
                 }
-                if let Some(w) = streams.low_watermark(expected, Instant::now())
+                let low = if alo {
+                    applied.low_watermark()
+                } else {
+                    streams.low_watermark(expected, Instant::now())
+                };
+                if let Some(w) = low
                     && w / window_us > closed_at / window_us
                 {
-                    close(&ctx, &state, &egress, w, k.batch_size).await;
+                    close(&ctx, &state, &egress, w, k.batch_size, durable.as_mut()).await;
                     closed_at = w;
                 }
             }
-            _ = tick.tick(), if service => {
+            // At least once, windows close only on what is known to be in.
+            _ = tick.tick(), if service && !alo => {
                 // A stream that went silent stops holding windows back.
                 if let Some(w) = streams.low_watermark(expected, Instant::now())
                     && w / window_us > closed_at / window_us
                 {
-                    close(&ctx, &state, &egress, w, k.batch_size).await;
+                    close(&ctx, &state, &egress, w, k.batch_size, None).await;
                     closed_at = w;
                 }
                 // Close every window that has seen an event, once input has paused.
@@ -269,17 +404,28 @@ async fn coordinate(
                     && through > closed_at
                     && last_input.elapsed() >= idle_flush_after(k.window_ms)
                 {
-                    close(&ctx, &state, &egress, through, k.batch_size).await;
+                    close(&ctx, &state, &egress, through, k.batch_size, None).await;
                     closed_at = through;
                 }
             }
         }
     }
-    close(&ctx, &state, &egress, u64::MAX, k.batch_size).await;
+    close(&ctx, &state, &egress, u64::MAX, k.batch_size, durable.as_mut()).await;
+    if let Some(d) = durable.as_mut() {
+        // Every result in the sink's log before the end of stream goes out.
+        d.settled().await;
+    }
     egress.finish().await;
 }
 
-async fn close(ctx: &StageCtx, state: &SharedState, egress: &Egress, watermark: u64, batch: u32) {
+async fn close(
+    ctx: &Arc<StageCtx>,
+    state: &SharedState,
+    egress: &Egress,
+    watermark: u64,
+    batch: u32,
+    durable: Option<&mut Durable>,
+) {
     let (mut closed, open) = state.close(watermark).await;
     if let Some(imp) = ctx.labs.get(pipeline_plan::LabSlot::Deadlock) {
         crate::slots::deadlock::on_close(imp, closed.len());
@@ -288,8 +434,22 @@ async fn close(ctx: &StageCtx, state: &SharedState, egress: &Egress, watermark: 
     m.windows_open.set(open as i64);
     m.windows_closed.inc_by(closed.len() as u64);
     closed.sort_unstable_by(|a, b| (a.start_us, &a.key).cmp(&(b.start_us, &b.key)));
-    for frame in encode(&closed, batch as usize) {
+    let mut acked = Vec::new();
+    for mut frame in encode(&closed, batch as usize) {
+        if durable.is_some() {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            frame.on_acked = Some(tx);
+            acked.push(rx);
+        }
         egress.send(frame).await;
+    }
+    if let Some(d) = durable {
+        let through = if watermark == u64::MAX {
+            u64::MAX
+        } else {
+            watermark - watermark % d.window_us
+        };
+        d.after(ctx, acked, through);
     }
 }
 
@@ -341,6 +501,7 @@ mod tests {
         Done {
             index: 0,
             conn,
+            origin: None,
             what: if end {
                 Progress::Left
             } else {
@@ -353,6 +514,7 @@ mod tests {
         Done {
             index: 0,
             conn,
+            origin: None,
             what: Progress::Joined,
         }
     }

@@ -88,7 +88,9 @@ pub fn parse_batch(frame: &Frame, mode: ParseMode, lanes: usize, labs: Hooks) ->
     }
     std::hint::black_box((duplicates, classes));
     // The stream is in event-time order, so every lane may advance to the batch's watermark,
-    // even a lane that got no event of this batch.
+    // even a lane that got no event of this batch. A watermark the batch carries itself (the
+    // source's last, at least once) goes on.
+    let watermark = watermark.max(frame.header.watermark_us);
     for f in &mut out {
         f.set_emitted_at(frame.header.emitted_at_ns);
         f.set_watermark(watermark);
@@ -120,18 +122,23 @@ pub async fn run(ctx: Arc<StageCtx>, listener: TcpListener) -> anyhow::Result<()
     ctx.mark_ready();
     let workers = knobs.workers as usize;
     let lanes = egress.lanes();
+    let alo = ctx.at_least_once();
     let mut pending = FuturesOrdered::new();
     let mut input_done = false;
     while !(input_done && pending.is_empty()) {
         tokio::select! {
             biased;
             Some(done) = pending.next(), if !pending.is_empty() => {
-                let parsed: Parsed = done?;
+                let (parsed, origin): (Parsed, Option<(u32, u64, u16)>) = done?;
                 account(&ctx, &parsed);
-                let partitioned = parsed.frames.len() > 1;
-                for (lane, f) in parsed.frames.into_iter().enumerate() {
-                    // With partitions, an empty frame still carries the watermark.
-                    if partitioned || !f.is_empty() {
+                // With partitions, an empty frame still carries the watermark; at least once,
+                // every batch reaches every aggregate, so each can tell it has seen them all.
+                let always = parsed.frames.len() > 1 || alo;
+                for (lane, mut f) in parsed.frames.into_iter().enumerate() {
+                    if let Some((stream, seq, lag)) = origin {
+                        f.set_origin(stream, seq, lag);
+                    }
+                    if always || !f.is_empty() {
                         egress.send_to(lane, f).await;
                     }
                 }
@@ -139,15 +146,18 @@ pub async fn run(ctx: Arc<StageCtx>, listener: TcpListener) -> anyhow::Result<()
             input = ingress.recv(), if !input_done && pending.len() < workers => match input {
                 Some(Input::Batch { frame, .. }) => {
                     let ctx = ctx.clone();
+                    let h = &frame.header;
+                    let origin = alo.then_some((h.stream_id, h.batch_seq, h.origin_lag));
                     pending.push_back(tokio::spawn(async move {
                         let records = frame.header.record_count;
-                        ctx.batch(BatchKind::Parse, records, async {
+                        let parsed = ctx.batch(BatchKind::Parse, records, async {
                             if let Some(imp) = ctx.labs.get(LabSlot::Blocking) {
                                 crate::slots::blocking::lookup(imp).await;
                             }
                             parse_batch(&frame, knobs.mode, lanes, ctx.labs)
                         })
-                        .await
+                        .await;
+                        (parsed, origin)
                     }));
                 }
                 Some(Input::Start { .. } | Input::End { .. } | Input::Gone { .. }) => {}

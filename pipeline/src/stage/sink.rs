@@ -1,6 +1,13 @@
 //! The sink: appends window results to the segment log (or discards them in `blackhole` mode)
 //! on a dedicated thread, applies the fsync policy, and measures end-to-end latency: from the
 //! newest event of a window leaving the source to its result being persisted.
+//!
+//! At least once, a frame is acknowledged to the aggregate once it is durable under the fsync
+//! policy (`batch`: synced after the frame; `interval`: at the next sync, which also happens
+//! whenever the queue runs empty; `never`: handed to the OS), and a window result already in
+//! the log (a resend after a failure, or a window a restarted aggregate rebuilt) is dropped as
+//! `duplicate`: the log holds each window once. The windows seen are read back from the log at
+//! start-up and kept for [`DEDUP_WINDOWS`] window lengths behind the newest.
 
 use super::contract::BatchKind;
 use crate::codec::Frame;
@@ -10,6 +17,8 @@ use crate::net::{Ingress, Input, now_ns};
 use crate::seglog::{SegmentLog, os_message};
 use anyhow::Context;
 use pipeline_plan::{FsyncPolicy, SinkKnobs, SinkMode};
+use crate::net::Acker;
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,14 +52,21 @@ pub async fn run(ctx: Arc<StageCtx>, listener: TcpListener) -> anyhow::Result<()
         }
         SinkMode::Blackhole => None,
     };
+    let seen = match (&log, ctx.at_least_once()) {
+        (Some(_), true) => Some(Seen::from_log(Path::new(&knobs.dir))?),
+        _ => None,
+    };
     let mut ingress = Ingress::start(ctx.clone(), listener);
     ctx.mark_ready();
-    let (tx, rx) = mpsc::channel::<Frame>(knobs.common.queue_capacity as usize);
+    let (tx, rx) = mpsc::channel::<(u64, Frame)>(knobs.common.queue_capacity as usize);
     let writer_ctx = ctx.clone();
-    let writer = tokio::task::spawn_blocking(move || persist(&writer_ctx, &knobs, log, rx));
+    let acker = ingress.acker();
+    let writer = tokio::task::spawn_blocking(move || {
+        persist(&writer_ctx, &knobs, log, rx, seen, acker)
+    });
     while let Some(input) = ingress.recv().await {
-        if let Input::Batch { frame, .. } = input
-            && tx.send(frame).await.is_err()
+        if let Input::Batch { conn, frame } = input
+            && tx.send((conn, frame)).await.is_err()
         {
             break;
         }
@@ -59,12 +75,58 @@ pub async fn run(ctx: Arc<StageCtx>, listener: TcpListener) -> anyhow::Result<()
     writer.await.context("log writer thread")?
 }
 
+/// How many window lengths behind the newest window the sink remembers which windows it has
+/// (at least once). A resend never reaches that far back: what the source resends starts at
+/// most one batch before the last window boundary the sink acknowledged.
+pub const DEDUP_WINDOWS: u64 = 64;
+
+/// At least once: the windows in the log, by (start, service, route).
+struct Seen(BTreeSet<(u64, String, String)>);
+
+impl Seen {
+    fn from_log(dir: &Path) -> anyhow::Result<Self> {
+        let mut seen = Seen(BTreeSet::new());
+        crate::seglog::read_log(dir, |rec| {
+            if let Ok(w) = WindowResult::decode(rec) {
+                seen.insert(&w);
+            }
+        })
+        .map_err(|e| anyhow::anyhow!("sink.dir: cannot read the segment log back: {e}"))?;
+        info!(windows = seen.0.len(), "windows already in the log");
+        Ok(seen)
+    }
+
+    /// Record a window; `false` if it is in the log already.
+    fn insert(&mut self, w: &WindowResult) -> bool {
+        let fresh = self
+            .0
+            .insert((w.window_start_us, w.service.clone(), w.route.clone()));
+        let width = w.window_end_us.saturating_sub(w.window_start_us);
+        let newest = self.0.last().map_or(0, |n| n.0);
+        let horizon = newest.saturating_sub(width.saturating_mul(DEDUP_WINDOWS));
+        if self.0.first().is_some_and(|f| f.0 < horizon) {
+            self.0 = self.0.split_off(&(horizon, String::new(), String::new()));
+        }
+        fresh
+    }
+}
+
 fn persist(
     ctx: &StageCtx,
     k: &SinkKnobs,
     mut log: Option<SegmentLog>,
-    mut rx: mpsc::Receiver<Frame>,
+    mut rx: mpsc::Receiver<(u64, Frame)>,
+    mut seen: Option<Seen>,
+    acker: Acker,
 ) -> anyhow::Result<()> {
+    let alo = ctx.at_least_once();
+    // Frames written and not yet acknowledged: (connection, frames of it handled).
+    let mut unacked: Vec<(u64, u64)> = Vec::new();
+    let ack = |unacked: &mut Vec<(u64, u64)>| {
+        for (conn, frames) in unacked.drain(..) {
+            acker.ack(conn, frames);
+        }
+    };
     let m = &ctx.metrics;
     let interval = Duration::from_millis(k.fsync_interval_ms);
     let mut last_sync = Instant::now();
@@ -79,7 +141,7 @@ fn persist(
         }
         Ok(())
     };
-    while let Some(frame) = rx.blocking_recv() {
+    while let Some((conn, frame)) = rx.blocking_recv() {
         m.input_queue_depth.set(rx.len() as i64);
         if ctx.abandon.is_cancelled() {
             // Given up: what is still queued is counted, not written.
@@ -94,6 +156,13 @@ fn persist(
         let (mut events, mut windows, mut written) = (0u64, 0u64, 0u64);
         emits.clear();
         for rec in frame.records() {
+            if let Some(seen) = seen.as_mut()
+                && let Ok(w) = WindowResult::decode(rec)
+                && !seen.insert(&w)
+            {
+                m.drop_events(DropReason::Duplicate, w.count, rec.len() as u64);
+                continue;
+            }
             match WindowResult::peek(rec) {
                 Ok((_, count, last_emit_ns)) => {
                     if let Some(log) = log.as_mut() {
@@ -107,15 +176,30 @@ fn persist(
                 Err(_) => m.drop_events(DropReason::Undecodable, 1, rec.len() as u64),
             }
         }
+        if alo {
+            unacked.push((conn, frame.header.batch_seq + 1));
+        }
         if let Some(log) = log.as_mut() {
             match k.fsync {
-                FsyncPolicy::Batch => sync(log)?,
-                FsyncPolicy::Interval if last_sync.elapsed() >= interval => {
+                FsyncPolicy::Batch => {
+                    sync(log)?;
+                    ack(&mut unacked);
+                }
+                FsyncPolicy::Interval
+                    if last_sync.elapsed() >= interval || (alo && rx.is_empty()) =>
+                {
+                    // At least once, a sync also when nothing more is queued (group commit):
+                    // an ack never waits for the next frame.
                     sync(log)?;
                     last_sync = Instant::now();
+                    ack(&mut unacked);
                 }
                 // Hand the bytes to the OS now; durability is the OS's business.
-                _ => log.flush()?,
+                FsyncPolicy::Interval => log.flush()?,
+                FsyncPolicy::Never => {
+                    log.flush()?;
+                    ack(&mut unacked);
+                }
             }
             m.events_persisted.inc_by(events);
             m.events_sent.inc_by(events);
@@ -123,6 +207,7 @@ fn persist(
             m.log_written_bytes.inc_by(written);
         } else {
             m.drop_events(DropReason::Blackhole, events, frame.wire_bytes as u64);
+            ack(&mut unacked);
         }
         let now = now_ns();
         if let Ok(mut hdr) = ctx.e2e.lock() {

@@ -1,15 +1,24 @@
 //! The source: generates (or replays) the event stream in batches on a dedicated thread and
 //! pushes them into the egress queue; a full queue blocks generation (backpressure).
+//!
+//! At least once, batches are numbered from 0 (the same numbers and contents after a
+//! restart: the stream is a function of the seed), and the source keeps, for each batch not
+//! yet acknowledged, only where the generator was (24 bytes), never its bytes. An ack says
+//! below which event time everything is in the sink's log; a rewind (a connection downstream
+//! broke) makes it go back to the oldest unacknowledged batch and send everything again from
+//! there. Its last batch has no events and a watermark past every event, which closes every
+//! window; the stream ends once that too is acknowledged.
 
 use super::contract::BatchKind;
 use crate::codec::OutFrame;
 use crate::context::StageCtx;
 use crate::event::DropReason;
-use crate::generate::Generator;
+use crate::generate::{Generator, Mark};
 use crate::net::{Egress, EgressSender, now_ns};
 use anyhow::Context;
 use pipeline_plan::SourceKnobs;
 use std::fs::File;
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -84,9 +93,12 @@ pub async fn run(ctx: Arc<StageCtx>) -> anyhow::Result<()> {
     ctx.mark_ready();
     let tx = egress.sender();
     let gen_ctx = ctx.clone();
-    let generated = tokio::task::spawn_blocking(move || generate(&gen_ctx, &knobs, records, tx))
-        .await
-        .context("generator thread")?;
+    let generated = tokio::task::spawn_blocking(move || match records {
+        Records::Generated(g) if gen_ctx.at_least_once() => generate_acked(&gen_ctx, &knobs, *g, tx),
+        records => generate(&gen_ctx, &knobs, records, tx),
+    })
+    .await
+    .context("generator thread")?;
     egress.finish().await;
     let emitted = generated?;
     info!(emitted, "source finished its stream");
@@ -96,6 +108,152 @@ pub async fn run(ctx: Arc<StageCtx>) -> anyhow::Result<()> {
 /// How far behind its rate schedule the source may fall before it stops trying to catch up.
 const MAX_CATCH_UP: Duration = Duration::from_millis(100);
 
+/// Wait until the rate schedule allows `emitted` events; a source held back (backpressure, a
+/// stopped stage) does not make the time up in a burst afterwards.
+fn pace(k: &SourceKnobs, schedule: &mut Instant, emitted: u64) {
+    if k.rate == 0 {
+        return;
+    }
+    let due = *schedule + Duration::from_secs_f64(emitted as f64 / k.rate as f64);
+    let now = Instant::now();
+    if due > now {
+        std::thread::sleep(due - now);
+    } else if now - due > MAX_CATCH_UP {
+        *schedule += now - due;
+    }
+}
+
+/// A batch sent and not yet acknowledged: where the generator was, and its newest event time.
+struct Unacked {
+    seq: u64,
+    mark: Mark,
+    newest_us: u64,
+}
+
+/// At least once (see the module docs). Returns the events emitted (each position once, however
+/// often it was resent).
+fn generate_acked(
+    ctx: &StageCtx,
+    k: &SourceKnobs,
+    mut g: Generator,
+    mut tx: EgressSender,
+) -> anyhow::Result<u64> {
+    let m = &ctx.metrics;
+    let batch = k.batch_events();
+    let cap = ctx.cfg.knobs.common().unacked_frames as usize;
+    let stream = ctx.identity() as u32;
+    let start = Instant::now();
+    let mut schedule = start;
+    let deadline =
+        (k.duration_seconds > 0.0).then(|| start + Duration::from_secs_f64(k.duration_seconds));
+    let mut unacked: VecDeque<Unacked> = VecDeque::new();
+    let (mut seq, mut high) = (0u64, 0u64);
+    let mut end = (k.events > 0).then_some(k.events);
+    let mut last_sent = false;
+    let mut rewinds = *ctx.rewind.borrow();
+    let mut record = Vec::with_capacity(512);
+    loop {
+        if ctx.abandon.is_cancelled() {
+            warn!(
+                unacknowledged = unacked.len(),
+                "gave up with batches not acknowledged"
+            );
+            break;
+        }
+        let durable = *ctx.durable.borrow();
+        // `u64::MAX`: everything, the last batch included, is durable.
+        while unacked
+            .front()
+            .is_some_and(|u| u.newest_us < durable || durable == u64::MAX)
+        {
+            unacked.pop_front();
+        }
+        if last_sent && unacked.is_empty() {
+            info!(emitted = high, "every batch is acknowledged");
+            break;
+        }
+        if end.is_none() && (ctx.drain.is_cancelled() || deadline.is_some_and(|d| Instant::now() >= d)) {
+            info!(emitted = high, "asked to finish the stream");
+            end = Some(high);
+        }
+        let now_rewinds = *ctx.rewind.borrow();
+        if now_rewinds != rewinds {
+            rewinds = now_rewinds;
+            if let Some(first) = unacked.front() {
+                info!(
+                    from = first.seq,
+                    batches = unacked.len(),
+                    "resending what is not acknowledged"
+                );
+                g.restore(&first.mark);
+                seq = first.seq;
+                unacked.clear();
+                last_sent = false;
+            }
+        }
+        if last_sent || unacked.len() >= cap {
+            std::thread::sleep(Duration::from_millis(1));
+            continue;
+        }
+        let pos = g.generated();
+        let lag = u16::try_from(seq - unacked.front().map_or(seq, |u| u.seq)).unwrap_or(u16::MAX);
+        let mark = g.mark();
+        let remaining = end.map_or(batch, |e| e.saturating_sub(pos));
+        if remaining == 0 {
+            // The last batch: no events, a watermark past all of them.
+            let mut f = OutFrame::data(0);
+            f.set_watermark(u64::MAX);
+            f.set_emitted_at(now_ns());
+            f.set_origin(stream, seq, lag);
+            unacked.push_back(Unacked {
+                seq,
+                mark,
+                newest_us: u64::MAX,
+            });
+            seq += 1;
+            last_sent = true;
+            if !tx.blocking_send(f) {
+                break;
+            }
+            continue;
+        }
+        let want = batch.min(remaining);
+        let span = ctx.blocking_batch(BatchKind::Generate, want as u32);
+        let mut frame = OutFrame::data(want as usize * 240);
+        for _ in 0..want {
+            record.clear();
+            g.next_into(&mut record);
+            frame.push(&record);
+        }
+        drop(span);
+        let newest_us = g.ts_of(pos + want - 1);
+        let fresh = (pos + want).saturating_sub(high);
+        high = high.max(pos + want);
+        m.events_emitted.inc_by(fresh);
+        m.events_resent.inc_by(want - fresh);
+        if newest_us < durable {
+            // Already in the log (a restarted source catching up): nothing to send.
+            seq += 1;
+            continue;
+        }
+        frame.set_emitted_at(now_ns());
+        frame.set_origin(stream, seq, lag);
+        unacked.push_back(Unacked {
+            seq,
+            mark,
+            newest_us,
+        });
+        seq += 1;
+        if !tx.blocking_send(frame) {
+            break;
+        }
+        if fresh > 0 {
+            pace(k, &mut schedule, high);
+        }
+    }
+    Ok(high)
+}
+
 fn generate(
     ctx: &StageCtx,
     k: &SourceKnobs,
@@ -103,13 +261,7 @@ fn generate(
     mut tx: EgressSender,
 ) -> anyhow::Result<u64> {
     let m = &ctx.metrics;
-    // At a fixed rate, batches are cut at most every 10 ms so latency does not wait on a full
-    // batch.
-    let batch = if k.rate > 0 {
-        (k.batch_size as u64).min((k.rate / 100).max(1)) as usize
-    } else {
-        k.batch_size as usize
-    };
+    let batch = k.batch_events() as usize;
     let max_frame = ctx.cfg.knobs.common().max_frame_bytes as usize;
     let max_record = max_frame / 2;
     let start = Instant::now();
@@ -171,17 +323,7 @@ fn generate(
             // The writers gave up on the downstream; the frame and the rest are accounted.
             break;
         }
-        if k.rate > 0 {
-            let due = schedule + Duration::from_secs_f64(emitted as f64 / k.rate as f64);
-            let now = Instant::now();
-            if due > now {
-                std::thread::sleep(due - now);
-            } else if now - due > MAX_CATCH_UP {
-                // Held back (backpressure, a stopped stage): the time lost is not made up in a
-                // burst afterwards; the offered rate stays the knob's.
-                schedule += now - due;
-            }
-        }
+        pace(k, &mut schedule, emitted);
     }
     Ok(emitted)
 }
