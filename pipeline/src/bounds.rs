@@ -68,8 +68,17 @@ pub fn memory_bound(cfg: &StageConfig) -> MemoryBound {
         );
         term("input queue: queue_capacity frames", cap * frame);
     }
+    let alo = common.delivery == pipeline_plan::Delivery::AtLeastOnce;
     match &cfg.knobs {
-        StageKnobs::Source(_) => term("the frame being filled", frame),
+        StageKnobs::Source(k) => {
+            term("the frame being filled", frame);
+            if alo {
+                term(
+                    "at least once: max_unacked_batches positions (64 bytes each)",
+                    u64::from(k.max_unacked_batches) * 64,
+                );
+            }
+        }
         StageKnobs::Parse(k) => term(
             "batches in flight: workers x (input + output frame)",
             u64::from(k.workers) * 2 * frame,
@@ -83,6 +92,12 @@ pub fn memory_bound(cfg: &StageConfig) -> MemoryBound {
                 "open windows: max_open_windows x one window",
                 u64::from(k.max_open_windows) * window_bytes() as u64,
             );
+            if alo {
+                term(
+                    "at least once: results kept until the sink acknowledges them, queue_capacity frames per downstream",
+                    lanes * cap * frame,
+                );
+            }
         }
         StageKnobs::Sink(_) => term(
             "writer queue: queue_capacity frames + the log's write buffer",
@@ -123,6 +138,12 @@ mod tests {
         assert!(fewer < bound(Aggregate, &[]));
         // More downstream replicas: more lanes to hold frames for.
         assert!(bound(Parse, &["aggregate.replicas=3"]) > bound(Parse, &[]));
+        // At least once, the aggregate keeps what the sink has not acknowledged, the source
+        // where each unacknowledged batch started.
+        let alo = "all.delivery=at_least_once";
+        assert!(bound(Aggregate, &[alo]) > bound(Aggregate, &[]));
+        assert!(bound(Source, &[alo, "source.max_unacked_batches=65535"]) > bound(Source, &[alo]));
+        assert_eq!(bound(Parse, &[alo]), bound(Parse, &[]));
     }
 
     /// `cargo test -p pipeline --lib bounds -- --ignored --nocapture` prints the default

@@ -515,6 +515,42 @@ mod tests {
     }
 
     #[test]
+    fn acks_rewinds_and_origins_round_trip() {
+        let (frames, err) = decode_all(&OutFrame::ack(12, 34_000).finish(0, 0), 1 << 20);
+        assert_eq!(err, None);
+        assert_eq!(frames[0].header.kind, Kind::Ack);
+        assert_eq!(frames[0].ack(), Some((12, 34_000)));
+        let (frames, _) = decode_all(&OutFrame::rewind().finish(0, 0), 1 << 20);
+        assert_eq!(
+            (frames[0].header.kind, frames[0].ack()),
+            (Kind::Rewind, None)
+        );
+        // An ack with a short payload is refused.
+        let mut bad = OutFrame::ack(1, 2).finish(0, 0).to_vec();
+        bad.truncate(bad.len() - 1);
+        let body = (bad.len() - PREFIX_LEN) as u32;
+        bad[..PREFIX_LEN].copy_from_slice(&body.to_be_bytes());
+        assert_eq!(decode_all(&bad, 1 << 20).1, Some(FrameError::Records));
+        // A data frame with an origin carries it instead of the connection's stream and
+        // sequence, and its lag; a resend restamps a frame without an origin.
+        let mut f = OutFrame::data(8);
+        f.push(b"x");
+        f.set_origin(77, 1234, 5);
+        let (frames, _) = decode_all(&f.finish(1, 2), 1 << 20);
+        let h = frames[0].header;
+        assert_eq!((h.stream_id, h.batch_seq, h.origin_lag), (77, 1234, 5));
+        let mut plain = OutFrame::data(8);
+        plain.push(b"y");
+        let again = restamp(&plain.finish(1, 2), 3, 4);
+        let (frames, _) = decode_all(&again, 1 << 20);
+        assert_eq!(
+            (frames[0].header.stream_id, frames[0].header.batch_seq),
+            (3, 4)
+        );
+        assert_eq!(frames[0].records().collect::<Vec<_>>(), vec![&b"y"[..]]);
+    }
+
+    #[test]
     fn round_trip() {
         let wire = sample();
         let (frames, err) = decode_all(&wire, 1 << 20);

@@ -875,7 +875,12 @@ fn on_ack(
     frames: u64,
     through_us: u64,
 ) {
-    debug!(frames, through_us, kept = pending.len(), "ack from downstream");
+    debug!(
+        frames,
+        through_us,
+        kept = pending.len(),
+        "ack from downstream"
+    );
     if keep {
         while pending.front().is_some_and(|u| u.seq < frames) {
             if let Some(tx) = pending.pop_front().and_then(|u| u.on_acked) {
@@ -906,7 +911,10 @@ async fn resend(ctx: &StageCtx, c: &mut Conn, pending: &mut VecDeque<Unacked>) -
         c.events += u.events;
     }
     if n > 0 {
-        info!(frames = n, "resent what the downstream had not acknowledged");
+        info!(
+            frames = n,
+            "resent what the downstream had not acknowledged"
+        );
     }
     true
 }
@@ -926,7 +934,8 @@ async fn write_loop(
     // window state cannot be regenerated upstream); source and parse keep nothing here: the
     // source regenerates from the seed on a rewind.
     let keep = alo && ctx.cfg.role() == Role::Aggregate;
-    let cap = ctx.cfg.knobs.common().unacked_frames as usize;
+    // Bounded like a queue (backpressure): the sink acknowledges within an fsync.
+    let cap = ctx.cfg.knobs.common().queue_capacity as usize;
     let mut pending: VecDeque<Unacked> = VecDeque::new();
     let mut conn: Option<Conn> = None;
     let lost = |conn: &mut Option<Conn>| {
@@ -945,7 +954,10 @@ async fn write_loop(
                 Connected::Yes(sock) => {
                     let mut c = Conn::new(sock, max);
                     if !resend(&ctx, &mut c, &mut pending).await {
-                        warn!(downstream = addr, "connection broke while resending; reconnecting");
+                        warn!(
+                            downstream = addr,
+                            "connection broke while resending; reconnecting"
+                        );
                         continue;
                     }
                     conn = Some(c);
@@ -1008,7 +1020,7 @@ async fn write_loop(
                             tokio::time::timeout(WRITE_ON_ABANDON, write).await.ok()
                         }
                     };
-                    if keep && !matches!(written, None) {
+                    if keep && written.is_some() {
                         // Written or not, it stays until acknowledged (a failed write is
                         // written again on the next connection).
                         pending.push_back(Unacked { seq: c.seq, bytes: bytes.clone(), records, events, on_acked });

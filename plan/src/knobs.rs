@@ -252,11 +252,6 @@ pub struct CommonKnobs {
     pub lab_impl: LabImpl,
     /// Delivery guarantee; every stage of a plan must have the same.
     pub delivery: Delivery,
-    /// At least once: frames a sender keeps until its downstream acknowledges them; when that
-    /// many are unacknowledged it stops (backpressure). The source keeps only positions (it
-    /// regenerates from the seed), the aggregate keeps window results (1..=65535).
-    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 65535)))]
-    pub unacked_frames: u32,
 }
 
 impl Default for CommonKnobs {
@@ -271,7 +266,6 @@ impl Default for CommonKnobs {
             lab_slot: LabSlot::None,
             lab_impl: LabImpl::Baseline,
             delivery: Delivery::AtMostOnce,
-            unacked_frames: 4096,
         }
     }
 }
@@ -315,6 +309,11 @@ pub struct SourceKnobs {
     pub event_time: EventTime,
     /// Replay this file of JSON lines instead of generating events ("" = generate).
     pub replay: String,
+    /// At least once: batches sent and not yet acknowledged, at most (then the source waits:
+    /// backpressure). It keeps only where each one started (~64 bytes), not its bytes: a
+    /// resend regenerates it (1..=65535).
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 65535)))]
+    pub max_unacked_batches: u32,
     #[serde(flatten)]
     pub common: CommonKnobs,
 }
@@ -335,6 +334,7 @@ impl Default for SourceKnobs {
             event_time_step_us: 10,
             event_time: EventTime::Fixed,
             replay: String::new(),
+            max_unacked_batches: 4096,
             common: CommonKnobs::default(),
         }
     }
@@ -545,7 +545,6 @@ impl CommonKnobs {
             256 << 20,
         )?;
         in_range(stage, "runtime_threads", self.runtime_threads, 1, 64)?;
-        in_range(stage, "unacked_frames", self.unacked_frames, 1, 65535)?;
         in_range(
             stage,
             "inject_delay_us",
@@ -588,6 +587,13 @@ impl Knobs for SourceKnobs {
             self.event_time_step_us,
             0,
             1_000_000,
+        )?;
+        in_range(
+            stage,
+            "max_unacked_batches",
+            self.max_unacked_batches,
+            1,
+            65535,
         )?;
         if self.common.delivery == Delivery::AtLeastOnce {
             // A resend regenerates the same batches: same records, same event times.

@@ -10,8 +10,8 @@ mod plan;
 
 pub use config::{StageConfig, StageKnobs};
 pub use knobs::{
-    AggregateKnobs, Allocator, CommonKnobs, Delivery, EventTime, FsyncPolicy, Knobs, LabImpl, LabSlot,
-    ParseKnobs, ParseMode, Role, SinkKnobs, SinkMode, SourceKnobs, StateStrategy,
+    AggregateKnobs, Allocator, CommonKnobs, Delivery, EventTime, FsyncPolicy, Knobs, LabImpl,
+    LabSlot, ParseKnobs, ParseMode, Role, SinkKnobs, SinkMode, SourceKnobs, StateStrategy,
 };
 pub use plan::{MAX_REPLICAS, Plan, PlanStage};
 

@@ -139,24 +139,24 @@ impl Plan {
                     .into(),
             ));
         }
-        // The source stops at `unacked_frames` batches; acks come only as windows close, so
+        // The source stops at `max_unacked_batches` batches; acks come only as windows close, so
         // those batches must span more than a window (twice, for the batch in flight).
         if let (Some(StageKnobs::Source(src)), Some(StageKnobs::Aggregate(agg))) =
             (self.knobs(Role::Source), self.knobs(Role::Aggregate))
         {
             let batch = src.batch_events();
-            let span_us = u64::from(src.common.unacked_frames)
+            let span_us = u64::from(src.max_unacked_batches)
                 .saturating_mul(batch)
                 .saturating_mul(src.event_time_step_us);
             let need_us = agg.window_ms.saturating_mul(2000);
             if span_us < need_us {
                 return Err(PlanError::Knob {
-                    knob: "source.unacked_frames".into(),
+                    knob: "source.max_unacked_batches".into(),
                     message: format!(
                         "{} unacknowledged batches of {batch} events span {} ms of event \
                          time, less than two windows ({} ms): the source would wait for acks \
                          that come only as windows close",
-                        src.common.unacked_frames,
+                        src.max_unacked_batches,
                         span_us / 1000,
                         need_us / 1000
                     ),
@@ -369,6 +369,63 @@ mod tests {
             knobs: StageKnobs::defaults(role),
             replicas: 1,
         }
+    }
+
+    #[test]
+    fn at_least_once_is_refused_where_it_cannot_hold() {
+        let config = |p: &Plan| p.stage_config(Role::Parse, "a:1", "a:2", &["b:1".into()]);
+        let mut p = Plan::new("t");
+        p.assign("all.delivery=at_least_once").unwrap();
+        assert!(config(&p).is_ok(), "the default plan takes it");
+        // One stage on its own.
+        let mut mixed = Plan::new("t");
+        mixed.assign("sink.delivery=at_least_once").unwrap();
+        let e = config(&mixed).unwrap_err().to_string();
+        assert!(
+            e.contains("sink.delivery") && e.contains("same delivery"),
+            "{e}"
+        );
+        // Batches that cannot be regenerated, or whose event times are not the same again.
+        for (knob, set) in [
+            ("source.replay", "source.replay=/tmp/events.jsonl"),
+            ("source.event_time", "source.event_time=wall_clock"),
+            ("source.event_time_step_us", "source.event_time_step_us=0"),
+        ] {
+            let mut q = Plan::new("t");
+            q.assign(set).unwrap();
+            let e = q
+                .assign("all.delivery=at_least_once")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(knob), "{set}: {e}");
+        }
+        // Too few unacknowledged batches to span two windows: the source would wait forever.
+        let mut short = p.clone();
+        short.assign("source.max_unacked_batches=10").unwrap();
+        let e = config(&short).unwrap_err().to_string();
+        assert!(e.contains("source.max_unacked_batches"), "{e}");
+        // A partial chain (no sink to acknowledge), or two sources.
+        let mut two = p.clone();
+        two.assign("source.replicas=2").unwrap();
+        assert!(config(&two).is_err());
+        let partial = Plan::from_stages(
+            "t",
+            vec![stage(Role::Source), stage(Role::Parse)]
+                .into_iter()
+                .map(|mut s| {
+                    s.knobs.set("delivery", "at_least_once").unwrap();
+                    s
+                })
+                .collect(),
+        )
+        .unwrap();
+        assert!(
+            partial
+                .stage_config(Role::Parse, "a:1", "a:2", &[])
+                .unwrap_err()
+                .to_string()
+                .contains("whole chain")
+        );
     }
 
     fn parse_knobs(plan: &Plan) -> &crate::ParseKnobs {

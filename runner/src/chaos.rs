@@ -2,13 +2,16 @@
 //! and what each run then shows (`observatory chaos`, `make chaos`; a short version runs in
 //! `make test` from `tests/chaos.rs`).
 //!
-//! Faults: `kill -9` of a stage mid-run, `SIGSTOP` of a stage (then `SIGCONT`), a sink 1000x
-//! slower than the source, a stage that cannot start. Every run is checked the same way
-//! ([`Row::passed`]): the run ended by itself; the log holds no window twice; what the summary
-//! says was lost is exactly what is missing from the log (`emitted = log + dead-lettered +
-//! discarded + lost`); every stage's peak RSS is under its bound ([`pipeline::bounds`]); and
-//! per fault, what it must show (a killed stage is named and the run fails within 10 s of the
-//! kill; a stopped stage loses nothing; behind a slow sink the source slows to the sink's
+//! Faults: `kill -9` of a stage mid-run (at most once, and at least once, where the runner
+//! restarts it), `SIGSTOP` of a stage (then `SIGCONT`), a sink 1000x slower than the source, a
+//! stage that cannot start. Every run is checked the same way ([`Row::passed`]): the run ended
+//! by itself; the log holds no window twice; what the summary says was lost is exactly what is
+//! missing from the log (`emitted = log + dead-lettered + discarded + lost`, and, for kills and
+//! stops, window by window against what the seed gives: nothing in the log the seed does not
+//! give); every stage's peak RSS is under its bound ([`pipeline::bounds`]); and per fault, what
+//! it must show (at most once, a killed stage is named and the run fails within 10 s of the
+//! kill; at least once, it is restarted, nothing is lost and the log is exactly what the seed
+//! gives; a stopped stage loses nothing; behind a slow sink the source slows to the sink's
 //! pace; a stage that cannot start fails the run within 2 s with its error).
 
 use crate::local::find_pipeline_bin;
@@ -17,8 +20,9 @@ use crate::summary::RunSummary;
 use anyhow::Context;
 use pipeline::bounds;
 use pipeline::context::StageStats;
+use pipeline::reference::Comparison;
 use pipeline::stage::ReadyInfo;
-use pipeline_plan::{Plan, Role};
+use pipeline_plan::{Delivery, Plan, Role, StageKnobs};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -30,8 +34,13 @@ use tokio::time::Instant;
 /// One fault.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Fault {
-    /// `kill -9` of the stage, `after` into the run.
-    Kill { role: Role, after: Duration },
+    /// `kill -9` of the stage, `after` into the run, with this delivery (at least once, the
+    /// runner restarts it).
+    Kill {
+        role: Role,
+        after: Duration,
+        delivery: Delivery,
+    },
     /// `SIGSTOP` of the stage `after` into the run, `SIGCONT` `stopped` later.
     Stop {
         role: Role,
@@ -48,13 +57,7 @@ pub enum Fault {
 impl Fault {
     /// Every fault of the full suite (`make chaos`).
     pub fn full() -> Vec<Fault> {
-        let mut v = Vec::new();
-        for role in Role::CHAIN {
-            v.push(Fault::Kill {
-                role,
-                after: Duration::from_secs(3),
-            });
-        }
+        let mut v = Fault::kills(Duration::from_secs(3));
         for role in Role::CHAIN {
             v.push(Fault::Stop {
                 role,
@@ -71,13 +74,7 @@ impl Fault {
 
     /// The short version (`make test`).
     pub fn short() -> Vec<Fault> {
-        let mut v: Vec<Fault> = Role::CHAIN
-            .into_iter()
-            .map(|role| Fault::Kill {
-                role,
-                after: Duration::from_secs(2),
-            })
-            .collect();
+        let mut v = Fault::kills(Duration::from_secs(2));
         v.extend([
             Fault::Stop {
                 role: Role::Parse,
@@ -90,6 +87,32 @@ impl Fault {
             Fault::CannotStart,
         ]);
         v
+    }
+
+    /// `kill -9` of each stage in turn, `after` into the run: at most once, then at least
+    /// once.
+    fn kills(after: Duration) -> Vec<Fault> {
+        [Delivery::AtMostOnce, Delivery::AtLeastOnce]
+            .into_iter()
+            .flat_map(|delivery| {
+                Role::CHAIN.into_iter().map(move |role| Fault::Kill {
+                    role,
+                    after,
+                    delivery,
+                })
+            })
+            .collect()
+    }
+
+    /// The delivery mode of the run.
+    pub fn mode(&self) -> &'static str {
+        match self {
+            Fault::Kill {
+                delivery: Delivery::AtLeastOnce,
+                ..
+            } => "at_least_once",
+            _ => "at_most_once",
+        }
     }
 
     pub fn name(&self) -> String {
@@ -110,9 +133,21 @@ impl Fault {
         // something (the source's frames are ~200 KB).
         let mut set = vec!["all.max_frame_bytes=1048576".to_string()];
         match self {
-            Fault::Kill { .. } => {
-                set.extend(["source.events=3000000".into(), "source.rate=200000".into()])
-            }
+            Fault::Kill {
+                delivery: Delivery::AtMostOnce,
+                ..
+            } => set.extend(["source.events=3000000".into(), "source.rate=200000".into()]),
+            // The run goes on after the kill (the stage is restarted): shorter, and with
+            // malformed records, whose dead letters die with a killed parse.
+            Fault::Kill {
+                delivery: Delivery::AtLeastOnce,
+                ..
+            } => set.extend([
+                "all.delivery=at_least_once".into(),
+                "source.events=1500000".into(),
+                "source.rate=200000".into(),
+                "source.malformed_rate=0.01".into(),
+            ]),
             Fault::Stop { .. } => {
                 set.extend(["source.events=1000000".into(), "source.rate=200000".into()])
             }
@@ -142,7 +177,7 @@ const SLOW_SINK_DELAY_US: u64 = 3_333_000;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Row {
     pub fault: String,
-    /// Delivery mode (only `at_most_once` exists so far).
+    /// Delivery mode: `at_most_once` or `at_least_once`.
     pub mode: String,
     pub events_emitted: u64,
     /// What the sink's log holds (read back, every CRC checked).
@@ -151,6 +186,10 @@ pub struct Row {
     pub lost: u64,
     /// Windows the log holds more than once.
     pub duplicated_windows: u64,
+    /// Events the seed gives that the log lacks (compared window by window), where known.
+    pub missing_from_log: Option<u64>,
+    /// Stages the runner restarted.
+    pub restarted: Vec<String>,
     /// `emitted = log + dead-lettered + discarded + lost`: the summary's loss is exactly what
     /// is missing from the log.
     pub loss_matches_log: bool,
@@ -248,7 +287,7 @@ pub async fn run_fault(fault: &Fault, opts: &ChaosOptions, index: usize) -> anyh
     let run = tokio::spawn(async move { run_local(&task_plan, &cfg, interrupts).await });
     let mut rates = None;
     let fault_at = match fault {
-        Fault::Kill { role, after } => {
+        Fault::Kill { role, after, .. } => {
             let r = ready(&run_dir, role.as_str(), Duration::from_secs(30)).await?;
             tokio::time::sleep_until(started + *after).await;
             signal(r.pid, libc::SIGKILL);
@@ -302,18 +341,35 @@ pub async fn run_fault(fault: &Fault, opts: &ChaosOptions, index: usize) -> anyh
             .with_context(|| format!("reading the sink's log {}", dir.display()))?,
         _ => Default::default(),
     };
+    // Where the stream is a function of the seed and complete (not cut by a stall), the log
+    // is compared window by window with what the seed gives.
+    let reference = match (fault, plan.knobs(Role::Source), plan.knobs(Role::Aggregate)) {
+        (
+            Fault::Kill { .. } | Fault::Stop { .. },
+            Some(StageKnobs::Source(src)),
+            Some(StageKnobs::Aggregate(agg)),
+        ) => match sink_log_dir(&plan, &run_dir) {
+            Some(dir) if dir.exists() => Some(
+                pipeline::reference::check_log(src, agg.window_ms, summary.events_emitted, &dir)
+                    .with_context(|| format!("reading the sink's log {}", dir.display()))?,
+            ),
+            _ => None,
+        },
+        _ => None,
+    };
     let seen = Observed {
         events_in_log: log.events,
         duplicated_windows: log.duplicated,
         undecodable_records: log.undecodable,
         seconds_to_end,
         rates,
+        reference,
     };
     Ok(check(fault, &plan, &summary, &seen))
 }
 
 /// What was seen of a faulted run besides its summary.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Observed {
     /// Events in the sink's log, read back.
     pub events_in_log: u64,
@@ -325,6 +381,8 @@ pub struct Observed {
     pub seconds_to_end: f64,
     /// Behind a slow sink: (source, sink) events/s over the second half of the stall.
     pub rates: Option<(f64, f64)>,
+    /// The log compared with what the seed gives (kills and stops).
+    pub reference: Option<Comparison>,
 }
 
 /// What a fault's run must show: the run of `plan` (the fault's, [`Fault::plan`]) ended with
@@ -336,6 +394,7 @@ pub fn check(fault: &Fault, plan: &Plan, s: &RunSummary, seen: &Observed) -> Row
         undecodable_records,
         seconds_to_end,
         rates,
+        ref reference,
     } = *seen;
     let mut problems = Vec::new();
     let explained = events_in_log + s.dead_lettered + s.discarded + s.lost;
@@ -385,8 +444,54 @@ pub fn check(fault: &Fault, plan: &Plan, s: &RunSummary, seen: &Observed) -> Row
             problems.push(format!("the summary has no figures of the {role} stage"));
         }
     }
+    if let Some(c) = reference {
+        // Nothing in the log that the seed does not give, and the loss the summary reports
+        // is what the log lacks (the events, and the dead letters the seed makes that a
+        // killed parse took with it).
+        if c.extra_windows > 0 || c.inflated_windows > 0 {
+            problems.push(format!(
+                "the log has {} windows the seed does not give and {} with more events than it gives",
+                c.extra_windows, c.inflated_windows
+            ));
+        }
+        let missing = c.events_expected.saturating_sub(c.events_in_log)
+            + c.dead_letters_expected.saturating_sub(s.dead_lettered);
+        if s.lost != missing || s.dead_lettered > c.dead_letters_expected {
+            problems.push(format!(
+                "the summary says {} lost, but the log lacks {} events the seed gives and {} of its dead letters",
+                s.lost,
+                c.events_expected.saturating_sub(c.events_in_log),
+                c.dead_letters_expected.saturating_sub(s.dead_lettered)
+            ));
+        }
+    } else if matches!(fault, Fault::Kill { .. } | Fault::Stop { .. }) {
+        problems.push("the log was not compared with the seed".into());
+    }
     let failed: Vec<&str> = s.failures.iter().map(|f| f.stage.as_str()).collect();
+    let restarted: Vec<String> = s.restarts.iter().map(|f| f.stage.clone()).collect();
     match fault {
+        Fault::Kill {
+            role,
+            delivery: Delivery::AtLeastOnce,
+            ..
+        } => {
+            if restarted != [role.as_str()] || !failed.is_empty() {
+                problems.push(format!(
+                    "restarted {restarted:?} and failed {failed:?}, not restarted [{role}]"
+                ));
+            }
+            let exact = reference.as_ref().is_some_and(Comparison::is_exact);
+            if !exact || !s.conserved || s.lost > 0 {
+                problems.push(format!(
+                    "at least once, a kill must lose nothing and leave the log exactly as the seed gives: lost {}, {}",
+                    s.lost,
+                    reference
+                        .as_ref()
+                        .and_then(Comparison::problem)
+                        .unwrap_or_else(|| "conserved".into())
+                ));
+            }
+        }
         Fault::Kill { role, .. } => {
             if failed != [role.as_str()] {
                 problems.push(format!("failures named {failed:?}, not [{role}]"));
@@ -450,7 +555,11 @@ pub fn check(fault: &Fault, plan: &Plan, s: &RunSummary, seen: &Observed) -> Row
     }
     Row {
         fault: fault.name(),
-        mode: "at_most_once".into(),
+        mode: fault.mode().into(),
+        missing_from_log: reference
+            .as_ref()
+            .map(|c| c.events_expected.saturating_sub(c.events_in_log)),
+        restarted,
         events_emitted: s.events_emitted,
         events_in_log,
         dead_lettered: s.dead_lettered,
@@ -483,9 +592,12 @@ pub fn table(rows: &[Row]) -> String {
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "| fault | mode | emitted | in log | lost | dup. windows | loss = missing | peak RSS MiB (bound) | s to end | source / sink ev/s | result |"
+        "| fault | mode | emitted | in log | lost | missing vs seed | dup. windows | loss = missing | restarted | peak RSS MiB (bound) | s to end | source / sink ev/s | result |"
     );
-    let _ = writeln!(t, "|---|---|---:|---:|---:|---:|---|---|---:|---|---|");
+    let _ = writeln!(
+        t,
+        "|---|---|---:|---:|---:|---:|---:|---|---|---|---:|---|---|"
+    );
     for r in rows {
         let rss: Vec<String> = r
             .peak_rss_mib
@@ -498,14 +610,21 @@ pub fn table(rows: &[Row]) -> String {
         };
         let _ = writeln!(
             t,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {} | {} |",
             r.fault,
             r.mode,
             r.events_emitted,
             r.events_in_log,
             r.lost,
+            r.missing_from_log
+                .map_or_else(|| "-".to_string(), |m| m.to_string()),
             r.duplicated_windows,
             if r.loss_matches_log { "yes" } else { "NO" },
+            if r.restarted.is_empty() {
+                "-".to_string()
+            } else {
+                r.restarted.join(", ")
+            },
             rss.join(", "),
             r.seconds_to_end,
             rates,

@@ -222,20 +222,19 @@ impl RunSummary {
         else {
             return;
         };
-        let knobs = pipeline_plan::SourceKnobs {
-            events: self.events_emitted,
-            ..src.clone()
-        };
-        let want = pipeline::reference::compute(&knobs, agg.window_ms);
-        let got = match pipeline::reference::read_persisted(log_dir) {
-            Ok(got) => got,
+        let c = match pipeline::reference::check_log(
+            src,
+            agg.window_ms,
+            self.events_emitted,
+            log_dir,
+        ) {
+            Ok(c) => c,
             Err(e) => {
                 self.conserved = false;
                 self.not_conserved_because = Some(format!("the sink's log cannot be read: {e}"));
                 return;
             }
         };
-        let c = pipeline::reference::compare(&want, &got);
         self.events_persisted = c.events_in_log;
         if self.failures.is_empty() {
             self.dead_lettered = c.dead_letters_expected;

@@ -1,5 +1,5 @@
 //! The short chaos suite, against real stage processes on loopback (`make chaos` runs the full
-//! one): kill -9 of each stage in turn mid-run, SIGSTOP of parse for 3 s, a sink 1000x slower
+//! one): kill -9 of each stage in turn mid-run (at most once, then at least once), SIGSTOP of parse for 3 s, a sink 1000x slower
 //! than the source for 12 s, a sink that cannot start. Each run must end by itself and say what
 //! happened; what it reports lost must be exactly what is missing from the sink's log; every
 //! stage must stay under its memory bound; behind the slow sink the source must slow to the
@@ -28,10 +28,8 @@ async fn the_short_chaos_suite_holds() {
     // What each row shows, beyond passing: a killed stage is named (and the aggregate's kill
     // loses its open window); the stop loses nothing; the slow sink slows the source by orders
     // of magnitude.
-    for (kill, stage) in rows[..4]
-        .iter()
-        .zip(["source", "parse", "aggregate", "sink"])
-    {
+    let stages = ["source", "parse", "aggregate", "sink"];
+    for (kill, stage) in rows[..4].iter().zip(stages) {
         assert!(!kill.conserved, "{kill:?}");
         assert!(
             kill.not_conserved_because
@@ -42,9 +40,17 @@ async fn the_short_chaos_suite_holds() {
         );
     }
     assert!(rows[2].lost > 0);
-    assert_eq!(rows[4].lost, 0);
-    assert_eq!(rows[4].events_in_log, rows[4].events_emitted);
-    let slow = &rows[5];
+    // At least once, each kill is restarted and loses nothing (the log equals the seed's:
+    // `passed` checked it window by window).
+    for (kill, stage) in rows[4..8].iter().zip(stages) {
+        assert_eq!(kill.mode, "at_least_once");
+        assert_eq!(kill.restarted, [stage], "{kill:?}");
+        assert!(kill.conserved && kill.lost == 0, "{kill:?}");
+        assert_eq!(kill.missing_from_log, Some(0));
+    }
+    assert_eq!(rows[8].lost, 0);
+    assert_eq!(rows[8].events_in_log, rows[8].events_emitted);
+    let slow = &rows[9];
     assert!(slow.source_rate_eps.unwrap() < 3_000.0, "{slow:?}");
 }
 
@@ -52,12 +58,21 @@ async fn the_short_chaos_suite_holds() {
 fn the_checks_fail_wrong_answers() {
     use observatory_runner::chaos::{Observed, check};
     use observatory_runner::summary::{RunSummary, StageFailure};
+    // What the seed gives for the kill below: 1000 events, none malformed.
+    let seed_gives = |events_in_log| pipeline::reference::Comparison {
+        windows_expected: 10,
+        windows_in_log: 10,
+        events_expected: 1000,
+        events_in_log,
+        ..Default::default()
+    };
     let seen = |events_in_log, duplicated_windows, seconds_to_end, rates| Observed {
         events_in_log,
         duplicated_windows,
         undecodable_records: 0,
         seconds_to_end,
         rates,
+        reference: Some(seed_gives(events_in_log)),
     };
     let stats: Vec<(String, pipeline::context::StageStats)> =
         ["source", "parse", "aggregate", "sink"]
@@ -76,6 +91,7 @@ fn the_checks_fail_wrong_answers() {
     let kill = Fault::Kill {
         role: pipeline_plan::Role::Aggregate,
         after: std::time::Duration::from_secs(1),
+        delivery: pipeline_plan::Delivery::AtMostOnce,
     };
     let mut s = base.clone();
     s.events_emitted = 1000;
@@ -117,6 +133,55 @@ fn the_checks_fail_wrong_answers() {
     let mut unnamed = s.clone();
     unnamed.failures.clear();
     assert!(!after_kill(&unnamed, seen(900, 0, 3.0, None)).passed());
+    // A log with a window the seed does not give, or one with more events than it gives
+    // (a double count hidden by a loss elsewhere).
+    let mut extra = seen(900, 0, 3.0, None);
+    extra.reference.as_mut().unwrap().extra_windows = 1;
+    assert!(!after_kill(&s, extra).passed());
+    let mut inflated = seen(900, 0, 3.0, None);
+    inflated.reference.as_mut().unwrap().inflated_windows = 1;
+    assert!(!after_kill(&s, inflated).passed());
+    // A log never compared with the seed.
+    let mut unchecked = seen(900, 0, 3.0, None);
+    unchecked.reference = None;
+    assert!(!after_kill(&s, unchecked).passed());
+
+    // At least once: the killed stage restarted, nothing lost, the log exactly the seed's.
+    let alo_kill = Fault::Kill {
+        role: pipeline_plan::Role::Aggregate,
+        after: std::time::Duration::from_secs(1),
+        delivery: pipeline_plan::Delivery::AtLeastOnce,
+    };
+    let alo_plan = alo_kill.plan().unwrap();
+    let mut whole = base.clone();
+    whole.events_emitted = 1000;
+    whole.events_persisted = 1000;
+    whole.restarts = vec![StageFailure {
+        stage: "aggregate".into(),
+        how: "killed by signal 9 (SIGKILL)".into(),
+        error: None,
+        after_seconds: 1.0,
+        at_start_up: false,
+    }];
+    let after_alo_kill = |s: &RunSummary, seen: Observed| check(&alo_kill, &alo_plan, s, &seen);
+    let right = after_alo_kill(&whole, seen(1000, 0, 9.0, None));
+    assert!(right.passed(), "{:?}", right.problems);
+    assert_eq!(right.mode, "at_least_once");
+    // The at-most-once answer (a loss, counted) is wrong at least once.
+    assert!(!after_alo_kill(&s, seen(900, 0, 3.0, None)).passed());
+    // A log that is not exactly the seed's: a window with other figures.
+    let mut off = seen(1000, 0, 9.0, None);
+    off.reference.as_mut().unwrap().differing_windows = 1;
+    assert!(!after_alo_kill(&whole, off).passed());
+    // A window twice.
+    assert!(!after_alo_kill(&whole, seen(1000, 1, 9.0, None)).passed());
+    // Not restarted (failed for good), or another stage restarted.
+    let mut not_restarted = whole.clone();
+    not_restarted.restarts.clear();
+    assert!(!after_alo_kill(&not_restarted, seen(1000, 0, 9.0, None)).passed());
+    let mut other = whole.clone();
+    other.restarts[0].stage = "parse".into();
+    assert!(!after_alo_kill(&other, seen(1000, 0, 9.0, None)).passed());
     // A source that kept its pace behind a slow sink.
     let slow = Fault::SlowSink {
         stall: std::time::Duration::from_secs(12),
@@ -125,7 +190,11 @@ fn the_checks_fail_wrong_answers() {
     let mut ok = base.clone();
     ok.events_emitted = 1000;
     ok.lost = 1000;
-    let behind_slow_sink = |rates| check(&slow, &slow_plan, &ok, &seen(0, 0, 1.0, Some(rates)));
+    let behind_slow_sink = |rates| {
+        let mut seen = seen(0, 0, 1.0, Some(rates));
+        seen.reference = None;
+        check(&slow, &slow_plan, &ok, &seen)
+    };
     assert!(behind_slow_sink((500.0, 333.0)).passed());
     assert!(!behind_slow_sink((150_000.0, 333.0)).passed());
 }

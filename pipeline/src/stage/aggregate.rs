@@ -130,7 +130,12 @@ struct Durable {
 }
 
 impl Durable {
-    fn after(&mut self, ctx: &Arc<StageCtx>, acked: Vec<tokio::sync::oneshot::Receiver<()>>, through: u64) {
+    fn after(
+        &mut self,
+        ctx: &Arc<StageCtx>,
+        acked: Vec<tokio::sync::oneshot::Receiver<()>>,
+        through: u64,
+    ) {
         let prev = self.last.take();
         let ctx = ctx.clone();
         self.last = Some(tokio::spawn(async move {
@@ -202,9 +207,7 @@ pub async fn run(ctx: Arc<StageCtx>, listener: TcpListener) -> anyhow::Result<()
     let mut seen = Origins::default();
     let alo = ctx.at_least_once();
     while let Some(input) = ingress.recv().await {
-        if alo
-            && let Input::Batch { frame, .. } = &input
-        {
+        if alo && let Input::Batch { frame, .. } = &input {
             let h = &frame.header;
             if !seen.admit(h.stream_id, h.batch_seq, h.origin_lag, h.watermark_us) {
                 ctx.metrics.drop_events(
@@ -410,7 +413,15 @@ async fn coordinate(
             }
         }
     }
-    close(&ctx, &state, &egress, u64::MAX, k.batch_size, durable.as_mut()).await;
+    close(
+        &ctx,
+        &state,
+        &egress,
+        u64::MAX,
+        k.batch_size,
+        durable.as_mut(),
+    )
+    .await;
     if let Some(d) = durable.as_mut() {
         // Every result in the sink's log before the end of stream goes out.
         d.settled().await;
@@ -598,6 +609,46 @@ mod tests {
         r.record(&joined(1), t);
         r.record(&done(2, 7, false), t);
         assert_eq!(r.low_watermark(Some(2), much_later), None);
+    }
+
+    #[test]
+    fn at_least_once_a_batch_is_applied_once_and_windows_wait_for_every_earlier_batch() {
+        let mut o = Origins::default();
+        assert_eq!(o.low_watermark(), None, "nothing seen");
+        // Batches 0 and 1 in order, then 3 before 2 (another path, or a resend).
+        assert!(o.admit(9, 0, 0, 100));
+        assert!(o.admit(9, 1, 1, 200));
+        assert_eq!(o.low_watermark(), Some(200));
+        assert!(o.admit(9, 3, 3, 400));
+        assert_eq!(
+            o.low_watermark(),
+            Some(200),
+            "batch 2 is missing: nothing past batch 1 may close"
+        );
+        assert!(!o.admit(9, 3, 3, 400), "seen: a duplicate");
+        assert!(!o.admit(9, 1, 1, 200), "below the prefix: a duplicate");
+        assert!(o.admit(9, 2, 2, 300));
+        assert_eq!(o.low_watermark(), Some(400), "the gap filled");
+        // A rewind resends from batch 2: duplicates, the watermark does not move back.
+        assert!(!o.admit(9, 2, 0, 300));
+        assert_eq!(o.low_watermark(), Some(400));
+    }
+
+    #[test]
+    fn at_least_once_a_restarted_aggregate_does_not_wait_for_batches_already_durable() {
+        // It first sees batch 50, whose origin lag says the source's oldest unacknowledged
+        // batch is 40: everything below 40 is in the log, so 40..49 are what it waits for.
+        let mut o = Origins::default();
+        assert!(o.admit(1, 50, 10, 5_000));
+        assert_eq!(o.low_watermark(), None, "40..49 are still to come");
+        for seq in 40..50 {
+            assert!(o.admit(1, seq, 0, 4_000 + seq));
+        }
+        assert_eq!(o.low_watermark(), Some(5_000));
+        assert!(!o.admit(1, 39, 0, 3_900), "durable already: dropped");
+        // A second source stream holds windows back until it has said where it is.
+        assert!(o.admit(2, 0, 0, 10));
+        assert_eq!(o.low_watermark(), Some(10));
     }
 
     #[test]

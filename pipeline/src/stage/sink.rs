@@ -13,11 +13,11 @@ use super::contract::BatchKind;
 use crate::codec::Frame;
 use crate::context::StageCtx;
 use crate::event::{DropReason, WindowResult};
+use crate::net::Acker;
 use crate::net::{Ingress, Input, now_ns};
 use crate::seglog::{SegmentLog, os_message};
 use anyhow::Context;
 use pipeline_plan::{FsyncPolicy, SinkKnobs, SinkMode};
-use crate::net::Acker;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
@@ -61,9 +61,8 @@ pub async fn run(ctx: Arc<StageCtx>, listener: TcpListener) -> anyhow::Result<()
     let (tx, rx) = mpsc::channel::<(u64, Frame)>(knobs.common.queue_capacity as usize);
     let writer_ctx = ctx.clone();
     let acker = ingress.acker();
-    let writer = tokio::task::spawn_blocking(move || {
-        persist(&writer_ctx, &knobs, log, rx, seen, acker)
-    });
+    let writer =
+        tokio::task::spawn_blocking(move || persist(&writer_ctx, &knobs, log, rx, seen, acker));
     while let Some(input) = ingress.recv().await {
         if let Input::Batch { conn, frame } = input
             && tx.send((conn, frame)).await.is_err()

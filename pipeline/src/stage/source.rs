@@ -17,8 +17,8 @@ use crate::generate::{Generator, Mark};
 use crate::net::{Egress, EgressSender, now_ns};
 use anyhow::Context;
 use pipeline_plan::SourceKnobs;
-use std::fs::File;
 use std::collections::VecDeque;
+use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -94,7 +94,9 @@ pub async fn run(ctx: Arc<StageCtx>) -> anyhow::Result<()> {
     let tx = egress.sender();
     let gen_ctx = ctx.clone();
     let generated = tokio::task::spawn_blocking(move || match records {
-        Records::Generated(g) if gen_ctx.at_least_once() => generate_acked(&gen_ctx, &knobs, *g, tx),
+        Records::Generated(g) if gen_ctx.at_least_once() => {
+            generate_acked(&gen_ctx, &knobs, *g, tx)
+        }
         records => generate(&gen_ctx, &knobs, records, tx),
     })
     .await
@@ -140,7 +142,7 @@ fn generate_acked(
 ) -> anyhow::Result<u64> {
     let m = &ctx.metrics;
     let batch = k.batch_events();
-    let cap = ctx.cfg.knobs.common().unacked_frames as usize;
+    let cap = k.max_unacked_batches as usize;
     let stream = ctx.identity() as u32;
     let start = Instant::now();
     let mut schedule = start;
@@ -172,7 +174,9 @@ fn generate_acked(
             info!(emitted = high, "every batch is acknowledged");
             break;
         }
-        if end.is_none() && (ctx.drain.is_cancelled() || deadline.is_some_and(|d| Instant::now() >= d)) {
+        if end.is_none()
+            && (ctx.drain.is_cancelled() || deadline.is_some_and(|d| Instant::now() >= d))
+        {
             info!(emitted = high, "asked to finish the stream");
             end = Some(high);
         }
