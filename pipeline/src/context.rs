@@ -143,16 +143,16 @@ impl StageCtx {
         self.cfg.knobs.common().delivery == pipeline_plan::Delivery::AtLeastOnce
     }
 
-    /// This stage process's identity on the wire (its hello): the same after a restart with
-    /// the same address, in local mode, or the same pod name, in Kubernetes.
-    pub fn identity(&self) -> u64 {
+    /// At least once: the source's stream id, the origin every batch carries. A function of
+    /// the pipeline's name only (at least once takes one source replica), so a restarted
+    /// source, or its replacement pod, sends the same batches under the same id and every
+    /// receiver knows them for what it has seen.
+    pub fn origin_stream(&self) -> u32 {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         self.cfg.pipeline.hash(&mut h);
         self.cfg.role().as_str().hash(&mut h);
-        self.cfg.listen.hash(&mut h);
-        std::env::var("HOSTNAME").unwrap_or_default().hash(&mut h);
-        h.finish()
+        h.finish() as u32
     }
 
     /// Record that everything below event time `through_us` is durable downstream.

@@ -125,6 +125,11 @@ fn pace(k: &SourceKnobs, schedule: &mut Instant, emitted: u64) {
     }
 }
 
+/// When a timed run (`duration_seconds`) ends.
+fn deadline(k: &SourceKnobs, start: Instant) -> Option<Instant> {
+    (k.duration_seconds > 0.0).then(|| start + Duration::from_secs_f64(k.duration_seconds))
+}
+
 /// A batch sent and not yet acknowledged: where the generator was, and its newest event time.
 struct Unacked {
     seq: u64,
@@ -143,11 +148,10 @@ fn generate_acked(
     let m = &ctx.metrics;
     let batch = k.batch_events();
     let cap = k.max_unacked_batches as usize;
-    let stream = ctx.identity() as u32;
+    let stream = ctx.origin_stream();
     let start = Instant::now();
     let mut schedule = start;
-    let deadline =
-        (k.duration_seconds > 0.0).then(|| start + Duration::from_secs_f64(k.duration_seconds));
+    let deadline = deadline(k, start);
     let mut unacked: VecDeque<Unacked> = VecDeque::new();
     let (mut seq, mut high) = (0u64, 0u64);
     let mut end = (k.events > 0).then_some(k.events);
@@ -270,8 +274,7 @@ fn generate(
     let max_record = max_frame / 2;
     let start = Instant::now();
     let mut schedule = start;
-    let deadline =
-        (k.duration_seconds > 0.0).then(|| start + Duration::from_secs_f64(k.duration_seconds));
+    let deadline = deadline(k, start);
     let mut emitted = 0u64;
     let mut exhausted = false;
     while !exhausted {
