@@ -377,10 +377,8 @@ async fn upstream_control(
         }
         if let Some(frame) = out
             && !broken
-            && let Err(e) = wr.write_all(&frame.finish(0, 0)).await
         {
-            debug!(conn, error = %e, "could not write upstream");
-            broken = true;
+            broken = !write_upstream(&mut wr, frame, &closed, conn).await;
         }
         let conn_ack = async {
             match conn_acks.as_mut() {
@@ -406,10 +404,30 @@ async fn upstream_control(
             }
             Ok(()) = rewind.changed(), if alo => OutFrame::rewind(),
         };
-        if !broken && let Err(e) = wr.write_all(&frame.finish(0, 0)).await {
-            debug!(conn, error = %e, "could not write upstream");
-            broken = true;
+        if !broken {
+            broken = !write_upstream(&mut wr, frame, &closed, conn).await;
         }
+    }
+}
+
+/// Write one control frame upstream; `false` if the connection broke. An upstream that reads
+/// nothing (stopped) cannot hold the reader past its end: the write gives way once it is done.
+async fn write_upstream(
+    wr: &mut tokio::net::tcp::OwnedWriteHalf,
+    frame: OutFrame,
+    closed: &tokio_util::sync::CancellationToken,
+    conn: u64,
+) -> bool {
+    let bytes = frame.finish(0, 0);
+    tokio::select! {
+        r = wr.write_all(&bytes) => match r {
+            Ok(()) => true,
+            Err(e) => {
+                debug!(conn, error = %e, "could not write upstream");
+                false
+            }
+        },
+        _ = closed.cancelled() => false,
     }
 }
 

@@ -270,3 +270,55 @@ async fn the_drain_deadline_holds_behind_a_stopped_sink() {
         }
     }
 }
+
+/// At least once, an interrupt drains the run as at most once does: the source stops taking
+/// new events at once (a bounded run's count used to win over the drain: it went on emitting
+/// for the 30 s drain deadline and lost its last window), its last batch closes every window,
+/// and the log is exactly what the seed gives for what was emitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_least_once_an_interrupt_drains_the_run_and_the_log_is_the_seeds() {
+    use observatory_runner::local::find_pipeline_bin;
+    use observatory_runner::run::{Restart, RunConfig, run_local};
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let mut plan = pipeline_plan::Plan::new("drain");
+    for a in [
+        "all.delivery=at_least_once",
+        "source.events=5000000",
+        "source.rate=100000",
+        "source.malformed_rate=0.01",
+    ] {
+        plan.assign(a).unwrap();
+    }
+    let cfg = RunConfig {
+        pipeline_bin: find_pipeline_bin().unwrap(),
+        report_dir: dir.path().to_path_buf(),
+        profile_seconds: 0,
+        linger: Duration::ZERO,
+        live: false,
+        stack: false,
+        restart: Restart::Auto,
+    };
+    let (interrupt, interrupts) = tokio::sync::mpsc::unbounded_channel();
+    let run_plan = plan.clone();
+    let run = tokio::spawn(async move { run_local(&run_plan, &cfg, interrupts).await });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    interrupt.send(()).unwrap();
+    let s = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the run ends")
+        .unwrap()
+        .unwrap();
+    let c = s
+        .log_check
+        .clone()
+        .expect("the log is checked at least once");
+    assert!(c.is_exact(), "{c:?}");
+    assert!(s.conserved && s.lost == 0, "{s:?}");
+    assert!(
+        s.events_emitted < 1_000_000,
+        "the source stopped when drained, not at its count: {}",
+        s.events_emitted
+    );
+    assert_eq!(c.events_in_log + c.dead_letters_expected, s.events_emitted);
+}

@@ -156,6 +156,7 @@ fn generate_acked(
     let (mut seq, mut high) = (0u64, 0u64);
     let mut end = (k.events > 0).then_some(k.events);
     let mut last_sent = false;
+    let mut cut = false;
     let mut rewinds = *ctx.rewind.borrow();
     let mut record = Vec::with_capacity(512);
     loop {
@@ -178,11 +179,11 @@ fn generate_acked(
             info!(emitted = high, "every batch is acknowledged");
             break;
         }
-        if end.is_none()
-            && (ctx.drain.is_cancelled() || deadline.is_some_and(|d| Instant::now() >= d))
-        {
+        if !cut && (ctx.drain.is_cancelled() || deadline.is_some_and(|d| Instant::now() >= d)) {
+            // Nothing new from here; what was sent is still resent until acknowledged.
             info!(emitted = high, "asked to finish the stream");
-            end = Some(high);
+            cut = true;
+            end = Some(end.map_or(high, |e| e.min(high)));
         }
         let now_rewinds = *ctx.rewind.borrow();
         if now_rewinds != rewinds {
