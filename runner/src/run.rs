@@ -139,10 +139,10 @@ pub async fn run_local(
                 for i in run.newly_exited() {
                     if let Some(f) = failure(&run.stages[i], started, &last_seen[i]) {
                         live.note(&f.1);
-                        // A stage that never started would only fail again.
+                        // Every stage here was ready once (one that fails before is a failed
+                        // start, never restarted); one that keeps dying stops at MAX_RESTARTS.
                         if restart
                             && stopping == Stopping::Running
-                            && !f.0.at_start_up
                             && run.stages[i].restarts < MAX_RESTARTS
                         {
                             match run.restart(i, &opts).await {

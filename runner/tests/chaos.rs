@@ -322,3 +322,63 @@ async fn at_least_once_an_interrupt_drains_the_run_and_the_log_is_the_seeds() {
     );
     assert_eq!(c.events_in_log + c.dead_letters_expected, s.events_emitted);
 }
+
+/// At least once, a stage killed again right after its restart (before it has handled an
+/// event) is restarted again, and the run still loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_least_once_a_stage_killed_twice_in_a_row_is_restarted_twice() {
+    use observatory_runner::local::find_pipeline_bin;
+    use observatory_runner::run::{Restart, RunConfig, run_local};
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let mut plan = pipeline_plan::Plan::new("twice");
+    for a in [
+        "all.delivery=at_least_once",
+        "source.events=1500000",
+        "source.rate=200000",
+    ] {
+        plan.assign(a).unwrap();
+    }
+    let cfg = RunConfig {
+        pipeline_bin: find_pipeline_bin().unwrap(),
+        report_dir: dir.path().to_path_buf(),
+        profile_seconds: 0,
+        linger: Duration::ZERO,
+        live: false,
+        stack: false,
+        restart: Restart::Auto,
+    };
+    let (_interrupt, interrupts) = tokio::sync::mpsc::unbounded_channel();
+    let run_plan = plan.clone();
+    let run = tokio::spawn(async move { run_local(&run_plan, &cfg, interrupts).await });
+    let ready = dir.path().join("run").join("aggregate.ready.json");
+    let pid_of = || -> Option<u32> {
+        let r: pipeline::stage::ReadyInfo =
+            serde_json::from_slice(&std::fs::read(&ready).ok()?).ok()?;
+        Some(r.pid)
+    };
+    let kill = |pid: u32| unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGKILL);
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let first = pid_of().expect("the aggregate is up");
+    kill(first);
+    // The restarted one, killed as soon as it is ready.
+    let second = loop {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        if let Some(p) = pid_of().filter(|p| *p != first) {
+            break p;
+        }
+    };
+    kill(second);
+    let s = tokio::time::timeout(Duration::from_secs(90), run)
+        .await
+        .expect("the run ends")
+        .unwrap()
+        .unwrap();
+    let restarted: Vec<&str> = s.restarts.iter().map(|r| r.stage.as_str()).collect();
+    assert_eq!(restarted, ["aggregate", "aggregate"], "{s:?}");
+    assert!(s.failures.is_empty(), "{:?}", s.failures);
+    let c = s.log_check.clone().unwrap();
+    assert!(c.is_exact() && s.conserved && s.lost == 0, "{c:?}");
+}
