@@ -84,10 +84,16 @@ fn event_frames(frames: usize) -> Vec<Frame> {
     recs.chunks(BATCH)
         .enumerate()
         .map(|(i, c)| {
-            parse_batch(&raw_frame(c), ParseMode::Borrowed, 1, Hooks::NONE)
-                .frames
-                .remove(0)
-                .into_frame(1, i as u64)
+            parse_batch(
+                &raw_frame(c),
+                ParseMode::Borrowed,
+                1,
+                Hooks::NONE,
+                &pipeline::window::Horizon::unbounded(),
+            )
+            .frames
+            .remove(0)
+            .into_frame(1, i as u64)
         })
         .collect()
 }
@@ -148,7 +154,15 @@ fn parse(c: &mut Criterion) {
         ("borrowed", ParseMode::Borrowed),
     ] {
         g.bench_function(name, |b| {
-            b.iter(|| black_box(parse_batch(black_box(&frame), mode, 1, Hooks::NONE)))
+            b.iter(|| {
+                black_box(parse_batch(
+                    black_box(&frame),
+                    mode,
+                    1,
+                    Hooks::NONE,
+                    &pipeline::window::Horizon::unbounded(),
+                ))
+            })
         });
     }
     g.bench_function("sonic_rs_reference", |b| {
@@ -162,7 +176,15 @@ fn parse(c: &mut Criterion) {
     let mut g = c.benchmark_group("parse_bytes");
     g.throughput(Throughput::Bytes(bytes as u64));
     g.bench_function("borrowed", |b| {
-        b.iter(|| black_box(parse_batch(&frame, ParseMode::Borrowed, 1, Hooks::NONE)))
+        b.iter(|| {
+            black_box(parse_batch(
+                &frame,
+                ParseMode::Borrowed,
+                1,
+                Hooks::NONE,
+                &pipeline::window::Horizon::unbounded(),
+            ))
+        })
     });
     g.finish();
 }

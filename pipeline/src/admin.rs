@@ -48,12 +48,66 @@ pub fn router(ctx: Arc<StageCtx>) -> Router {
         .with_state(ctx)
 }
 
-/// Serve until the stage's shutdown token is cancelled; in-flight requests complete.
+/// Most admin connections open at once; more are closed on accept (a scraper, the runner and
+/// an operator need a handful).
+pub const MAX_CONNECTIONS: usize = 64;
+/// How long a client may take to send a request's headers, and how long a kept-alive
+/// connection may sit idle between requests.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest a connection lives (the longest profile, 300 s, and some).
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(330);
+/// At shutdown, how long in-flight requests have to complete.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Serve until the stage's shutdown token is cancelled: at most [`MAX_CONNECTIONS`], each
+/// with [`HEADER_TIMEOUT`] for its headers (and between kept-alive requests) and at most
+/// [`CONNECTION_LIFETIME`]; at shutdown, idle connections close at once and in-flight
+/// requests get [`SHUTDOWN_GRACE`].
 pub async fn serve(listener: TcpListener, ctx: Arc<StageCtx>) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
     let shutdown = ctx.shutdown.clone();
-    axum::serve(listener, router(ctx))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    let app = router(ctx);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let (sock, _) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            drop(sock);
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .keep_alive(true);
+            let conn = http.serve_connection(TokioIo::new(sock), service);
+            let mut conn = std::pin::pin!(conn);
+            let lifetime = tokio::time::sleep(CONNECTION_LIFETIME);
+            tokio::select! {
+                _ = &mut conn => return,
+                _ = lifetime => {}
+                _ = shutdown.cancelled() => {}
+            }
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
+        });
+    }
+    // Every connection holds a slot until it is done: wait for them all (each is bounded).
+    let all = MAX_CONNECTIONS as u32;
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE * 2, slots.acquire_many(all)).await;
+    Ok(())
 }
 
 async fn index(State(ctx): State<Arc<StageCtx>>) -> String {
@@ -144,6 +198,10 @@ async fn capture(ctx: &StageCtx, params: ProfileParams) -> Result<pprof::Report,
     ctx.sample_rss();
     ctx.profiled.store(true, Ordering::Relaxed);
     let stop = ctx.shutdown.clone();
+    // The profile stops when its client goes away (hyper drops this future on a closed
+    // connection, and with it the guard), not at its deadline: the slot is free again at once.
+    let gone = tokio_util::sync::CancellationToken::new();
+    let _on_drop = gone.clone().drop_guard();
     let result = tokio::task::spawn_blocking(move || {
         let _slot = slot;
         let guard = pprof::ProfilerGuardBuilder::default()
@@ -151,7 +209,7 @@ async fn capture(ctx: &StageCtx, params: ProfileParams) -> Result<pprof::Report,
             .blocklist(&["libc", "libgcc", "pthread", "vdso"])
             .build()?;
         let deadline = Instant::now() + Duration::from_secs(seconds);
-        while Instant::now() < deadline && !stop.is_cancelled() {
+        while Instant::now() < deadline && !stop.is_cancelled() && !gone.is_cancelled() {
             std::thread::sleep(Duration::from_millis(20));
         }
         guard.report().build()

@@ -5,8 +5,8 @@
 //!
 //! | bytes | field |
 //! |---|---|
-//! | 0 | protocol version (1) |
-//! | 1 | kind: 0 data, 1 end of stream, 2 drain request, 4 ack, 5 rewind (the last three sent upstream) |
+//! | 0 | protocol version (2) |
+//! | 1 | kind: 0 data, 1 end of stream, 2 drain request, 4 ack, 5 rewind (these three sent upstream), 6 hello |
 //! | 2..4 | origin lag (at least once: how many batches before this one the source's oldest unacknowledged batch is; else 0) |
 //! | 4..8 | stream id (chosen by the sender at start-up) |
 //! | 8..16 | batch sequence number (per stream, from 0) |
@@ -25,14 +25,20 @@
 //! is already durable. Acks flow upstream (payload: how many of this connection's frames are
 //! durably handled, u64, and the event time below which every event is durable downstream,
 //! u64); a rewind asks the source to resend what is unacknowledged.
+//!
+//! Every connection opens with a hello (its stream id in the header; payload: role u8,
+//! replica u32, the SHA-256 of the shared token (zeros without one), then the pipeline name,
+//! a length u8 and that many bytes). Until a receiver has admitted the connection
+//! ([`crate::admission`]), it takes frames of at most [`HELLO_MAX`] bytes, so an unadmitted
+//! peer can make it hold no more than that.
 
 use bytes::{Buf, Bytes, BytesMut};
 use thiserror::Error;
-use tokio_util::codec::{
-    Decoder, LengthDelimitedCodec, length_delimited::LengthDelimitedCodecError,
-};
+use tokio_util::codec::Decoder;
 
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
+/// Largest frame a connection may send before it is admitted (a hello is at most 334 bytes).
+pub const HELLO_MAX: usize = 512;
 pub const PREFIX_LEN: usize = 4;
 pub const HEADER_LEN: usize = 40;
 const SEQ_AT: usize = PREFIX_LEN + 8;
@@ -46,6 +52,7 @@ pub enum Kind {
     Drain = 2,
     Ack = 4,
     Rewind = 5,
+    Hello = 6,
 }
 
 /// The fixed header of every frame.
@@ -79,6 +86,28 @@ pub enum FrameError {
     Truncated,
     #[error("i/o error: {0}")]
     Io(String),
+    #[error("a frame before the connection's hello")]
+    NotAdmitted,
+    #[error("no hello within the hello timeout")]
+    HelloTimeout,
+    #[error("malformed hello")]
+    BadHello,
+    #[error("hello names another pipeline")]
+    WrongPipeline,
+    #[error("hello names a role that does not feed this stage")]
+    WrongRole,
+    #[error("hello names a replica the plan does not have, or one already connected")]
+    BadReplica,
+    #[error("hello carries the wrong token, or none")]
+    BadToken,
+    #[error("a frame of another stream than the one the hello named")]
+    WrongStream,
+    #[error("end of stream whose totals differ from what the stream delivered")]
+    BadEndTotals,
+    #[error("a started frame did not complete within the frame timeout")]
+    FrameTimeout,
+    #[error("the connection limit was reached")]
+    ConnectionLimit,
 }
 
 impl FrameError {
@@ -92,10 +121,21 @@ impl FrameError {
             FrameError::Oversized => "oversized_frame",
             FrameError::Truncated => "truncated_frame",
             FrameError::Io(_) => "io_error",
+            FrameError::NotAdmitted => "not_admitted",
+            FrameError::HelloTimeout => "hello_timeout",
+            FrameError::BadHello => "bad_hello",
+            FrameError::WrongPipeline => "wrong_pipeline",
+            FrameError::WrongRole => "wrong_role",
+            FrameError::BadReplica => "bad_replica",
+            FrameError::BadToken => "bad_token",
+            FrameError::WrongStream => "wrong_stream",
+            FrameError::BadEndTotals => "bad_end_totals",
+            FrameError::FrameTimeout => "frame_timeout",
+            FrameError::ConnectionLimit => "connection_limit",
         }
     }
 
-    pub const REASONS: [&'static str; 7] = [
+    pub const REASONS: [&'static str; 18] = [
         "short_frame",
         "bad_version",
         "bad_kind",
@@ -103,19 +143,23 @@ impl FrameError {
         "oversized_frame",
         "truncated_frame",
         "io_error",
+        "not_admitted",
+        "hello_timeout",
+        "bad_hello",
+        "wrong_pipeline",
+        "wrong_role",
+        "bad_replica",
+        "bad_token",
+        "wrong_stream",
+        "bad_end_totals",
+        "frame_timeout",
+        "connection_limit",
     ];
 }
 
 impl From<std::io::Error> for FrameError {
     fn from(e: std::io::Error) -> Self {
-        let oversized = e
-            .get_ref()
-            .is_some_and(|inner| inner.downcast_ref::<LengthDelimitedCodecError>().is_some());
-        if oversized {
-            FrameError::Oversized
-        } else {
-            FrameError::Io(e.to_string())
-        }
+        FrameError::Io(e.to_string())
     }
 }
 
@@ -127,6 +171,52 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[at..at + 8]);
     u64::from_le_bytes(a)
+}
+
+/// The first frame of every connection: who is sending (see the module docs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hello {
+    pub stream_id: u32,
+    /// The sender's role, as its index in [`pipeline_plan::Role::CHAIN`].
+    pub role: u8,
+    pub replica: u32,
+    /// SHA-256 of the shared token; all zeros without one.
+    pub token: [u8; 32],
+    pub pipeline: String,
+}
+
+impl Hello {
+    fn parse(stream_id: u32, b: &[u8]) -> Result<Hello, FrameError> {
+        const FIXED: usize = 1 + 4 + 32 + 1;
+        if b.len() < FIXED || b.len() != FIXED + usize::from(b[FIXED - 1]) {
+            return Err(FrameError::BadHello);
+        }
+        let pipeline = std::str::from_utf8(&b[FIXED..]).map_err(|_| FrameError::BadHello)?;
+        let mut token = [0u8; 32];
+        token.copy_from_slice(&b[5..37]);
+        Ok(Hello {
+            stream_id,
+            role: b[0],
+            replica: u32_at(b, 1),
+            token,
+            pipeline: pipeline.to_string(),
+        })
+    }
+
+    /// The hello as a frame on the wire. A pipeline name longer than 255 bytes is cut (the
+    /// receiver then refuses it as another pipeline's).
+    pub fn to_frame(&self) -> Bytes {
+        let name = self.pipeline.as_bytes();
+        let name = &name[..name.len().min(255)];
+        let mut f = OutFrame::new(Kind::Hello, 38 + name.len());
+        f.buf.push(self.role);
+        f.buf.extend_from_slice(&self.replica.to_le_bytes());
+        f.buf.extend_from_slice(&self.token);
+        f.buf.push(name.len() as u8);
+        f.buf.extend_from_slice(name);
+        f.events = Some(0);
+        f.finish(self.stream_id, 0)
+    }
 }
 
 /// A received, validated frame.
@@ -156,6 +246,7 @@ impl Frame {
             2 => Kind::Drain,
             4 => Kind::Ack,
             5 => Kind::Rewind,
+            6 => Kind::Hello,
             k => return Err(FrameError::Kind(k)),
         };
         let header = Header {
@@ -189,6 +280,12 @@ impl Frame {
                     return Err(FrameError::Records);
                 }
             }
+            Kind::Hello => {
+                if header.record_count != 0 || header.event_count != 0 {
+                    return Err(FrameError::Records);
+                }
+                Hello::parse(header.stream_id, &body)?;
+            }
             Kind::Drain | Kind::Rewind | Kind::Ack => {
                 let want = if kind == Kind::Ack { 16 } else { 0 };
                 if body.len() != want || header.record_count != 0 || header.event_count != 0 {
@@ -211,6 +308,13 @@ impl Frame {
     }
 
     /// (records sent, events sent) of an end-of-stream frame.
+    /// The hello of a hello frame.
+    pub fn hello(&self) -> Option<Hello> {
+        (self.header.kind == Kind::Hello)
+            .then(|| Hello::parse(self.header.stream_id, &self.payload).ok())
+            .flatten()
+    }
+
     pub fn end_totals(&self) -> (u64, u64) {
         if self.header.kind == Kind::End && self.payload.len() == 16 {
             (u64_at(&self.payload, 0), u64_at(&self.payload, 8))
@@ -424,22 +528,32 @@ impl OutFrame {
     }
 }
 
-/// A tokio-util decoder of frames, with a size limit.
+/// A tokio-util decoder of frames, with a size limit. Unlike tokio-util's
+/// `LengthDelimitedCodec`, it never reserves room for a frame whose length prefix it has read:
+/// a frame costs memory only as its bytes arrive (a peer that announces 8 MiB and sends 100
+/// bytes holds 100 bytes, plus the read buffer).
 pub struct FrameCodec {
-    inner: LengthDelimitedCodec,
-    /// The inner codec has consumed a length prefix and waits for the body.
-    mid_frame: bool,
+    max: usize,
+    /// The body length of the frame whose prefix has been consumed.
+    want: Option<usize>,
 }
 
 impl FrameCodec {
     pub fn new(max_frame_bytes: usize) -> Self {
         FrameCodec {
-            inner: LengthDelimitedCodec::builder()
-                .length_field_length(PREFIX_LEN)
-                .max_frame_length(max_frame_bytes)
-                .new_codec(),
-            mid_frame: false,
+            max: max_frame_bytes,
+            want: None,
         }
+    }
+
+    /// Raise or lower the size limit (a connection once admitted takes full-sized frames).
+    pub fn set_max(&mut self, max_frame_bytes: usize) {
+        self.max = max_frame_bytes;
+    }
+
+    /// Whether part of a frame has been read (a prefix consumed, its body not yet complete).
+    pub fn mid_frame(&self) -> bool {
+        self.want.is_some()
     }
 }
 
@@ -448,23 +562,32 @@ impl Decoder for FrameCodec {
     type Error = FrameError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
-        let before = src.len();
-        match self.inner.decode(src)? {
-            Some(body) => {
-                self.mid_frame = false;
-                Frame::parse(body.freeze()).map(Some)
-            }
+        let want = match self.want {
+            Some(n) => n,
             None => {
-                self.mid_frame |= src.len() < before;
-                Ok(None)
+                if src.len() < PREFIX_LEN {
+                    return Ok(None);
+                }
+                let n = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
+                if n > self.max {
+                    return Err(FrameError::Oversized);
+                }
+                src.advance(PREFIX_LEN);
+                self.want = Some(n);
+                n
             }
+        };
+        if src.len() < want {
+            return Ok(None);
         }
+        self.want = None;
+        Frame::parse(src.split_to(want).freeze()).map(Some)
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
         match self.decode(src)? {
             Some(frame) => Ok(Some(frame)),
-            None if src.is_empty() && !self.mid_frame => Ok(None),
+            None if src.is_empty() && self.want.is_none() => Ok(None),
             None => Err(FrameError::Truncated),
         }
     }
@@ -640,5 +763,55 @@ mod tests {
             }
         }
         assert!(accepted < 50, "random bytes accepted as frames: {accepted}");
+    }
+
+    #[test]
+    fn hellos_round_trip_and_malformed_ones_are_refused() {
+        let hello = Hello {
+            stream_id: 42,
+            role: 1,
+            replica: 3,
+            token: [7; 32],
+            pipeline: "demo".into(),
+        };
+        let (frames, err) = decode_all(&hello.to_frame(), HELLO_MAX);
+        assert_eq!(err, None);
+        assert_eq!(frames[0].header.kind, Kind::Hello);
+        assert_eq!(frames[0].hello(), Some(hello.clone()));
+        // A name longer than the wire allows is cut, not wrapped around.
+        let long = Hello {
+            pipeline: "x".repeat(300),
+            ..hello.clone()
+        };
+        let (frames, _) = decode_all(&long.to_frame(), HELLO_MAX);
+        assert_eq!(frames[0].hello().unwrap().pipeline.len(), 255);
+        // Every cut of the payload, and a name length that overruns it, are refused.
+        let wire = hello.to_frame();
+        for cut in 1..(wire.len() - PREFIX_LEN - HEADER_LEN) {
+            let body = wire.slice(PREFIX_LEN..wire.len() - cut);
+            assert_eq!(Frame::parse(body), Err(FrameError::BadHello), "cut {cut}");
+        }
+        let mut bad = wire.to_vec();
+        bad[PREFIX_LEN + HEADER_LEN + 37] = 200;
+        assert_eq!(
+            Frame::parse(Bytes::from(bad).slice(PREFIX_LEN..)),
+            Err(FrameError::BadHello)
+        );
+    }
+
+    #[test]
+    fn an_announced_frame_costs_memory_only_as_its_bytes_arrive() {
+        let mut codec = FrameCodec::new(8 << 20);
+        let mut buf = BytesMut::with_capacity(64);
+        buf.extend_from_slice(&((8u32 << 20) - 1).to_be_bytes());
+        buf.extend_from_slice(&[1; 40]);
+        assert_eq!(codec.decode(&mut buf), Ok(None));
+        assert!(codec.mid_frame());
+        assert!(
+            buf.capacity() < 4096,
+            "reserved {} bytes for a frame that has not arrived",
+            buf.capacity()
+        );
+        assert_eq!(codec.decode_eof(&mut buf), Err(FrameError::Truncated));
     }
 }

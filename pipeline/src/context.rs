@@ -111,6 +111,19 @@ pub struct StageCtx {
     /// connection broke, or a downstream asked): upstreams are asked to resend.
     pub rewind: tokio::sync::watch::Sender<u64>,
     rss_unprofiled_peak: AtomicU64,
+    /// The shared token's digest, if one is configured: set once at start-up, before any
+    /// connection (see [`crate::admission`]).
+    pub token: std::sync::OnceLock<crate::admission::TokenDigest>,
+}
+
+/// At least once: the stream id of pipeline `pipeline`'s source (see
+/// [`StageCtx::origin_stream`]); every data frame downstream of it carries it.
+pub fn source_stream(pipeline: &str) -> u32 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    pipeline.hash(&mut h);
+    pipeline_plan::Role::Source.as_str().hash(&mut h);
+    h.finish() as u32
 }
 
 impl StageCtx {
@@ -135,6 +148,7 @@ impl StageCtx {
             durable: tokio::sync::watch::Sender::new(0),
             rewind: tokio::sync::watch::Sender::new(0),
             rss_unprofiled_peak: AtomicU64::new(0),
+            token: std::sync::OnceLock::new(),
         })
     }
 
@@ -148,11 +162,7 @@ impl StageCtx {
     /// source, or its replacement pod, sends the same batches under the same id and every
     /// receiver knows them for what it has seen.
     pub fn origin_stream(&self) -> u32 {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.cfg.pipeline.hash(&mut h);
-        self.cfg.role().as_str().hash(&mut h);
-        h.finish() as u32
+        source_stream(&self.cfg.pipeline)
     }
 
     /// Record that everything below event time `through_us` is durable downstream.

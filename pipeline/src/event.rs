@@ -52,6 +52,9 @@ pub enum DropReason {
     Panicked,
     /// At least once: already delivered (a resend after a failure), so not applied again.
     Duplicate,
+    /// Its event time is further ahead of the newest accepted one than `max_future_skew_ms`
+    /// allows (a clock gone wrong, or a poisoned record): dropped, and it moves no watermark.
+    FutureTimestamp,
 }
 
 /// How a drop counts in the conservation equation
@@ -67,7 +70,7 @@ pub enum DropClass {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 16] = [
+    pub const ALL: [DropReason; 17] = [
         DropReason::BadJson,
         DropReason::BadUtf8,
         DropReason::MissingField,
@@ -84,6 +87,7 @@ impl DropReason {
         DropReason::Abandoned,
         DropReason::Panicked,
         DropReason::Duplicate,
+        DropReason::FutureTimestamp,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -104,6 +108,7 @@ impl DropReason {
             DropReason::Abandoned => "abandoned",
             DropReason::Panicked => "panicked",
             DropReason::Duplicate => "duplicate",
+            DropReason::FutureTimestamp => "future_timestamp",
         }
     }
 
@@ -224,6 +229,16 @@ pub fn split_key(key: &[u8]) -> Result<(&str, &str), DecodeError> {
     Ok((service, route))
 }
 
+/// A key as parse writes it: both names non-empty UTF-8 (the one-byte lengths allow no more
+/// than [`MAX_NAME_BYTES`]).
+fn check_key(key: &[u8]) -> Result<(), DecodeError> {
+    let (service, route) = split_key(key)?;
+    if service.is_empty() || route.is_empty() {
+        return Err(DecodeError("key name empty"));
+    }
+    Ok(())
+}
+
 fn u64_at(b: &[u8], at: usize) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[at..at + 8]);
@@ -288,20 +303,30 @@ impl<'a> EventRef<'a> {
         );
     }
 
+    /// Decode and check a compact event: every field within the range parse accepts (a record
+    /// from a peer is never trusted to have come through parse).
     pub fn decode(rec: &'a [u8]) -> Result<Self, DecodeError> {
         let k = key_len(rec)?;
         if rec.len() != k + EVENT_TAIL {
             return Err(DecodeError("event record has the wrong length"));
         }
+        check_key(&rec[..k])?;
         let t = &rec[k..];
-        Ok(EventRef {
+        let ev = EventRef {
             key: &rec[..k],
             method: Method::from_u8(t[0]).ok_or(DecodeError("unknown method"))?,
             status: u16::from_le_bytes([t[1], t[2]]),
             latency_us: u32::from_le_bytes([t[3], t[4], t[5], t[6]]),
             bytes: u64_at(t, 7),
             ts_us: u64_at(t, 15),
-        })
+        };
+        if !(100..=599).contains(&ev.status)
+            || u64::from(ev.latency_us) > crate::json::MAX_LATENCY_US
+            || ev.bytes > crate::json::MAX_BYTES
+        {
+            return Err(DecodeError("event field out of range"));
+        }
+        Ok(ev)
     }
 
     /// A 5xx status counts as an error.
@@ -386,11 +411,13 @@ impl WindowResult {
         );
     }
 
+    /// Decode and check a window result (see [`WindowResult::check`]).
     pub fn decode(rec: &[u8]) -> Result<Self, DecodeError> {
         let (k, count, last_emit_ns) = Self::peek(rec)?;
+        check_key(&rec[16..16 + k])?;
         let (service, route) = split_key(&rec[16..16 + k])?;
         let t = &rec[16 + k..];
-        Ok(WindowResult {
+        let w = WindowResult {
             window_start_us: u64_at(rec, 0),
             window_end_us: u64_at(rec, 8),
             service: service.to_string(),
@@ -406,12 +433,43 @@ impl WindowResult {
                 max: u64_at(t, 56),
             },
             last_emit_ns,
-        })
+        };
+        w.check()?;
+        Ok(w)
+    }
+
+    /// What every window result the aggregate writes satisfies: a window of 1 ms to 1 h
+    /// aligned to its length, at least one event, no more errors than events, bytes a sum of
+    /// at most `count` sizes parse accepts, percentiles in order.
+    pub fn check(&self) -> Result<(), DecodeError> {
+        let width = self.window_end_us.checked_sub(self.window_start_us);
+        let width = width.filter(|w| (1000..=3_600_000_000).contains(w));
+        let Some(width) = width else {
+            return Err(DecodeError("window length out of range"));
+        };
+        if !self.window_start_us.is_multiple_of(width) {
+            return Err(DecodeError("window not aligned to its length"));
+        }
+        if self.count == 0 || self.errors > self.count {
+            return Err(DecodeError("window counts inconsistent"));
+        }
+        if self
+            .count
+            .checked_mul(crate::json::MAX_BYTES)
+            .is_none_or(|m| self.bytes > m)
+        {
+            return Err(DecodeError("window bytes out of range"));
+        }
+        let l = &self.latency_us;
+        if !(l.min <= l.p50 && l.p50 <= l.p90 && l.p90 <= l.p99 && l.p99 <= l.max) {
+            return Err(DecodeError("window percentiles out of order"));
+        }
+        Ok(())
     }
 
     /// Check the shape and read just (key length, event count, last emit time): all the sink
     /// needs, without allocating.
-    pub fn peek(rec: &[u8]) -> Result<(usize, u64, u64), DecodeError> {
+    fn peek(rec: &[u8]) -> Result<(usize, u64, u64), DecodeError> {
         if rec.len() < 16 {
             return Err(DecodeError("window record cut short"));
         }
@@ -448,6 +506,46 @@ mod tests {
         for cut in 0..buf.len() {
             assert!(EventRef::decode(&buf[..cut]).is_err(), "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn decoders_refuse_fields_parse_would_never_write() {
+        let mut key = Vec::new();
+        put_key(&mut key, "svc", "/r");
+        let ok = EventRef {
+            key: &key,
+            method: Method::Get,
+            status: 200,
+            latency_us: 5,
+            bytes: 10,
+            ts_us: 1,
+        };
+        let enc = |e: &EventRef<'_>| {
+            let mut out = Vec::new();
+            e.encode(&mut out);
+            out
+        };
+        assert!(EventRef::decode(&enc(&ok)).is_ok());
+        let mut empty = Vec::new();
+        put_key(&mut empty, "", "/r");
+        for bad in [
+            EventRef { status: 99, ..ok },
+            EventRef { status: 600, ..ok },
+            EventRef {
+                latency_us: u32::MAX,
+                ..ok
+            },
+            EventRef {
+                bytes: (1 << 40) + 1,
+                ..ok
+            },
+            EventRef { key: &empty, ..ok },
+        ] {
+            assert!(EventRef::decode(&enc(&bad)).is_err(), "{bad:?}");
+        }
+        let mut not_utf8 = enc(&ok);
+        not_utf8[1] = 0xff;
+        assert!(EventRef::decode(&not_utf8).is_err());
     }
 
     #[test]

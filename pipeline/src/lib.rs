@@ -6,7 +6,8 @@
 //!   (tumbling windows, HDR percentiles), [`state`] (the aggregate's shared state strategies),
 //!   [`seglog`] (the sink's checksummed log), [`reference`] (what a run's log must hold, computed
 //!   from the seed).
-//! - Wire and I/O: [`codec`] (frames), [`net`] (ingress, egress, drain, backpressure).
+//! - Wire and I/O: [`codec`] (frames), [`admission`] (which peers a data port admits: hello,
+//!   token, limits), [`net`] (ingress, egress, drain, backpressure).
 //! - Stages: [`stage`] (one module per role, and the process driver).
 //! - Course labs: [`slots`] (code slots a lab selects by knob; resolved once at start-up, nothing
 //!   runs without one; reference solutions only with the `lab-reference` feature).
@@ -15,6 +16,7 @@
 //!   and OTLP traces come from the `observatory-telemetry` crate.
 
 pub mod admin;
+pub mod admission;
 pub mod alloc;
 pub mod bounds;
 pub mod codec;

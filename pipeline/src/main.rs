@@ -146,7 +146,13 @@ fn kernel(
         StageKnobs::Parse(k) => timed_region(&mut || {
             (0..rounds)
                 .flat_map(|_| raw.iter())
-                .map(|f| u64::from(parse_batch(f, k.mode, 1, labs).frames[0].records()))
+                .map(|f| {
+                    u64::from(
+                        parse_batch(f, k.mode, 1, labs, &pipeline::window::Horizon::unbounded())
+                            .frames[0]
+                            .records(),
+                    )
+                })
                 .sum()
         }),
         StageKnobs::Aggregate(k) => {
@@ -155,10 +161,16 @@ fn kernel(
                 .iter()
                 .enumerate()
                 .map(|(i, f)| {
-                    parse_batch(f, pipeline_plan::ParseMode::Borrowed, 1, labs)
-                        .frames
-                        .remove(0)
-                        .into_frame(1, i as u64)
+                    parse_batch(
+                        f,
+                        pipeline_plan::ParseMode::Borrowed,
+                        1,
+                        labs,
+                        &pipeline::window::Horizon::unbounded(),
+                    )
+                    .frames
+                    .remove(0)
+                    .into_frame(1, i as u64)
                 })
                 .collect();
             timed_region(&mut || {
@@ -230,6 +242,9 @@ struct StageArgs {
     /// Upstream streams whose end completes the input.
     #[arg(long)]
     upstreams: Option<u32>,
+    /// Which replica of its stage this process is (0-based), named in its hello downstream.
+    #[arg(long)]
+    replica: Option<u32>,
     /// Set a knob of this stage, e.g. --set mode=borrowed (repeatable).
     #[arg(long = "set", value_name = "KNOB=VALUE")]
     set: Vec<String>,
@@ -248,6 +263,11 @@ struct StageArgs {
     /// Log format.
     #[arg(long, value_enum, env = "PIPELINE_LOG_FORMAT", default_value = "text")]
     log_format: LogFormat,
+    /// A file holding the pipeline's shared token: every connection to and from this stage's
+    /// data port must carry it (a Secret mounted as a file in Kubernetes; the local runner
+    /// makes one per run).
+    #[arg(long, env = "PIPELINE_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
 }
 
 fn split_assignment(s: &str) -> Result<(&str, &str), PlanError> {
@@ -304,6 +324,9 @@ fn resolve(role: Role, args: &StageArgs) -> anyhow::Result<StageConfig> {
         }
         cfg.upstreams = v;
     }
+    if let Some(v) = args.replica {
+        cfg.replica = v;
+    }
     if role == Role::Sink && !cfg.downstream.is_empty() {
         bail!("the sink is the last stage and takes no --downstream");
     }
@@ -347,6 +370,12 @@ fn run_stage(role: Role, args: StageArgs) -> anyhow::Result<()> {
         ready_file: args.ready_file,
         stats_out: args.stats_out,
         linger: Duration::from_secs_f64(args.linger_seconds.max(0.0)),
+        token: match &args.token_file {
+            Some(path) => {
+                Some(pipeline::admission::read_token_file(path).map_err(anyhow::Error::msg)?)
+            }
+            None => None,
+        },
     };
     let result = runtime.block_on(stage::run(cfg, opts));
     telemetry.shutdown();

@@ -210,12 +210,40 @@ impl Acker {
     }
 }
 
+/// Every new connection's permits: one of the port's `max_connections`, and while it has not
+/// been admitted one of the share unadmitted connections may take (all but one per expected
+/// upstream, so a flood of silent connections cannot lock the real upstreams out).
+struct Permits {
+    _total: tokio::sync::OwnedSemaphorePermit,
+    pending: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// Count (and log, throttled) a refused connection or frame.
+fn refuse(ctx: &StageCtx, conn: u64, e: &FrameError) {
+    ctx.metrics.frame_rejected(e);
+    static LOG: crate::admission::LogThrottle =
+        crate::admission::LogThrottle::new(Duration::from_secs(1));
+    if let Some(suppressed) = LOG.allow() {
+        warn!(conn, error = %e, reason = e.reason(), suppressed, "refused a connection or frame; closing it (`suppressed` like it were not logged)");
+    }
+}
+
 async fn accept_loop(
     ctx: Arc<StageCtx>,
     listener: TcpListener,
     tx: mpsc::Sender<Input>,
     acker: Acker,
 ) {
+    let common = ctx.cfg.knobs.common();
+    let max = common.max_connections as usize;
+    let total = Arc::new(tokio::sync::Semaphore::new(max));
+    let reserved = (ctx.cfg.upstreams as usize).min(max - 1);
+    let pending = Arc::new(tokio::sync::Semaphore::new(max - reserved));
+    let expect = Arc::new(crate::admission::Expect::of(
+        &ctx.cfg,
+        ctx.token.get().copied(),
+    ));
+    let roster = Arc::new(crate::admission::Roster::default());
     let mut next_conn = 0u64;
     loop {
         tokio::select! {
@@ -226,9 +254,21 @@ async fn accept_loop(
             accepted = listener.accept() => match accepted {
                 Ok((sock, peer)) => {
                     next_conn += 1;
+                    let permits = total
+                        .clone()
+                        .try_acquire_owned()
+                        .ok()
+                        .zip(pending.clone().try_acquire_owned().ok());
+                    let Some((total, pending)) = permits else {
+                        refuse(&ctx, next_conn, &FrameError::ConnectionLimit);
+                        drop(sock);
+                        continue;
+                    };
                     let _ = sock.set_nodelay(true);
-                    debug!(conn = next_conn, %peer, "upstream connected");
-                    tokio::spawn(read_conn(ctx.clone(), next_conn, sock, tx.clone(), acker.clone()));
+                    debug!(conn = next_conn, %peer, "connection accepted");
+                    let permits = Permits { _total: total, pending: Some(pending) };
+                    let admit = (expect.clone(), roster.clone());
+                    tokio::spawn(read_conn(ctx.clone(), next_conn, sock, tx.clone(), acker.clone(), permits, admit));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off, keep serving.
@@ -240,19 +280,72 @@ async fn accept_loop(
     }
 }
 
-/// Read one upstream connection until its end of stream, a bad frame, or close.
+type Frames = FramedRead<tokio::net::tcp::OwnedReadHalf, FrameCodec>;
+
+/// Read a new connection's hello (within [`crate::admission::HELLO_TIMEOUT`], in frames of at
+/// most [`crate::codec::HELLO_MAX`] bytes) and admit it, or say why not.
+async fn admit(
+    frames: &mut Frames,
+    expect: &crate::admission::Expect,
+    roster: &Arc<crate::admission::Roster>,
+) -> Result<(crate::codec::Hello, crate::admission::Seat), FrameError> {
+    let first = tokio::time::timeout(crate::admission::HELLO_TIMEOUT, frames.next())
+        .await
+        .map_err(|_| FrameError::HelloTimeout)?;
+    let frame = match first {
+        Some(Ok(f)) => f,
+        Some(Err(FrameError::Oversized)) => return Err(FrameError::NotAdmitted),
+        Some(Err(e)) => return Err(e),
+        None => return Err(FrameError::NotAdmitted),
+    };
+    let hello = match frame.header.kind {
+        Kind::Hello => frame.hello().ok_or(FrameError::BadHello)?,
+        _ => return Err(FrameError::NotAdmitted),
+    };
+    expect.check(&hello)?;
+    let seat = roster.seat(expect, &hello)?;
+    Ok((hello, seat))
+}
+
+/// Read one upstream connection: admit it, then read until its end of stream, a bad frame,
+/// or close.
 async fn read_conn(
     ctx: Arc<StageCtx>,
     conn: u64,
     sock: TcpStream,
     tx: mpsc::Sender<Input>,
     acker: Acker,
+    mut permits: Permits,
+    (expect, roster): (Arc<crate::admission::Expect>, Arc<crate::admission::Roster>),
 ) {
     let m = &ctx.metrics;
-    m.upstream_connections.inc();
     let max = ctx.cfg.knobs.common().max_frame_bytes as usize;
     let (rd, wr) = sock.into_split();
-    let mut frames = FramedRead::with_capacity(rd, FrameCodec::new(max), READ_BUFFER);
+    let mut frames = FramedRead::with_capacity(rd, FrameCodec::new(crate::codec::HELLO_MAX), 1024);
+    let (hello, seat) = match admit(&mut frames, &expect, &roster).await {
+        Ok(admitted) => admitted,
+        Err(e) => {
+            refuse(&ctx, conn, &e);
+            return;
+        }
+    };
+    drop(permits.pending.take());
+    frames.decoder_mut().set_max(max);
+    frames.read_buffer_mut().reserve(READ_BUFFER);
+    debug!(
+        conn,
+        replica = hello.replica,
+        stream = hello.stream_id,
+        "upstream admitted"
+    );
+    // At least once, events carry their origin (the source's stream) as far as the
+    // aggregate; window results, and everything at most once, the connection's own.
+    let data_stream = if ctx.at_least_once() && ctx.cfg.role() != Role::Sink {
+        crate::context::source_stream(&ctx.cfg.pipeline)
+    } else {
+        hello.stream_id
+    };
+    m.upstream_connections.inc();
     // The drain request goes upstream the moment the stage drains, even while this reader
     // waits on a full queue (the upstream must stop producing now, not once there is room).
     let closed = tokio_util::sync::CancellationToken::new();
@@ -264,9 +357,13 @@ async fn read_conn(
         closed.clone(),
         conn_acks,
     ));
-    let mut events_in = 0u64;
+    let (mut events_in, mut records_in) = (0u64, 0u64);
     let mut ended = false;
     let mut discard = false;
+    // A frame that has started must complete within FRAME_TIMEOUT of reading time.
+    let mut progress = Instant::now();
+    let mut stall = tokio::time::interval(crate::admission::FRAME_TIMEOUT / 4);
+    stall.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     if tx.send(Input::Start { conn }).await.is_err() {
         closed.cancel();
         acker.forget(conn);
@@ -277,18 +374,33 @@ async fn read_conn(
         if discard {
             // The stage gave up: read what the upstream still sends, without handing it on,
             // so nothing is left unread in the socket (it would be lost uncounted).
-            discard_conn(&ctx, conn, &mut frames, &mut events_in).await;
+            discard_conn(&ctx, conn, &mut frames, (&mut events_in, &mut records_in)).await;
             ended = true;
             break;
         }
         tokio::select! {
             biased;
             _ = ctx.abandon.cancelled() => discard = true,
+            _ = stall.tick() => {
+                let started = frames.decoder().mid_frame() || !frames.read_buffer().is_empty();
+                if started && progress.elapsed() >= crate::admission::FRAME_TIMEOUT {
+                    refuse(&ctx, conn, &FrameError::FrameTimeout);
+                    break;
+                }
+                if !started {
+                    progress = Instant::now();
+                }
+            }
             next = frames.next() => match next {
                 Some(Ok(frame)) => match frame.header.kind {
                     Kind::Data => {
+                        if frame.header.stream_id != data_stream {
+                            refuse(&ctx, conn, &FrameError::WrongStream);
+                            break;
+                        }
                         let events = u64::from(frame.header.event_count);
-                        events_in += events;
+                        events_in = events_in.saturating_add(events);
+                        records_in = records_in.saturating_add(u64::from(frame.header.record_count));
                         m.events_received.inc_by(events);
                         m.batches_received.inc();
                         m.received_bytes.inc_by(frame.wire_bytes as u64);
@@ -306,29 +418,29 @@ async fn read_conn(
                                 discard = true;
                             }
                         }
+                        progress = Instant::now();
                     }
                     Kind::End => {
-                        let (_, events_sent) = frame.end_totals();
-                        let missing = events_sent.saturating_sub(events_in);
-                        if missing > 0 {
-                            // They never arrived: no bytes to count.
-                            m.drop_events(DropReason::LostInTransit, missing, 0);
-                            warn!(conn, missing, "upstream sent more events than arrived");
+                        if frame.header.stream_id != hello.stream_id
+                            || frame.end_totals() != (records_in, events_in)
+                        {
+                            // Never taken on trust: the stream is not over, and nothing is
+                            // counted as lost on its word (what arrived is accounted for).
+                            refuse(&ctx, conn, &FrameError::BadEndTotals);
+                            break;
                         }
                         debug!(conn, events = events_in, "upstream finished its stream");
+                        seat.ended();
                         ended = tx.send(Input::End { conn }).await.is_ok();
                         break;
                     }
-                    kind @ (Kind::Drain | Kind::Ack | Kind::Rewind) => {
-                        let err = FrameError::Kind(kind as u8);
-                        m.frame_rejected(&err);
-                        warn!(conn, ?kind, "upstream-bound control frame on a data port; closing the connection");
+                    kind @ (Kind::Drain | Kind::Ack | Kind::Rewind | Kind::Hello) => {
+                        refuse(&ctx, conn, &FrameError::Kind(kind as u8));
                         break;
                     }
                 },
                 Some(Err(e)) => {
-                    m.frame_rejected(&e);
-                    warn!(conn, error = %e, reason = e.reason(), "rejected a frame; closing the connection");
+                    refuse(&ctx, conn, &e);
                     break;
                 }
                 None => {
@@ -347,6 +459,7 @@ async fn read_conn(
     closed.cancel();
     let _ = notifier.await;
     acker.forget(conn);
+    drop(seat);
     m.upstream_connections.dec();
 }
 
@@ -437,8 +550,8 @@ async fn write_upstream(
 async fn discard_conn(
     ctx: &StageCtx,
     conn: u64,
-    frames: &mut FramedRead<tokio::net::tcp::OwnedReadHalf, FrameCodec>,
-    events_in: &mut u64,
+    frames: &mut Frames,
+    (events_in, records_in): (&mut u64, &mut u64),
 ) {
     let m = &ctx.metrics;
     let until = Instant::now() + ABANDON_GRACE;
@@ -451,7 +564,8 @@ async fn discard_conn(
         match next {
             Some(Ok(frame)) if frame.header.kind == Kind::Data => {
                 let events = u64::from(frame.header.event_count);
-                *events_in += events;
+                *events_in = events_in.saturating_add(events);
+                *records_in = records_in.saturating_add(u64::from(frame.header.record_count));
                 abandoned += events;
                 m.events_received.inc_by(events);
                 m.batches_received.inc();
@@ -459,10 +573,8 @@ async fn discard_conn(
                 m.drop_events(DropReason::Abandoned, events, frame.wire_bytes as u64);
             }
             Some(Ok(frame)) if frame.header.kind == Kind::End => {
-                let (_, events_sent) = frame.end_totals();
-                let missing = events_sent.saturating_sub(*events_in);
-                if missing > 0 {
-                    m.drop_events(DropReason::LostInTransit, missing, 0);
+                if frame.end_totals() != (*records_in, *events_in) {
+                    refuse(ctx, conn, &FrameError::BadEndTotals);
                 }
                 break;
             }
@@ -797,6 +909,15 @@ impl Conn {
         }
     }
 
+    /// Introduce this stage on the new connection (the downstream admits nothing else first).
+    async fn hello(&mut self, ctx: &StageCtx) -> bool {
+        let hello = crate::admission::hello(&ctx.cfg, ctx.token.get(), self.stream).to_frame();
+        tokio::select! {
+            r = self.wr.write_all(&hello) => r.is_ok(),
+            _ = ctx.abandon.cancelled() => false,
+        }
+    }
+
     /// Send the end of stream with this connection's totals and wait for the downstream to
     /// close it (its receipt).
     async fn end(mut self) {
@@ -966,12 +1087,30 @@ async fn write_loop(
             }
         }
     };
+    // A downstream that closes each new connection at once (it refuses this stage: a wrong
+    // token, another pipeline) is not hammered: such reconnections back off up to 1 s.
+    let mut connected_at: Option<Instant> = None;
+    let mut refusals = 0u32;
     loop {
         if conn.is_none() {
+            if let Some(at) = connected_at.take() {
+                if at.elapsed() < Duration::from_secs(1) {
+                    refusals = refusals.saturating_add(1);
+                    let wait =
+                        Duration::from_millis(10 << refusals.min(7)).min(Duration::from_secs(1));
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = ctx.abandon.cancelled() => {}
+                    }
+                } else {
+                    refusals = 0;
+                }
+            }
             match connect(&ctx, &addr, &mut queues).await {
                 Connected::Yes(sock) => {
+                    connected_at = Some(Instant::now());
                     let mut c = Conn::new(sock, max);
-                    if !resend(&ctx, &mut c, &mut pending).await {
+                    if !c.hello(&ctx).await || !resend(&ctx, &mut c, &mut pending).await {
                         warn!(
                             downstream = addr,
                             "connection broke while resending; reconnecting"

@@ -10,10 +10,11 @@
 use crate::codec::Frame;
 use crate::event::EventRef;
 use crate::slots::Hooks;
-use crate::window::{ClosedWindow, Refused, WindowMap};
+use crate::window::{Checker, ClosedWindow, Horizon, Refused, WindowMap};
 use pipeline_plan::StateStrategy;
 use rustc_hash::FxHasher;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 use std::sync::{Mutex, PoisonError};
 use tokio::sync::{mpsc, oneshot};
 
@@ -28,6 +29,11 @@ pub struct Applied {
     pub window_limit_bytes: u64,
     pub undecodable: u64,
     pub undecodable_bytes: u64,
+    /// Events beyond the event-time horizon (`future_timestamp`).
+    pub future: u64,
+    pub future_bytes: u64,
+    /// The newest event time applied (0: none).
+    pub newest: u64,
 }
 
 impl Applied {
@@ -41,11 +47,20 @@ fn apply_to(
     map: &mut WindowMap,
     rec: &[u8],
     ev: &EventRef<'_>,
-    emit_ns: u64,
+    (emit_ns, horizon): (u64, &mut Checker),
     applied: &mut Applied,
 ) {
-    match map.apply(ev, emit_ns) {
-        Ok(()) => {}
+    let result = if horizon.accept(ev.ts_us) {
+        map.apply(ev, emit_ns)
+    } else {
+        Err(Refused::Future)
+    };
+    match result {
+        Ok(()) => applied.newest = applied.newest.max(ev.ts_us),
+        Err(Refused::Future) => {
+            applied.future += 1;
+            applied.future_bytes += rec.len() as u64;
+        }
         Err(Refused::Late) => {
             applied.late += 1;
             applied.late_bytes += rec.len() as u64;
@@ -57,16 +72,17 @@ fn apply_to(
     }
 }
 
-/// Apply every event of a frame to one map.
-pub fn apply_frame(map: &mut WindowMap, frame: &Frame) -> Applied {
-    let emit = frame.header.emitted_at_ns;
+/// Apply every event of a frame to one map, within the horizon.
+pub fn apply_frame(map: &mut WindowMap, frame: &Frame, horizon: &Horizon) -> Applied {
+    let (emit, mut check) = (frame.header.emitted_at_ns, horizon.checker());
     let mut applied = Applied::default();
     for rec in frame.records() {
         match EventRef::decode(rec) {
-            Ok(ev) => apply_to(map, rec, &ev, emit, &mut applied),
+            Ok(ev) => apply_to(map, rec, &ev, (emit, &mut check), &mut applied),
             Err(_) => applied.undecodable(rec),
         }
     }
+    horizon.advance(applied.newest);
     applied
 }
 
@@ -75,8 +91,8 @@ enum OwnerMsg {
     Close(u64, oneshot::Sender<(Vec<ClosedWindow>, usize)>),
 }
 
-/// The window state, by strategy.
-pub struct SharedState(Inner, Hooks);
+/// The window state, by strategy, and the event-time horizon every strategy applies.
+pub struct SharedState(Inner, Hooks, Arc<Horizon>);
 
 enum Inner {
     Mutex(Mutex<WindowMap>),
@@ -109,10 +125,32 @@ impl SharedState {
         queue: usize,
         owner_drops: impl Fn(Applied) + Send + 'static,
     ) -> Self {
+        Self::with_horizon(
+            strategy,
+            shards,
+            window_ms,
+            max_open,
+            queue,
+            owner_drops,
+            Arc::new(Horizon::unbounded()),
+        )
+    }
+
+    /// [`SharedState::new`], refusing events beyond `horizon`.
+    pub fn with_horizon(
+        strategy: StateStrategy,
+        shards: u32,
+        window_ms: u64,
+        max_open: usize,
+        queue: usize,
+        owner_drops: impl Fn(Applied) + Send + 'static,
+        horizon: Arc<Horizon>,
+    ) -> Self {
         match strategy {
             StateStrategy::Mutex => SharedState(
                 Inner::Mutex(Mutex::new(WindowMap::new(window_ms, max_open))),
                 Hooks::NONE,
+                horizon,
             ),
             StateStrategy::Sharded => {
                 let shards = shards.max(1) as usize;
@@ -124,11 +162,13 @@ impl SharedState {
                             .collect(),
                     ),
                     Hooks::NONE,
+                    horizon,
                 )
             }
             StateStrategy::Owner => {
                 let (tx, mut rx) = mpsc::channel::<OwnerMsg>(queue.max(1));
                 let mut map = WindowMap::new(window_ms, max_open);
+                let owner_horizon = horizon.clone();
                 std::thread::Builder::new()
                     .name("aggregate-owner".into())
                     .spawn(move || {
@@ -136,7 +176,7 @@ impl SharedState {
                             while let Some(msg) = rx.blocking_recv() {
                                 match msg {
                                     OwnerMsg::Batch(frame) => {
-                                        owner_drops(apply_frame(&mut map, &frame))
+                                        owner_drops(apply_frame(&mut map, &frame, &owner_horizon))
                                     }
                                     OwnerMsg::Close(watermark, reply) => {
                                         let mut out = Vec::new();
@@ -148,9 +188,14 @@ impl SharedState {
                         })
                     })
                     .expect("spawning the owner thread");
-                SharedState(Inner::Owner(tx), Hooks::NONE)
+                SharedState(Inner::Owner(tx), Hooks::NONE, horizon)
             }
         }
+    }
+
+    /// The event-time horizon the state applies.
+    pub fn horizon(&self) -> &Horizon {
+        &self.2
     }
 
     /// The same state, running the lab hooks `labs` (the iterators slot summarizes each
@@ -169,19 +214,22 @@ impl SharedState {
         }
         match &self.0 {
             Inner::Mutex(m) => {
-                let emit = frame.header.emitted_at_ns;
+                let (emit, mut check) = (frame.header.emitted_at_ns, self.2.checker());
                 let mut applied = Applied::default();
                 for rec in frame.records() {
                     match EventRef::decode(rec) {
                         // The lock is taken per event: the cost this strategy teaches.
-                        Ok(ev) => apply_to(&mut lock(m), rec, &ev, emit, &mut applied),
+                        Ok(ev) => {
+                            apply_to(&mut lock(m), rec, &ev, (emit, &mut check), &mut applied)
+                        }
                         Err(_) => applied.undecodable(rec),
                     }
                 }
+                self.2.advance(applied.newest);
                 Some(applied)
             }
             Inner::Sharded(shards) => {
-                let emit = frame.header.emitted_at_ns;
+                let (emit, mut check) = (frame.header.emitted_at_ns, self.2.checker());
                 let mut applied = Applied::default();
                 for rec in frame.records() {
                     match EventRef::decode(rec) {
@@ -189,11 +237,12 @@ impl SharedState {
                             let mut h = FxHasher::default();
                             ev.key.hash(&mut h);
                             let shard = &shards[(h.finish() % shards.len() as u64) as usize];
-                            apply_to(&mut lock(shard), rec, &ev, emit, &mut applied);
+                            apply_to(&mut lock(shard), rec, &ev, (emit, &mut check), &mut applied);
                         }
                         Err(_) => applied.undecodable(rec),
                     }
                 }
+                self.2.advance(applied.newest);
                 Some(applied)
             }
             Inner::Owner(_) => None,

@@ -60,7 +60,7 @@ impl WindowAgg {
     pub fn record(&mut self, ev: &EventRef<'_>, emit_ns: u64) {
         self.count += 1;
         self.errors += u64::from(ev.is_error());
-        self.bytes += ev.bytes;
+        self.bytes = self.bytes.saturating_add(ev.bytes);
         self.latency.saturating_record(u64::from(ev.latency_us));
         self.last_emit_ns = self.last_emit_ns.max(emit_ns);
     }
@@ -75,6 +75,111 @@ pub struct ClosedWindow {
     pub agg: WindowAgg,
 }
 
+/// How far ahead in event time a stage lets an event be (`max_future_skew_ms`): no further
+/// than the skew past the newest event it has accepted (before the first, past the wall
+/// clock). An event beyond that is dropped as `future_timestamp`, and a watermark beyond it
+/// is not believed, so one far-future event cannot make every later one late. Shared by the
+/// stage's workers (and, in the aggregate, every state strategy).
+#[derive(Debug)]
+pub struct Horizon {
+    newest: std::sync::atomic::AtomicU64,
+    skew_us: u64,
+}
+
+impl Horizon {
+    pub fn new(max_future_skew_ms: u64) -> Self {
+        Horizon {
+            newest: std::sync::atomic::AtomicU64::new(0),
+            skew_us: max_future_skew_ms.saturating_mul(1000),
+        }
+    }
+
+    /// No bound (benches, kernels: trusted input).
+    pub fn unbounded() -> Self {
+        Horizon {
+            newest: std::sync::atomic::AtomicU64::new(0),
+            skew_us: u64::MAX,
+        }
+    }
+
+    /// The newest event time accepted so far (0 before the first).
+    pub fn newest(&self) -> u64 {
+        self.newest.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The latest event time accepted now.
+    pub fn limit(&self) -> u64 {
+        let newest = self.newest();
+        let base = if newest == 0 {
+            crate::net::now_ns() / 1000
+        } else {
+            newest
+        };
+        base.saturating_add(self.skew_us)
+    }
+
+    /// A per-batch check of event times: each event is held to the newest accepted before it
+    /// (in the stage, or earlier in the batch), so a batch cannot carry itself into the
+    /// future either. [`Horizon::advance`] with its `newest` afterwards.
+    pub fn checker(&self) -> Checker {
+        let newest = self.newest();
+        Checker {
+            newest,
+            skew_us: self.skew_us,
+            start: if newest == 0 {
+                crate::net::now_ns() / 1000
+            } else {
+                newest
+            },
+        }
+    }
+
+    /// Record accepted events up to event time `ts_us`.
+    pub fn advance(&self, ts_us: u64) {
+        self.newest
+            .fetch_max(ts_us, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A watermark an upstream claims, as far as it is believed: one past `limit` (taken
+    /// before the frame's events advanced the horizon) is replaced by the newest event time
+    /// accepted. `u64::MAX` is believed only when `end_marker` (at least once: the source's
+    /// last batch, which closes every window).
+    pub fn watermark(&self, claimed: u64, limit: u64, end_marker: bool) -> u64 {
+        if claimed <= limit || (claimed == u64::MAX && end_marker) {
+            claimed
+        } else {
+            self.newest()
+        }
+    }
+}
+
+/// See [`Horizon::checker`].
+#[derive(Clone, Copy, Debug)]
+pub struct Checker {
+    /// The newest event time accepted so far (0: none yet).
+    pub newest: u64,
+    skew_us: u64,
+    /// What the first event is held to: the wall clock, when nothing was accepted before.
+    start: u64,
+}
+
+impl Checker {
+    /// Whether an event at `ts_us` is within the horizon; if so it counts as accepted.
+    #[inline]
+    pub fn accept(&mut self, ts_us: u64) -> bool {
+        let base = if self.newest == 0 {
+            self.start
+        } else {
+            self.newest
+        };
+        if ts_us > base.saturating_add(self.skew_us) {
+            return false;
+        }
+        self.newest = self.newest.max(ts_us);
+        true
+    }
+}
+
 /// Why an event was not added to a window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refused {
@@ -82,6 +187,8 @@ pub enum Refused {
     Late,
     /// It would have opened a window beyond the cap (`max_open_windows`).
     Full,
+    /// Its event time is beyond the stage's [`Horizon`].
+    Future,
 }
 
 /// Bytes one open window holds: its latency histogram's counts (`u32` per bucket of a
@@ -333,5 +440,33 @@ mod tests {
         assert_eq!(out.len(), 2);
         assert_eq!(map.apply(&ev(2, 1100), 0), Ok(()), "room again");
         assert!(window_bytes() > 13_000, "{}", window_bytes());
+    }
+
+    #[test]
+    fn the_horizon_holds_each_event_to_the_newest_before_it() {
+        let h = Horizon::new(1000); // 1 s of event time
+        let now_us = crate::net::now_ns() / 1000;
+        // Before anything is accepted, the wall clock is the reference.
+        let mut c = h.checker();
+        assert!(
+            !c.accept(now_us + 3_600_000_000),
+            "an hour ahead of the clock"
+        );
+        assert!(c.accept(1_000_000), "the past is not the future");
+        assert!(c.accept(1_900_000));
+        // Within one batch the bound moves with what was accepted, so a batch cannot walk
+        // into the future either.
+        assert!(!c.accept(2_900_001));
+        assert!(c.accept(2_900_000));
+        h.advance(c.newest);
+        assert_eq!(h.newest(), 2_900_000);
+        assert!(!h.checker().accept(3_900_001));
+        // A claimed watermark past the bound is replaced by the newest accepted event time;
+        // u64::MAX is believed only as the at-least-once end marker.
+        let limit = h.limit();
+        assert_eq!(h.watermark(3_000_000, limit, false), 3_000_000);
+        assert_eq!(h.watermark(9_000_000_000, limit, false), 2_900_000);
+        assert_eq!(h.watermark(u64::MAX, limit, false), 2_900_000);
+        assert_eq!(h.watermark(u64::MAX, limit, true), u64::MAX);
     }
 }

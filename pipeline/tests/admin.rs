@@ -109,11 +109,13 @@ fn health_readiness_and_index() {
     let mut parse = spawn(dir.path(), "parse", &["--downstream", &nowhere], &[]);
     assert_eq!(http_get(parse.admin(), "/healthz"), (200, b"ok\n".to_vec()));
     assert_eq!(http_get(parse.admin(), "/readyz").0, 503);
-    // Once the downstream appears, it becomes ready.
-    let sink = spawn(
+    // Once the downstream appears, it becomes ready (an aggregate: parse's downstream admits
+    // only parse).
+    let sink = spawn(dir.path(), "sink", &["--set", "mode=blackhole"], &[]);
+    let agg = spawn(
         dir.path(),
-        "sink",
-        &["--set", "mode=blackhole", "--listen", &nowhere],
+        "aggregate",
+        &["--listen", &nowhere, "--downstream", &sink.data_addr()],
         &[],
     );
     wait_until(Duration::from_secs(10), "readiness", || {
@@ -125,6 +127,7 @@ fn health_readiness_and_index() {
     assert_eq!(http_get(parse.admin(), "/nope").0, 404);
     parse.signal(libc::SIGTERM);
     parse.finish(Duration::from_secs(30));
+    drop(agg);
     drop(sink);
 }
 

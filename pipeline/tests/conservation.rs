@@ -123,12 +123,15 @@ fn parse_replicas_and_aggregate_partitions_give_the_same_result() {
     let mut sink = spawn(d, "sink", &["--set", &log, "--upstreams", "3"], &[]);
     // Three aggregate partitions, each fed by both parse replicas.
     let mut aggs: Vec<_> = (0..3)
-        .map(|_| {
+        .map(|i| {
+            let replica = i.to_string();
             let args = [
                 "--downstream",
                 &sink.data_addr(),
                 "--upstreams",
                 "2",
+                "--replica",
+                &replica,
                 "--set",
                 "window_ms=250",
             ];
@@ -137,12 +140,13 @@ fn parse_replicas_and_aggregate_partitions_give_the_same_result() {
         .collect();
     let agg_addrs: Vec<String> = aggs.iter().map(|a| a.data_addr()).collect();
     let mut parses: Vec<_> = (0..2)
-        .map(|_| {
+        .map(|i| {
+            let replica = i.to_string();
             let mut args: Vec<&str> = agg_addrs
                 .iter()
                 .flat_map(|a| ["--downstream", a.as_str()])
                 .collect();
-            args.extend(["--set", "mode=borrowed"]);
+            args.extend(["--set", "mode=borrowed", "--replica", &replica]);
             spawn_named(d, "parse", &args)
         })
         .collect();

@@ -6,10 +6,8 @@
 mod common;
 
 use common::{Stage, http_get, metric, spawn, wait_until};
-use pipeline::codec::OutFrame;
 use pipeline::stage::contract::REQUIRED_SERIES;
 use std::io::Write;
-use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
@@ -23,13 +21,14 @@ fn strs(v: &[String]) -> Vec<&str> {
 
 /// One stream of one data frame holding a record that is not an event (nor a window result),
 /// and its end of stream: what the stage must drop as `undecodable`.
-fn send_one_undecodable_record(addr: &str) {
-    let mut frame = OutFrame::data(64);
-    frame.push(b"not a record of this pipeline");
-    let mut sock = TcpStream::connect(addr).unwrap();
-    sock.write_all(&frame.finish(7, 0)).unwrap();
-    sock.write_all(&OutFrame::end(1, 1).finish(7, 1)).unwrap();
-    sock.flush().unwrap();
+fn send_one_undecodable_record(addr: &str, upstream: &str) {
+    // An admitted second upstream (replica 1 of the stage before) whose one record is junk.
+    let mut peer = common::Peer::connect(addr);
+    peer.stream = 7;
+    peer.hello("pipeline", upstream, 1, None);
+    peer.data(&[b"not a record of this pipeline".to_vec()], 0, None);
+    peer.end(None);
+    peer.sock.flush().unwrap();
 }
 
 /// The four stages with a delay on `delayed` only; parse and aggregate on one worker, so the
@@ -50,7 +49,7 @@ fn run(dir: &Path, delayed: &str) -> Vec<Stage> {
     let mut sink_args = knobs("sink", &["mode=blackhole"]);
     sink_args.extend(["--upstreams".into(), "2".into()]);
     let sink = spawn(dir, "sink", &strs(&sink_args), &[]);
-    send_one_undecodable_record(&sink.data_addr());
+    send_one_undecodable_record(&sink.data_addr(), "aggregate");
     let mut agg_args = knobs("aggregate", &["workers=1", "window_ms=1"]);
     agg_args.extend([
         "--upstreams".into(),
@@ -59,7 +58,7 @@ fn run(dir: &Path, delayed: &str) -> Vec<Stage> {
         sink.data_addr(),
     ]);
     let agg = spawn(dir, "aggregate", &strs(&agg_args), &[]);
-    send_one_undecodable_record(&agg.data_addr());
+    send_one_undecodable_record(&agg.data_addr(), "parse");
     let mut parse_args = knobs("parse", &["workers=1"]);
     parse_args.extend(["--downstream".into(), agg.data_addr()]);
     let parse = spawn(dir, "parse", &strs(&parse_args), &[]);

@@ -42,7 +42,7 @@ fn bad_input_is_counted_and_the_stage_keeps_serving() {
     half.extend_from_slice(&[7; 50]);
     send_and_expect_close(&addr, &half);
     // A frame with a valid header whose one record claims 100 bytes that are not there.
-    let mut body = vec![1u8, 0, 0, 0]; // version 1, data, no flags
+    let mut body = vec![pipeline::codec::VERSION, 0, 0, 0]; // data, no flags
     body.extend_from_slice(&0u32.to_le_bytes()); // stream id
     body.extend_from_slice(&0u64.to_le_bytes()); // batch sequence
     body.extend_from_slice(&1u32.to_le_bytes()); // record count
@@ -60,11 +60,13 @@ fn bad_input_is_counted_and_the_stage_keeps_serving() {
         metric(&m, "pipeline_frames_rejected_total", None) >= 4.0
     });
     let m = parse.metrics();
+    // Before its hello a connection is not admitted: random bytes and the 4 GiB prefix are
+    // refused as such (a frame larger than a hello is not even buffered).
     assert_eq!(
         metric(
             &m,
             "pipeline_frames_rejected_total",
-            Some(("reason", "oversized_frame"))
+            Some(("reason", "not_admitted"))
         ),
         2.0,
         "{m}"

@@ -128,6 +128,9 @@ pub struct StageConfig {
     pub downstream: Vec<String>,
     /// Upstream streams whose end completes this stage's input (run mode).
     pub upstreams: u32,
+    /// Which replica of its stage this process is (0-based; named in its hello downstream;
+    /// in run mode each upstream replica is admitted once).
+    pub replica: u32,
     /// Service mode (Kubernetes): the stage never completes by itself; a drain request from a
     /// downstream ends only that connection, which is then re-established; a finished bounded
     /// source stays up (idle) until it is signalled.
@@ -149,6 +152,8 @@ struct StageFile {
     downstream: Vec<String>,
     #[serde(default = "one")]
     upstreams: u32,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    replica: u32,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     service: bool,
     #[serde(default)]
@@ -161,6 +166,10 @@ fn one() -> u32 {
     1
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 impl StageConfig {
     pub fn new(pipeline: &str, knobs: StageKnobs) -> Self {
         StageConfig {
@@ -169,6 +178,7 @@ impl StageConfig {
             admin: "127.0.0.1:0".into(),
             downstream: Vec::new(),
             upstreams: 1,
+            replica: 0,
             service: false,
             labels: BTreeMap::new(),
             knobs,
@@ -197,6 +207,7 @@ impl StageConfig {
             admin: file.admin,
             downstream: file.downstream,
             upstreams: file.upstreams,
+            replica: file.replica,
             service: file.service,
             labels: file.labels,
             knobs: StageKnobs::from_map(file.role, file.knobs)?,
@@ -212,6 +223,7 @@ impl StageConfig {
             admin: self.admin.clone(),
             downstream: self.downstream.clone(),
             upstreams: self.upstreams,
+            replica: self.replica,
             service: self.service,
             labels: self.labels.clone(),
             knobs: self.knobs.to_map(),
@@ -235,6 +247,7 @@ mod tests {
         cfg.labels.insert("run".into(), "a".into());
         cfg.service = true;
         cfg.upstreams = 3;
+        cfg.replica = 2;
         let text = cfg.to_toml();
         let back = StageConfig::from_toml("t.toml", &text).unwrap();
         assert_eq!(back, cfg);

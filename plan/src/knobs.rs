@@ -27,6 +27,13 @@ impl Role {
     /// The stages in data-flow order.
     pub const CHAIN: [Role; 4] = [Role::Source, Role::Parse, Role::Aggregate, Role::Sink];
 
+    /// The stage whose replicas connect to this one's data port (plans are a prefix of
+    /// [`Role::CHAIN`], so it is always the one before in the chain).
+    pub fn upstream(self) -> Option<Role> {
+        let at = Role::CHAIN.iter().position(|r| *r == self)?;
+        at.checked_sub(1).map(|i| Role::CHAIN[i])
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Source => "source",
@@ -252,6 +259,16 @@ pub struct CommonKnobs {
     pub lab_impl: LabImpl,
     /// Delivery guarantee; every stage of a plan must have the same.
     pub delivery: Delivery,
+    /// Most connections open at once on the data port (16..=4096). Connections not yet
+    /// admitted (no hello yet) may take all but one per expected upstream; more are closed at
+    /// once, counted as `connection_limit`.
+    #[cfg_attr(feature = "schema", schemars(range(min = 16, max = 4096)))]
+    pub max_connections: u32,
+    /// Parse and aggregate: an event more than this far (event time, ms) ahead of the newest
+    /// event accepted so far is dropped as `future_timestamp` and moves no watermark
+    /// (1000..=2592000000, 30 days).
+    #[cfg_attr(feature = "schema", schemars(range(min = 1000, max = 2592000000u64)))]
+    pub max_future_skew_ms: u64,
 }
 
 impl Default for CommonKnobs {
@@ -266,6 +283,8 @@ impl Default for CommonKnobs {
             lab_slot: LabSlot::None,
             lab_impl: LabImpl::Baseline,
             delivery: Delivery::AtMostOnce,
+            max_connections: 128,
+            max_future_skew_ms: 3_600_000,
         }
     }
 }
@@ -387,6 +406,10 @@ pub struct AggregateKnobs {
     /// would open one more is dropped as `window_limit`, counted.
     #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 1048576)))]
     pub max_open_windows: u32,
+    /// An upstream stream that has sent nothing for this long (ms) stops holding windows back
+    /// (the idle-source rule); it rejoins with its next frame (1000..=86400000).
+    #[cfg_attr(feature = "schema", schemars(range(min = 1000, max = 86400000)))]
+    pub idle_timeout_ms: u64,
     #[serde(flatten)]
     pub common: CommonKnobs,
 }
@@ -400,6 +423,7 @@ impl Default for AggregateKnobs {
             window_ms: 1000,
             batch_size: 512,
             max_open_windows: 8192,
+            idle_timeout_ms: 30_000,
             common: CommonKnobs::default(),
         }
     }
@@ -545,6 +569,14 @@ impl CommonKnobs {
             256 << 20,
         )?;
         in_range(stage, "runtime_threads", self.runtime_threads, 1, 64)?;
+        in_range(stage, "max_connections", self.max_connections, 16, 4096)?;
+        in_range(
+            stage,
+            "max_future_skew_ms",
+            self.max_future_skew_ms,
+            1000,
+            2_592_000_000,
+        )?;
         in_range(
             stage,
             "inject_delay_us",
@@ -652,6 +684,13 @@ impl Knobs for AggregateKnobs {
         in_range(stage, "window_ms", self.window_ms, 1, 3_600_000)?;
         in_range(stage, "batch_size", self.batch_size, 1, 65536)?;
         in_range(stage, "max_open_windows", self.max_open_windows, 1, 1 << 20)?;
+        in_range(
+            stage,
+            "idle_timeout_ms",
+            self.idle_timeout_ms,
+            1000,
+            86_400_000,
+        )?;
         self.common.validate(stage)
     }
     fn common(&self) -> &CommonKnobs {

@@ -103,6 +103,37 @@ impl Plan {
             .map_or(crate::Delivery::AtMostOnce, |s| s.knobs.common().delivery)
     }
 
+    /// Parse and aggregate drop events further ahead than `max_future_skew_ms`: it must span
+    /// at least 64 of the source's batches of event time, or the stream's own progress (across
+    /// replicas and queues) would be taken for future timestamps.
+    fn check_future_skew(&self, role: Role) -> Result<(), PlanError> {
+        let Some(crate::StageKnobs::Source(src)) = self.knobs(Role::Source) else {
+            return Ok(());
+        };
+        if !matches!(role, Role::Parse | Role::Aggregate) || !src.replay.is_empty() {
+            return Ok(());
+        }
+        let Some(knobs) = self.knobs(role) else {
+            return Ok(());
+        };
+        let span_us = src
+            .event_time_step_us
+            .saturating_mul(u64::from(src.batch_size))
+            .saturating_mul(64);
+        let skew_ms = knobs.common().max_future_skew_ms;
+        if span_us > skew_ms.saturating_mul(1000) {
+            return Err(PlanError::Knob {
+                knob: format!("{role}.max_future_skew_ms"),
+                message: format!(
+                    "{skew_ms} ms is less than 64 source batches of event time \
+                     (source.event_time_step_us x source.batch_size x 64 = {} ms): raise it",
+                    span_us / 1000
+                ),
+            });
+        }
+        Ok(())
+    }
+
     fn check_delivery(&self) -> Result<(), PlanError> {
         let first = self.delivery();
         if let Some(other) = self
@@ -269,12 +300,25 @@ impl Plan {
             _ => {}
         }
         self.check_delivery()?;
+        self.check_future_skew(role)?;
+        let upstreams = self.upstream_of(role).map_or(1, |u| self.replicas(u));
+        let max_connections = knobs.common().max_connections;
+        if max_connections < upstreams + 8 {
+            return Err(PlanError::Knob {
+                knob: format!("{role}.max_connections"),
+                message: format!(
+                    "must leave room for the {upstreams} upstream connections and 8 more, got \
+                     {max_connections}"
+                ),
+            });
+        }
         Ok(StageConfig {
             pipeline: self.name.clone(),
             listen: listen.to_string(),
             admin: admin.to_string(),
             downstream: downstream.to_vec(),
-            upstreams: self.upstream_of(role).map_or(1, |u| self.replicas(u)),
+            upstreams,
+            replica: 0,
             service: false,
             labels: self.labels.clone(),
             knobs,

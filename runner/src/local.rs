@@ -157,6 +157,29 @@ pub fn find_pipeline_bin() -> anyhow::Result<PathBuf> {
     )
 }
 
+/// The run's shared token, in the work directory: every stage's data port admits only
+/// connections that carry it (see `pipeline::admission`).
+pub const TOKEN_FILE: &str = "pipeline.token";
+
+/// A fresh random token, readable by the owner only.
+fn write_token(path: &Path) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("reading /dev/urandom for the run's token")?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let _ = std::fs::remove_file(path);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(hex.as_bytes()))
+        .with_context(|| format!("writing the run's token {}", path.display()))
+}
+
 /// A running pipeline.
 pub struct LocalRun {
     /// In data-flow order.
@@ -170,6 +193,7 @@ impl LocalRun {
             .with_context(|| format!("creating {}", opts.workdir.display()))?;
         // The stages run inside the work directory: every path handed to them is absolute.
         let workdir = opts.workdir.canonicalize()?;
+        write_token(&workdir.join(TOKEN_FILE))?;
         let mut stages: Vec<StageProc> = Vec::new();
         let mut downstream: Vec<String> = Vec::new();
         for stage in plan.stages().iter().rev() {
@@ -185,6 +209,8 @@ impl LocalRun {
                 } else {
                     format!("{role}-{i}")
                 };
+                let mut cfg = cfg.clone();
+                cfg.replica = i;
                 replicas.push(spawn_stage(opts, &workdir, name, &cfg).await?);
             }
             // The stage before this one connects to every replica of it.
@@ -333,6 +359,8 @@ async fn spawn_stage(
         .arg(&stats_file)
         .arg("--linger-seconds")
         .arg(opts.linger.as_secs_f64().to_string())
+        .arg("--token-file")
+        .arg(workdir.join(TOKEN_FILE))
         .current_dir(workdir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -135,16 +135,25 @@ impl RunSummary {
         let sink = stats.iter().copied().find(|s| s.stage == "sink");
         let emitted = source.map_or(0, |s| s.events_emitted);
         let persisted = sink.map_or(0, |s| s.events_persisted);
-        let dead: u64 = stats.iter().map(|s| s.dead_lettered).sum();
-        let discarded: u64 = stats.iter().map(|s| s.discarded).sum();
-        let lost: u64 = stats.iter().map(|s| s.lost).sum();
-        let unaccounted =
-            emitted as i64 - persisted as i64 - dead as i64 - discarded as i64 - lost as i64;
+        // Counters a peer could have inflated never wrap: sums saturate, the balance is
+        // taken in i128 and clamped.
+        let total =
+            |f: fn(&StageStats) -> u64| stats.iter().fold(0u64, |a, s| a.saturating_add(f(s)));
+        let dead = total(|s| s.dead_lettered);
+        let discarded = total(|s| s.discarded);
+        let lost = total(|s| s.lost);
+        let balance = i128::from(emitted)
+            - i128::from(persisted)
+            - i128::from(dead)
+            - i128::from(discarded)
+            - i128::from(lost);
+        let unaccounted = balance.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
         let mut drops = BTreeMap::new();
         let mut lost_by_stage = BTreeMap::new();
         for (name, s) in named {
             for (reason, n) in &s.dropped {
-                *drops.entry(reason.clone()).or_insert(0) += n;
+                let e = drops.entry(reason.clone()).or_insert(0u64);
+                *e = e.saturating_add(*n);
             }
             if s.lost > 0 {
                 lost_by_stage.insert(name.clone(), s.lost);

@@ -34,7 +34,7 @@ use crate::context::StageCtx;
 use crate::event::{DropReason, WindowResult};
 use crate::net::{Egress, Ingress, Input};
 use crate::state::{Applied, SharedState};
-use crate::window::{ClosedWindow, percentiles};
+use crate::window::{ClosedWindow, Horizon, percentiles};
 use pipeline_plan::AggregateKnobs;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -54,6 +54,11 @@ fn count_drops(ctx: &StageCtx, applied: &Applied) {
         DropReason::Undecodable,
         applied.undecodable,
         applied.undecodable_bytes,
+    );
+    m.drop_events(
+        DropReason::FutureTimestamp,
+        applied.future,
+        applied.future_bytes,
     );
 }
 
@@ -183,13 +188,14 @@ pub async fn run(ctx: Arc<StageCtx>, listener: TcpListener) -> anyhow::Result<()
 
     let owner_ctx = ctx.clone();
     let state = Arc::new(
-        SharedState::new(
+        SharedState::with_horizon(
             knobs.state,
             knobs.shards,
             knobs.window_ms,
             knobs.max_open_windows as usize,
             knobs.common.queue_capacity as usize,
             move |applied| count_drops(&owner_ctx, &applied),
+            Arc::new(Horizon::new(knobs.common.max_future_skew_ms)),
         )
         .with_hooks(ctx.labs),
     );
@@ -238,7 +244,10 @@ async fn worker(
     while let Some(Job { index, input }) = rx.recv().await {
         let d = match input {
             Input::Batch { conn, frame } => {
-                let watermark = frame.header.watermark_us;
+                // A watermark past the horizon is not believed (nor u64::MAX, except as the
+                // at-least-once source's last batch).
+                let limit = state.horizon().limit();
+                let claimed = frame.header.watermark_us;
                 let h = &frame.header;
                 let origin = Some((h.stream_id, h.batch_seq, h.origin_lag));
                 let records = frame.header.record_count;
@@ -246,6 +255,9 @@ async fn worker(
                     .batch(BatchKind::Aggregate, records, state.apply(frame))
                     .await;
                 count_drops(&ctx, &applied);
+                let watermark = state
+                    .horizon()
+                    .watermark(claimed, limit, ctx.at_least_once());
                 Done {
                     index,
                     conn,
@@ -271,11 +283,6 @@ async fn worker(
         }
     }
 }
-
-/// In service mode, a stream that has sent nothing for this long does not hold windows back:
-/// a joined stream whose upstream never comes, or one that went quiet without ending. Longer
-/// than it takes a restarted parse pod to be reached again (readiness, DNS: ~5-15 s).
-pub const STREAM_IDLE: Duration = Duration::from_secs(30);
 
 /// The event-time progress of the upstream streams, in arrival order of their inputs.
 #[derive(Default)]
@@ -313,9 +320,11 @@ impl Streams {
     /// of the running streams; nothing while a stream has joined but not yet said where it is
     /// (a restarted upstream's first frame may be older than the others' latest). In run mode
     /// (`expected` streams), nothing until all have appeared, and the largest watermark once
-    /// all have ended; in service mode, nothing while no stream runs, and a stream silent for
-    /// [`STREAM_IDLE`] is not waited for.
-    fn low_watermark(&self, expected: Option<u32>, now: Instant) -> Option<u64> {
+    /// all have ended; in service mode, nothing while no stream runs. In both, a stream silent
+    /// for `idle` (`idle_timeout_ms`: a joined stream whose upstream never comes, one that
+    /// went quiet without ending, a peer that said hello and nothing more) is not waited for
+    /// until it speaks again (the idle-source rule).
+    fn low_watermark(&self, expected: Option<u32>, now: Instant, idle: Duration) -> Option<u64> {
         if let Some(e) = expected
             && self.known.len() < e as usize
         {
@@ -324,7 +333,7 @@ impl Streams {
         let mut low: Option<u64> = None;
         let mut any = false;
         for (w, seen) in self.running.values() {
-            if expected.is_none() && now.saturating_duration_since(*seen) >= STREAM_IDLE {
+            if now.saturating_duration_since(*seen) >= idle {
                 continue;
             }
             any = true;
@@ -353,6 +362,7 @@ async fn coordinate(
     k: AggregateKnobs,
 ) {
     let window_us = k.window_ms * 1000;
+    let idle = Duration::from_millis(k.idle_timeout_ms);
     let service = ctx.cfg.service;
     let expected = (!service).then_some(ctx.cfg.upstreams);
     let mut next = 0u64;
@@ -383,7 +393,7 @@ async fn coordinate(
                 let low = if alo {
                     applied.low_watermark()
                 } else {
-                    streams.low_watermark(expected, Instant::now())
+                    streams.low_watermark(expected, Instant::now(), idle)
                 };
                 if let Some(w) = low
                     && w / window_us > closed_at / window_us
@@ -393,9 +403,9 @@ async fn coordinate(
                 }
             }
             // At least once, windows close only on what is known to be in.
-            _ = tick.tick(), if service && !alo => {
+            _ = tick.tick(), if !alo => {
                 // A stream that went silent stops holding windows back.
-                if let Some(w) = streams.low_watermark(expected, Instant::now())
+                if let Some(w) = streams.low_watermark(expected, Instant::now(), idle)
                     && w / window_us > closed_at / window_us
                 {
                     close(&ctx, &state, &egress, w, k.batch_size, None).await;
@@ -403,7 +413,8 @@ async fn coordinate(
                 }
                 // Close every window that has seen an event, once input has paused.
                 let through = (streams.max_watermark / window_us + 1) * window_us;
-                if streams.max_watermark > 0
+                if service
+                    && streams.max_watermark > 0
                     && through > closed_at
                     && last_input.elapsed() >= idle_flush_after(k.window_ms)
                 {
@@ -508,6 +519,8 @@ fn encode(closed: &[ClosedWindow], batch: usize) -> Vec<OutFrame> {
 mod tests {
     use super::*;
 
+    const IDLE: Duration = Duration::from_secs(30);
+
     fn done(conn: u64, watermark: u64, end: bool) -> Done {
         Done {
             index: 0,
@@ -536,23 +549,23 @@ mod tests {
         let t = Instant::now();
         s.record(&done(1, 500, false), t);
         assert_eq!(
-            s.low_watermark(Some(2), t),
+            s.low_watermark(Some(2), t, IDLE),
             None,
             "stream 2 has not appeared"
         );
         s.record(&done(2, 300, false), t);
-        assert_eq!(s.low_watermark(Some(2), t), Some(300));
+        assert_eq!(s.low_watermark(Some(2), t, IDLE), Some(300));
         s.record(&done(2, 900, false), t);
-        assert_eq!(s.low_watermark(Some(2), t), Some(500));
+        assert_eq!(s.low_watermark(Some(2), t, IDLE), Some(500));
         s.record(&done(1, 0, true), t);
         assert_eq!(
-            s.low_watermark(Some(2), t),
+            s.low_watermark(Some(2), t, IDLE),
             Some(900),
             "an ended stream holds nothing back"
         );
         s.record(&done(2, 0, true), t);
         assert_eq!(
-            s.low_watermark(Some(2), t),
+            s.low_watermark(Some(2), t, IDLE),
             Some(900),
             "all ended: everything seen is complete"
         );
@@ -562,17 +575,17 @@ mod tests {
     fn service_mode_follows_running_streams_only() {
         let mut s = Streams::default();
         let t = Instant::now();
-        assert_eq!(s.low_watermark(None, t), None);
+        assert_eq!(s.low_watermark(None, t, IDLE), None);
         s.record(&done(1, 500, false), t);
-        assert_eq!(s.low_watermark(None, t), Some(500));
+        assert_eq!(s.low_watermark(None, t, IDLE), Some(500));
         s.record(&done(1, 0, true), t);
         assert_eq!(
-            s.low_watermark(None, t),
+            s.low_watermark(None, t, IDLE),
             None,
             "no running stream: wait (or flush when idle)"
         );
         s.record(&done(7, 800, false), t);
-        assert_eq!(s.low_watermark(None, t), Some(800));
+        assert_eq!(s.low_watermark(None, t, IDLE), Some(800));
         assert_eq!(s.max_watermark, 800);
     }
 
@@ -587,28 +600,41 @@ mod tests {
         s.record(&joined(2), t);
         s.record(&done(1, 5_000, false), t);
         assert_eq!(
-            s.low_watermark(None, t),
+            s.low_watermark(None, t, IDLE),
             None,
             "stream 2 has not said where it is"
         );
         s.record(&done(2, 4_200, false), t);
-        assert_eq!(s.low_watermark(None, t), Some(4_200));
-        // A stream that joined and never sends is not waited for past STREAM_IDLE ...
+        assert_eq!(s.low_watermark(None, t, IDLE), Some(4_200));
+        // A stream that joined and never sends is not waited for past IDLE ...
         s.record(&joined(3), t);
-        assert_eq!(s.low_watermark(None, t + Duration::from_secs(1)), None);
-        let later = t + STREAM_IDLE + Duration::from_secs(1);
+        assert_eq!(
+            s.low_watermark(None, t + Duration::from_secs(1), IDLE),
+            None
+        );
+        let later = t + IDLE + Duration::from_secs(1);
         s.record(&done(1, 9_000, false), later);
         s.record(&done(2, 8_000, false), later);
-        assert_eq!(s.low_watermark(None, later), Some(8_000));
+        assert_eq!(s.low_watermark(None, later, IDLE), Some(8_000));
         // ... nor one that went silent (a killed upstream whose connection is half-open).
-        let much_later = later + STREAM_IDLE + Duration::from_secs(1);
+        let much_later = later + IDLE + Duration::from_secs(1);
         s.record(&done(1, 20_000, false), much_later);
-        assert_eq!(s.low_watermark(None, much_later), Some(20_000));
-        // In run mode, every expected stream is waited for, however long.
+        assert_eq!(s.low_watermark(None, much_later, IDLE), Some(20_000));
+        // In run mode, every expected stream is waited for until it is idle (a peer that
+        // said hello and nothing more cannot freeze the windows) ...
         let mut r = Streams::default();
         r.record(&joined(1), t);
-        r.record(&done(2, 7, false), t);
-        assert_eq!(r.low_watermark(Some(2), much_later), None);
+        r.record(&done(2, 7_000, false), t);
+        assert_eq!(
+            r.low_watermark(Some(2), t + Duration::from_secs(1), IDLE),
+            None
+        );
+        let idle_at = t + IDLE + Duration::from_secs(1);
+        r.record(&done(2, 9_000, false), idle_at);
+        assert_eq!(r.low_watermark(Some(2), idle_at, IDLE), Some(9_000));
+        // ... and it holds them back again once it speaks.
+        r.record(&done(1, 8_000, false), idle_at);
+        assert_eq!(r.low_watermark(Some(2), idle_at, IDLE), Some(8_000));
     }
 
     #[test]

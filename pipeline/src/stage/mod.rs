@@ -30,6 +30,8 @@ pub struct RunOptions {
     /// After a stream that ended by itself, keep the admin port up this long (so a scraper
     /// sees the final counters); a signal ends it early.
     pub linger: Duration,
+    /// The shared token's digest ([`crate::admission`]).
+    pub token: Option<crate::admission::TokenDigest>,
 }
 
 /// The bound addresses of a started stage.
@@ -54,6 +56,9 @@ pub async fn run(cfg: StageConfig, opts: RunOptions) -> anyhow::Result<()> {
     let labs = crate::slots::Hooks::resolve(common.lab_slot, common.lab_impl)
         .map_err(anyhow::Error::msg)?;
     let ctx = StageCtx::new(cfg, labs);
+    if let Some(t) = opts.token {
+        let _ = ctx.token.set(t);
+    }
     alloc::set_counting(ctx.metrics.telemetry);
     let admin = TcpListener::bind(&ctx.cfg.admin)
         .await

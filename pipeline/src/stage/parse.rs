@@ -9,6 +9,7 @@ use crate::event::{DropReason, key_of, partition_of};
 use crate::json::parse_into;
 use crate::net::{Egress, Ingress, Input};
 use crate::slots::{self, Hooks};
+use crate::window::{Checker, Horizon};
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use pipeline_plan::{LabSlot, ParseKnobs, ParseMode};
@@ -22,11 +23,23 @@ pub struct Parsed {
     pub drops: [u32; DropReason::ALL.len()],
     pub drop_bytes: [u64; DropReason::ALL.len()],
     pub elapsed: Duration,
+    /// The newest event time among the events kept (0: none).
+    pub newest: u64,
 }
 
 /// Parse every record of a frame into `lanes` output frames, each event going to the lane
-/// (aggregate partition) its key hashes to. Pure CPU work; never panics on bad input.
-pub fn parse_batch(frame: &Frame, mode: ParseMode, lanes: usize, labs: Hooks) -> Parsed {
+/// (aggregate partition) its key hashes to; an event beyond the stage's `horizon`
+/// ([`Horizon::unbounded`] for none) is dropped as `future_timestamp`. Pure CPU
+/// work; never panics on bad input.
+pub fn parse_batch(
+    frame: &Frame,
+    mode: ParseMode,
+    lanes: usize,
+    labs: Hooks,
+    horizon: &Horizon,
+) -> Parsed {
+    let mut check = horizon.checker();
+    let limit = horizon.limit();
     let t0 = Instant::now();
     let lanes = lanes.max(1);
     // Compact events are about a fifth of the JSON.
@@ -48,6 +61,7 @@ pub fn parse_batch(frame: &Frame, mode: ParseMode, lanes: usize, labs: Hooks) ->
                 drops,
                 drop_bytes,
                 elapsed: t0.elapsed(),
+                newest: 0,
             };
         };
         prechecked = Some(results);
@@ -66,17 +80,23 @@ pub fn parse_batch(frame: &Frame, mode: ParseMode, lanes: usize, labs: Hooks) ->
         } else if lanes == 1 && hotspot.is_none() {
             let mut ts = 0;
             out[0]
-                .record(|buf| parse_into(mode, rec, buf).map(|t| ts = t))
+                .record(|buf| {
+                    parse_into(mode, rec, buf)
+                        .and_then(|t| within(t, &mut check))
+                        .map(|t| ts = t)
+                })
                 .map(|()| ts)
         } else {
             scratch.clear();
-            parse_into(mode, rec, &mut scratch).inspect(|_| {
-                let key = key_of(&scratch).expect("the parser wrote a whole event");
-                if let Some(imp) = hotspot {
-                    classes += u64::from(slots::hotspot::route_class(imp, key));
-                }
-                out[partition_of(key, lanes)].push(&scratch);
-            })
+            parse_into(mode, rec, &mut scratch)
+                .and_then(|t| within(t, &mut check))
+                .inspect(|_| {
+                    let key = key_of(&scratch).expect("the parser wrote a whole event");
+                    if let Some(imp) = hotspot {
+                        classes += u64::from(slots::hotspot::route_class(imp, key));
+                    }
+                    out[partition_of(key, lanes)].push(&scratch);
+                })
         };
         match parsed {
             Ok(ts) => watermark = watermark.max(ts),
@@ -90,7 +110,15 @@ pub fn parse_batch(frame: &Frame, mode: ParseMode, lanes: usize, labs: Hooks) ->
     // The stream is in event-time order, so every lane may advance to the batch's watermark,
     // even a lane that got no event of this batch. A watermark the batch carries itself (the
     // source's last, at least once) goes on.
-    let watermark = watermark.max(frame.header.watermark_us);
+    // A carried watermark past the horizon is not passed on (u64::MAX is: the at-least-once
+    // source's last batch; the aggregate decides whether it believes it).
+    let newest = watermark;
+    let carried = frame.header.watermark_us;
+    let watermark = if carried <= limit || carried == u64::MAX {
+        watermark.max(carried)
+    } else {
+        watermark
+    };
     for f in &mut out {
         f.set_emitted_at(frame.header.emitted_at_ns);
         f.set_watermark(watermark);
@@ -100,6 +128,15 @@ pub fn parse_batch(frame: &Frame, mode: ParseMode, lanes: usize, labs: Hooks) ->
         drops,
         drop_bytes,
         elapsed: t0.elapsed(),
+        newest,
+    }
+}
+
+fn within(ts: u64, check: &mut Checker) -> Result<u64, DropReason> {
+    if check.accept(ts) {
+        Ok(ts)
+    } else {
+        Err(DropReason::FutureTimestamp)
     }
 }
 
@@ -123,6 +160,7 @@ pub async fn run(ctx: Arc<StageCtx>, listener: TcpListener) -> anyhow::Result<()
     let workers = knobs.workers as usize;
     let lanes = egress.lanes();
     let alo = ctx.at_least_once();
+    let horizon = Arc::new(Horizon::new(knobs.common.max_future_skew_ms));
     let mut pending = FuturesOrdered::new();
     let mut input_done = false;
     while !(input_done && pending.is_empty()) {
@@ -146,6 +184,7 @@ pub async fn run(ctx: Arc<StageCtx>, listener: TcpListener) -> anyhow::Result<()
             input = ingress.recv(), if !input_done && pending.len() < workers => match input {
                 Some(Input::Batch { frame, .. }) => {
                     let ctx = ctx.clone();
+                    let horizon = horizon.clone();
                     let h = &frame.header;
                     let origin = alo.then_some((h.stream_id, h.batch_seq, h.origin_lag));
                     pending.push_back(tokio::spawn(async move {
@@ -154,7 +193,9 @@ pub async fn run(ctx: Arc<StageCtx>, listener: TcpListener) -> anyhow::Result<()
                             if let Some(imp) = ctx.labs.get(LabSlot::Blocking) {
                                 crate::slots::blocking::lookup(imp).await;
                             }
-                            parse_batch(&frame, knobs.mode, lanes, ctx.labs)
+                            let parsed = parse_batch(&frame, knobs.mode, lanes, ctx.labs, &horizon);
+                            horizon.advance(parsed.newest);
+                            parsed
                         })
                         .await;
                         (parsed, origin)

@@ -155,28 +155,35 @@ fn persist(
         let (mut events, mut windows, mut written) = (0u64, 0u64, 0u64);
         emits.clear();
         for rec in frame.records() {
+            // Only a well-formed, consistent window result goes into the log.
+            let w = match WindowResult::decode(rec) {
+                Ok(w) => w,
+                Err(e) => {
+                    // Its event count is not to be trusted: it counts as one.
+                    m.drop_events(DropReason::Undecodable, 1, rec.len() as u64);
+                    static LOG: crate::admission::LogThrottle =
+                        crate::admission::LogThrottle::new(Duration::from_secs(1));
+                    if let Some(suppressed) = LOG.allow() {
+                        tracing::warn!(conn, error = %e, suppressed, "dropped a record that is not a valid window result");
+                    }
+                    continue;
+                }
+            };
             if let Some(seen) = seen.as_mut()
-                && let Ok(w) = WindowResult::decode(rec)
                 && !seen.insert(&w)
             {
                 m.drop_events(DropReason::Duplicate, w.count, rec.len() as u64);
                 continue;
             }
-            match WindowResult::peek(rec) {
-                Ok((_, count, last_emit_ns)) => {
-                    if let Some(log) = log.as_mut() {
-                        written += log.append(rec)?;
-                    }
-                    events += count;
-                    windows += 1;
-                    emits.push(last_emit_ns);
-                }
-                // Its event count cannot be read: it counts as one.
-                Err(_) => m.drop_events(DropReason::Undecodable, 1, rec.len() as u64),
+            if let Some(log) = log.as_mut() {
+                written += log.append(rec)?;
             }
+            events = events.saturating_add(w.count);
+            windows += 1;
+            emits.push(w.last_emit_ns);
         }
         if alo {
-            unacked.push((conn, frame.header.batch_seq + 1));
+            unacked.push((conn, frame.header.batch_seq.saturating_add(1)));
         }
         if let Some(log) = log.as_mut() {
             match k.fsync {

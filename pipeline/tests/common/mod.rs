@@ -187,3 +187,126 @@ pub fn source_into_parse(
     let source = spawn(dir, "source", &args, &[]);
     (source, parse)
 }
+
+/// A hand-driven peer on a stage's data port: speaks the protocol (or not) as a test tells it.
+pub struct Peer {
+    pub sock: std::net::TcpStream,
+    pub stream: u32,
+    seq: u64,
+    records: u64,
+    events: u64,
+}
+
+impl Peer {
+    pub fn connect(addr: &str) -> Peer {
+        let sock = std::net::TcpStream::connect(addr).expect("connect to the data port");
+        sock.set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        Peer {
+            sock,
+            stream: 77,
+            seq: 0,
+            records: 0,
+            events: 0,
+        }
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        std::io::Write::write_all(&mut self.sock, bytes)
+    }
+
+    /// Say hello as replica `replica` of `role` of pipeline `pipeline`, with `token` if any.
+    pub fn hello(&mut self, pipeline: &str, role: &str, replica: u32, token: Option<&str>) {
+        let role: pipeline_plan::Role = role.parse().unwrap();
+        let hello = pipeline::codec::Hello {
+            stream_id: self.stream,
+            role: pipeline_plan::Role::CHAIN
+                .iter()
+                .position(|r| *r == role)
+                .unwrap() as u8,
+            replica,
+            token: token.map_or([0; 32], pipeline::admission::token_digest),
+            pipeline: pipeline.to_string(),
+        };
+        let _ = self.send_raw(&hello.to_frame());
+    }
+
+    /// Send one data frame of `records` (event count = records, unless `events` is given).
+    pub fn data(&mut self, records: &[Vec<u8>], watermark: u64, events: Option<u32>) {
+        let mut f = pipeline::codec::OutFrame::data(records.iter().map(|r| r.len() + 4).sum());
+        for r in records {
+            f.push(r);
+        }
+        f.set_watermark(watermark);
+        if let Some(e) = events {
+            f.set_events(e);
+        }
+        self.records += u64::from(f.records());
+        self.events += u64::from(f.events());
+        let bytes = f.finish(self.stream, self.seq);
+        self.seq += 1;
+        let _ = self.send_raw(&bytes);
+    }
+
+    /// End the stream with the true totals of what was sent, or with `lie`.
+    pub fn end(&mut self, lie: Option<(u64, u64)>) {
+        let (r, e) = lie.unwrap_or((self.records, self.events));
+        let bytes = pipeline::codec::OutFrame::end(r, e).finish(self.stream, self.seq);
+        let _ = self.send_raw(&bytes);
+    }
+
+    /// Wait until the stage closes the connection (EOF or reset); panics after `timeout`.
+    pub fn expect_closed(&mut self, timeout: Duration) -> Duration {
+        let t0 = Instant::now();
+        self.sock.set_read_timeout(Some(timeout)).unwrap();
+        let mut buf = [0u8; 4096];
+        loop {
+            match std::io::Read::read(&mut self.sock, &mut buf) {
+                Ok(0) => return t0.elapsed(),
+                Ok(_) => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    panic!("the stage did not close the connection within {timeout:?}")
+                }
+                Err(_) => return t0.elapsed(),
+            }
+        }
+    }
+}
+
+/// A compact event as parse writes it.
+pub fn compact_event(service: &str, route: &str, ts_us: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    pipeline::event::encode_event(
+        &mut out,
+        service,
+        route,
+        pipeline::event::Method::Get,
+        200,
+        1000,
+        100,
+        ts_us,
+    );
+    out
+}
+
+/// The resident set of a process, from /proc.
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Write a token file in `dir` and return the `--token-file` arguments.
+pub fn token_args(dir: &Path, token: &str) -> Vec<String> {
+    let path = dir.join("pipeline.token");
+    std::fs::write(&path, token).unwrap();
+    vec!["--token-file".into(), path.display().to_string()]
+}
