@@ -285,7 +285,7 @@ impl StageCtx {
 }
 
 /// Current resident set size in bytes.
-fn current_rss() -> u64 {
+pub fn current_rss() -> u64 {
     let pages = std::fs::read_to_string("/proc/self/statm")
         .ok()
         .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())

@@ -224,7 +224,7 @@ fn refuse(ctx: &StageCtx, conn: u64, e: &FrameError) {
     static LOG: crate::admission::LogThrottle =
         crate::admission::LogThrottle::new(Duration::from_secs(1));
     if let Some(suppressed) = LOG.allow() {
-        warn!(conn, error = %e, reason = e.reason(), suppressed, "refused a connection or frame; closing it (`suppressed` like it were not logged)");
+        warn!(conn, error = %e, reason = e.reason(), suppressed, "refused a connection or frame; closing it (suppressed: how many more since the last line)");
     }
 }
 

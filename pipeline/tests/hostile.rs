@@ -492,6 +492,18 @@ fn the_admin_port_frees_an_abandoned_profile_and_cuts_off_slow_and_idle_clients(
     // A sink waiting for its upstream: the process stays up.
     let mut sink = spawn(dir.path(), "sink", &["--set", "mode=blackhole"], &[]);
     let admin = sink.admin().to_string();
+    // A heap profile's lasting cost (its symbolizer) is left out of the unprofiled peak that
+    // run summaries report (first, before a CPU profile marks the stage profiled anyway).
+    let before = rss_bytes(sink.child.id());
+    assert_eq!(http_get(&admin, "/debug/pprof/heap").0, 200);
+    std::thread::sleep(Duration::from_millis(400)); // the RSS sampler runs every 100 ms
+    let st = sink.stats();
+    assert!(
+        st.peak_rss_unprofiled_bytes <= before + (16 << 20),
+        "unprofiled peak {} after a heap profile, RSS before it {before}, now {}",
+        st.peak_rss_unprofiled_bytes,
+        st.rss_bytes
+    );
     // A five-minute profile whose client leaves after 2 s.
     let long = admin_conn(
         &admin,
