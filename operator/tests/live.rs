@@ -185,12 +185,15 @@ async fn pipeline_scenario(client: Client, ns: String) {
     let sts: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
     let svcs: Api<Service> = Api::namespaced(client.clone(), &ns);
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let nps: Api<k8s_openapi::api::networking::v1::NetworkPolicy> =
+        Api::namespaced(client.clone(), &ns);
     let selector = ListParams::default().labels(&managed_selector("demo"));
     wait_for("the rendered objects", Duration::from_secs(60), || async {
         how_many(&deps, &selector).await == 1
             && how_many(&sts, &selector).await == 3
             && how_many(&svcs, &selector).await == 4
             && how_many(&cms, &selector).await == 4
+            && how_many(&nps, &selector).await == 4
     })
     .await;
     let parse = sts.get("demo-parse").await.unwrap();

@@ -1,6 +1,6 @@
 //! The reconciler: make a Pipeline's objects what [`render`] says, and say how it went.
 //!
-//! Each reconcile server-side-applies every stage's ConfigMap, Service and workload with the
+//! Each reconcile server-side-applies every stage's ConfigMap, Service, NetworkPolicy and workload with the
 //! field manager `observatory-operator`, deletes the objects of stages that left the spec
 //! (found by label), and patches the status: `observedGeneration`, per-stage desired/updated/
 //! ready pods, and the conditions `Ready`, `Progressing` and `Degraded`. Notable transitions
@@ -18,6 +18,7 @@ use crate::pipeline::render::{self, Desired, InvalidSpec, MANAGER, Workload, man
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
@@ -184,6 +185,7 @@ async fn reconcile_pipeline(p: &Pipeline, ctx: &Context) -> Result<Action, Error
     let deps: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     let sts: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &ns);
     let mut stages = Vec::new();
     for s in &desired.stages {
         apply(&cms, &s.name, &s.config_map).await?;
@@ -205,6 +207,8 @@ async fn reconcile_pipeline(p: &Pipeline, ctx: &Context) -> Result<Action, Error
                 other?;
             }
         }
+        // Before the pods: who may reach them.
+        apply(&policies, &s.name, &s.network_policy).await?;
         let (desired_replicas, updated, ready) = match &s.workload {
             Workload::Deployment(d) => {
                 let applied = apply(&deps, &s.name, d).await?;
@@ -318,6 +322,13 @@ async fn prune(
     .await?;
     sweep(
         Api::<ConfigMap>::namespaced(client.clone(), ns),
+        &lp,
+        desired,
+        &mut pruned,
+    )
+    .await?;
+    sweep(
+        Api::<NetworkPolicy>::namespaced(client.clone(), ns),
         &lp,
         desired,
         &mut pruned,

@@ -34,6 +34,7 @@ struct Existing {
     statefulsets: Vec<&'static str>,
     services: Vec<&'static str>,
     configmaps: Vec<&'static str>,
+    networkpolicies: Vec<&'static str>,
 }
 
 struct ApiServer(MockApi);
@@ -88,6 +89,13 @@ impl ApiServer {
                 .expect_apply(&format!("/api/v1{NS}/services/{}", s.name), pods)
                 .await;
             assert_eq!(svc["kind"], "Service");
+            let np = self
+                .expect_apply(
+                    &format!("/apis/networking.k8s.io/v1{NS}/networkpolicies/{}", s.name),
+                    pods,
+                )
+                .await;
+            assert_eq!(np["kind"], "NetworkPolicy");
             let plural = match s.workload {
                 Workload::Deployment(_) => "deployments",
                 Workload::StatefulSet(_) => "statefulsets",
@@ -128,7 +136,7 @@ impl ApiServer {
         );
     }
 
-    /// Expect the four label-selected lists that look for leftovers, and the deletes of those
+    /// Expect the five label-selected lists that look for leftovers, and the deletes of those
     /// not wanted.
     async fn expect_prune(&mut self, existing: Existing, desired: &Desired) -> Vec<String> {
         let mut deleted = Vec::new();
@@ -153,6 +161,11 @@ impl ApiServer {
                 "ConfigMap",
                 existing.configmaps,
             ),
+            (
+                format!("/apis/networking.k8s.io/v1{NS}/networkpolicies"),
+                "NetworkPolicy",
+                existing.networkpolicies,
+            ),
         ] {
             let (req, _, send) = self.0.next().await;
             assert_eq!(req.method(), Method::GET);
@@ -164,7 +177,7 @@ impl ApiServer {
             );
             let items: Vec<Value> = names
                 .iter()
-                .map(|n| json!({"apiVersion": if kind.ends_with("Set") || kind == "Deployment" { "apps/v1" } else { "v1" }, "kind": kind, "metadata": {"name": n, "namespace": "observatory"}}))
+                .map(|n| json!({"apiVersion": match kind { "Deployment" | "StatefulSet" => "apps/v1", "NetworkPolicy" => "networking.k8s.io/v1", _ => "v1" }, "kind": kind, "metadata": {"name": n, "namespace": "observatory"}}))
                 .collect();
             MockApi::reply(
                 send,
@@ -516,6 +529,7 @@ async fn objects_of_a_removed_stage_are_deleted() {
                     statefulsets: vec!["demo-parse", "demo-aggregate", "demo-sink"],
                     services: vec!["demo-source", "demo-parse", "demo-aggregate", "demo-sink"],
                     configmaps: vec!["demo-source", "demo-parse", "demo-aggregate", "demo-sink"],
+                    networkpolicies: vec!["demo-source", "demo-parse", "demo-aggregate", "demo-sink"],
                 },
                 &wanted,
             )
@@ -528,7 +542,8 @@ async fn objects_of_a_removed_stage_are_deleted() {
                 "Deployment/demo-parse",
                 "StatefulSet/demo-sink",
                 "Service/demo-sink",
-                "ConfigMap/demo-sink"
+                "ConfigMap/demo-sink",
+                "NetworkPolicy/demo-sink"
             ]
         );
         let status = server.expect_status().await;
@@ -541,7 +556,7 @@ async fn objects_of_a_removed_stage_are_deleted() {
         assert_eq!(reason, "StageRemoved");
         assert_eq!(
             note,
-            "deleted Deployment/demo-parse, StatefulSet/demo-sink, Service/demo-sink, ConfigMap/demo-sink"
+            "deleted Deployment/demo-parse, StatefulSet/demo-sink, Service/demo-sink, ConfigMap/demo-sink, NetworkPolicy/demo-sink"
         );
     })
     .await;
@@ -635,6 +650,12 @@ async fn a_service_that_cannot_change_in_place_is_replaced() {
             if s.role == pipeline_plan::Role::Parse {
                 assert_eq!(body["spec"]["clusterIP"], "None", "headless");
             }
+            server
+                .expect_apply(
+                    &format!("/apis/networking.k8s.io/v1{NS}/networkpolicies/{}", s.name),
+                    Pods::Ready,
+                )
+                .await;
             let plural = match s.workload {
                 Workload::Deployment(_) => "deployments",
                 Workload::StatefulSet(_) => "statefulsets",

@@ -11,7 +11,9 @@
 //!   sink's carries its log's volume), whose pod template carries a hash of the config, so a
 //!   knob change rolls exactly that stage;
 //! - a Service `<pipeline>-<stage>` with the admin port (and the data port); headless for the
-//!   StatefulSets, so each pod is reached by name (`demo-parse-1.demo-parse`).
+//!   StatefulSets, so each pod is reached by name (`demo-parse-1.demo-parse`);
+//! - a NetworkPolicy `<pipeline>-<stage>`: the data port admits only the stage before's pods,
+//!   the admin port only Prometheus and the operator.
 //!
 //! Pods pass the Pod Security "restricted" profile, carry the recommended
 //! `app.kubernetes.io/*` labels and Prometheus scrape annotations, are probed on `/healthz`
@@ -27,6 +29,10 @@ use k8s_openapi::api::core::v1::{
     EnvVar, HTTPGetAction, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext,
     PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext,
     Service, ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
+};
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -60,6 +66,11 @@ pub const CONFIG_HASH: &str = "observatory.dev/config-hash";
 pub const CONFIG_DIR: &str = "/etc/observatory";
 /// The sink's volume, and its working directory (a relative `sink.dir` lands here).
 pub const DATA_DIR: &str = "/var/lib/observatory";
+/// `app.kubernetes.io/name` of the Prometheus pods (deploy/monitoring), which scrape the
+/// admin ports.
+pub const PROMETHEUS_NAME: &str = "prometheus";
+/// `app.kubernetes.io/name` of the operator's pods (deploy/base/operator.yaml).
+pub const OPERATOR_NAME: &str = "observatory-operator";
 /// The non-root user of the images (distroless `nonroot`).
 pub const RUN_AS: i64 = 65532;
 
@@ -95,6 +106,7 @@ pub struct StageObjects {
     pub replicas: i32,
     pub config_map: ConfigMap,
     pub service: Service,
+    pub network_policy: NetworkPolicy,
     pub workload: Workload,
     pub config_hash: String,
 }
@@ -164,6 +176,7 @@ pub fn render(p: &Pipeline) -> Result<Desired, InvalidSpec> {
         // have stable names that the stage before it connects to, one connection each.
         let stateful = role != Role::Source;
         let service = render_service(&meta, &name, role, stateful);
+        let network_policy = render_network_policy(&meta, &name, role);
         let template = pod_template(spec, s, &image, &labels, &hash, &obj_name);
         let selector = LabelSelector {
             match_labels: Some(selector_labels(&name, role)),
@@ -208,6 +221,7 @@ pub fn render(p: &Pipeline) -> Result<Desired, InvalidSpec> {
             replicas: s.replicas,
             config_map,
             service,
+            network_policy,
             workload,
             config_hash: hash,
         });
@@ -226,6 +240,7 @@ pub fn to_yaml(desired: &Desired) -> Result<String, yaml_serde::Error> {
         for doc in [
             yaml_serde::to_string(&s.config_map)?,
             yaml_serde::to_string(&s.service)?,
+            yaml_serde::to_string(&s.network_policy)?,
             workload,
         ] {
             out.push_str("---\n");
@@ -252,6 +267,72 @@ mod tests {
         let text = &s.config_map.data.as_ref().unwrap()["stage.toml"];
         StageConfig::from_toml("configmap", text)
             .expect("the rendered config loads in the pipeline")
+    }
+
+    #[test]
+    fn each_data_port_admits_only_the_stage_before_and_each_admin_port_only_prometheus() {
+        let d = render(&sample()).unwrap();
+        for s in &d.stages {
+            let np = &s.network_policy;
+            assert_eq!(np.metadata.name.as_deref(), Some(s.name.as_str()));
+            let spec = np.spec.as_ref().unwrap();
+            // It selects exactly this stage's pods (what its Service selects), for ingress.
+            assert_eq!(
+                spec.pod_selector.as_ref().unwrap().match_labels,
+                s.service.spec.as_ref().unwrap().selector
+            );
+            assert_eq!(
+                spec.policy_types.as_deref(),
+                Some(&["Ingress".to_string()][..])
+            );
+            let rules = spec.ingress.as_ref().unwrap();
+            let by_port = |port: i32| {
+                rules
+                    .iter()
+                    .filter(|r| {
+                        r.ports.as_ref().unwrap().iter().any(|p| {
+                            p.port == Some(IntOrString::Int(port))
+                                && p.protocol.as_deref() == Some("TCP")
+                        })
+                    })
+                    .flat_map(|r| r.from.clone().unwrap())
+                    .collect::<Vec<_>>()
+            };
+            let data = by_port(DATA_PORT);
+            match s.role.upstream() {
+                None => assert!(data.is_empty(), "the source has no data port"),
+                Some(up) => {
+                    assert_eq!(data.len(), 1, "{:?}", s.role);
+                    assert!(data[0].namespace_selector.is_none(), "same namespace only");
+                    assert_eq!(
+                        data[0].pod_selector.as_ref().unwrap().match_labels,
+                        Some(selector_labels("demo", up))
+                    );
+                }
+            }
+            let admin = by_port(ADMIN_PORT);
+            let names: Vec<_> = admin
+                .iter()
+                .map(|peer| {
+                    assert_eq!(peer.namespace_selector, Some(LabelSelector::default()));
+                    peer.pod_selector
+                        .as_ref()
+                        .unwrap()
+                        .match_labels
+                        .as_ref()
+                        .unwrap()["app.kubernetes.io/name"]
+                        .clone()
+                })
+                .collect();
+            assert_eq!(names, [PROMETHEUS_NAME, OPERATOR_NAME]);
+            assert_eq!(rules.len(), data.len() + 1, "no other rule");
+        }
+        // The labels it names are the ones the monitoring and operator manifests give.
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy");
+        let prom = std::fs::read_to_string(format!("{root}/monitoring/prometheus.yaml")).unwrap();
+        assert!(prom.contains(&format!("app.kubernetes.io/name: {PROMETHEUS_NAME}")));
+        let op = std::fs::read_to_string(format!("{root}/base/operator.yaml")).unwrap();
+        assert!(op.contains(&format!("app.kubernetes.io/name: {OPERATOR_NAME}")));
     }
 
     #[test]

@@ -119,6 +119,66 @@ pub(super) fn render_service(
     }
 }
 
+/// Who may reach a stage's pods (`<pipeline>-<stage>`): its data port only the pods of the
+/// stage before it in this pipeline (same namespace), its admin port only Prometheus and the
+/// operator (pods with those `app.kubernetes.io/name` labels, in any namespace). Everything else
+/// is refused once a policy selects the pods, on a network plugin that enforces
+/// NetworkPolicies (k3s's does). Traffic from the pod's own node (the kubelet's probes) is
+/// always allowed, and `kubectl port-forward` reaches the pod from inside it.
+pub(super) fn render_network_policy(
+    meta: &ObjectMeta,
+    pipeline: &str,
+    role: Role,
+) -> NetworkPolicy {
+    let port = |port: i32| NetworkPolicyPort {
+        port: Some(IntOrString::Int(port)),
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    };
+    let named = |name: &str| NetworkPolicyPeer {
+        namespace_selector: Some(LabelSelector::default()),
+        pod_selector: Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([(
+                "app.kubernetes.io/name".to_string(),
+                name.to_string(),
+            )])),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut ingress = vec![NetworkPolicyIngressRule {
+        from: Some(vec![named(PROMETHEUS_NAME), named(OPERATOR_NAME)]),
+        ports: Some(vec![port(ADMIN_PORT)]),
+    }];
+    if let Some(up) = role.upstream() {
+        ingress.insert(
+            0,
+            NetworkPolicyIngressRule {
+                from: Some(vec![NetworkPolicyPeer {
+                    pod_selector: Some(LabelSelector {
+                        match_labels: Some(selector_labels(pipeline, up)),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }]),
+                ports: Some(vec![port(DATA_PORT)]),
+            },
+        );
+    }
+    NetworkPolicy {
+        metadata: meta.clone(),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(pipeline, role)),
+                ..Default::default()
+            }),
+            policy_types: Some(vec!["Ingress".into()]),
+            ingress: Some(ingress),
+            ..Default::default()
+        }),
+    }
+}
+
 pub(super) fn sink_claim(spec: &PipelineSpec) -> PersistentVolumeClaim {
     PersistentVolumeClaim {
         metadata: ObjectMeta {
