@@ -196,6 +196,10 @@ async fn pipeline_scenario(client: Client, ns: String) {
             && how_many(&nps, &selector).await == 4
     })
     .await;
+    // The pipeline's token, made once by the operator.
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &ns);
+    let token = secrets.get("demo-token").await.unwrap();
+    assert_eq!(token.data.unwrap()["token"].0.len(), 64);
     let parse = sts.get("demo-parse").await.unwrap();
     assert_eq!(parse.owner_references()[0].kind, "Pipeline");
     assert!(

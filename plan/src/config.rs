@@ -162,6 +162,16 @@ struct StageFile {
     knobs: Map<String, Value>,
 }
 
+/// A new shared token for a pipeline's data connections (the stages admit only peers that
+/// carry it): 32 random bytes from the OS, as hex. Made by the local runner per run and by the
+/// operator per Pipeline.
+pub fn new_token() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 fn one() -> u32 {
     1
 }

@@ -8,7 +8,7 @@ mod config;
 mod knobs;
 mod plan;
 
-pub use config::{StageConfig, StageKnobs};
+pub use config::{StageConfig, StageKnobs, new_token};
 pub use knobs::{
     AggregateKnobs, Allocator, CommonKnobs, Delivery, EventTime, FsyncPolicy, Knobs, LabImpl,
     LabSlot, ParseKnobs, ParseMode, Role, SinkKnobs, SinkMode, SourceKnobs, StateStrategy,

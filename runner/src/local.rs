@@ -163,20 +163,16 @@ pub const TOKEN_FILE: &str = "pipeline.token";
 
 /// A fresh random token, readable by the owner only.
 fn write_token(path: &Path) -> anyhow::Result<()> {
-    use std::io::{Read, Write};
+    use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut bytes = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .context("reading /dev/urandom for the run's token")?;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let token = pipeline_plan::new_token().context("making the run's token")?;
     let _ = std::fs::remove_file(path);
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(path)
-        .and_then(|mut f| f.write_all(hex.as_bytes()))
+        .and_then(|mut f| f.write_all(token.as_bytes()))
         .with_context(|| format!("writing the run's token {}", path.display()))
 }
 

@@ -1,7 +1,7 @@
 //! The reconciler: make a Pipeline's objects what [`render`] says, and say how it went.
 //!
 //! Each reconcile server-side-applies every stage's ConfigMap, Service, NetworkPolicy and workload with the
-//! field manager `observatory-operator`, deletes the objects of stages that left the spec
+//! field manager `observatory-operator` (after creating the Pipeline's token Secret once), deletes the objects of stages that left the spec
 //! (found by label), and patches the status: `observedGeneration`, per-stage desired/updated/
 //! ready pods, and the conditions `Ready`, `Progressing` and `Degraded`. Notable transitions
 //! (created, a stage rolling out, ready, an invalid spec, a failure) become Kubernetes Events.
@@ -17,11 +17,11 @@ use crate::pipeline::pods;
 use crate::pipeline::render::{self, Desired, InvalidSpec, MANAGER, Workload, managed_selector};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::core::Selector;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{EventType, Recorder};
@@ -45,6 +45,8 @@ pub enum Error {
     Status(#[from] serde_json::Error),
     #[error("reading results: {0}")]
     Results(String),
+    #[error("making the pipeline's token: {0}")]
+    Token(#[from] std::io::Error),
 }
 
 impl Error {
@@ -56,6 +58,7 @@ impl Error {
             Error::NoNamespace => "no_namespace".into(),
             Error::Status(_) => "status".into(),
             Error::Results(_) => "results".into(),
+            Error::Token(_) => "token".into(),
         }
     }
 }
@@ -164,6 +167,28 @@ where
     Ok(api.patch(name, &pp, &Patch::Apply(obj)).await?)
 }
 
+/// Create the Pipeline's token Secret with a fresh random token if it does not exist; never
+/// rewrite it (running stages hold the token they started with). Create-only, so the
+/// operator needs no right to read Secrets: one that exists already is a 409, and stands.
+async fn ensure_token(api: &Api<Secret>, secret: &Secret) -> Result<(), Error> {
+    let name = secret.name_any();
+    let token = pipeline_plan::new_token()?;
+    let mut new = secret.clone();
+    new.string_data = Some(std::collections::BTreeMap::from([(
+        render::TOKEN_KEY.to_string(),
+        token,
+    )]));
+    match api.create(&PostParams::default(), &new).await {
+        Ok(_) => {
+            info!(secret = %name, "created the pipeline's token");
+            Ok(())
+        }
+        // It exists (made by an earlier reconcile): that one stands.
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 async fn reconcile_pipeline(p: &Pipeline, ctx: &Context) -> Result<Action, Error> {
     let ns = p.namespace().ok_or(Error::NoNamespace)?;
     if p.metadata.deletion_timestamp.is_some() {
@@ -186,6 +211,8 @@ async fn reconcile_pipeline(p: &Pipeline, ctx: &Context) -> Result<Action, Error
     let sts: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &ns);
+    // Before any pod that mounts it.
+    ensure_token(&Api::namespaced(client.clone(), &ns), &desired.token_secret).await?;
     let mut stages = Vec::new();
     for s in &desired.stages {
         apply(&cms, &s.name, &s.config_map).await?;

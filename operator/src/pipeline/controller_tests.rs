@@ -76,8 +76,35 @@ impl ApiServer {
         body
     }
 
-    /// Expect the applies of every stage of `d`, in order; returns the workload bodies.
+    /// Expect the creation of the Pipeline's token Secret: answer that it exists already
+    /// (409), or create it (returned: the created body).
+    async fn expect_token(&mut self, exists: bool) -> Option<Value> {
+        let (req, body, send) = self.0.next().await;
+        assert_eq!(req.method(), Method::POST);
+        assert_eq!(req.uri().path(), format!("/api/v1{NS}/secrets"));
+        assert_eq!(body["metadata"]["name"], "demo-token");
+        if exists {
+            MockApi::reply(
+                send,
+                StatusCode::CONFLICT,
+                &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "AlreadyExists", "code": 409,
+                    "message": "secrets \"demo-token\" already exists"}),
+            );
+            return None;
+        }
+        MockApi::reply(send, StatusCode::CREATED, &body);
+        Some(body)
+    }
+
+    /// Expect the token's creation (a Pipeline with no pods yet has no token yet either) and the
+    /// applies of every stage of `d`, in order; returns the workload bodies.
     async fn expect_stages(&mut self, d: &Desired, pods: Pods) -> Vec<Value> {
+        if let Some(created) = self.expect_token(!matches!(pods, Pods::None)).await {
+            let token = created["stringData"]["token"].as_str().unwrap();
+            assert_eq!(token.len(), 64, "32 random bytes, hex");
+            assert!(token.bytes().all(|b| b.is_ascii_hexdigit()));
+            assert_eq!(created["metadata"]["ownerReferences"][0]["uid"], "uid-demo");
+        }
         let mut workloads = Vec::new();
         for s in &d.stages {
             let cm = self
@@ -467,6 +494,7 @@ async fn api_errors_requeue_with_backoff_and_count_as_failures() {
         let (ctx, mut server) = context();
         let p = Arc::new(sample());
         let result = run((*p).clone(), ctx.clone(), async move {
+            server.expect_token(true).await;
             let req = server.fail_next(code).await;
             assert_eq!(req.method(), Method::PATCH);
             assert!(req.uri().path().ends_with("/configmaps/demo-source"));
@@ -626,6 +654,7 @@ async fn a_service_that_cannot_change_in_place_is_replaced() {
     let mut p = sample();
     p.status = Some(ready_status(&d));
     let result = run(p, ctx, async move {
+        server.expect_token(true).await;
         for s in &d.stages {
             server
                 .expect_apply(&format!("/api/v1{NS}/configmaps/{}", s.name), Pods::Ready)
@@ -681,6 +710,7 @@ async fn a_service_refused_for_another_reason_is_an_error_not_a_replacement() {
     // reconcile (and is retried with backoff), with nothing deleted.
     let (ctx, mut server) = context();
     let result = run(sample(), ctx, async move {
+        server.expect_token(true).await;
         server
             .expect_apply(&format!("/api/v1{NS}/configmaps/demo-source"), Pods::Ready)
             .await;

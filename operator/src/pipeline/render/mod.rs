@@ -13,7 +13,10 @@
 //! - a Service `<pipeline>-<stage>` with the admin port (and the data port); headless for the
 //!   StatefulSets, so each pod is reached by name (`demo-parse-1.demo-parse`);
 //! - a NetworkPolicy `<pipeline>-<stage>`: the data port admits only the stage before's pods,
-//!   the admin port only Prometheus and the operator.
+//!   the admin port only Prometheus and the operator;
+//!
+//! and the Pipeline gets a Secret `<pipeline>-token`, the shared token every stage's data
+//! connections carry (mounted into every pod).
 //!
 //! Pods pass the Pod Security "restricted" profile, carry the recommended
 //! `app.kubernetes.io/*` labels and Prometheus scrape annotations, are probed on `/healthz`
@@ -27,8 +30,9 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
     EnvVar, HTTPGetAction, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext,
-    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext,
-    Service, ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
+    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, Secret,
+    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
@@ -48,7 +52,7 @@ mod plan;
 mod validate;
 
 use objects::*;
-pub use objects::{config_hash, managed_selector, selector_labels};
+pub use objects::{config_hash, managed_selector, selector_labels, token_secret_name};
 use plan::*;
 pub use plan::{apply_plan, plan_of};
 pub use validate::InvalidSpec;
@@ -64,6 +68,9 @@ pub const MANAGER: &str = "observatory-operator";
 pub const CONFIG_HASH: &str = "observatory.dev/config-hash";
 /// Where the config file is mounted.
 pub const CONFIG_DIR: &str = "/etc/observatory";
+/// Where the Pipeline's token Secret is mounted, and its key.
+pub const TOKEN_DIR: &str = "/etc/observatory/token";
+pub const TOKEN_KEY: &str = "token";
 /// The sink's volume, and its working directory (a relative `sink.dir` lands here).
 pub const DATA_DIR: &str = "/var/lib/observatory";
 /// `app.kubernetes.io/name` of the Prometheus pods (deploy/monitoring), which scrape the
@@ -116,6 +123,8 @@ pub struct StageObjects {
 pub struct Desired {
     pub plan: Plan,
     pub stages: Vec<StageObjects>,
+    /// The shared token's Secret (metadata only: see [`objects::render_token_secret`]).
+    pub token_secret: Secret,
 }
 
 impl Desired {
@@ -177,7 +186,7 @@ pub fn render(p: &Pipeline) -> Result<Desired, InvalidSpec> {
         let stateful = role != Role::Source;
         let service = render_service(&meta, &name, role, stateful);
         let network_policy = render_network_policy(&meta, &name, role);
-        let template = pod_template(spec, s, &image, &labels, &hash, &obj_name);
+        let template = pod_template(spec, s, &image, &labels, &hash, &obj_name, &name);
         let selector = LabelSelector {
             match_labels: Some(selector_labels(&name, role)),
             ..Default::default()
@@ -226,7 +235,11 @@ pub fn render(p: &Pipeline) -> Result<Desired, InvalidSpec> {
             config_hash: hash,
         });
     }
-    Ok(Desired { plan, stages: out })
+    Ok(Desired {
+        plan,
+        stages: out,
+        token_secret: render_token_secret(p),
+    })
 }
 
 /// The objects of a Pipeline as a multi-document YAML stream (what `operator render` prints).
@@ -333,6 +346,57 @@ mod tests {
         assert!(prom.contains(&format!("app.kubernetes.io/name: {PROMETHEUS_NAME}")));
         let op = std::fs::read_to_string(format!("{root}/base/operator.yaml")).unwrap();
         assert!(op.contains(&format!("app.kubernetes.io/name: {OPERATOR_NAME}")));
+    }
+
+    #[test]
+    fn every_pod_reads_the_pipelines_token_from_its_secret() {
+        let d = render(&sample()).unwrap();
+        let secret = &d.token_secret;
+        assert_eq!(secret.metadata.name.as_deref(), Some("demo-token"));
+        assert_eq!(
+            secret.metadata.owner_references.as_ref().unwrap()[0].kind,
+            "Pipeline"
+        );
+        assert!(
+            secret.data.is_none() && secret.string_data.is_none(),
+            "made by the operator"
+        );
+        for s in &d.stages {
+            let pod = s.workload.pod_template().spec.as_ref().unwrap();
+            let vol = pod
+                .volumes
+                .as_ref()
+                .unwrap()
+                .iter()
+                .find(|v| v.name == "token")
+                .unwrap();
+            let src = vol.secret.as_ref().unwrap();
+            assert_eq!(src.secret_name.as_deref(), Some("demo-token"));
+            assert_eq!(src.default_mode, Some(0o440));
+            let c = &pod.containers[0];
+            let mount = c
+                .volume_mounts
+                .as_ref()
+                .unwrap()
+                .iter()
+                .find(|m| m.name == "token")
+                .unwrap();
+            assert_eq!(
+                (mount.mount_path.as_str(), mount.read_only),
+                (TOKEN_DIR, Some(true))
+            );
+            let env = c
+                .env
+                .as_ref()
+                .unwrap()
+                .iter()
+                .find(|e| e.name == "PIPELINE_TOKEN_FILE")
+                .unwrap();
+            assert_eq!(
+                env.value.as_deref(),
+                Some(format!("{TOKEN_DIR}/{TOKEN_KEY}").as_str())
+            );
+        }
     }
 
     #[test]

@@ -37,6 +37,39 @@ pub(super) fn labels(pipeline: &str, role: Role, image: &str) -> BTreeMap<String
     l
 }
 
+/// The name of a Pipeline's token Secret.
+pub fn token_secret_name(pipeline: &str) -> String {
+    format!("{pipeline}-token")
+}
+
+/// The Pipeline's token Secret, without its data: the operator creates it once with a random
+/// token (`token`) and never rewrites it (a new token would lock out the running stages until
+/// they restart); it is owned by the Pipeline, so it goes with it.
+pub(super) fn render_token_secret(p: &Pipeline) -> Secret {
+    let name = p.name_any();
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(token_secret_name(&name)),
+            namespace: p.namespace(),
+            labels: Some(BTreeMap::from([
+                ("app.kubernetes.io/instance".to_string(), name.clone()),
+                (
+                    "app.kubernetes.io/part-of".to_string(),
+                    "observatory".to_string(),
+                ),
+                (
+                    "app.kubernetes.io/managed-by".to_string(),
+                    MANAGER.to_string(),
+                ),
+            ])),
+            owner_references: Some(vec![owner(p)]),
+            ..Default::default()
+        },
+        type_: Some("Opaque".into()),
+        ..Default::default()
+    }
+}
+
 pub(super) fn owner(p: &Pipeline) -> OwnerReference {
     OwnerReference {
         api_version: Pipeline::api_version(&()).to_string(),
@@ -228,6 +261,7 @@ pub(super) fn pod_template(
     labels: &BTreeMap<String, String>,
     hash: &str,
     config_map: &str,
+    pipeline: &str,
 ) -> PodTemplateSpec {
     let role = s.role;
     let annotations = BTreeMap::from([
@@ -264,10 +298,21 @@ pub(super) fn pod_template(
     if let Some(endpoint) = &spec.otlp_endpoint {
         env_vars.push(env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint));
     }
+    // Every connection between the stages carries the Pipeline's shared token.
+    env_vars.push(env(
+        "PIPELINE_TOKEN_FILE",
+        &format!("{TOKEN_DIR}/{TOKEN_KEY}"),
+    ));
     let mut mounts = vec![
         VolumeMount {
             name: "config".into(),
             mount_path: CONFIG_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: "token".into(),
+            mount_path: TOKEN_DIR.into(),
             read_only: Some(true),
             ..Default::default()
         },
@@ -351,6 +396,16 @@ pub(super) fn pod_template(
                 Volume {
                     name: "tmp".into(),
                     empty_dir: Some(EmptyDirVolumeSource::default()),
+                    ..Default::default()
+                },
+                Volume {
+                    name: "token".into(),
+                    secret: Some(SecretVolumeSource {
+                        secret_name: Some(token_secret_name(pipeline)),
+                        // Owned by root, group fsGroup (the stage's user): readable by it only.
+                        default_mode: Some(0o440),
+                        ..Default::default()
+                    }),
                     ..Default::default()
                 },
             ]),
