@@ -6,7 +6,7 @@ OBS      := $(RELEASE)/observatory
 REPORTS  := reports
 
 .DEFAULT_GOAL := help
-.PHONY: help build demo local up down images e2e test validate lab-check lab-verify crd lint fmt bench bench-e2e chaos clean
+.PHONY: help build demo local up down images e2e test validate lab-check lab-verify crd lint fmt bench bench-e2e chaos fuzz fuzz-smoke fuzz-tool clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -20,10 +20,37 @@ demo: build ## Run the local observatory for 30 s with the live display, then pr
 local: build ## Run the local observatory until Ctrl-C
 	$(OBS) up --local
 
-test: build ## Run every test (unit, real processes on loopback, real Prometheus, manifests, the labs' authoring check)
+test: build ## Run every test (unit, real processes on loopback, real Prometheus, manifests, the labs' authoring check, a fuzz smoke run)
 	$(CARGO) test --release --workspace
 	$(MAKE) --no-print-directory validate
 	$(MAKE) --no-print-directory lab-check
+	$(MAKE) --no-print-directory fuzz-smoke
+
+FUZZ_TARGETS := frames hello json compact_event window_result segment
+FUZZ_SECONDS ?= 600
+# cargo fuzz wants nightly flags; RUSTC_BOOTSTRAP lets the stable toolchain take them.
+FUZZ_RUN = cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -O
+
+fuzz-tool:
+	@command -v cargo-fuzz >/dev/null || { echo "--- installing cargo-fuzz"; $(CARGO) install cargo-fuzz --locked; }
+
+fuzz-smoke: fuzz-tool ## Each fuzz target for 10 s from its committed corpus (new finds go to a scratch folder)
+	@echo "--- building the fuzz targets (libFuzzer, AddressSanitizer; a few minutes cold)"
+	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz build -O
+	@for t in $(FUZZ_TARGETS); do \
+		scratch=$$(mktemp -d); \
+		if ( $(FUZZ_RUN) $$t $$scratch corpus/$$t -- -max_total_time=10 -rss_limit_mb=2048 ) > $$scratch.log 2>&1; then \
+			echo "fuzz smoke: $$t: $$(grep -E '^Done' $$scratch.log)"; rm -rf $$scratch $$scratch.log; \
+		else \
+			tail -40 $$scratch.log; echo "fuzz smoke: $$t failed (a crashing input is kept under fuzz/artifacts/$$t)"; exit 1; \
+		fi; \
+	done
+
+fuzz: fuzz-tool ## Each fuzz target for FUZZ_SECONDS (600) s, growing its corpus in fuzz/corpus (commit what it adds)
+	@for t in $(FUZZ_TARGETS); do \
+		echo "--- fuzzing $$t for $(FUZZ_SECONDS) s"; \
+		( $(FUZZ_RUN) $$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 ) || exit 1; \
+	done
 
 lab-check: build ## Authoring check of the labs with deterministic or large effects: baseline fails, reference passes
 	OBSERVATORY_HOME=$(REPORTS)/lab-check $(OBS) lab dev-check
@@ -73,8 +100,9 @@ bench-e2e: build ## End to end, interleaved: the A/A noise floor, then telemetry
 		--b-label telemetry-off --b all.telemetry=false \
 		--report-dir $(REPORTS)/bench-e2e/telemetry
 
-chaos: build ## Faults to real stage processes (kill -9, SIGSTOP 20 s, a 1000x slower sink for 60 s, a stage that cannot start): reports/chaos/table.md
+chaos: build ## Faults to real stage processes (kill -9, SIGSTOP 20 s, a 1000x slower sink for 60 s, a stage that cannot start), then attacks on a real run: reports/chaos/table.md, robustness.md
 	$(OBS) chaos --report-dir $(REPORTS)/chaos
+	$(OBS) robustness --report-dir $(REPORTS)/chaos
 
 clean: ## Remove build output and reports
 	$(CARGO) clean

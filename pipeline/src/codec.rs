@@ -1,7 +1,7 @@
 //! Frames on the wire between stages.
 //!
-//! Each frame is a 4-byte big-endian length (tokio-util's `LengthDelimitedCodec`, which also
-//! enforces the maximum frame size), then a 40-byte little-endian header:
+//! Each frame is a 4-byte big-endian length ([`FrameCodec`] enforces the maximum frame size),
+//! then a 40-byte little-endian header:
 //!
 //! | bytes | field |
 //! |---|---|

@@ -8,6 +8,7 @@
 //!   from the seed).
 //! - Wire and I/O: [`codec`] (frames), [`admission`] (which peers a data port admits: hello,
 //!   token, limits), [`net`] (ingress, egress, drain, backpressure).
+//! - Fuzzing: [`fuzzing`] (what each cargo fuzz target in `fuzz/` checks, and its seeds).
 //! - Stages: [`stage`] (one module per role, and the process driver).
 //! - Course labs: [`slots`] (code slots a lab selects by knob; resolved once at start-up, nothing
 //!   runs without one; reference solutions only with the `lab-reference` feature).
@@ -22,6 +23,7 @@ pub mod bounds;
 pub mod codec;
 pub mod context;
 pub mod event;
+pub mod fuzzing;
 pub mod generate;
 pub mod json;
 pub mod metrics;

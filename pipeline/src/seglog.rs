@@ -90,28 +90,74 @@ pub struct SegmentScan {
 pub fn scan_segment(
     path: &Path,
     last: bool,
-    mut f: impl FnMut(&[u8]),
+    f: impl FnMut(&[u8]),
 ) -> Result<SegmentScan, LogError> {
     let mut data = Vec::new();
     File::open(path)
         .and_then(|mut file| file.read_to_end(&mut data))
         .map_err(io_err(path))?;
+    scan_bytes(&data, last, f).map_err(|e| match e {
+        ScanError::BadMagic => LogError::BadMagic {
+            path: path.to_path_buf(),
+        },
+        ScanError::Corrupt { offset, what } => LogError::Corrupt {
+            path: path.to_path_buf(),
+            offset,
+            what,
+        },
+    })
+}
+
+/// The 8 bytes before a record's payload: its length and its CRC.
+fn record_header(len: u32, payload: &[u8]) -> [u8; RECORD_HEADER] {
+    let mut h = [0u8; RECORD_HEADER];
+    h[..4].copy_from_slice(&len.to_le_bytes());
+    h[4..].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    h
+}
+
+/// A whole segment's bytes holding `records` (what [`SegmentLog`] would write): seeds and
+/// tests of the reader. Records over [`MAX_RECORD`] are left out.
+pub fn segment_bytes<'a>(records: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut out = MAGIC.to_vec();
+    for r in records {
+        let Some(len) = u32::try_from(r.len())
+            .ok()
+            .filter(|_| r.len() <= MAX_RECORD)
+        else {
+            continue;
+        };
+        out.extend_from_slice(&record_header(len, r));
+        out.extend_from_slice(r);
+    }
+    out
+}
+
+/// Why a segment's bytes are not a log (a [`LogError`] without the path).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScanError {
+    BadMagic,
+    Corrupt { offset: u64, what: &'static str },
+}
+
+/// [`scan_segment`] on a segment's bytes: the reader itself, which the fuzz target drives.
+pub fn scan_bytes(
+    data: &[u8],
+    last: bool,
+    mut f: impl FnMut(&[u8]),
+) -> Result<SegmentScan, ScanError> {
     let mut scan = SegmentScan::default();
     if data.len() < MAGIC.len() {
         // A segment torn before its magic was fully written.
-        return if last && MAGIC.starts_with(&data) {
+        return if last && MAGIC.starts_with(data) {
             scan.torn_bytes = data.len() as u64;
             Ok(scan)
         } else {
-            Err(LogError::BadMagic {
-                path: path.to_path_buf(),
-            })
+            Err(ScanError::BadMagic)
         };
     }
     if &data[..MAGIC.len()] != MAGIC {
-        return Err(LogError::BadMagic {
-            path: path.to_path_buf(),
-        });
+        return Err(ScanError::BadMagic);
     }
     let mut at = MAGIC.len();
     while at < data.len() {
@@ -130,8 +176,7 @@ pub fn scan_segment(
                 if last && rest.len() == RECORD_HEADER + len {
                     Some("checksum mismatch in the last record")
                 } else {
-                    return Err(LogError::Corrupt {
-                        path: path.to_path_buf(),
+                    return Err(ScanError::Corrupt {
                         offset: at as u64,
                         what: "checksum mismatch",
                     });
@@ -148,8 +193,7 @@ pub fn scan_segment(
                 scan.torn_bytes = (data.len() - at) as u64;
                 break;
             }
-            return Err(LogError::Corrupt {
-                path: path.to_path_buf(),
+            return Err(ScanError::Corrupt {
                 offset: at as u64,
                 what,
             });
@@ -294,11 +338,9 @@ impl SegmentLog {
                 path: self.current_path(),
                 error: io::Error::new(io::ErrorKind::InvalidInput, "record too large"),
             })?;
-        let crc = crc32fast::hash(payload);
         let path = self.current_path();
         let w = &mut self.file;
-        w.write_all(&len.to_le_bytes())
-            .and_then(|_| w.write_all(&crc.to_le_bytes()))
+        w.write_all(&record_header(len, payload))
             .and_then(|_| w.write_all(payload))
             .map_err(io_err(&path))?;
         let n = (RECORD_HEADER + payload.len()) as u64;
