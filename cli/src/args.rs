@@ -53,6 +53,16 @@ pub enum Command {
         #[arg(long, default_value = "reports/chaos")]
         report_dir: PathBuf,
     },
+    /// Attack a real local run from outside, as a hostile pod would (forged ends of stream,
+    /// wrong tokens, insiders with the token, random records, held frames, floods, slow admin
+    /// clients, an abandoned profile, a far-future event), and write what the pipeline counted
+    /// (<report-dir>/robustness.md, robustness.json). About a minute. Exit 1 if any run did
+    /// not hold.
+    Robustness {
+        /// Where the report and each run's report go.
+        #[arg(long, default_value = "reports/chaos")]
+        report_dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]

@@ -98,6 +98,26 @@ pub fn knobs() {
     }
 }
 
+/// `observatory robustness`: attacks on a real run, the report on stdout and in the folder.
+pub async fn robustness(dir: &std::path::Path) -> anyhow::Result<()> {
+    use observatory_runner::robustness::{Options, run_report, table};
+    let opts = Options::new(dir)?;
+    let rows = run_report(&opts, |n, total, what| {
+        eprintln!("observatory: robustness {n}/{total}: {what}");
+    })
+    .await?;
+    print!("{}", table(&rows));
+    eprintln!(
+        "observatory: report in {}",
+        dir.join("robustness.md").display()
+    );
+    let failed = rows.iter().filter(|r| !r.passed()).count();
+    if failed > 0 {
+        bail!("{failed} of {} attacked runs did not hold", rows.len());
+    }
+    Ok(())
+}
+
 /// `observatory chaos`: the fault suite, its table on stdout and in the report folder.
 pub async fn chaos(short: bool, dir: &std::path::Path) -> anyhow::Result<()> {
     use observatory_runner::chaos::{ChaosOptions, Fault, run_suite, table};

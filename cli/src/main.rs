@@ -75,6 +75,7 @@ fn main() -> ExitCode {
             Command::Bench(BenchCommand::Run { filter, json }) => bench::bench_run(filter, json),
             Command::Lab(cmd) => lab::run(cmd).await,
             Command::Chaos { short, report_dir } => local::chaos(short, &report_dir).await,
+            Command::Robustness { report_dir } => local::robustness(&report_dir).await,
         }
     });
     match result {

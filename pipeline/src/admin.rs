@@ -212,6 +212,11 @@ async fn capture(ctx: &StageCtx, params: ProfileParams) -> Result<pprof::Report,
         while Instant::now() < deadline && !stop.is_cancelled() && !gone.is_cancelled() {
             std::thread::sleep(Duration::from_millis(20));
         }
+        if gone.is_cancelled() {
+            // Nobody to send it to: free the profiler now, without symbolizing a report.
+            drop(guard);
+            return Err(pprof::Error::CreatingError);
+        }
         guard.report().build()
     })
     .await;

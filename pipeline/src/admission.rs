@@ -60,7 +60,8 @@ pub fn hello(cfg: &StageConfig, token: Option<&TokenDigest>, stream_id: u32) -> 
     }
 }
 
-fn role_index(role: Role) -> u8 {
+/// A role as the hello names it: its index in [`Role::CHAIN`].
+pub fn role_index(role: Role) -> u8 {
     Role::CHAIN.iter().position(|r| *r == role).unwrap_or(0) as u8
 }
 

@@ -233,7 +233,11 @@ impl ChaosOptions {
 }
 
 /// Wait for a stage's ready file and read it.
-async fn ready(run_dir: &Path, stage: &str, timeout: Duration) -> anyhow::Result<ReadyInfo> {
+pub(crate) async fn ready(
+    run_dir: &Path,
+    stage: &str,
+    timeout: Duration,
+) -> anyhow::Result<ReadyInfo> {
     let path = run_dir.join(format!("{stage}.ready.json"));
     let deadline = Instant::now() + timeout;
     loop {
@@ -385,34 +389,15 @@ pub struct Observed {
     pub reference: Option<Comparison>,
 }
 
-/// What a fault's run must show: the run of `plan` (the fault's, [`Fault::plan`]) ended with
-/// summary `s`, and this was `seen`.
-pub fn check(fault: &Fault, plan: &Plan, s: &RunSummary, seen: &Observed) -> Row {
-    let Observed {
-        events_in_log,
-        duplicated_windows,
-        undecodable_records,
-        seconds_to_end,
-        rates,
-        ref reference,
-    } = *seen;
-    let mut problems = Vec::new();
-    let explained = events_in_log + s.dead_lettered + s.discarded + s.lost;
-    let loss_matches_log = explained == s.events_emitted;
-    if !loss_matches_log {
-        problems.push(format!(
-            "emitted {} but log {} + dead-lettered {} + discarded {} + lost {} = {explained}",
-            s.events_emitted, events_in_log, s.dead_lettered, s.discarded, s.lost
-        ));
-    }
-    if duplicated_windows > 0 {
-        problems.push(format!("{duplicated_windows} windows are in the log twice"));
-    }
-    if undecodable_records > 0 {
-        problems.push(format!(
-            "{undecodable_records} records in the log are not window results"
-        ));
-    }
+/// Every stage's peak RSS (MiB) and its documented bound ([`pipeline::bounds`]).
+pub struct MemoryCheck {
+    pub peak_rss_mib: BTreeMap<String, f64>,
+    pub bound_mib: BTreeMap<String, f64>,
+}
+
+/// Check every stage of run `s` of `plan` against its memory bound: a stage over its bound, a
+/// stage without a computable bound, or a stage of the plan without figures is a problem.
+pub fn memory_check(plan: &Plan, s: &RunSummary, problems: &mut Vec<String>) -> MemoryCheck {
     let mut peak_rss_mib = BTreeMap::new();
     let mut bound_mib = BTreeMap::new();
     let mib = |b: u64| (b as f64 / f64::from(1 << 20) * 10.0).round() / 10.0;
@@ -444,6 +429,44 @@ pub fn check(fault: &Fault, plan: &Plan, s: &RunSummary, seen: &Observed) -> Row
             problems.push(format!("the summary has no figures of the {role} stage"));
         }
     }
+    MemoryCheck {
+        peak_rss_mib,
+        bound_mib,
+    }
+}
+
+/// What a fault's run must show: the run of `plan` (the fault's, [`Fault::plan`]) ended with
+/// summary `s`, and this was `seen`.
+pub fn check(fault: &Fault, plan: &Plan, s: &RunSummary, seen: &Observed) -> Row {
+    let Observed {
+        events_in_log,
+        duplicated_windows,
+        undecodable_records,
+        seconds_to_end,
+        rates,
+        ref reference,
+    } = *seen;
+    let mut problems = Vec::new();
+    let explained = events_in_log + s.dead_lettered + s.discarded + s.lost;
+    let loss_matches_log = explained == s.events_emitted;
+    if !loss_matches_log {
+        problems.push(format!(
+            "emitted {} but log {} + dead-lettered {} + discarded {} + lost {} = {explained}",
+            s.events_emitted, events_in_log, s.dead_lettered, s.discarded, s.lost
+        ));
+    }
+    if duplicated_windows > 0 {
+        problems.push(format!("{duplicated_windows} windows are in the log twice"));
+    }
+    if undecodable_records > 0 {
+        problems.push(format!(
+            "{undecodable_records} records in the log are not window results"
+        ));
+    }
+    let MemoryCheck {
+        peak_rss_mib,
+        bound_mib,
+    } = memory_check(plan, s, &mut problems);
     if let Some(c) = reference {
         // Nothing in the log that the seed does not give, and the loss the summary reports
         // is what the log lacks (the events, and the dead letters the seed makes that a
@@ -577,7 +600,7 @@ pub fn check(fault: &Fault, plan: &Plan, s: &RunSummary, seen: &Observed) -> Row
     }
 }
 
-fn slug(s: &str) -> String {
+pub(crate) fn slug(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
         .collect::<String>()

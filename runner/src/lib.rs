@@ -8,6 +8,7 @@
 //! - [`stack`]: Prometheus and Grafana around a local run, when installed.
 //! - [`flame`]: folded stacks to flamegraph SVGs.
 //! - [`http`]: scraping admin ports.
+//! - [`chaos`]: faults done to real stage processes; [`robustness`]: attacks on a real run.
 //!
 //! Measuring (A/B, instruction counts, reports) is the `observatory-bench` crate's business.
 
@@ -15,6 +16,7 @@ pub mod chaos;
 pub mod flame;
 pub mod http;
 pub mod local;
+pub mod robustness;
 pub mod run;
 pub mod stack;
 pub mod summary;
