@@ -247,7 +247,11 @@ pub fn compact_event(data: &[u8]) {
         });
         let mut parsed = Vec::new();
         let r = crate::json::parse_into(ParseMode::Owned, json.to_string().as_bytes(), &mut parsed);
-        assert_eq!(r, Ok(ev.ts_us), "the aggregate accepted what parse refuses: {json}");
+        assert_eq!(
+            r,
+            Ok(ev.ts_us),
+            "the aggregate accepted what parse refuses: {json}"
+        );
         assert_eq!(parsed, data, "parse encodes the same event differently");
     }
 }

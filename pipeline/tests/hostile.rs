@@ -278,13 +278,20 @@ fn a_far_future_event_is_dropped_and_moves_no_watermark() {
     assert_eq!(stats[3].events_persisted, 30_000);
 
     // The same at the aggregate, from a peer that skips parse: a far-future event and a
-    // far-future watermark on one stream while the other carries the real events.
+    // far-future watermark on one stream while the other carries the real events. One worker,
+    // so frames are applied in the order they arrived: the real stream's first (the horizon
+    // stands on the newest accepted event; before the first, on the wall clock, a year past
+    // this stream's fixed event times).
     let mut sink = spawn(dir.path(), "sink", &["--set", "mode=blackhole"], &[]);
     let agg_args = ["--downstream", &sink.data_addr(), "--upstreams", "2"];
     let mut agg = spawn(
         dir.path(),
         "aggregate",
-        &[&agg_args[..], &["--set", "window_ms=100"]].concat(),
+        &[
+            &agg_args[..],
+            &["--set", "window_ms=100", "--set", "workers=1"],
+        ]
+        .concat(),
         &[],
     );
     let addr = agg.data_addr();
@@ -305,8 +312,23 @@ fn a_far_future_event_is_dropped_and_moves_no_watermark() {
     for _ in 0..10 {
         batch(&mut real, &mut ts);
     }
-    liar.data(&[compact_event("svc", "/evil", far)], far, None);
-    liar.data(&[compact_event("svc", "/r1", ts)], ts, None);
+    wait_until(Duration::from_secs(10), "the real frames received", || {
+        agg.stats().events_received >= 5_000
+    });
+    // One frame: a far-future event, a real-time one, a far-future watermark.
+    liar.data(
+        &[
+            compact_event("svc", "/evil", far),
+            compact_event("svc", "/r1", ts),
+        ],
+        far,
+        None,
+    );
+    // The two streams are two connections: the real one must not overtake the liar's frame
+    // (its event is at the real stream's newest time; behind it, it would be rightly late).
+    wait_until(Duration::from_secs(10), "the liar's frame applied", || {
+        agg.stats().dropped.get("future_timestamp") == Some(&1)
+    });
     for _ in 0..10 {
         batch(&mut real, &mut ts);
     }
