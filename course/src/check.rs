@@ -225,13 +225,8 @@ pub async fn check(
 
 fn run_config(opts: &CheckOptions) -> RunConfig {
     RunConfig {
-        pipeline_bin: opts.pipeline_bin.clone(),
-        report_dir: opts.report_dir.clone(),
-        profile_seconds: 0,
-        linger: Duration::ZERO,
-        live: false,
-        stack: false,
         restart: observatory_runner::run::Restart::Never,
+        ..RunConfig::quiet(opts.pipeline_bin.clone(), opts.report_dir.clone())
     }
 }
 

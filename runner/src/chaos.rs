@@ -276,15 +276,7 @@ pub async fn run_fault(fault: &Fault, opts: &ChaosOptions, index: usize) -> anyh
     let report = opts.dir.join(format!("{index:02}-{}", slug(&fault.name())));
     let _ = std::fs::remove_dir_all(&report);
     let run_dir = report.join("run");
-    let cfg = RunConfig {
-        pipeline_bin: opts.pipeline_bin.clone(),
-        report_dir: report.clone(),
-        profile_seconds: 0,
-        linger: Duration::ZERO,
-        live: false,
-        stack: false,
-        restart: crate::run::Restart::Auto,
-    };
+    let cfg = RunConfig::quiet(opts.pipeline_bin.clone(), report.clone());
     let (interrupt, interrupts) = mpsc::unbounded_channel();
     let started = Instant::now();
     let task_plan = plan.clone();

@@ -442,15 +442,7 @@ where
     let report = opts.dir.join(slug(name));
     let _ = std::fs::remove_dir_all(&report);
     let run_dir = report.join("run");
-    let cfg = RunConfig {
-        pipeline_bin: opts.pipeline_bin.clone(),
-        report_dir: report.clone(),
-        profile_seconds: 0,
-        linger: Duration::ZERO,
-        live: false,
-        stack: false,
-        restart: crate::run::Restart::Auto,
-    };
+    let cfg = RunConfig::quiet(opts.pipeline_bin.clone(), report.clone());
     let (_interrupt, interrupts) = mpsc::unbounded_channel();
     let task_plan = plan.clone();
     let run = tokio::spawn(async move { run_local(&task_plan, &cfg, interrupts).await });

@@ -39,6 +39,22 @@ pub struct RunConfig {
     pub restart: Restart,
 }
 
+impl RunConfig {
+    /// A run for a suite (chaos, robustness): no profiles, no display, no stack, no lingering;
+    /// a dead stage restarted as the plan's delivery says.
+    pub fn quiet(pipeline_bin: PathBuf, report_dir: PathBuf) -> Self {
+        RunConfig {
+            pipeline_bin,
+            report_dir,
+            profile_seconds: 0,
+            linger: Duration::ZERO,
+            live: false,
+            stack: false,
+            restart: Restart::Auto,
+        }
+    }
+}
+
 /// Whether the runner restarts a stage that dies mid-run (exits non-zero or on a signal), on
 /// the same ports, as a Deployment would.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -278,7 +278,7 @@ async fn the_drain_deadline_holds_behind_a_stopped_sink() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_least_once_an_interrupt_drains_the_run_and_the_log_is_the_seeds() {
     use observatory_runner::local::find_pipeline_bin;
-    use observatory_runner::run::{Restart, RunConfig, run_local};
+    use observatory_runner::run::{RunConfig, run_local};
     use std::time::Duration;
     let dir = tempfile::tempdir().unwrap();
     let mut plan = pipeline_plan::Plan::new("drain");
@@ -290,15 +290,7 @@ async fn at_least_once_an_interrupt_drains_the_run_and_the_log_is_the_seeds() {
     ] {
         plan.assign(a).unwrap();
     }
-    let cfg = RunConfig {
-        pipeline_bin: find_pipeline_bin().unwrap(),
-        report_dir: dir.path().to_path_buf(),
-        profile_seconds: 0,
-        linger: Duration::ZERO,
-        live: false,
-        stack: false,
-        restart: Restart::Auto,
-    };
+    let cfg = RunConfig::quiet(find_pipeline_bin().unwrap(), dir.path().to_path_buf());
     let (interrupt, interrupts) = tokio::sync::mpsc::unbounded_channel();
     let run_plan = plan.clone();
     let run = tokio::spawn(async move { run_local(&run_plan, &cfg, interrupts).await });
@@ -328,7 +320,7 @@ async fn at_least_once_an_interrupt_drains_the_run_and_the_log_is_the_seeds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_least_once_a_stage_killed_twice_in_a_row_is_restarted_twice() {
     use observatory_runner::local::find_pipeline_bin;
-    use observatory_runner::run::{Restart, RunConfig, run_local};
+    use observatory_runner::run::{RunConfig, run_local};
     use std::time::Duration;
     let dir = tempfile::tempdir().unwrap();
     let mut plan = pipeline_plan::Plan::new("twice");
@@ -339,15 +331,7 @@ async fn at_least_once_a_stage_killed_twice_in_a_row_is_restarted_twice() {
     ] {
         plan.assign(a).unwrap();
     }
-    let cfg = RunConfig {
-        pipeline_bin: find_pipeline_bin().unwrap(),
-        report_dir: dir.path().to_path_buf(),
-        profile_seconds: 0,
-        linger: Duration::ZERO,
-        live: false,
-        stack: false,
-        restart: Restart::Auto,
-    };
+    let cfg = RunConfig::quiet(find_pipeline_bin().unwrap(), dir.path().to_path_buf());
     let (_interrupt, interrupts) = tokio::sync::mpsc::unbounded_channel();
     let run_plan = plan.clone();
     let run = tokio::spawn(async move { run_local(&run_plan, &cfg, interrupts).await });
