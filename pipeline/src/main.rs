@@ -7,7 +7,7 @@ use pipeline::alloc::{self, Dispatch};
 use pipeline::generate::Generator;
 use pipeline::seglog;
 use pipeline::stage::{self, RunOptions};
-use pipeline_plan::{Knobs, PlanError, Role, SourceKnobs, StageConfig, StageKnobs};
+use pipeline_plan::{Knobs, LabImpl, PlanError, Role, SourceKnobs, StageConfig, StageKnobs};
 use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -89,6 +89,18 @@ enum Command {
         /// samples, so scheduler noise is a smaller share of each).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
         rounds: u32,
+    },
+    /// Check a lab slot's implementation against the slot's specification on the cases a seed
+    /// generates; prints JSON (`observatory lab check` runs it before it measures).
+    Conformance {
+        /// The slot: blocking, errors, iterators, hotspot, deadlock, leak or percentile.
+        slot: String,
+        /// baseline, student or reference.
+        #[arg(long = "impl", default_value = "student", value_parser = ["baseline", "student", "reference"])]
+        implementation: String,
+        /// Seed of the generated cases.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
     },
 }
 
@@ -493,6 +505,11 @@ fn main() -> ExitCode {
             threads,
             rounds,
         } => kernel(&stage, &input, &set, threads, rounds),
+        Command::Conformance {
+            slot,
+            implementation,
+            seed,
+        } => conformance(&slot, &implementation, seed),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -501,4 +518,20 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn conformance(slot: &str, implementation: &str, seed: u64) -> anyhow::Result<()> {
+    let imp = match implementation {
+        "baseline" => LabImpl::Baseline,
+        "reference" => LabImpl::Reference,
+        _ => LabImpl::Student,
+    };
+    if imp == LabImpl::Reference && !pipeline::slots::HAS_REFERENCE {
+        bail!("this binary was built without the reference solutions (feature `lab-reference`)");
+    }
+    // A panic of the checked code is a finding, reported in the JSON, not on stderr.
+    std::panic::set_hook(Box::new(|_| {}));
+    let report = pipeline::slots::conformance::check(slot, imp, seed)?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
 }

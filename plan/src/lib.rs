@@ -6,6 +6,7 @@
 
 mod config;
 mod knobs;
+pub mod lab;
 mod plan;
 
 pub use config::{StageConfig, StageKnobs, new_token};

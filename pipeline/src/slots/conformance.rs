@@ -1,0 +1,511 @@
+//! Correctness before speed: each lab slot's specification, checked on cases generated from a
+//! seed (the lab's own and a hidden one) and on the slot's fixed cases. `pipeline conformance`
+//! runs it on one implementation and prints a [`Conformance`]; `observatory lab check` refuses
+//! to measure the student's code until it conforms, so a fast wrong answer (a constant, a
+//! skipped call) fails with the input it got wrong.
+//!
+//! The specification of each slot:
+//! - `hotspot`, `iterators`, `percentile`: the same result as the baseline on every input.
+//! - `errors`: `Ok` for a non-empty UTF-8 record, `NotUtf8 { valid_up_to }` or `Empty`
+//!   otherwise, and never a panic.
+//! - `leak`: a record seen among the last [`LEAK_RECENT`] records is reported as seen, a new
+//!   record as not seen (memory is the measurement's business).
+//! - `deadlock`: every close is booked once with its windows, and each call returns.
+//! - `blocking`: every lookup goes through the client ([`super::blocking::blocking_lookup`])
+//!   and returns its answer.
+//! - `zerocopy`: the same compact encoding or drop reason as the pipeline's owned parser
+//!   ([`crate::json::parse_into`]) on every record, strings with escapes included.
+
+use super::{blocking, deadlock, errors, hotspot, iterators, leak, percentile, zerocopy};
+use crate::codec::{Frame, OutFrame};
+use crate::event::{EventRef, key_of};
+use crate::generate::Generator;
+use crate::json::parse_into;
+use pipeline_plan::lab::{Conformance, Mismatch};
+use pipeline_plan::{LabImpl, ParseMode, SourceKnobs};
+use rand::{Rng, RngExt, SeedableRng};
+use rand_pcg::Pcg64Mcg;
+use std::fmt::Debug;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Duration;
+
+/// The slots with a specification (lab 12's `percentile` is not a knob slot: criterion calls
+/// it directly).
+pub const SLOTS: [&str; 8] = [
+    "blocking",
+    "errors",
+    "iterators",
+    "hotspot",
+    "deadlock",
+    "leak",
+    "percentile",
+    "zerocopy",
+];
+
+/// How far back a duplicate must still be recognised (lab 11).
+pub const LEAK_RECENT: usize = 1000;
+
+/// How long one call may take before it counts as hung (lab 10).
+const HANG: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConformanceError {
+    #[error("no slot `{0}` (slots: {SLOTS:?})")]
+    UnknownSlot(String),
+}
+
+/// Check implementation `imp` of `slot` on the cases of `seed`.
+pub fn check(slot: &str, imp: LabImpl, seed: u64) -> Result<Conformance, ConformanceError> {
+    let mut run = Run {
+        rng: Pcg64Mcg::seed_from_u64(seed),
+        seed,
+        cases: 0,
+        mismatch: None,
+    };
+    match slot {
+        "hotspot" => run.hotspot(imp),
+        "iterators" => run.iterators(imp),
+        "percentile" => run.percentile(imp),
+        "errors" => run.errors(imp),
+        "leak" => run.leak(imp),
+        "deadlock" => run.deadlock(imp),
+        "blocking" => run.blocking(imp),
+        "zerocopy" => run.zerocopy(imp),
+        other => return Err(ConformanceError::UnknownSlot(other.to_string())),
+    }
+    Ok(Conformance {
+        slot: slot.to_string(),
+        implementation: imp.as_str().to_string(),
+        seed,
+        cases: run.cases,
+        mismatch: run.mismatch,
+    })
+}
+
+struct Run {
+    rng: Pcg64Mcg,
+    seed: u64,
+    cases: u64,
+    mismatch: Option<Mismatch>,
+}
+
+/// A call's result, or the panic it ended in.
+fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|p| {
+        let msg = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into());
+        format!("panicked: {msg}")
+    })
+}
+
+fn show_bytes(b: &[u8]) -> String {
+    const MAX: usize = 120;
+    let cut = &b[..b.len().min(MAX)];
+    let mut s = format!("{:?}", String::from_utf8_lossy(cut));
+    if b.len() > MAX {
+        s.push_str(&format!(" … ({} bytes)", b.len()));
+    }
+    if std::str::from_utf8(cut).is_err() {
+        s.push_str(&format!(" (bytes {cut:02x?})"));
+    }
+    s
+}
+
+impl Run {
+    /// Record one case; false once a mismatch is found (stop generating).
+    fn case<T: PartialEq + Debug>(
+        &mut self,
+        input: impl FnOnce() -> String,
+        expected: &T,
+        got: Result<T, String>,
+    ) -> bool {
+        if self.mismatch.is_some() {
+            return false;
+        }
+        let case = self.cases;
+        self.cases += 1;
+        let got = match got {
+            Ok(g) if &g == expected => return true,
+            Ok(g) => format!("{g:?}"),
+            Err(panic) => panic,
+        };
+        self.mismatch = Some(Mismatch {
+            case,
+            input: input(),
+            expected: format!("{expected:?}"),
+            got,
+        });
+        false
+    }
+
+    /// Source records of this seed (valid ones, and malformed ones at `malformed_rate`).
+    fn records(&self, n: u64, malformed_rate: f64) -> Vec<Vec<u8>> {
+        let knobs = SourceKnobs {
+            seed: self.seed,
+            events: n,
+            malformed_rate,
+            services: 20,
+            routes: 20,
+            ..SourceKnobs::default()
+        };
+        let mut g = Generator::new(&knobs);
+        (0..n)
+            .map(|_| {
+                let mut rec = Vec::new();
+                g.next_into(&mut rec);
+                rec
+            })
+            .collect()
+    }
+
+    /// Compact events of this seed's valid records.
+    fn compact(&self, n: u64) -> Vec<Vec<u8>> {
+        self.records(n, 0.0)
+            .iter()
+            .filter_map(|rec| {
+                let mut out = Vec::new();
+                parse_into(ParseMode::Owned, rec, &mut out).ok()?;
+                Some(out)
+            })
+            .collect()
+    }
+
+    fn hotspot(&mut self, imp: LabImpl) {
+        let mut keys: Vec<Vec<u8>> = [
+            &b"checkout\x00/api/v1/orders/42"[..],
+            b"search\x00/api/v2/search",
+            b"web\x00/static/app.js",
+            b"web\x00/",
+            b"x\x00nothing",
+            b"",
+            b"a\x00/api/v1/userz",
+            b"a\x00/api/v3/users",
+            b"a\x00xx/rpcxx",
+        ]
+        .iter()
+        .map(|k| k.to_vec())
+        .collect();
+        for ev in self.compact(3000) {
+            if let Ok(k) = key_of(&ev) {
+                keys.push(k.to_vec());
+            }
+        }
+        // Keys built from pieces of the prefixes: near misses, several prefixes in one key.
+        const PIECES: [&str; 12] = [
+            "/api", "/v1", "/v2", "/users", "/orders", "/health", "/static", "/x", "z", "/", "",
+            "\0",
+        ];
+        for _ in 0..2000 {
+            let n = self.rng.random_range(0..5);
+            let key: String = (0..n)
+                .map(|_| PIECES[self.rng.random_range(0..PIECES.len())])
+                .collect();
+            keys.push(key.into_bytes());
+        }
+        for key in keys {
+            let want = hotspot::route_class(LabImpl::Baseline, &key);
+            let got = guarded(|| hotspot::route_class(imp, &key));
+            if !self.case(|| show_bytes(&key), &want, got) {
+                return;
+            }
+        }
+    }
+
+    fn iterators(&mut self, imp: LabImpl) {
+        let events = self.compact(4000);
+        let mut frames: Vec<Frame> = vec![OutFrame::data(64).into_frame(1, 0)];
+        let mut at = 0;
+        while at < events.len() {
+            let n = self.rng.random_range(1..300).min(events.len() - at);
+            let mut f = OutFrame::data(64 * 1024);
+            for ev in &events[at..at + n] {
+                f.push(ev);
+                if self.rng.random_ratio(1, 50) {
+                    f.push(b"\x01undecodable");
+                }
+            }
+            at += n;
+            frames.push(f.into_frame(1, frames.len() as u64));
+        }
+        for frame in frames {
+            let want = iterators::summarize(LabImpl::Baseline, &frame);
+            let got = guarded(|| iterators::summarize(imp, &frame));
+            let input = || {
+                let decodable = frame
+                    .records()
+                    .filter(|r| EventRef::decode(r).is_ok())
+                    .count();
+                format!(
+                    "a frame of {} records ({decodable} decodable)",
+                    frame.records().count()
+                )
+            };
+            if !self.case(input, &want, got) {
+                return;
+            }
+        }
+    }
+
+    fn zerocopy(&mut self, imp: LabImpl) {
+        let mut records: Vec<Vec<u8>> = [
+            &br#"{"ts":5,"service":"api","route":"/a","method":"GET","status":200,"latency_us":10,"bytes":3}"#[..],
+            br#"{"ts":6,"service":"a\"pi","route":"/a","method":"GET","status":200,"latency_us":10,"bytes":3}"#,
+            br#"{"ts":7,"service":"api","route":"/\u00e9t\u00e9","method":"GET","status":200,"latency_us":1,"bytes":0}"#,
+            br#"{"ts":8,"service":"api","route":"\/a","method":"G\u0045T","status":200,"latency_us":1,"bytes":0,"region":"eu\\1","user_agent":"\"x\""}"#,
+            br#"{"ts":9,"service":"api","route":"/a","method":"GET","status":200,"latency_us":1}"#,
+            br#"{"ts":9,"service":7,"route":"/a","method":"GET","status":200,"latency_us":1,"bytes":0}"#,
+            b"not json",
+            b"",
+            b"\xff",
+        ]
+        .iter()
+        .map(|r| r.to_vec())
+        .collect();
+        // Generated records, a third of them with an escape put into one of their strings.
+        const ESCAPES: [&str; 5] = ["\\\"", "\\\\", "\\/", "\\u00e9", "\\n"];
+        for rec in self.records(3000, 0.1) {
+            let starts: Vec<usize> = rec
+                .windows(3)
+                .enumerate()
+                .filter(|(_, w)| *w == b"\":\"")
+                .map(|(i, _)| i + 3)
+                .collect();
+            if !starts.is_empty() && self.rng.random_ratio(1, 3) {
+                let at = starts[self.rng.random_range(0..starts.len())];
+                let esc = ESCAPES[self.rng.random_range(0..ESCAPES.len())];
+                let mut r = rec[..at].to_vec();
+                r.extend_from_slice(esc.as_bytes());
+                r.extend_from_slice(&rec[at..]);
+                records.push(r);
+            } else {
+                records.push(rec);
+            }
+        }
+        for rec in records {
+            let run = |owned: bool| {
+                let mut out = Vec::new();
+                let r = if owned {
+                    crate::json::parse_into(ParseMode::Owned, &rec, &mut out)
+                } else {
+                    zerocopy::parse_into(imp, &rec, &mut out)
+                };
+                r.map(|ts| (ts, out))
+            };
+            let want = run(true);
+            let got = guarded(|| run(false));
+            if !self.case(|| show_bytes(&rec), &want, got) {
+                return;
+            }
+        }
+    }
+
+    fn percentile(&mut self, imp: LabImpl) {
+        let mut inputs: Vec<Vec<u32>> = [0usize, 1, 2, 3, 99, 100, 101, 199, 200, 201, 4096]
+            .iter()
+            .map(|&n| (0..n as u32).rev().collect())
+            .collect();
+        inputs.push(vec![7; 100]);
+        inputs.push(vec![u32::MAX, 0, u32::MAX]);
+        for _ in 0..300 {
+            let n = self.rng.random_range(0..5000);
+            let spread = if self.rng.random_bool(0.3) {
+                10
+            } else {
+                u32::MAX
+            };
+            inputs.push((0..n).map(|_| self.rng.random_range(0..spread)).collect());
+        }
+        for input in inputs {
+            let want = percentile::p99(LabImpl::Baseline, &mut input.clone());
+            let mut mine = input.clone();
+            let got = guarded(|| percentile::p99(imp, &mut mine));
+            let show = || {
+                let head: Vec<u32> = input.iter().take(8).copied().collect();
+                format!("{} values, starting {head:?}", input.len())
+            };
+            if !self.case(show, &want, got) {
+                return;
+            }
+        }
+    }
+
+    fn errors(&mut self, imp: LabImpl) {
+        let mut records: Vec<Vec<u8>> = vec![
+            b"{\"a\":1}".to_vec(),
+            Vec::new(),
+            b"ab\xffcd".to_vec(),
+            b"\xff".to_vec(),
+            b"\xc3\x28".to_vec(),
+            " ".as_bytes().to_vec(),
+            "\u{e9}t\u{e9}".as_bytes().to_vec(),
+        ];
+        records.extend(self.records(3000, 0.3));
+        for _ in 0..500 {
+            let n = self.rng.random_range(0..40);
+            let mut r = vec![0u8; n];
+            self.rng.fill_bytes(&mut r);
+            records.push(r);
+        }
+        for rec in records {
+            let want = match std::str::from_utf8(&rec) {
+                Err(e) => Err(errors::PrecheckError::NotUtf8 {
+                    valid_up_to: e.valid_up_to(),
+                }),
+                Ok("") => Err(errors::PrecheckError::Empty),
+                Ok(_) => Ok(()),
+            };
+            let got = guarded(|| errors::precheck(imp, &rec));
+            if !self.case(|| show_bytes(&rec), &want, got) {
+                return;
+            }
+        }
+    }
+
+    fn leak(&mut self, imp: LabImpl) {
+        // Records unique to this seed, so what an earlier call remembered does not count.
+        let tag = self.rng.next_u64();
+        let mut history: Vec<Vec<u8>> = Vec::new();
+        for i in 0..20_000u64 {
+            let repeat = !history.is_empty() && self.rng.random_bool(0.3);
+            let (rec, want) = if repeat {
+                let back = self.rng.random_range(1..=LEAK_RECENT.min(history.len()));
+                (history[history.len() - back].clone(), true)
+            } else {
+                (format!("conformance-{tag:016x}-{i}").into_bytes(), false)
+            };
+            let got = guarded(|| leak::remember(imp, &rec));
+            let show = || {
+                if want {
+                    format!(
+                        "{} (seen among the last {LEAK_RECENT} records)",
+                        show_bytes(&rec)
+                    )
+                } else {
+                    format!("{} (never seen before)", show_bytes(&rec))
+                }
+            };
+            if !self.case(show, &want, got) {
+                return;
+            }
+            history.push(rec);
+        }
+    }
+
+    fn deadlock(&mut self, imp: LabImpl) {
+        let totals = || {
+            let b = deadlock::book();
+            (b.closes, b.windows)
+        };
+        let before = totals();
+        let calls: Vec<usize> = (0..200)
+            .map(|_| match self.rng.random_range(0..4) {
+                0 => 0,
+                _ => self.rng.random_range(1..50),
+            })
+            .collect();
+        for &windows in &calls {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let _ = tx.send(guarded(|| deadlock::on_close(imp, windows)));
+            });
+            let got = match rx.recv_timeout(HANG) {
+                Ok(r) => r,
+                // The thread stays stuck; the process ends after the report.
+                Err(_) => Err(format!(
+                    "did not return within {} s (a deadlock?)",
+                    HANG.as_secs()
+                )),
+            };
+            if !self.case(|| format!("on_close({windows})"), &(), got) {
+                return;
+            }
+        }
+        let after = totals();
+        let want = (calls.len() as u64, calls.iter().sum::<usize>() as u64);
+        let got = (after.0 - before.0, after.1 - before.1);
+        self.case(
+            || {
+                format!(
+                    "{} closes of {} windows in all, booked as (closes, windows)",
+                    want.0, want.1
+                )
+            },
+            &want,
+            Ok(got),
+        );
+    }
+
+    fn blocking(&mut self, imp: LabImpl) {
+        let Ok(rt) = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+        else {
+            self.case(
+                || "starting a runtime".into(),
+                &(),
+                Err("no runtime".into()),
+            );
+            return;
+        };
+        for i in 0..16 {
+            let before = blocking::lookups();
+            let got = guarded(|| rt.block_on(blocking::lookup(imp)));
+            let made = blocking::lookups() - before;
+            let got = got.map(|v| (v, made));
+            if !self.case(
+                || format!("lookup number {i}: (answer, calls of blocking_lookup)"),
+                &(1, 1),
+                got,
+            ) {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The slots without process-wide state (the others are checked through the binary, in
+    /// `tests/conformance.rs`: tests in one process share the statics).
+    #[test]
+    fn the_baseline_conforms_where_it_is_correct_and_the_reference_everywhere() {
+        for slot in ["hotspot", "iterators", "percentile", "errors"] {
+            let seed = 7;
+            if crate::slots::HAS_REFERENCE {
+                let r = check(slot, LabImpl::Reference, seed).unwrap();
+                assert!(r.conforms(), "{slot}: {:?}", r.mismatch);
+                assert!(r.cases >= 16, "{slot}: {} cases", r.cases);
+            }
+            if slot != "errors" {
+                let b = check(slot, LabImpl::Baseline, seed).unwrap();
+                assert!(b.conforms(), "{slot}: {:?}", b.mismatch);
+            }
+        }
+        let e = check("errors", LabImpl::Baseline, 1).unwrap();
+        assert!(e.mismatch.unwrap().got.starts_with("panicked"));
+    }
+
+    #[test]
+    fn cases_depend_on_the_seed() {
+        let a = Run {
+            rng: Pcg64Mcg::seed_from_u64(1),
+            seed: 1,
+            cases: 0,
+            mismatch: None,
+        };
+        let b = Run {
+            rng: Pcg64Mcg::seed_from_u64(2),
+            seed: 2,
+            cases: 0,
+            mismatch: None,
+        };
+        assert_ne!(a.records(5, 0.0), b.records(5, 0.0));
+        assert!(check("nope", LabImpl::Student, 1).is_err());
+    }
+}
