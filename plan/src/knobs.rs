@@ -180,10 +180,12 @@ pub enum LabSlot {
     Deadlock,
     /// Parse: a cache of recently seen trace ids.
     Leak,
+    /// Parse: the typed event a record is parsed into (owned or borrowed strings).
+    Zerocopy,
 }
 
 impl LabSlot {
-    pub const ALL: [LabSlot; 7] = [
+    pub const ALL: [LabSlot; 8] = [
         LabSlot::None,
         LabSlot::Blocking,
         LabSlot::Errors,
@@ -191,6 +193,7 @@ impl LabSlot {
         LabSlot::Hotspot,
         LabSlot::Deadlock,
         LabSlot::Leak,
+        LabSlot::Zerocopy,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -202,6 +205,7 @@ impl LabSlot {
             LabSlot::Hotspot => "hotspot",
             LabSlot::Deadlock => "deadlock",
             LabSlot::Leak => "leak",
+            LabSlot::Zerocopy => "zerocopy",
         }
     }
 }

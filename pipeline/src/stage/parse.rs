@@ -67,6 +67,11 @@ pub fn parse_batch(
         prechecked = Some(results);
     }
     let hotspot = labs.get(LabSlot::Hotspot);
+    let zerocopy = labs.get(LabSlot::Zerocopy);
+    let parse_into = |rec: &[u8], buf: &mut Vec<u8>| match zerocopy {
+        Some(imp) => slots::zerocopy::parse_into(imp, rec, buf),
+        None => parse_into(mode, rec, buf),
+    };
     let leak = labs.get(LabSlot::Leak);
     let mut duplicates = 0u32;
     let mut classes = 0u64;
@@ -81,14 +86,14 @@ pub fn parse_batch(
             let mut ts = 0;
             out[0]
                 .record(|buf| {
-                    parse_into(mode, rec, buf)
+                    parse_into(rec, buf)
                         .and_then(|t| within(t, &mut check))
                         .map(|t| ts = t)
                 })
                 .map(|()| ts)
         } else {
             scratch.clear();
-            parse_into(mode, rec, &mut scratch)
+            parse_into(rec, &mut scratch)
                 .and_then(|t| within(t, &mut check))
                 .inspect(|_| {
                     let key = key_of(&scratch).expect("the parser wrote a whole event");
