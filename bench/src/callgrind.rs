@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 use pipeline::generate::Generator;
 use pipeline_plan::{Plan, Role, SourceKnobs, StageKnobs};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -40,6 +41,152 @@ pub struct InstructionResult {
     /// B/A of the medians; the interval spans every pairing of repeats.
     pub ratio: RatioInterval,
     pub verdict: Verdict,
+    /// The functions whose own instructions changed most from A to B (first repeat of each
+    /// side, `callgrind_annotate`), largest change first; `functions.md` has the full table.
+    #[serde(default)]
+    pub top_changes: Vec<FunctionChange>,
+}
+
+/// One function's own instructions per event on each side.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FunctionChange {
+    pub function: String,
+    pub a_per_event: f64,
+    pub b_per_event: f64,
+}
+
+impl FunctionChange {
+    pub fn delta(&self) -> f64 {
+        self.b_per_event - self.a_per_event
+    }
+}
+
+/// Own (exclusive) instructions per function of one callgrind file, read from
+/// `callgrind_annotate --inclusive=no`; a function inlined into several source files is summed.
+pub fn functions(out: &Path) -> anyhow::Result<BTreeMap<String, u64>> {
+    let o = Command::new("callgrind_annotate")
+        .args([
+            "--inclusive=no",
+            "--threshold=100",
+            "--auto=no",
+            "--show-percs=no",
+        ])
+        .arg(out)
+        .output()
+        .context("running callgrind_annotate (it comes with valgrind)")?;
+    if !o.status.success() {
+        bail!(
+            "callgrind_annotate {}: {}",
+            out.display(),
+            String::from_utf8_lossy(&o.stderr).trim()
+        );
+    }
+    Ok(parse_annotate(&String::from_utf8_lossy(&o.stdout)))
+}
+
+/// The function lines of `callgrind_annotate` output: `1,234 file:function [object]`.
+pub fn parse_annotate(text: &str) -> BTreeMap<String, u64> {
+    let mut by_fn = BTreeMap::new();
+    for line in text.lines() {
+        let line = line.trim();
+        let Some((count, rest)) = line.split_once(char::is_whitespace) else {
+            continue;
+        };
+        let Ok(n) = count.replace(',', "").parse::<u64>() else {
+            continue;
+        };
+        let rest = rest.trim();
+        // Older callgrind_annotate prints a percentage column even when asked not to.
+        let rest = match rest.strip_prefix('(') {
+            Some(r) => r.split_once(')').map_or(r, |(_, t)| t).trim(),
+            None => rest,
+        };
+        if rest.starts_with("PROGRAM TOTALS") {
+            continue;
+        }
+        let Some((_, func)) = rest.split_once(':') else {
+            continue;
+        };
+        let func = match func.rfind(" [") {
+            Some(i) if func.ends_with(']') => &func[..i],
+            _ => func,
+        };
+        *by_fn.entry(func.trim().to_string()).or_insert(0) += n;
+    }
+    by_fn
+}
+
+/// Every function of either side with its own instructions per event, largest change first.
+pub fn function_changes(
+    a: &BTreeMap<String, u64>,
+    b: &BTreeMap<String, u64>,
+    events: u64,
+) -> Vec<FunctionChange> {
+    let per = |m: &BTreeMap<String, u64>, f: &str| {
+        m.get(f).copied().unwrap_or(0) as f64 / events.max(1) as f64
+    };
+    let names: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    let mut v: Vec<FunctionChange> = names
+        .into_iter()
+        .map(|f| FunctionChange {
+            function: f.clone(),
+            a_per_event: per(a, f),
+            b_per_event: per(b, f),
+        })
+        .collect();
+    v.sort_by(|x, y| y.delta().abs().total_cmp(&x.delta().abs()));
+    v
+}
+
+/// The per-function report of an instruction count: `functions.md` (the table, and how to
+/// read the files with callgrind_annotate yourself) and `instructions-diff.svg`, a
+/// differential flamegraph of each function's own instructions (callgrind keeps callers and
+/// callees rather than whole stacks, so each function is one frame under the measured region).
+fn function_report(
+    dir: &Path,
+    labels: [&str; 2],
+    files: [&Path; 2],
+    events: u64,
+) -> anyhow::Result<Vec<FunctionChange>> {
+    let [fa, fb] = [functions(files[0])?, functions(files[1])?];
+    let changes = function_changes(&fa, &fb, events);
+    let mut md = format!(
+        "# Instructions per event, by function (own instructions, callgrind)\n\nA = {}, B = {}; {events} events. Largest change first.\n\n| function | A | B | B − A |\n|---|---:|---:|---:|\n",
+        labels[0], labels[1]
+    );
+    for c in changes.iter().take(40) {
+        md.push_str(&format!(
+            "| `{}` | {:.1} | {:.1} | {:+.1} |\n",
+            c.function.replace('|', "\\|"),
+            c.a_per_event,
+            c.b_per_event,
+            c.delta()
+        ));
+    }
+    md.push_str(&format!(
+        "\nThe same from the files, with source lines: `callgrind_annotate --inclusive=yes {}` (and `{}`); `--tree=caller` shows who calls what.\n",
+        files[0].display(),
+        files[1].display()
+    ));
+    std::fs::write(dir.join("functions.md"), md)?;
+    let folded = |m: &BTreeMap<String, u64>| -> String {
+        m.iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(f, n)| format!("measured region;{} {n}\n", f.replace(';', ":")))
+            .collect()
+    };
+    observatory_runner::flame::render(
+        &folded(&fb),
+        &format!("Instructions by function: {}", labels[1]),
+        &dir.join("instructions-b.svg"),
+    )?;
+    observatory_runner::flame::diff(
+        &folded(&fa),
+        &folded(&fb),
+        &format!("Instructions by function, {} to {}", labels[0], labels[1]),
+        &dir.join("instructions-diff.svg"),
+    )?;
+    Ok(changes)
 }
 
 /// Is valgrind there?
@@ -208,6 +355,12 @@ pub fn run(
     } else {
         Verdict::Worse
     };
+    let first = |label: &str| cfg.dir.join(format!("callgrind.{label}.0.out"));
+    let (fa, fb) = (first(labels[0]), first(labels[1]));
+    let top_changes = function_report(&cfg.dir, labels, [&fa, &fb], cfg.events)?
+        .into_iter()
+        .take(5)
+        .collect();
     let result = InstructionResult {
         version: VERSION,
         stage: cfg.stage.to_string(),
@@ -216,6 +369,7 @@ pub fn run(
         b,
         ratio,
         verdict,
+        top_changes,
     };
     std::fs::write(
         cfg.dir.join("instructions.json"),

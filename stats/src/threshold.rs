@@ -60,6 +60,34 @@ impl Threshold {
         !(self.min_effect < 0.0 || (self.better == Better::Lower && self.min_effect >= 1.0))
     }
 
+    /// Which way the change went and by how much, in words: `"38.1% better"`, `"the wrong
+    /// way: 12.0% worse"`, or no change the interval can tell from noise. The size is of the
+    /// metric (B/A 0.70 with lower better is 30.0% better).
+    pub fn direction(&self, r: &RatioInterval) -> String {
+        if !(r.ratio.is_finite() && r.low.is_finite() && r.high.is_finite()) {
+            return "not measurable (no finite ratio)".into();
+        }
+        let pct = (r.ratio - 1.0).abs() * 100.0;
+        let better = match self.better {
+            Better::Higher => r.low > 1.0,
+            Better::Lower => r.high < 1.0,
+        };
+        let worse = match self.better {
+            Better::Higher => r.high < 1.0,
+            Better::Lower => r.low > 1.0,
+        };
+        if better {
+            format!("{pct:.1}% better")
+        } else if worse {
+            format!("the wrong way: {pct:.1}% worse")
+        } else {
+            format!(
+                "no change the interval can tell from noise ([{:.3} .. {:.3}] holds 1)",
+                r.low, r.high
+            )
+        }
+    }
+
     /// The verdict: `passed` only when the interval clears and `lost` (events lost in the
     /// measured runs) is 0.
     pub fn judge(&self, r: &RatioInterval, lost: f64) -> Judgement {
@@ -90,6 +118,17 @@ mod tests {
         assert!(down.clears(&r(0.6, 0.55, 0.7)));
         assert!(!down.clears(&r(0.8, 0.7, 0.9)));
         assert_eq!(up.required(), "B/A ≥ 1.50");
+        assert_eq!(up.direction(&r(1.6, 1.45, 1.7)), "60.0% better");
+        assert_eq!(
+            up.direction(&r(0.8, 0.7, 0.9)),
+            "the wrong way: 20.0% worse"
+        );
+        assert!(up.direction(&r(1.01, 0.9, 1.1)).starts_with("no change"));
+        assert_eq!(down.direction(&r(0.7, 0.69, 0.71)), "30.0% better");
+        assert_eq!(
+            down.direction(&r(1.2, 1.1, 1.3)),
+            "the wrong way: 20.0% worse"
+        );
         assert_eq!(down.required(), "B/A ≤ 0.75");
     }
 
