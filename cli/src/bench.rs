@@ -16,6 +16,19 @@ pub fn progress_bar(total: usize) -> indicatif::ProgressBar {
     bar
 }
 
+/// The bar of a lab check's steps, with elapsed time (hidden when stderr is not a terminal).
+pub fn step_bar() -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(1);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed}] {bar:24} {pos}/{len}  {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
+}
+
 pub async fn bench_ab(
     w: WorkloadArgs,
     sides: Sides,

@@ -4,9 +4,11 @@
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use observatory_course::check::{CheckOptions, Outcome, Variant, check};
+use observatory_course::predict::{self, Prediction};
 use observatory_course::progress::Workspace;
 use observatory_course::spec::{Lab, Mode, find, load_labs};
 use observatory_runner::local::find_pipeline_bin;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -32,6 +34,14 @@ pub enum LabCommand {
         /// operator's verdict (wall-clock labs; needs `make up`).
         #[arg(long)]
         k8s: bool,
+        /// Your prediction of the effect before it is measured, as B/A of the lab's metric:
+        /// `2x`, `0.7`, `+100%`, `-30%` or `same` (asked for on a terminal when left out).
+        #[arg(long, allow_hyphen_values = true, value_parser = observatory_course::predict::parse)]
+        predict: Option<f64>,
+        /// Your answer to the lab's recall question (code labs; asked on a terminal when left
+        /// out).
+        #[arg(long)]
+        recall: Option<String>,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -119,6 +129,8 @@ pub async fn run(cmd: LabCommand) -> anyhow::Result<()> {
             no_profile,
             k8s,
             cluster,
+            predict,
+            recall,
         } => {
             let lab = find(&labs, n)?;
             let variant = if reference {
@@ -144,8 +156,15 @@ pub async fn run(cmd: LabCommand) -> anyhow::Result<()> {
                     Err(anyhow::anyhow!("lab {n} not passed on the cluster yet"))
                 };
             }
+            let (predicted, recalled) = if reference {
+                (None, None)
+            } else {
+                ask_before(lab, predict, recall)?
+            };
             let profile = if no_profile { 0 } else { 2 };
+            let t0 = std::time::Instant::now();
             let o = run_check(lab, &variant, &ws, &root, profile, true).await?;
+            let seconds = t0.elapsed().as_secs_f64();
             if !reference {
                 ws.update(n, |p| {
                     p.started = true;
@@ -153,9 +172,28 @@ pub async fn run(cmd: LabCommand) -> anyhow::Result<()> {
                     p.passed |= o.passed;
                     p.last_verdict = Some(o.verdict.clone());
                     p.last_report = Some(o.report_dir.clone());
+                    p.record_seconds(seconds);
+                    p.predictions.push(Prediction {
+                        at: crate::args::timestamp(),
+                        ratio: predicted,
+                        recall: recalled.clone(),
+                        measured: o.ratio,
+                        passed: o.passed,
+                    });
                 })?;
             }
             print_outcome(lab, &o);
+            if !reference {
+                print_after(lab, &o, predicted, recalled.as_deref());
+            }
+            println!(
+                "  this check took {seconds:.0} s{}",
+                if lab.conformance_slot().is_some() && !reference {
+                    ", the build included"
+                } else {
+                    ""
+                }
+            );
             if o.passed {
                 Ok(())
             } else {
@@ -215,9 +253,14 @@ fn start(lab: &Lab, ws: &Workspace, root: &Path) -> anyhow::Result<()> {
     }
     ws.update(lab.number(), |p| p.started = true)?;
     println!(
-        "\nWhen ready: observatory lab check {}   (about {} s)   Stuck? observatory lab hint {}",
+        "\nWhen ready: observatory lab check {}   (about {} s{})   Stuck? observatory lab hint {}",
         lab.number(),
         lab.spec.check_seconds,
+        if lab.conformance_slot().is_some() {
+            " after the build"
+        } else {
+            ""
+        },
         lab.number()
     );
     Ok(())
@@ -304,27 +347,58 @@ async fn run_check(
     verbose: bool,
 ) -> anyhow::Result<Outcome> {
     let m = &lab.spec.measure;
-    if lab.spec.slot.is_some() && matches!(variant, Variant::Student(_)) {
-        eprintln!("building the pipeline with your code (cargo build --release -p pipeline) ...");
+    let learnt = ws
+        .load()
+        .ok()
+        .and_then(|p| p.labs.get(&lab.number()).and_then(|x| x.estimate_seconds()));
+    // The student's code is in the pipeline (a slot, or lab 12's p99 that its conformance
+    // checks), so a student's check builds it first.
+    let builds = lab.conformance_slot().is_some() && matches!(variant, Variant::Student(_));
+    if verbose {
+        let estimate = match learnt {
+            Some(s) => format!("about {s:.0} s, as the last checks here took"),
+            None if builds => format!(
+                "about {} s, plus the build (20 s to 3 min, longer on a cold target folder)",
+                lab.spec.check_seconds
+            ),
+            None => format!("about {} s", lab.spec.check_seconds),
+        };
+        eprintln!(
+            "lab {:02}: {} vs baseline, {}: {estimate}",
+            lab.number(),
+            variant.label(),
+            describe(m.mode),
+        );
+    }
+    if builds {
+        eprintln!(
+            "step 1: building the pipeline with your code (cargo build --release -p pipeline; cargo's own progress follows)"
+        );
+        let t0 = std::time::Instant::now();
         let status = Command::new("cargo")
             .current_dir(root)
-            .args(["build", "--release", "-q", "-p", "pipeline"])
+            .args(["build", "--release", "-p", "pipeline"])
             .status()
             .context("running cargo")?;
         if !status.success() {
             bail!("your code does not build yet (the compiler's message is above)");
         }
+        eprintln!("  built in {:.0} s", t0.elapsed().as_secs_f64());
     }
     let report_dir =
         ws.reports_dir(lab)
             .join(format!("{}-{}", crate::args::timestamp(), variant.label()));
     if verbose {
+        let mut step = if builds { 2 } else { 1 };
+        if lab.conformance_slot().is_some() && !matches!(variant, Variant::Baseline) {
+            eprintln!(
+                "step {step}: correctness first: the code under test against the slot's specification, on the lab's seed and a hidden one"
+            );
+            step += 1;
+        }
         eprintln!(
-            "lab {:02}: {} vs baseline, {} (about {} s); report: {}",
-            lab.number(),
-            variant.label(),
+            "step {step}: measuring by {}; report: {}",
             describe(m.mode),
-            lab.spec.check_seconds,
             report_dir.display()
         );
     }
@@ -338,15 +412,92 @@ async fn run_check(
             0
         },
     };
-    let bar = crate::bench::progress_bar(1);
+    // A bar with elapsed time on a terminal; one line per step otherwise (logs, CI).
+    let bar = crate::bench::step_bar();
+    let on_terminal = std::io::stderr().is_terminal();
+    let mut last = String::new();
     let result = check(lab, variant, &opts, |n, total, what| {
         bar.set_length(total as u64);
         bar.set_position((n - 1) as u64);
         bar.set_message(what.to_string());
+        if verbose && !on_terminal && what != last {
+            eprintln!("  [{n}/{total}] {what}");
+            last = what.to_string();
+        }
     })
     .await;
     bar.finish_and_clear();
     result
+}
+
+/// Before a student's check: the prediction and (code labs) the recall answer, from the
+/// flags or, on a terminal, asked for. Enter skips either.
+fn ask_before(
+    lab: &Lab,
+    predict: Option<f64>,
+    recall: Option<String>,
+) -> anyhow::Result<(Option<f64>, Option<String>)> {
+    let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+    let m = &lab.spec.measure;
+    let question = lab.spec.recall.as_ref().map(|r| r.question.clone());
+    let recall = match (recall, &question) {
+        (Some(a), _) => Some(a),
+        (None, Some(q)) if interactive => {
+            eprintln!("Recall, before you measure: {q}");
+            let a = read_line("  your answer (Enter to skip): ")?;
+            (!a.is_empty()).then_some(a)
+        }
+        _ => None,
+    };
+    let predicted = match predict {
+        Some(p) => Some(p),
+        None if interactive && m.mode != Mode::Completes => loop {
+            let a = read_line(&format!(
+                "Predict B/A of {} ({} is better) before it is measured, e.g. 2x, 0.7, -30%, same (Enter to skip): ",
+                m.metric,
+                match m.better() {
+                    observatory_bench::stats::Better::Higher => "higher",
+                    observatory_bench::stats::Better::Lower => "lower",
+                }
+            ))?;
+            if a.is_empty() {
+                break None;
+            }
+            match predict::parse(&a) {
+                Ok(v) => break Some(v),
+                Err(e) => eprintln!("  {e}"),
+            }
+        },
+        None => None,
+    };
+    Ok((predicted, recall))
+}
+
+fn read_line(prompt: &str) -> anyhow::Result<String> {
+    use std::io::Write;
+    eprint!("{prompt}");
+    std::io::stderr().flush()?;
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(line.trim().to_string())
+}
+
+/// After a student's check: the prediction against the measurement, and the recall answer.
+fn print_after(lab: &Lab, o: &Outcome, predicted: Option<f64>, recalled: Option<&str>) {
+    match (predicted, &o.ratio) {
+        (Some(p), Some(r)) => println!("  prediction: {}", predict::compare(p, r, o.better)),
+        (Some(p), None) => println!("  prediction: B/A {p:.2}; nothing was measured"),
+        (None, Some(_)) if lab.spec.measure.mode != Mode::Completes => println!(
+            "  prediction: none (predict first next time: --predict 2x, or answer the prompt)"
+        ),
+        _ => {}
+    }
+    if let Some(r) = &lab.spec.recall {
+        if let Some(a) = recalled {
+            println!("  recall: you answered: {a}");
+        }
+        println!("  recall: {}", r.answer);
+    }
 }
 
 fn describe(mode: Mode) -> &'static str {
@@ -384,6 +535,66 @@ struct DevResult {
     reference_passes: u32,
     reference_runs: u32,
     reference: Vec<Outcome>,
+    /// Code labs: the mutant (a wrong but fast STUDENT body) failed on correctness.
+    mutant_refused: Option<bool>,
+    mutant_verdict: Option<String>,
+    /// Knob labs: an answer changing a workload knob was refused, and the message.
+    answer_refused: Option<bool>,
+    answer_message: Option<String>,
+}
+
+/// Puts a file's text back when dropped (the mutant check edits the slot file).
+struct Restore {
+    path: PathBuf,
+    text: String,
+}
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::write(&self.path, &self.text) {
+            eprintln!(
+                "observatory: could not restore {} ({e}): `git checkout -- {}`",
+                self.path.display(),
+                self.path.display()
+            );
+        }
+    }
+}
+
+/// The mutant check: the STUDENT body replaced by the lab's mutant, built and checked the way
+/// a student's code is; it must fail on correctness. The slot file is restored after.
+async fn mutant_check(lab: &Lab, ws: &Workspace, root: &Path) -> anyhow::Result<(bool, String)> {
+    let (Some(file), Some(mutant)) = (lab.conformance_file(), &lab.spec.mutant) else {
+        bail!("lab {} has no mutant", lab.number());
+    };
+    let path = root.join(&file);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {file}"))?;
+    let mutated = observatory_course::spec::with_student_body(&text, mutant)
+        .map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
+    let _restore = Restore {
+        path: path.clone(),
+        text,
+    };
+    std::fs::write(&path, mutated)?;
+    let o = run_check(lab, &Variant::Student(Vec::new()), ws, root, 0, false).await?;
+    Ok((o.correct == Some(false) && !o.passed, o.verdict))
+}
+
+/// The answer check: an answer setting a workload knob is refused before anything runs.
+async fn answer_check(lab: &Lab, ws: &Workspace, root: &Path) -> (bool, String) {
+    let knob = lab
+        .spec
+        .workload
+        .set
+        .first()
+        .and_then(|a| a.split_once('='))
+        .map_or("source.events", |(k, _)| k);
+    let mut answer = lab.spec.reference.set.clone();
+    answer.push(format!("{knob}=1"));
+    match run_check(lab, &Variant::Student(answer), ws, root, 0, false).await {
+        Err(e) => (e.to_string().contains("may set only"), e.to_string()),
+        Ok(o) => (false, format!("not refused: {}", o.verdict)),
+    }
 }
 
 async fn dev_check(
@@ -407,7 +618,7 @@ async fn dev_check(
         .map(|l| l.spec.check_seconds * u64::from(1 + repeat))
         .sum();
     eprintln!(
-        "authoring check of {} labs (baseline must fail, reference must pass{}): about {} min",
+        "authoring check of {} labs (baseline must fail, reference must pass{}, a wrong but fast mutant must fail on correctness, a workload change must be refused): about {} min",
         chosen.len(),
         if repeat > 1 {
             format!(" {repeat} times out of {repeat}")
@@ -418,6 +629,7 @@ async fn dev_check(
     );
     let mut results = Vec::new();
     let mut failures = Vec::new();
+    let mut mutated_any = false;
     for lab in chosen {
         let b = run_check(lab, &Variant::Baseline, ws, root, 0, false).await?;
         let mut refs = Vec::new();
@@ -425,17 +637,47 @@ async fn dev_check(
             refs.push(run_check(lab, &Variant::Reference, ws, root, 0, false).await?);
         }
         let passes = refs.iter().filter(|o| o.passed).count() as u32;
-        let ok = !b.passed && passes == repeat;
+        let refs_correct = refs.iter().all(|o| o.correct != Some(false));
+        let (mut mutant_refused, mut mutant_verdict) = (None, None);
+        let (mut answer_refused, mut answer_message) = (None, None);
+        if lab.is_code_lab() {
+            let (refused, verdict) = mutant_check(lab, ws, root).await?;
+            mutated_any = true;
+            mutant_refused = Some(refused);
+            mutant_verdict = Some(verdict);
+        } else {
+            let (refused, message) = answer_check(lab, ws, root).await;
+            answer_refused = Some(refused);
+            answer_message = Some(message);
+        }
+        let ok = !b.passed
+            && passes == repeat
+            && refs_correct
+            && mutant_refused != Some(false)
+            && answer_refused != Some(false);
         println!(
-            "{} lab {:02} {:<28} baseline: {:<8} reference: {passes}/{repeat} passed",
+            "{} lab {:02} {:<28} baseline: {:<8} reference: {passes}/{repeat} passed   {}",
             if ok { "ok  " } else { "FAIL" },
             lab.number(),
             lab.slug,
             if b.passed { "PASSED" } else { "fails" },
+            match (mutant_refused, answer_refused) {
+                (Some(true), _) => "mutant: refused",
+                (Some(false), _) => "mutant: NOT refused",
+                (_, Some(true)) => "workload change: refused",
+                (_, Some(false)) => "workload change: NOT refused",
+                _ => "",
+            }
         );
         println!("       baseline  {}", b.verdict);
         for r in &refs {
             println!("       reference {}", r.verdict);
+        }
+        if let Some(v) = &mutant_verdict {
+            println!("       mutant    {v}");
+        }
+        if let Some(m) = &answer_message {
+            println!("       answer    {m}");
         }
         if !ok {
             failures.push(lab.number());
@@ -448,7 +690,23 @@ async fn dev_check(
             reference_passes: passes,
             reference_runs: repeat,
             reference: refs,
+            mutant_refused,
+            mutant_verdict,
+            answer_refused,
+            answer_message,
         });
+    }
+    if mutated_any {
+        // The binary was last built from a mutant: build it from the real file again.
+        eprintln!("rebuilding the pipeline from the restored slot files");
+        let status = Command::new("cargo")
+            .current_dir(root)
+            .args(["build", "--release", "-q", "-p", "pipeline"])
+            .status()
+            .context("running cargo")?;
+        if !status.success() {
+            bail!("the pipeline does not build from the restored slot files");
+        }
     }
     if let Some(path) = json {
         std::fs::write(&path, serde_json::to_string_pretty(&results)? + "\n")

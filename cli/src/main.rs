@@ -1,6 +1,25 @@
 //! `observatory`: the one user-facing command of the Rust Performance Observatory. This file
 //! parses the arguments and dispatches; each command lives in its own module.
 
+/// `println!` through [`out::write`]: a closed stdout ends the process quietly.
+macro_rules! println {
+    () => {
+        $crate::out::write(format_args!(""), true)
+    };
+    ($($arg:tt)*) => {
+        $crate::out::write(format_args!($($arg)*), true)
+    };
+}
+
+/// `print!` through [`out::write`].
+macro_rules! print {
+    ($($arg:tt)*) => {
+        $crate::out::write(format_args!($($arg)*), false)
+    };
+}
+
+mod out;
+
 mod args;
 mod bench;
 mod lab;

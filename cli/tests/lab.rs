@@ -27,7 +27,7 @@ fn text(o: &Output) -> String {
 }
 
 #[test]
-fn a_student_does_the_zero_copy_lab() {
+fn a_student_does_the_allocator_lab() {
     if common::skip_without_valgrind() {
         return;
     }
@@ -38,48 +38,97 @@ fn a_student_does_the_zero_copy_lab() {
     assert!(o.status.success(), "{}", text(&o));
     let t = text(&o);
     assert!(t.contains("14 labs, 0 passed"), "{t}");
-    assert!(t.contains("Serde and zero-copy"), "{t}");
+    assert!(t.contains("Allocators and memory"), "{t}");
 
-    let o = lab(h, &["start", "6"]);
+    let o = lab(h, &["start", "8"]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("# Lab 06"));
-    let answer = h.join("answers/06.toml");
+    assert!(text(&o).contains("# Lab 08"));
+    let answer = h.join("answers/08.toml");
     assert!(
         std::fs::read_to_string(&answer)
             .unwrap()
-            .contains("parse.mode=owned")
+            .contains("all.allocator=system")
     );
 
-    let o = lab(h, &["hint", "6"]);
+    let o = lab(h, &["hint", "8"]);
     assert!(text(&o).contains("Hint 1 of 3"), "{}", text(&o));
-    let o = lab(h, &["hint", "6"]);
+    let o = lab(h, &["hint", "8"]);
     assert!(text(&o).contains("Hint 2 of 3"), "{}", text(&o));
 
     // Unchanged: the baseline against itself does not pass.
-    let o = lab(h, &["check", "6"]);
+    let o = lab(h, &["check", "8"]);
     assert!(!o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("not yet"), "{}", text(&o));
 
     // A wrong knob value is a clear error, not a measurement.
-    std::fs::write(&answer, "set = [\"parse.mode=fast\"]\n").unwrap();
-    let o = lab(h, &["check", "6"]);
+    std::fs::write(&answer, "set = [\"all.allocator=fast\"]\n").unwrap();
+    let o = lab(h, &["check", "8"]);
     assert!(!o.status.success());
-    assert!(text(&o).contains("parse.mode"), "{}", text(&o));
+    assert!(text(&o).contains("allocator"), "{}", text(&o));
 
-    std::fs::write(&answer, "set = [\"parse.mode=borrowed\"]\n").unwrap();
-    let o = lab(h, &["check", "6"]);
+    // The workload is fixed: an answer that changes it is refused, naming what may be set,
+    // and nothing is measured or counted.
+    std::fs::write(
+        &answer,
+        "set = [\"all.allocator=jemalloc\", \"source.events=10\"]\n",
+    )
+    .unwrap();
+    let o = lab(h, &["check", "8"]);
+    assert!(!o.status.success());
+    let t = text(&o);
+    assert!(
+        t.contains("may set only all.allocator (it sets source.events)"),
+        "{t}"
+    );
+
+    std::fs::write(&answer, "set = [\"all.allocator=jemalloc\"]\n").unwrap();
+    let o = lab(h, &["check", "8", "--predict", "-20%"]);
     assert!(o.status.success(), "{}", text(&o));
     let t = text(&o);
-    assert!(t.contains("lab 06 PASSED"), "{t}");
-    assert!(t.contains("instructions_per_event: B/A = 0.7"), "{t}");
+    assert!(t.contains("lab 08 PASSED"), "{t}");
+    assert!(t.contains("instructions_per_event: B/A = 0.9"), "{t}");
+    assert!(t.contains("% better"), "{t}");
+    // The prediction is put next to the measurement (B/A 0.80 is below the ~0.95 measured).
+    assert!(t.contains("you predicted B/A 0.80; measured 0.9"), "{t}");
+    assert!(t.contains("lower than measured"), "{t}");
+    // Instruction labs report by function: the table, the differential flamegraph, and the
+    // functions that changed most in the verdict (glibc's malloc and free went, jemalloc's came).
+    assert!(
+        t.contains("most changed (own instructions per event)"),
+        "{t}"
+    );
+    let progress = std::fs::read_to_string(h.join("progress.json")).unwrap();
+    let p: serde_json::Value = serde_json::from_str(&progress).unwrap();
+    let dir = std::path::PathBuf::from(p["labs"]["8"]["last_report"].as_str().unwrap());
+    let functions = std::fs::read_to_string(dir.join("functions.md")).unwrap();
+    assert!(
+        functions.contains("| function | A | B | B − A |"),
+        "{functions}"
+    );
+    assert!(functions.contains("callgrind_annotate"), "{functions}");
+    let svg = std::fs::read_to_string(dir.join("instructions-diff.svg")).unwrap();
+    assert!(svg.contains("<svg") && svg.contains("measured region"));
+    let predictions = p["labs"]["8"]["predictions"].as_array().unwrap();
+    assert_eq!(predictions.len(), 2, "{progress}");
+    assert!(
+        predictions[0]["ratio"].is_null(),
+        "the first check had no prediction"
+    );
+    assert!((predictions[1]["ratio"].as_f64().unwrap() - 0.8).abs() < 1e-9);
+    assert!(predictions[1]["measured"]["ratio"].as_f64().unwrap() < 0.97);
+    assert_eq!(p["labs"]["8"]["check_seconds"].as_array().unwrap().len(), 2);
+    // A prediction that is not one is refused before anything runs.
+    let o = lab(h, &["check", "8", "--predict", "faster"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("is not a prediction"), "{}", text(&o));
 
-    let o = lab(h, &["report", "6"]);
+    let o = lab(h, &["report", "8"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("\"passed\": true"), "{}", text(&o));
 
     let o = lab(h, &["list"]);
     assert!(text(&o).contains("1 passed"), "{}", text(&o));
-    assert!(text(&o).contains("06  [passed ]"), "{}", text(&o));
+    assert!(text(&o).contains("08  [passed ]"), "{}", text(&o));
     let progress = std::fs::read_to_string(h.join("progress.json")).unwrap();
     assert!(progress.contains("\"hints_shown\": 2"), "{progress}");
 }
@@ -98,4 +147,35 @@ fn unknown_labs_and_commands_are_clear_errors() {
         .output()
         .unwrap();
     assert!(text(&o).contains("dev-check"));
+}
+
+/// `observatory ... | head` ends quietly: stdout's reader is gone before anything is written.
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let home = tempfile::tempdir().unwrap();
+    for args in [
+        &["lab", "list"][..],
+        &["knobs"],
+        &["lab", "--help"],
+        &["--help"],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let o = Command::new(env!("CARGO_BIN_EXE_observatory"))
+            .args(args)
+            .env("OBSERVATORY_HOME", home.path())
+            .env(
+                "OBSERVATORY_ROOT",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/.."),
+            )
+            .stdout(writer)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{args:?}: {:?} {err}", o.status);
+        assert!(
+            !err.contains("panicked") && !err.contains("Broken pipe"),
+            "{args:?}: {err}"
+        );
+    }
 }

@@ -9,6 +9,7 @@ use observatory_bench::ab::{AbConfig, run_ab};
 use observatory_bench::callgrind::{self, InstructionConfig};
 use observatory_bench::stats::{Better, Metric, RatioInterval, Threshold};
 use observatory_runner::run::{RunConfig, run_local};
+use pipeline_plan::lab::Conformance;
 use pipeline_plan::{Role, StageKnobs};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -76,6 +77,16 @@ pub struct Outcome {
     pub variant_value: Option<f64>,
     /// Every run conserved its events (true where nothing flows, as in kernels).
     pub conserved: bool,
+    /// Code labs: the code under test met its slot's specification on the lab's seed and a
+    /// hidden one (`None` where nothing was checked: knob labs, the baseline). Nothing is
+    /// measured when it did not.
+    #[serde(default)]
+    pub correct: Option<bool>,
+    #[serde(default)]
+    pub conformance: Vec<Conformance>,
+    /// Which way the change went and by how much ([`Threshold::direction`]).
+    #[serde(default)]
+    pub direction: Option<String>,
     pub passed: bool,
     /// One line for people.
     pub verdict: String,
@@ -96,6 +107,11 @@ pub async fn check(
     mut progress: impl FnMut(usize, usize, &str),
 ) -> anyhow::Result<Outcome> {
     let m = &lab.spec.measure;
+    if let Variant::Student(answer) = variant
+        && !lab.is_code_lab()
+    {
+        lab.check_answer(answer).map_err(anyhow::Error::msg)?;
+    }
     std::fs::create_dir_all(&opts.report_dir)
         .with_context(|| format!("creating {}", opts.report_dir.display()))?;
     let base = lab.base_plan()?;
@@ -111,10 +127,45 @@ pub async fn check(
         baseline_value: None,
         variant_value: None,
         conserved: true,
+        correct: None,
+        conformance: Vec::new(),
+        direction: None,
         passed: false,
         verdict: String::new(),
         report_dir: opts.report_dir.display().to_string(),
     };
+    // Correctness before speed: the code under test must meet its slot's specification first.
+    if let Some(imp) = conformance_impl(lab, variant) {
+        if imp == "student" {
+            protected_unchanged(lab, &opts.root)?;
+        }
+        let seeds = [
+            ("the lab's", source_seed(&base)),
+            ("a hidden", hidden_seed()),
+        ];
+        for (i, (which, seed)) in seeds.into_iter().enumerate() {
+            progress(
+                i + 1,
+                seeds.len(),
+                &format!("correctness: your code against the specification, {which} seed"),
+            );
+            let c = conformance(lab, imp, seed, opts)?;
+            let failed = c.mismatch.clone();
+            outcome.conformance.push(c);
+            if let Some(mm) = failed {
+                outcome.correct = Some(false);
+                outcome.verdict = format!(
+                    "wrong result, so nothing was measured (correctness before speed): on {which} seed {seed}, case {}: input {}: expected {}, got {}",
+                    mm.case, mm.input, mm.expected, mm.got
+                );
+                write_outcome(&outcome, opts)?;
+                return Ok(outcome);
+            }
+        }
+        outcome.correct = Some(true);
+    }
+    // The functions that changed most (instruction counts).
+    let mut changes: Vec<callgrind::FunctionChange> = Vec::new();
     // B/A with its interval, and the baseline's and the variant's value.
     let measured: Option<(RatioInterval, f64, f64)> = match m.mode {
         Mode::Wall => {
@@ -149,6 +200,14 @@ pub async fn check(
                 repeats: 2,
             };
             let r = callgrind::run(&cfg, &mut progress)?;
+            // Changes under half an instruction per event are rounding, not news.
+            changes = r
+                .top_changes
+                .iter()
+                .filter(|c| c.delta().abs() >= 0.5)
+                .take(3)
+                .cloned()
+                .collect();
             Some((
                 r.ratio,
                 r.a.instructions_per_event,
@@ -201,9 +260,10 @@ pub async fn check(
         outcome.variant_value = Some(b_value);
         let lost = if outcome.conserved { 0.0 } else { 1.0 };
         let judged = m.threshold().judge(&r, lost);
+        let direction = m.threshold().direction(&r);
         outcome.passed = judged.passed;
         outcome.verdict = format!(
-            "{}: B/A = {:.3} [{:.3} .. {:.3}] (needs {}){}",
+            "{}: B/A = {:.3} [{:.3} .. {:.3}] (needs {}): {direction}{}",
             m.metric,
             r.ratio,
             r.low,
@@ -215,12 +275,172 @@ pub async fn check(
                 "; events were lost"
             }
         );
+        outcome.direction = Some(direction);
+        if !changes.is_empty() {
+            let list: Vec<String> = changes
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{} {:.0} → {:.0}",
+                        short_name(&c.function),
+                        c.a_per_event,
+                        c.b_per_event
+                    )
+                })
+                .collect();
+            outcome.verdict.push_str(&format!(
+                "; most changed (own instructions per event): {} (functions.md, instructions-diff.svg)",
+                list.join(", ")
+            ));
+        }
     }
+    write_outcome(&outcome, opts)?;
+    Ok(outcome)
+}
+
+/// A function's name without its generic arguments' paths, short enough for one line.
+fn short_name(f: &str) -> String {
+    let cut: String = f.chars().take(60).collect();
+    if cut.len() < f.len() {
+        format!("{cut}…")
+    } else {
+        cut
+    }
+}
+
+fn write_outcome(outcome: &Outcome, opts: &CheckOptions) -> anyhow::Result<()> {
     std::fs::write(
         opts.report_dir.join("lab-check.json"),
-        serde_json::to_string_pretty(&outcome)? + "\n",
+        serde_json::to_string_pretty(outcome)? + "\n",
     )?;
-    Ok(outcome)
+    Ok(())
+}
+
+/// The implementation whose correctness a check establishes first: the student's code and
+/// the reference of a code lab (the baseline is the lab's starting point, wrong or slow).
+fn conformance_impl(lab: &Lab, variant: &Variant) -> Option<&'static str> {
+    lab.conformance_slot()?;
+    match variant {
+        Variant::Student(_) => Some("student"),
+        Variant::Reference => Some("reference"),
+        Variant::Baseline => None,
+    }
+}
+
+/// The slot file's part above the STUDENT marker (the baseline, the dispatch) is as shipped.
+fn protected_unchanged(lab: &Lab, root: &Path) -> anyhow::Result<()> {
+    let (Some(file), Some(want)) = (lab.conformance_file(), &lab.spec.protected_sha256) else {
+        return Ok(());
+    };
+    let text =
+        std::fs::read_to_string(root.join(&file)).with_context(|| format!("reading {file}"))?;
+    if crate::spec::protected_digest(&text).as_deref() != Some(want.as_str()) {
+        bail!(
+            "{file}: the part above the `{}` line (the baseline and the dispatch) is not as shipped; only the STUDENT part is yours to change. Restore it with `git diff {file}`, or start over with `observatory lab reset {}`",
+            crate::spec::STUDENT_MARKER,
+            lab.number()
+        );
+    }
+    Ok(())
+}
+
+/// A seed the student has not seen: fresh for every check.
+fn hidden_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}
+
+fn source_seed(plan: &pipeline_plan::Plan) -> u64 {
+    match plan.knobs(Role::Source) {
+        Some(StageKnobs::Source(s)) => s.seed,
+        _ => 1,
+    }
+}
+
+/// How long a conformance run may take (a stuck STUDENT function is stopped).
+const CONFORMANCE_LIMIT: Duration = Duration::from_secs(60);
+
+/// `pipeline conformance` of the lab's slot, stopped after [`CONFORMANCE_LIMIT`].
+fn conformance(
+    lab: &Lab,
+    imp: &str,
+    seed: u64,
+    opts: &CheckOptions,
+) -> anyhow::Result<Conformance> {
+    let slot = lab.conformance_slot().context("not a code lab")?;
+    // Files, not pipes: code under test that prints a lot cannot stall on a full pipe.
+    let out_path = opts.report_dir.join(format!("conformance-{seed}.json"));
+    let err_path = opts.report_dir.join(format!("conformance-{seed}.stderr"));
+    let mut child = Command::new(&opts.pipeline_bin)
+        .args([
+            "conformance",
+            &slot,
+            "--impl",
+            imp,
+            "--seed",
+            &seed.to_string(),
+        ])
+        .stdout(std::fs::File::create(&out_path)?)
+        .stderr(std::fs::File::create(&err_path)?)
+        .spawn()
+        .context("running pipeline conformance")?;
+    let started = std::time::Instant::now();
+    loop {
+        if child.try_wait()?.is_some() {
+            break;
+        }
+        if started.elapsed() > CONFORMANCE_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(Conformance {
+                slot,
+                implementation: imp.into(),
+                seed,
+                cases: 0,
+                mismatch: Some(pipeline_plan::lab::Mismatch {
+                    case: 0,
+                    input: "the generated cases".into(),
+                    expected: format!("an answer within {} s", CONFORMANCE_LIMIT.as_secs()),
+                    got: "no answer: the code is stuck (an endless loop or a lock never released?)"
+                        .into(),
+                }),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        // The checked code took the process down (an abort, a stack overflow, an exit).
+        let err = std::fs::read_to_string(&err_path).unwrap_or_default();
+        let tail: String = err
+            .trim()
+            .lines()
+            .last()
+            .unwrap_or("")
+            .chars()
+            .take(300)
+            .collect();
+        return Ok(Conformance {
+            slot,
+            implementation: imp.into(),
+            seed,
+            cases: 0,
+            mismatch: Some(pipeline_plan::lab::Mismatch {
+                case: 0,
+                input: "the generated cases".into(),
+                expected: "answers".into(),
+                got: format!("the process ended ({status}) {tail}"),
+            }),
+        });
+    }
+    let text = std::fs::read(&out_path)?;
+    serde_json::from_slice(&text).context("reading pipeline conformance's answer")
 }
 
 fn run_config(opts: &CheckOptions) -> RunConfig {
@@ -344,14 +564,13 @@ fn criterion_ab(
             "3",
             "lab12/",
         ])
+        // cargo's build progress and messages go to the student's terminal.
+        .stderr(std::process::Stdio::inherit())
         .output()
         .context("running cargo bench")?;
     std::fs::write(opts.report_dir.join("criterion.txt"), &out.stdout)?;
     if !out.status.success() {
-        bail!(
-            "cargo bench --bench {bench} failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        bail!("cargo bench --bench {bench} failed (cargo's message is above)");
     }
     let a = samples(&group.join("baseline"))?;
     let b = samples(&group.join(id)).with_context(|| {

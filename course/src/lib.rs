@@ -6,10 +6,12 @@
 //!   beside the lab.
 //! - [`check`]: runs a lab's baseline against the student's change (or the reference) with the
 //!   A/B engine of `observatory-bench`, and decides pass or fail from the interval.
+//! - [`predict`]: the student's prediction of the effect, compared with the measurement.
 //! - [`progress`]: the student's progress and answers, in `.observatory/` at the repository
 //!   root.
 
 pub mod check;
+pub mod predict;
 pub mod progress;
 pub mod spec;
 

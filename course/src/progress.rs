@@ -17,6 +17,40 @@ pub struct LabProgress {
     /// The last check: its one-line verdict and report folder.
     pub last_verdict: Option<String>,
     pub last_report: Option<String>,
+    /// Wall seconds of the last checks on this machine, build included (newest last; the
+    /// estimate shown before a check is learnt from them).
+    #[serde(default)]
+    pub check_seconds: Vec<f64>,
+    /// Every prediction made before a check, with what was measured.
+    #[serde(default)]
+    pub predictions: Vec<crate::predict::Prediction>,
+}
+
+/// How many check durations are kept per lab.
+const KEEP_SECONDS: usize = 5;
+
+impl LabProgress {
+    /// Remember how long a check took.
+    pub fn record_seconds(&mut self, seconds: f64) {
+        self.check_seconds.push(seconds);
+        let extra = self.check_seconds.len().saturating_sub(KEEP_SECONDS);
+        self.check_seconds.drain(..extra);
+    }
+
+    /// The estimate of the next check: the median of the last checks here, if any.
+    pub fn estimate_seconds(&self) -> Option<f64> {
+        let mut v: Vec<f64> = self
+            .check_seconds
+            .iter()
+            .copied()
+            .filter(|s| s.is_finite())
+            .collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        Some(v[v.len() / 2])
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -150,8 +150,36 @@ pub struct LabSpec {
     /// The reference change (knob labs); code labs' reference is `reference.rs`.
     #[serde(default)]
     pub reference: Assignments,
+    /// Knob labs: the knobs the student's answer may set (`stage.knob`; `all.knob` allows it
+    /// on any stage). Anything else in the answer file is refused: the workload is fixed.
+    #[serde(default)]
+    pub may_set: Vec<String>,
+    /// Code labs without a slot of their own (lab 12): the slot whose specification the
+    /// student's code must meet. A slot lab is checked against its own slot.
+    #[serde(default)]
+    pub conformance: Option<String>,
+    /// Code labs: a wrong but fast body for the STUDENT function (a constant, a skipped
+    /// call); `observatory lab dev-check` proves it fails on correctness.
+    #[serde(default)]
+    pub mutant: Option<String>,
+    /// Code labs: one short question about the mechanism, asked before the check, and the
+    /// answer shown after it (active recall).
+    #[serde(default)]
+    pub recall: Option<Recall>,
+    /// Code labs: SHA-256 of the slot file up to its STUDENT marker, the part the student
+    /// must not edit (the baseline, the dispatch); a check refuses a changed one.
+    #[serde(default)]
+    pub protected_sha256: Option<String>,
     pub measure: Measure,
     pub hints: Vec<String>,
+}
+
+/// A recall question and the answer shown after the check.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recall {
+    pub question: String,
+    pub answer: String,
 }
 
 /// The file of a code slot.
@@ -183,6 +211,47 @@ impl Lab {
         match self.spec.slot {
             Some(slot) => Some(slot_file(slot)),
             None => self.spec.file.clone(),
+        }
+    }
+
+    /// The slot whose specification a code lab's student code must meet before it is
+    /// measured (`pipeline conformance`).
+    pub fn conformance_slot(&self) -> Option<String> {
+        self.spec
+            .conformance
+            .clone()
+            .or_else(|| self.spec.slot.map(|s| s.as_str().to_string()))
+    }
+
+    /// The slot file holding the STUDENT function that is checked for correctness.
+    pub fn conformance_file(&self) -> Option<String> {
+        self.conformance_slot()
+            .map(|s| format!("pipeline/src/slots/{s}.rs"))
+    }
+
+    /// Refuse an answer that sets anything but the lab's own knobs, naming what may be set.
+    pub fn check_answer(&self, answer: &[String]) -> Result<(), String> {
+        let allowed = |key: &str| {
+            let knob = key.split_once('.').map_or(key, |(_, k)| k);
+            self.spec
+                .may_set
+                .iter()
+                .any(|m| m == key || m.strip_prefix("all.") == Some(knob))
+        };
+        let refused: Vec<&str> = answer
+            .iter()
+            .map(|a| a.split_once('=').map_or(a.as_str(), |(k, _)| k).trim())
+            .filter(|k| !allowed(k))
+            .collect();
+        if refused.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "lab {:02} fixes the workload: your answer may set only {} (it sets {})",
+                self.number(),
+                self.spec.may_set.join(", "),
+                refused.join(", ")
+            ))
         }
     }
 
@@ -249,6 +318,34 @@ impl Lab {
         }
         if s.file.is_some() && s.slot.is_none() && s.measure.mode != Mode::Criterion {
             return Err("a code lab without a slot must be measured by criterion".into());
+        }
+        if self.is_code_lab() {
+            if s.mutant.as_deref().is_none_or(|m| m.trim().is_empty()) {
+                return Err("a code lab needs a `mutant` (a wrong but fast STUDENT body)".into());
+            }
+            if s.protected_sha256.is_none() {
+                return Err(
+                    "a code lab needs `protected_sha256` (of its slot file up to the STUDENT marker)"
+                        .into(),
+                );
+            }
+            if s.recall.is_none() {
+                return Err("a code lab needs a `[recall]` question and answer".into());
+            }
+            if !s.may_set.is_empty() {
+                return Err("`may_set` is for knob labs".into());
+            }
+        } else {
+            if s.may_set.is_empty() {
+                return Err("a knob lab needs `may_set`: the knobs the student may change".into());
+            }
+            for (what, set) in [
+                ("baseline", &s.baseline.set),
+                ("reference", &s.reference.set),
+            ] {
+                self.check_answer(set)
+                    .map_err(|e| format!("the {what} sets a knob outside may_set: {e}"))?;
+            }
         }
         if !s.is_reference_distinct(self.is_code_lab()) {
             return Err("the reference must change something".into());
@@ -335,4 +432,67 @@ pub fn find(labs: &[Lab], n: u32) -> Result<&Lab, SpecError> {
     labs.iter()
         .find(|l| l.number() == n)
         .ok_or(SpecError::NoSuchLab(n))
+}
+
+/// The marker line that starts the part of a slot file the student edits.
+pub const STUDENT_MARKER: &str = "// ===== STUDENT";
+
+/// The part of a slot file before its STUDENT marker (`None` without a marker).
+pub fn protected_part(text: &str) -> Option<&str> {
+    let at = text
+        .match_indices(STUDENT_MARKER)
+        .find(|(i, _)| *i == 0 || text.as_bytes()[i - 1] == b'\n')?
+        .0;
+    Some(&text[..at])
+}
+
+/// SHA-256 of the protected part, hex.
+pub fn protected_digest(text: &str) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    let part = protected_part(text)?;
+    Some(
+        Sha256::digest(part.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+    )
+}
+
+/// The slot file with the body of its first function after the STUDENT marker replaced by
+/// `body` (the authoring check's mutants). Braces are counted from the function's first `{`;
+/// slot code keeps braces out of its strings and comments.
+pub fn with_student_body(text: &str, body: &str) -> Result<String, String> {
+    let start = protected_part(text)
+        .ok_or("the slot file has no STUDENT marker")?
+        .len();
+    let rest = &text[start..];
+    let f = rest
+        .find("fn ")
+        .ok_or("no function after the STUDENT marker")?;
+    let open = f + rest[f..]
+        .find('{')
+        .ok_or("the STUDENT function has no body")?;
+    let mut depth = 0usize;
+    let mut close = None;
+    for (i, c) in rest[open..].char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    close = Some(open + i);
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    let close = close.ok_or("the STUDENT function's braces do not close")?;
+    Ok(format!(
+        "{}{}{{\n    {}\n}}{}",
+        &text[..start],
+        &rest[..open],
+        body.trim(),
+        &rest[close + 1..]
+    ))
 }

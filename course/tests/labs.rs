@@ -3,7 +3,9 @@
 use observatory_bench::stats::{Better, RatioInterval};
 use observatory_course::check::{Variant, clears};
 use observatory_course::progress::Workspace;
-use observatory_course::spec::{Mode, find, load_labs};
+use observatory_course::spec::{
+    Mode, find, load_labs, protected_digest, protected_part, with_student_body,
+};
 use std::path::Path;
 
 fn labs_dir() -> &'static Path {
@@ -60,16 +62,16 @@ fn the_course_has_at_least_fourteen_valid_labs_covering_its_topics() {
 #[test]
 fn sides_are_built_from_the_spec() {
     let labs = load_labs(labs_dir()).unwrap();
-    let zero_copy = find(&labs, 6).unwrap();
-    assert_eq!(zero_copy.spec.measure.mode, Mode::Instructions);
-    assert_eq!(zero_copy.baseline_side(), vec!["parse.mode=owned"]);
+    let allocators = find(&labs, 8).unwrap();
+    assert_eq!(allocators.spec.measure.mode, Mode::Instructions);
+    assert_eq!(allocators.baseline_side(), vec!["all.allocator=system"]);
     assert_eq!(
-        Variant::Reference.assignments(zero_copy),
-        vec!["parse.mode=borrowed"]
+        Variant::Reference.assignments(allocators),
+        vec!["all.allocator=jemalloc"]
     );
-    let answer = vec!["parse.mode=borrowed".to_string()];
+    let answer = vec!["all.allocator=system".to_string()];
     assert_eq!(
-        Variant::Student(answer.clone()).assignments(zero_copy),
+        Variant::Student(answer.clone()).assignments(allocators),
         answer
     );
     let hotspot = find(&labs, 9).unwrap();
@@ -93,15 +95,15 @@ fn a_malformed_lab_is_an_error_naming_its_file() {
     let dir = tempfile::tempdir().unwrap();
     let lab = dir.path().join("01-broken");
     std::fs::create_dir_all(&lab).unwrap();
-    let good = std::fs::read_to_string(labs_dir().join("06-zero-copy/lab.toml")).unwrap();
-    let good = good.replace("number = 6", "number = 1");
+    let good = std::fs::read_to_string(labs_dir().join("08-allocators/lab.toml")).unwrap();
+    let good = good.replace("number = 8", "number = 1");
     for (broken, needle) in [
         (
-            good.replace("parse.mode=borrowed", "parse.mode=fast"),
+            good.replace("all.allocator=jemalloc", "all.allocator=fast"),
             "reference",
         ),
         (
-            good.replace("min_effect = 0.1", "min_effect = 1.5"),
+            good.replace("min_effect = 0.03", "min_effect = 1.5"),
             "min_effect",
         ),
         (good.replace("number = 1", "number = 2"), "lab number 02"),
@@ -162,8 +164,8 @@ fn a_labs_metric_and_slot_file_are_not_stated_twice() {
     let dir = tempfile::tempdir().unwrap();
     let lab = dir.path().join("01-broken");
     std::fs::create_dir_all(&lab).unwrap();
-    let good = std::fs::read_to_string(labs_dir().join("06-zero-copy/lab.toml")).unwrap();
-    let good = good.replace("number = 6", "number = 1");
+    let good = std::fs::read_to_string(labs_dir().join("08-allocators/lab.toml")).unwrap();
+    let good = good.replace("number = 8", "number = 1");
     let hotspot = std::fs::read_to_string(labs_dir().join("09-hotspot/lab.toml"))
         .unwrap()
         .replace("number = 9", "number = 1");
@@ -201,4 +203,99 @@ fn a_labs_metric_and_slot_file_are_not_stated_twice() {
         Some("pipeline/src/slots/hotspot.rs")
     );
     assert_eq!(labs[0].spec.measure.better(), Better::Lower);
+}
+
+#[test]
+fn every_code_labs_protected_part_matches_its_digest_and_its_mutant_splices_in() {
+    let labs = load_labs(labs_dir()).unwrap();
+    let mut code_labs = 0;
+    for lab in labs.iter().filter(|l| l.is_code_lab()) {
+        code_labs += 1;
+        let file = lab
+            .conformance_file()
+            .unwrap_or_else(|| panic!("{}: a code lab is checked against a slot", lab.slug));
+        let text = std::fs::read_to_string(labs_dir().join("../..").join(&file)).unwrap();
+        let digest = protected_digest(&text).unwrap_or_else(|| panic!("{file}: no marker"));
+        assert_eq!(
+            Some(&digest),
+            lab.spec.protected_sha256.as_ref(),
+            "{}: the protected part of {file} changed; if that was meant, its new digest is {digest}",
+            lab.slug
+        );
+        let mutant = lab.spec.mutant.as_deref().unwrap();
+        let spliced = with_student_body(&text, mutant).unwrap();
+        // Only the STUDENT body changed: the protected part and the tail are intact.
+        assert_eq!(protected_digest(&spliced), Some(digest), "{}", lab.slug);
+        assert!(spliced.contains(mutant.trim()), "{}", lab.slug);
+        assert_ne!(spliced, text, "{}", lab.slug);
+        let tail = text.find("#[cfg(test)]").map(|i| &text[i..]);
+        if let Some(tail) = tail {
+            assert!(
+                spliced.ends_with(tail),
+                "{}: the tests after the body",
+                lab.slug
+            );
+        }
+        // An edit above the marker shows.
+        let edited = text.replacen("fn baseline", "fn baseline_", 1);
+        assert_ne!(
+            protected_digest(&edited),
+            lab.spec.protected_sha256,
+            "{}",
+            lab.slug
+        );
+    }
+    assert!(code_labs >= 7, "{code_labs} code labs");
+}
+
+#[test]
+fn a_student_body_is_found_by_its_braces() {
+    let text = "fn keep() { 1 }\n// ===== STUDENT (x) =====\nfn student(a: u8) -> u8 {\n    if a > 0 { a } else { 0 }\n}\n\nfn after() {}\n";
+    let out = with_student_body(text, "7").unwrap();
+    assert_eq!(
+        out,
+        "fn keep() { 1 }\n// ===== STUDENT (x) =====\nfn student(a: u8) -> u8 {\n    7\n}\n\nfn after() {}\n"
+    );
+    assert!(with_student_body("fn student() {}", "1").is_err());
+    assert!(with_student_body("// ===== STUDENT\nfn student() { {", "1").is_err());
+    // The marker counts only at the start of a line.
+    assert_eq!(protected_part("x // ===== STUDENT"), None);
+}
+
+#[test]
+fn a_knob_lab_refuses_an_answer_outside_its_knobs_and_names_them() {
+    let labs = load_labs(labs_dir()).unwrap();
+    let lab01 = find(&labs, 1).unwrap();
+    assert!(lab01.check_answer(&["parse.workers=8".into()]).is_ok());
+    let e = lab01
+        .check_answer(&["parse.workers=8".into(), "parse.inject_delay_us=0".into()])
+        .unwrap_err();
+    assert!(e.contains("may set only parse.workers"), "{e}");
+    assert!(e.contains("(it sets parse.inject_delay_us)"), "{e}");
+    // `all.` in may_set allows the knob on any stage, and on all of them.
+    let lab08 = find(&labs, 8).unwrap();
+    for ok in ["all.allocator=system", "parse.allocator=jemalloc"] {
+        assert!(lab08.check_answer(&[ok.into()]).is_ok(), "{ok}");
+    }
+    assert!(lab08.check_answer(&["source.events=10".into()]).is_err());
+    // A stage-scoped knob is not allowed on another stage.
+    let lab02 = find(&labs, 2).unwrap();
+    assert!(lab02.check_answer(&["source.batch_size=64".into()]).is_ok());
+    assert!(lab02.check_answer(&["parse.batch_size=64".into()]).is_err());
+    for lab in labs.iter().filter(|l| !l.is_code_lab()) {
+        assert!(!lab.spec.may_set.is_empty(), "{}", lab.slug);
+        assert!(
+            lab.check_answer(&lab.spec.reference.set).is_ok(),
+            "{}",
+            lab.slug
+        );
+        for fixed in &lab.spec.workload.set {
+            let e = lab.check_answer(std::slice::from_ref(fixed));
+            assert!(
+                e.is_err(),
+                "{}: the workload knob {fixed} may be set",
+                lab.slug
+            );
+        }
+    }
 }
