@@ -398,19 +398,13 @@ fn conformance(
         if started.elapsed() > CONFORMANCE_LIMIT {
             let _ = child.kill();
             let _ = child.wait();
-            return Ok(Conformance {
+            return Ok(Conformance::failed(
                 slot,
-                implementation: imp.into(),
+                imp.into(),
                 seed,
-                cases: 0,
-                mismatch: Some(pipeline_plan::lab::Mismatch {
-                    case: 0,
-                    input: "the generated cases".into(),
-                    expected: format!("an answer within {} s", CONFORMANCE_LIMIT.as_secs()),
-                    got: "no answer: the code is stuck (an endless loop or a lock never released?)"
-                        .into(),
-                }),
-            });
+                format!("an answer within {} s", CONFORMANCE_LIMIT.as_secs()),
+                "no answer: the code is stuck (an endless loop or a lock never released?)".into(),
+            ));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -426,18 +420,13 @@ fn conformance(
             .chars()
             .take(300)
             .collect();
-        return Ok(Conformance {
+        return Ok(Conformance::failed(
             slot,
-            implementation: imp.into(),
+            imp.into(),
             seed,
-            cases: 0,
-            mismatch: Some(pipeline_plan::lab::Mismatch {
-                case: 0,
-                input: "the generated cases".into(),
-                expected: "answers".into(),
-                got: format!("the process ended ({status}) {tail}"),
-            }),
-        });
+            "answers".into(),
+            format!("the process ended ({status}) {tail}"),
+        ));
     }
     let text = std::fs::read(&out_path)?;
     serde_json::from_slice(&text).context("reading pipeline conformance's answer")

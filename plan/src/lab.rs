@@ -27,6 +27,29 @@ pub struct Conformance {
 }
 
 impl Conformance {
+    /// A check that found no answer at all to compare (a hang, a crashed process): one
+    /// mismatch for the whole run of cases.
+    pub fn failed(
+        slot: String,
+        implementation: String,
+        seed: u64,
+        expected: String,
+        got: String,
+    ) -> Conformance {
+        Conformance {
+            slot,
+            implementation,
+            seed,
+            cases: 0,
+            mismatch: Some(Mismatch {
+                case: 0,
+                input: "the generated cases".into(),
+                expected,
+                got,
+            }),
+        }
+    }
+
     pub fn conforms(&self) -> bool {
         self.mismatch.is_none()
     }
