@@ -298,7 +298,7 @@ pub async fn check(
     Ok(outcome)
 }
 
-/// A function's name without its generic arguments' paths, short enough for one line.
+/// A function's name cut to 60 characters, short enough for one line of the verdict.
 fn short_name(f: &str) -> String {
     let cut: String = f.chars().take(60).collect();
     if cut.len() < f.len() {
