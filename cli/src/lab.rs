@@ -535,9 +535,10 @@ struct DevResult {
     reference_passes: u32,
     reference_runs: u32,
     reference: Vec<Outcome>,
-    /// Code labs: the mutant (a wrong but fast STUDENT body) failed on correctness.
+    /// Code labs: every mutant (a wrong but fast STUDENT body) failed on correctness.
     mutant_refused: Option<bool>,
-    mutant_verdict: Option<String>,
+    /// Code labs: each mutant's verdict, in the order of the lab's `mutants`.
+    mutant_verdicts: Vec<String>,
     /// Knob labs: an answer changing a workload knob was refused, and the message.
     answer_refused: Option<bool>,
     answer_message: Option<String>,
@@ -561,11 +562,16 @@ impl Drop for Restore {
     }
 }
 
-/// The mutant check: the STUDENT body replaced by the lab's mutant, built and checked the way
-/// a student's code is; it must fail on correctness. The slot file is restored after.
-async fn mutant_check(lab: &Lab, ws: &Workspace, root: &Path) -> anyhow::Result<(bool, String)> {
-    let (Some(file), Some(mutant)) = (lab.conformance_file(), &lab.spec.mutant) else {
-        bail!("lab {} has no mutant", lab.number());
+/// The mutant check: the STUDENT body replaced by `mutant`, built and checked the way a
+/// student's code is; it must fail on correctness. The slot file is restored after.
+async fn mutant_check(
+    lab: &Lab,
+    mutant: &str,
+    ws: &Workspace,
+    root: &Path,
+) -> anyhow::Result<(bool, String)> {
+    let Some(file) = lab.conformance_file() else {
+        bail!("lab {} has no slot file for its mutants", lab.number());
     };
     let path = root.join(&file);
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {file}"))?;
@@ -615,10 +621,10 @@ async fn dev_check(
     }
     let total: u64 = chosen
         .iter()
-        .map(|l| l.spec.check_seconds * u64::from(1 + repeat))
+        .map(|l| l.spec.check_seconds * (u64::from(1 + repeat) + l.spec.mutants.len() as u64))
         .sum();
     eprintln!(
-        "authoring check of {} labs (baseline must fail, reference must pass{}, a wrong but fast mutant must fail on correctness, a workload change must be refused): about {} min",
+        "authoring check of {} labs (baseline must fail, reference must pass{}, wrong but fast mutants must fail on correctness, a workload change must be refused): about {} min",
         chosen.len(),
         if repeat > 1 {
             format!(" {repeat} times out of {repeat}")
@@ -638,13 +644,17 @@ async fn dev_check(
         }
         let passes = refs.iter().filter(|o| o.passed).count() as u32;
         let refs_correct = refs.iter().all(|o| o.correct != Some(false));
-        let (mut mutant_refused, mut mutant_verdict) = (None, None);
+        let (mut mutant_refused, mut mutant_verdicts) = (None, Vec::new());
         let (mut answer_refused, mut answer_message) = (None, None);
         if lab.is_code_lab() {
-            let (refused, verdict) = mutant_check(lab, ws, root).await?;
-            mutated_any = true;
-            mutant_refused = Some(refused);
-            mutant_verdict = Some(verdict);
+            let mut all_refused = true;
+            for mutant in &lab.spec.mutants {
+                let (refused, verdict) = mutant_check(lab, mutant, ws, root).await?;
+                mutated_any = true;
+                all_refused &= refused;
+                mutant_verdicts.push(verdict);
+            }
+            mutant_refused = Some(all_refused);
         } else {
             let (refused, message) = answer_check(lab, ws, root).await;
             answer_refused = Some(refused);
@@ -662,8 +672,8 @@ async fn dev_check(
             lab.slug,
             if b.passed { "PASSED" } else { "fails" },
             match (mutant_refused, answer_refused) {
-                (Some(true), _) => "mutant: refused",
-                (Some(false), _) => "mutant: NOT refused",
+                (Some(true), _) => "mutants: refused",
+                (Some(false), _) => "mutants: NOT all refused",
                 (_, Some(true)) => "workload change: refused",
                 (_, Some(false)) => "workload change: NOT refused",
                 _ => "",
@@ -673,7 +683,7 @@ async fn dev_check(
         for r in &refs {
             println!("       reference {}", r.verdict);
         }
-        if let Some(v) = &mutant_verdict {
+        for v in &mutant_verdicts {
             println!("       mutant    {v}");
         }
         if let Some(m) = &answer_message {
@@ -691,7 +701,7 @@ async fn dev_check(
             reference_runs: repeat,
             reference: refs,
             mutant_refused,
-            mutant_verdict,
+            mutant_verdicts,
             answer_refused,
             answer_message,
         });

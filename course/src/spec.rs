@@ -158,10 +158,10 @@ pub struct LabSpec {
     /// student's code must meet. A slot lab is checked against its own slot.
     #[serde(default)]
     pub conformance: Option<String>,
-    /// Code labs: a wrong but fast body for the STUDENT function (a constant, a skipped
-    /// call); `observatory lab dev-check` proves it fails on correctness.
+    /// Code labs: wrong but fast bodies for the STUDENT function (a constant, a skipped call,
+    /// a plausible mistake); `observatory lab dev-check` proves each fails on correctness.
     #[serde(default)]
-    pub mutant: Option<String>,
+    pub mutants: Vec<String>,
     /// Code labs: one short question about the mechanism, asked before the check, and the
     /// answer shown after it (active recall).
     #[serde(default)]
@@ -320,8 +320,10 @@ impl Lab {
             return Err("a code lab without a slot must be measured by criterion".into());
         }
         if self.is_code_lab() {
-            if s.mutant.as_deref().is_none_or(|m| m.trim().is_empty()) {
-                return Err("a code lab needs a `mutant` (a wrong but fast STUDENT body)".into());
+            if s.mutants.is_empty() || s.mutants.iter().any(|m| m.trim().is_empty()) {
+                return Err(
+                    "a code lab needs `mutants` (wrong but fast STUDENT bodies, none empty)".into(),
+                );
             }
             if s.protected_sha256.is_none() {
                 return Err(

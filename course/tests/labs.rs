@@ -121,26 +121,26 @@ fn a_malformed_lab_is_an_error_naming_its_file() {
 #[test]
 fn progress_and_answers_round_trip() {
     let labs = load_labs(labs_dir()).unwrap();
-    let lab = find(&labs, 1).unwrap();
+    let lab = find(&labs, 14).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let ws = Workspace::new(dir.path());
     assert!(ws.load().unwrap().labs.is_empty());
     let path = ws.prepare_answer(lab).unwrap().unwrap();
     assert_eq!(ws.answer(lab).unwrap(), lab.spec.baseline.set);
-    std::fs::write(&path, "set = [\"parse.workers=8\"]\n").unwrap();
-    assert_eq!(ws.answer(lab).unwrap(), vec!["parse.workers=8"]);
+    std::fs::write(&path, "set = [\"aggregate.workers=8\"]\n").unwrap();
+    assert_eq!(ws.answer(lab).unwrap(), vec!["aggregate.workers=8"]);
     // Starting again keeps the student's answer.
     ws.prepare_answer(lab).unwrap();
-    assert_eq!(ws.answer(lab).unwrap(), vec!["parse.workers=8"]);
-    ws.update(1, |p| {
+    assert_eq!(ws.answer(lab).unwrap(), vec!["aggregate.workers=8"]);
+    ws.update(14, |p| {
         p.passed = true;
         p.hints_shown = 2;
     })
     .unwrap();
-    assert!(ws.load().unwrap().labs[&1].passed);
+    assert!(ws.load().unwrap().labs[&14].passed);
     ws.reset_answer(lab).unwrap();
     assert_eq!(ws.answer(lab).unwrap(), lab.spec.baseline.set);
-    assert!(!ws.load().unwrap().labs[&1].passed);
+    assert!(!ws.load().unwrap().labs[&14].passed);
     std::fs::write(dir.path().join("progress.json"), "{not json").unwrap();
     assert!(ws.load().unwrap_err().to_string().contains("damaged"));
 }
@@ -222,19 +222,26 @@ fn every_code_labs_protected_part_matches_its_digest_and_its_mutant_splices_in()
             "{}: the protected part of {file} changed; if that was meant, its new digest is {digest}",
             lab.slug
         );
-        let mutant = lab.spec.mutant.as_deref().unwrap();
-        let spliced = with_student_body(&text, mutant).unwrap();
-        // Only the STUDENT body changed: the protected part and the tail are intact.
-        assert_eq!(protected_digest(&spliced), Some(digest), "{}", lab.slug);
-        assert!(spliced.contains(mutant.trim()), "{}", lab.slug);
-        assert_ne!(spliced, text, "{}", lab.slug);
-        let tail = text.find("#[cfg(test)]").map(|i| &text[i..]);
-        if let Some(tail) = tail {
-            assert!(
-                spliced.ends_with(tail),
-                "{}: the tests after the body",
+        assert!(!lab.spec.mutants.is_empty(), "{}: no mutants", lab.slug);
+        for mutant in &lab.spec.mutants {
+            let spliced = with_student_body(&text, mutant).unwrap();
+            // Only the STUDENT body changed: the protected part and the tail are intact.
+            assert_eq!(
+                protected_digest(&spliced),
+                Some(digest.clone()),
+                "{}",
                 lab.slug
             );
+            assert!(spliced.contains(mutant.trim()), "{}", lab.slug);
+            assert_ne!(spliced, text, "{}", lab.slug);
+            let tail = text.find("#[cfg(test)]").map(|i| &text[i..]);
+            if let Some(tail) = tail {
+                assert!(
+                    spliced.ends_with(tail),
+                    "{}: the tests after the body",
+                    lab.slug
+                );
+            }
         }
         // An edit above the marker shows.
         let edited = text.replacen("fn baseline", "fn baseline_", 1);
@@ -265,13 +272,19 @@ fn a_student_body_is_found_by_its_braces() {
 #[test]
 fn a_knob_lab_refuses_an_answer_outside_its_knobs_and_names_them() {
     let labs = load_labs(labs_dir()).unwrap();
-    let lab01 = find(&labs, 1).unwrap();
-    assert!(lab01.check_answer(&["parse.workers=8".into()]).is_ok());
-    let e = lab01
-        .check_answer(&["parse.workers=8".into(), "parse.inject_delay_us=0".into()])
+    let lab14 = find(&labs, 14).unwrap();
+    assert!(lab14.check_answer(&["aggregate.workers=8".into()]).is_ok());
+    let e = lab14
+        .check_answer(&[
+            "aggregate.workers=8".into(),
+            "aggregate.inject_delay_us=0".into(),
+        ])
         .unwrap_err();
-    assert!(e.contains("may set only parse.workers"), "{e}");
-    assert!(e.contains("(it sets parse.inject_delay_us)"), "{e}");
+    assert!(
+        e.contains("may set only aggregate.workers, aggregate.replicas"),
+        "{e}"
+    );
+    assert!(e.contains("(it sets aggregate.inject_delay_us)"), "{e}");
     // `all.` in may_set allows the knob on any stage, and on all of them.
     let lab08 = find(&labs, 8).unwrap();
     for ok in ["all.allocator=system", "parse.allocator=jemalloc"] {

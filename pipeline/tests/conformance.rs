@@ -120,6 +120,8 @@ fn baseline_and_student_functions_stay_distinct_in_profiles() {
         panic!("nm (binutils) is needed to read the binary's symbols");
     };
     let symbols = String::from_utf8_lossy(&out.stdout);
+    // The synchronous slots. An async slot function (blocking, fanout) is a state machine
+    // polled inside its caller's; it has no symbol of its own to keep apart.
     for slot in [
         "hotspot",
         "iterators",

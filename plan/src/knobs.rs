@@ -182,10 +182,12 @@ pub enum LabSlot {
     Leak,
     /// Parse: the typed event a record is parsed into (owned or borrowed strings).
     Zerocopy,
+    /// Parse: per-batch requests to a remote service (awaited one by one, or all at once).
+    Fanout,
 }
 
 impl LabSlot {
-    pub const ALL: [LabSlot; 8] = [
+    pub const ALL: [LabSlot; 9] = [
         LabSlot::None,
         LabSlot::Blocking,
         LabSlot::Errors,
@@ -194,6 +196,7 @@ impl LabSlot {
         LabSlot::Deadlock,
         LabSlot::Leak,
         LabSlot::Zerocopy,
+        LabSlot::Fanout,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -206,6 +209,7 @@ impl LabSlot {
             LabSlot::Deadlock => "deadlock",
             LabSlot::Leak => "leak",
             LabSlot::Zerocopy => "zerocopy",
+            LabSlot::Fanout => "fanout",
         }
     }
 }

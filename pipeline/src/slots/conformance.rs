@@ -15,8 +15,10 @@
 //!   and returns its answer.
 //! - `zerocopy`: the same compact encoding or drop reason as the pipeline's owned parser
 //!   ([`crate::json::parse_into`]) on every record, strings with escapes included.
+//! - `fanout`: one request per key ([`super::fanout::request`]), and the answers in the order
+//!   of the keys (the service answers out of order), within [`HANG`].
 
-use super::{blocking, deadlock, errors, hotspot, iterators, leak, percentile, zerocopy};
+use super::{blocking, deadlock, errors, fanout, hotspot, iterators, leak, percentile, zerocopy};
 use crate::codec::{Frame, OutFrame};
 use crate::event::{EventRef, key_of};
 use crate::generate::Generator;
@@ -31,8 +33,9 @@ use std::time::Duration;
 
 /// The slots with a specification (lab 12's `percentile` is not a knob slot: criterion calls
 /// it directly).
-pub const SLOTS: [&str; 8] = [
+pub const SLOTS: [&str; 9] = [
     "blocking",
+    "fanout",
     "errors",
     "iterators",
     "hotspot",
@@ -71,6 +74,7 @@ pub fn check(slot: &str, imp: LabImpl, seed: u64) -> Result<Conformance, Conform
         "deadlock" => run.deadlock(imp),
         "blocking" => run.blocking(imp),
         "zerocopy" => run.zerocopy(imp),
+        "fanout" => run.fanout(imp),
         other => return Err(ConformanceError::UnknownSlot(other.to_string())),
     }
     Ok(Conformance {
@@ -438,19 +442,52 @@ impl Run {
         );
     }
 
-    fn blocking(&mut self, imp: LabImpl) {
-        let Ok(rt) = tokio::runtime::Builder::new_multi_thread()
+    /// A runtime like a stage's (two workers, timers); `None` (and a failed case) without one.
+    fn runtime(&mut self) -> Option<tokio::runtime::Runtime> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
-            .build()
-        else {
+            .build();
+        if rt.is_err() {
             self.case(
                 || "starting a runtime".into(),
                 &(),
                 Err("no runtime".into()),
             );
-            return;
-        };
+        }
+        rt.ok()
+    }
+
+    fn fanout(&mut self, imp: LabImpl) {
+        let Some(rt) = self.runtime() else { return };
+        let mut lists: Vec<Vec<u64>> = vec![vec![], vec![7], vec![2, 1], vec![5, 5, 5]];
+        for _ in 0..24 {
+            let n = self.rng.random_range(2..40);
+            lists.push((0..n).map(|_| self.rng.next_u64()).collect());
+        }
+        for keys in lists {
+            let want: Vec<u64> = keys.iter().map(|&k| fanout::answer(k)).collect();
+            let want = (want, keys.len() as u64);
+            let before = fanout::requests();
+            let call = fanout::enrich(imp, keys.clone());
+            let got = guarded(|| rt.block_on(async { tokio::time::timeout(HANG, call).await }))
+                .and_then(|r| r.map_err(|_| format!("did not finish within {} s", HANG.as_secs())))
+                .map(|answers| (answers, fanout::requests() - before));
+            let show = || {
+                let head: Vec<u64> = keys.iter().take(4).copied().collect();
+                format!(
+                    "{} keys, starting {head:?}: (answers in the order of the keys, requests made)",
+                    keys.len()
+                )
+            };
+            if !self.case(show, &want, got) {
+                return;
+            }
+        }
+    }
+
+    fn blocking(&mut self, imp: LabImpl) {
+        let Some(rt) = self.runtime() else { return };
         for i in 0..16 {
             let before = blocking::lookups();
             let got = guarded(|| rt.block_on(blocking::lookup(imp)));

@@ -9,6 +9,7 @@ pub mod blocking;
 pub mod conformance;
 pub mod deadlock;
 pub mod errors;
+pub mod fanout;
 pub mod hotspot;
 pub mod iterators;
 pub mod leak;

@@ -198,6 +198,10 @@ pub async fn run(ctx: Arc<StageCtx>, listener: TcpListener) -> anyhow::Result<()
                             if let Some(imp) = ctx.labs.get(LabSlot::Blocking) {
                                 crate::slots::blocking::lookup(imp).await;
                             }
+                            if let Some(imp) = ctx.labs.get(LabSlot::Fanout) {
+                                let keys = crate::slots::fanout::keys(frame.header.batch_seq, records);
+                                std::hint::black_box(crate::slots::fanout::enrich(imp, keys).await);
+                            }
                             let parsed = parse_batch(&frame, knobs.mode, lanes, ctx.labs, &horizon);
                             horizon.advance(parsed.newest);
                             parsed
