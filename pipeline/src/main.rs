@@ -93,7 +93,7 @@ enum Command {
     /// Check a lab slot's implementation against the slot's specification on the cases a seed
     /// generates; prints JSON (`observatory lab check` runs it before it measures).
     Conformance {
-        /// The slot: blocking, errors, fanout, iterators, hotspot, deadlock, leak, percentile or
+        /// The slot: blocking, errors, fanout, fsync, iterators, hotspot, deadlock, leak, percentile or
         /// zerocopy.
         slot: String,
         /// baseline, student or reference.

@@ -129,6 +129,7 @@ fn baseline_and_student_functions_stay_distinct_in_profiles() {
         "errors",
         "leak",
         "deadlock",
+        "fsync",
     ] {
         let base = addresses(&symbols, &format!("pipeline::slots::{slot}::baseline"));
         let student = addresses(&symbols, &format!("pipeline::slots::{slot}::student"));

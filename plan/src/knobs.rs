@@ -184,10 +184,12 @@ pub enum LabSlot {
     Zerocopy,
     /// Parse: per-batch requests to a remote service (awaited one by one, or all at once).
     Fanout,
+    /// Sink: when to fsync the log (group commit within a durability bound).
+    Fsync,
 }
 
 impl LabSlot {
-    pub const ALL: [LabSlot; 9] = [
+    pub const ALL: [LabSlot; 10] = [
         LabSlot::None,
         LabSlot::Blocking,
         LabSlot::Errors,
@@ -197,6 +199,7 @@ impl LabSlot {
         LabSlot::Leak,
         LabSlot::Zerocopy,
         LabSlot::Fanout,
+        LabSlot::Fsync,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -210,6 +213,7 @@ impl LabSlot {
             LabSlot::Leak => "leak",
             LabSlot::Zerocopy => "zerocopy",
             LabSlot::Fanout => "fanout",
+            LabSlot::Fsync => "fsync",
         }
     }
 }

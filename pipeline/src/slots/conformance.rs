@@ -17,8 +17,12 @@
 //!   ([`crate::json::parse_into`]) on every record, strings with escapes included.
 //! - `fanout`: one request per key ([`super::fanout::request`]), and the answers in the order
 //!   of the keys (the service answers out of order), within [`HANG`].
+//! - `fsync`: a sync whenever the durability bound requires one
+//!   ([`super::fsync::Unsynced::must_sync`]), and never a panic; otherwise free.
 
-use super::{blocking, deadlock, errors, fanout, hotspot, iterators, leak, percentile, zerocopy};
+use super::{
+    blocking, deadlock, errors, fanout, fsync, hotspot, iterators, leak, percentile, zerocopy,
+};
 use crate::codec::{Frame, OutFrame};
 use crate::event::{EventRef, key_of};
 use crate::generate::Generator;
@@ -33,9 +37,10 @@ use std::time::Duration;
 
 /// The slots with a specification (lab 12's `percentile` is not a knob slot: criterion calls
 /// it directly).
-pub const SLOTS: [&str; 9] = [
+pub const SLOTS: [&str; 10] = [
     "blocking",
     "fanout",
+    "fsync",
     "errors",
     "iterators",
     "hotspot",
@@ -75,6 +80,7 @@ pub fn check(slot: &str, imp: LabImpl, seed: u64) -> Result<Conformance, Conform
         "blocking" => run.blocking(imp),
         "zerocopy" => run.zerocopy(imp),
         "fanout" => run.fanout(imp),
+        "fsync" => run.fsync(imp),
         other => return Err(ConformanceError::UnknownSlot(other.to_string())),
     }
     Ok(Conformance {
@@ -481,6 +487,64 @@ impl Run {
                 )
             };
             if !self.case(show, &want, got) {
+                return;
+            }
+        }
+    }
+
+    fn fsync(&mut self, imp: LabImpl) {
+        use fsync::{MAX_AGE, MAX_BATCHES, Unsynced};
+        let ms = |n: u64| Duration::from_millis(n);
+        let mut cases: Vec<Unsynced> = Vec::new();
+        // The edges of the bound, with and without a queue.
+        for batches in [
+            1,
+            2,
+            MAX_BATCHES - 1,
+            MAX_BATCHES,
+            MAX_BATCHES + 1,
+            u32::MAX,
+        ] {
+            for oldest in [
+                Duration::ZERO,
+                ms(1),
+                MAX_AGE - Duration::from_nanos(1),
+                MAX_AGE,
+                MAX_AGE + Duration::from_nanos(1),
+                ms(10_000),
+            ] {
+                for queued in [0, 1, 1000] {
+                    cases.push(Unsynced {
+                        batches,
+                        oldest,
+                        queued,
+                    });
+                }
+            }
+        }
+        for _ in 0..2000 {
+            cases.push(Unsynced {
+                batches: self.rng.random_range(1..2 * MAX_BATCHES),
+                oldest: Duration::from_micros(
+                    self.rng.random_range(0..2 * MAX_AGE.as_micros() as u64),
+                ),
+                queued: self.rng.random_range(0..64),
+            });
+        }
+        for u in cases {
+            let got = guarded(|| fsync::should_sync(imp, &u));
+            let show = || {
+                format!(
+                    "{u:?}: must it sync? (the bound: oldest < {MAX_AGE:?} and batches < {MAX_BATCHES})"
+                )
+            };
+            let ok = if u.must_sync() {
+                self.case(show, &true, got)
+            } else {
+                // Free to choose; only a panic is wrong.
+                self.case(show, &(), got.map(|_| ()))
+            };
+            if !ok {
                 return;
             }
         }

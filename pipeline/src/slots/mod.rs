@@ -10,6 +10,7 @@ pub mod conformance;
 pub mod deadlock;
 pub mod errors;
 pub mod fanout;
+pub mod fsync;
 pub mod hotspot;
 pub mod iterators;
 pub mod leak;
