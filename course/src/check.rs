@@ -149,7 +149,15 @@ pub async fn check(
                 seeds.len(),
                 &format!("correctness: your code against the specification, {which} seed"),
             );
-            let c = conformance(lab, imp, seed, opts)?;
+            let slot = lab.conformance_slot().context("not a code lab")?;
+            let c = conformance(
+                &opts.pipeline_bin,
+                &slot,
+                imp,
+                seed,
+                &opts.report_dir,
+                CONFORMANCE_LIMIT,
+            )?;
             let failed = c.mismatch.clone();
             outcome.conformance.push(c);
             if let Some(mm) = failed {
@@ -366,18 +374,25 @@ fn source_seed(plan: &pipeline_plan::Plan) -> u64 {
 /// How long a conformance run may take (a stuck STUDENT function is stopped).
 const CONFORMANCE_LIMIT: Duration = Duration::from_secs(60);
 
-/// `pipeline conformance` of the lab's slot, stopped after [`CONFORMANCE_LIMIT`].
+/// `pipeline conformance` (the binary `bin`) of `slot`, stopped after `limit`. Its report
+/// goes to a file of its own: what the checked code prints (stdout and stderr, kept beside it
+/// in `dir`) cannot garble it.
 fn conformance(
-    lab: &Lab,
+    bin: &Path,
+    slot: &str,
     imp: &str,
     seed: u64,
-    opts: &CheckOptions,
+    dir: &Path,
+    limit: Duration,
 ) -> anyhow::Result<Conformance> {
-    let slot = lab.conformance_slot().context("not a code lab")?;
+    let slot = slot.to_string();
     // Files, not pipes: code under test that prints a lot cannot stall on a full pipe.
-    let out_path = opts.report_dir.join(format!("conformance-{seed}.json"));
-    let err_path = opts.report_dir.join(format!("conformance-{seed}.stderr"));
-    let mut child = Command::new(&opts.pipeline_bin)
+    let out_path = dir.join(format!("conformance-{seed}.json"));
+    let stdout_path = dir.join(format!("conformance-{seed}.stdout"));
+    let err_path = dir.join(format!("conformance-{seed}.stderr"));
+    // No answer from an earlier check may stand in for this one.
+    let _ = std::fs::remove_file(&out_path);
+    let mut child = Command::new(bin)
         .args([
             "conformance",
             &slot,
@@ -385,24 +400,26 @@ fn conformance(
             imp,
             "--seed",
             &seed.to_string(),
+            "--out",
         ])
-        .stdout(std::fs::File::create(&out_path)?)
+        .arg(&out_path)
+        .stdout(std::fs::File::create(&stdout_path)?)
         .stderr(std::fs::File::create(&err_path)?)
         .spawn()
-        .context("running pipeline conformance")?;
+        .with_context(|| format!("running {} conformance", bin.display()))?;
     let started = std::time::Instant::now();
     loop {
         if child.try_wait()?.is_some() {
             break;
         }
-        if started.elapsed() > CONFORMANCE_LIMIT {
+        if started.elapsed() > limit {
             let _ = child.kill();
             let _ = child.wait();
             return Ok(Conformance::failed(
                 slot,
                 imp.into(),
                 seed,
-                format!("an answer within {} s", CONFORMANCE_LIMIT.as_secs()),
+                format!("an answer within {} s", limit.as_secs_f64()),
                 "no answer: the code is stuck (an endless loop or a lock never released?)".into(),
             ));
         }
@@ -428,8 +445,19 @@ fn conformance(
             format!("the process ended ({status}) {tail}"),
         ));
     }
-    let text = std::fs::read(&out_path)?;
-    serde_json::from_slice(&text).context("reading pipeline conformance's answer")
+    let text = std::fs::read(&out_path).with_context(|| {
+        format!(
+            "pipeline conformance ended without writing its answer to {}",
+            out_path.display()
+        )
+    })?;
+    serde_json::from_slice(&text).with_context(|| {
+        format!(
+            "pipeline conformance's answer in {} is not a report (its output is in {})",
+            out_path.display(),
+            stdout_path.display()
+        )
+    })
 }
 
 fn run_config(opts: &CheckOptions) -> RunConfig {
@@ -591,6 +619,69 @@ fn samples(dir: &Path) -> anyhow::Result<Vec<f64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A stand-in for the pipeline binary: a shell script that answers `conformance` the way
+    /// `script` says (`$8` is the `--out` path).
+    fn fake_pipeline(dir: &Path, script: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let bin = dir.join("pipeline");
+        std::fs::write(&bin, format!("#!/bin/sh\n{script}\n")).unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        bin
+    }
+
+    #[test]
+    fn a_stuck_printing_crashing_or_garbled_check_is_a_clear_finding_not_a_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = |script: &str, limit_ms: u64| {
+            let bin = fake_pipeline(dir.path(), script);
+            let t = std::time::Instant::now();
+            let r = conformance(
+                &bin,
+                "hotspot",
+                "student",
+                7,
+                dir.path(),
+                Duration::from_millis(limit_ms),
+            );
+            (r, t.elapsed())
+        };
+        // An endless loop: stopped at the limit, reported as stuck, the process killed.
+        let (r, took) = run("exec sleep 30", 500);
+        let c = r.unwrap();
+        assert!(!c.conforms());
+        assert!(c.mismatch.unwrap().got.contains("stuck"));
+        assert!(took < Duration::from_secs(10), "{took:?}");
+        // Code that prints on stdout: the answer is read from its own file all the same.
+        let good =
+            r#"{"slot":"hotspot","implementation":"student","seed":7,"cases":3,"mismatch":null}"#;
+        let (r, _) = run(
+            &format!("echo 'hello from student code'; echo '{good}' > \"$8\""),
+            5000,
+        );
+        let c = r.unwrap();
+        assert!(c.conforms() && c.cases == 3, "{c:?}");
+        assert!(
+            std::fs::read_to_string(dir.path().join("conformance-7.stdout"))
+                .unwrap()
+                .contains("hello from student")
+        );
+        // A crash: the process's last words, and no pass.
+        let (r, _) = run(
+            "echo 'thread main has overflowed its stack' >&2; exit 134",
+            5000,
+        );
+        let m = r.unwrap().mismatch.unwrap();
+        assert!(
+            m.got.contains("the process ended") && m.got.contains("overflowed"),
+            "{m:?}"
+        );
+        // No answer, or a garbled one: an error naming the file, never a pass.
+        let (r, _) = run("exit 0", 5000);
+        assert!(format!("{:#}", r.unwrap_err()).contains("without writing its answer"));
+        let (r, _) = run("echo 'not json' > \"$8\"", 5000);
+        assert!(format!("{:#}", r.unwrap_err()).contains("is not a report"));
+    }
 
     #[test]
     fn an_effect_passes_only_when_its_whole_interval_clears_the_minimum() {

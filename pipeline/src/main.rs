@@ -102,6 +102,10 @@ enum Command {
         /// Seed of the generated cases.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Write the JSON report to this file instead of stdout (so that what the checked code
+        /// prints cannot garble it).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
     },
 }
 
@@ -510,7 +514,8 @@ fn main() -> ExitCode {
             slot,
             implementation,
             seed,
-        } => conformance(&slot, &implementation, seed),
+            out,
+        } => conformance(&slot, &implementation, seed, out.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -521,7 +526,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn conformance(slot: &str, implementation: &str, seed: u64) -> anyhow::Result<()> {
+fn conformance(
+    slot: &str,
+    implementation: &str,
+    seed: u64,
+    out: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
     let imp = match implementation {
         "baseline" => LabImpl::Baseline,
         "reference" => LabImpl::Reference,
@@ -533,6 +543,11 @@ fn conformance(slot: &str, implementation: &str, seed: u64) -> anyhow::Result<()
     // A panic of the checked code is a finding, reported in the JSON, not on stderr.
     std::panic::set_hook(Box::new(|_| {}));
     let report = pipeline::slots::conformance::check(slot, imp, seed)?;
-    println!("{}", serde_json::to_string(&report)?);
+    let json = serde_json::to_string(&report)?;
+    match out {
+        Some(path) => std::fs::write(path, json + "\n")
+            .with_context(|| format!("writing {}", path.display()))?,
+        None => println!("{json}"),
+    }
     Ok(())
 }

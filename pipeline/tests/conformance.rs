@@ -66,6 +66,34 @@ fn the_baselines_conform_except_where_the_lab_is_about_a_fault() {
 }
 
 #[test]
+fn the_report_can_go_to_a_file_of_its_own() {
+    // `observatory lab check` reads it from there, so what student code prints cannot garble it.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("report.json");
+    let out = Command::new(common::bin())
+        .args([
+            "conformance",
+            "percentile",
+            "--impl",
+            "baseline",
+            "--seed",
+            "3",
+            "--out",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout.is_empty());
+    let r: Conformance = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert!(r.conforms() && r.seed == 3, "{r:?}");
+}
+
+#[test]
 fn a_hanging_implementation_is_reported_and_the_process_exits() {
     // Lab 10's baseline deadlocks: the check gives each call 5 s, reports the hang and exits
     // although the deadlocked threads never return.
