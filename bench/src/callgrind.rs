@@ -302,8 +302,8 @@ pub fn run(
     cfg: &InstructionConfig<'_>,
     mut progress: impl FnMut(usize, usize, &str),
 ) -> anyhow::Result<InstructionResult> {
-    if !matches!(cfg.stage, Role::Parse | Role::Aggregate) {
-        bail!("instruction counts exist for the parse and aggregate stages");
+    if !matches!(cfg.stage, Role::Parse | Role::Aggregate | Role::Sink) {
+        bail!("instruction counts exist for the parse, aggregate and sink (log replay) kernels");
     }
     if !available() {
         bail!("the instructions mode needs valgrind (apt-get install valgrind)");

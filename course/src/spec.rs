@@ -358,10 +358,16 @@ impl Lab {
                 "measure.min_effect is at least 0 (and below 1 when lower is better)".into(),
             );
         }
-        if matches!(m.mode, Mode::Instructions | Mode::Kernel)
-            && !matches!(m.stage.as_deref(), Some("parse" | "aggregate"))
+        if m.mode == Mode::Kernel && !matches!(m.stage.as_deref(), Some("parse" | "aggregate")) {
+            return Err("the kernel mode needs stage = parse or aggregate".into());
+        }
+        if m.mode == Mode::Instructions
+            && !matches!(m.stage.as_deref(), Some("parse" | "aggregate" | "sink"))
         {
-            return Err("instructions and kernel modes need stage = parse or aggregate".into());
+            return Err(
+                "the instructions mode needs stage = parse, aggregate or sink (the log's replay)"
+                    .into(),
+            );
         }
         if let Some(why) = m.metric_mismatch() {
             return Err(why);

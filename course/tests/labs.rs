@@ -33,6 +33,7 @@ fn the_course_has_at_least_fourteen_valid_labs_covering_its_topics() {
         "criterion benchmark",
         "fsync",
         "scaling and partitioning",
+        "WAL replay",
     ] {
         assert!(
             labs.iter().any(|l| l.spec.topic.contains(topic)),

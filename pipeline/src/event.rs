@@ -413,15 +413,79 @@ impl WindowResult {
 
     /// Decode and check a window result (see [`WindowResult::check`]).
     pub fn decode(rec: &[u8]) -> Result<Self, DecodeError> {
-        let (k, count, last_emit_ns) = Self::peek(rec)?;
-        check_key(&rec[16..16 + k])?;
-        let (service, route) = split_key(&rec[16..16 + k])?;
+        WindowRef::decode(rec).map(|w| w.to_owned())
+    }
+
+    /// What every window result the aggregate writes satisfies: a window of 1 ms to 1 h
+    /// aligned to its length, at least one event, no more errors than events, bytes a sum of
+    /// at most `count` sizes parse accepts, percentiles in order.
+    pub fn check(&self) -> Result<(), DecodeError> {
+        self.as_ref().check()
+    }
+
+    /// The same window, borrowing its strings from this one.
+    fn as_ref(&self) -> WindowRef<'_> {
+        WindowRef {
+            window_start_us: self.window_start_us,
+            window_end_us: self.window_end_us,
+            key: &[],
+            service: &self.service,
+            route: &self.route,
+            count: self.count,
+            errors: self.errors,
+            bytes: self.bytes,
+            latency_us: self.latency_us,
+            last_emit_ns: self.last_emit_ns,
+        }
+    }
+
+    /// Check the shape and read just (key length, event count, last emit time): all the sink
+    /// needs, without allocating.
+    fn peek(rec: &[u8]) -> Result<(usize, u64, u64), DecodeError> {
+        if rec.len() < 16 {
+            return Err(DecodeError("window record cut short"));
+        }
+        let k = key_len(&rec[16..])?;
+        if rec.len() != 16 + k + RESULT_TAIL {
+            return Err(DecodeError("window record has the wrong length"));
+        }
+        let t = 16 + k;
+        Ok((k, u64_at(rec, t), u64_at(rec, t + 64)))
+    }
+}
+
+/// A window result borrowed from the record it was decoded from: its key and names point into
+/// the record's bytes, so decoding allocates nothing, and the window cannot outlive them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WindowRef<'a> {
+    pub window_start_us: u64,
+    pub window_end_us: u64,
+    /// The raw key ([`put_key`]'s encoding of service and route); empty from
+    /// [`WindowResult::check`], which has no record.
+    pub key: &'a [u8],
+    pub service: &'a str,
+    pub route: &'a str,
+    pub count: u64,
+    pub errors: u64,
+    pub bytes: u64,
+    pub latency_us: Latency,
+    pub last_emit_ns: u64,
+}
+
+impl<'a> WindowRef<'a> {
+    /// Decode and check a window result, with the checks of [`WindowResult::decode`].
+    pub fn decode(rec: &'a [u8]) -> Result<Self, DecodeError> {
+        let (k, count, last_emit_ns) = WindowResult::peek(rec)?;
+        let key = &rec[16..16 + k];
+        check_key(key)?;
+        let (service, route) = split_key(key)?;
         let t = &rec[16 + k..];
-        let w = WindowResult {
+        let w = WindowRef {
             window_start_us: u64_at(rec, 0),
             window_end_us: u64_at(rec, 8),
-            service: service.to_string(),
-            route: route.to_string(),
+            key,
+            service,
+            route,
             count,
             errors: u64_at(t, 8),
             bytes: u64_at(t, 16),
@@ -438,10 +502,23 @@ impl WindowResult {
         Ok(w)
     }
 
-    /// What every window result the aggregate writes satisfies: a window of 1 ms to 1 h
-    /// aligned to its length, at least one event, no more errors than events, bytes a sum of
-    /// at most `count` sizes parse accepts, percentiles in order.
-    pub fn check(&self) -> Result<(), DecodeError> {
+    /// An owned copy.
+    pub fn to_owned(&self) -> WindowResult {
+        WindowResult {
+            window_start_us: self.window_start_us,
+            window_end_us: self.window_end_us,
+            service: self.service.to_string(),
+            route: self.route.to_string(),
+            count: self.count,
+            errors: self.errors,
+            bytes: self.bytes,
+            latency_us: self.latency_us,
+            last_emit_ns: self.last_emit_ns,
+        }
+    }
+
+    /// See [`WindowResult::check`].
+    fn check(&self) -> Result<(), DecodeError> {
         let width = self.window_end_us.checked_sub(self.window_start_us);
         let width = width.filter(|w| (1000..=3_600_000_000).contains(w));
         let Some(width) = width else {
@@ -465,20 +542,6 @@ impl WindowResult {
             return Err(DecodeError("window percentiles out of order"));
         }
         Ok(())
-    }
-
-    /// Check the shape and read just (key length, event count, last emit time): all the sink
-    /// needs, without allocating.
-    fn peek(rec: &[u8]) -> Result<(usize, u64, u64), DecodeError> {
-        if rec.len() < 16 {
-            return Err(DecodeError("window record cut short"));
-        }
-        let k = key_len(&rec[16..])?;
-        if rec.len() != 16 + k + RESULT_TAIL {
-            return Err(DecodeError("window record has the wrong length"));
-        }
-        let t = 16 + k;
-        Ok((k, u64_at(rec, t), u64_at(rec, t + 64)))
     }
 }
 
@@ -570,6 +633,12 @@ mod tests {
         let mut buf = Vec::new();
         w.encode(&mut buf);
         assert_eq!(WindowResult::decode(&buf).unwrap(), w);
+        let borrowed = WindowRef::decode(&buf).unwrap();
+        assert_eq!(borrowed.to_owned(), w);
+        assert_eq!(
+            split_key(borrowed.key),
+            Ok((w.service.as_str(), w.route.as_str()))
+        );
         assert_eq!(WindowResult::peek(&buf).unwrap().1, 10);
         assert_eq!(WindowResult::peek(&buf).unwrap().2, 77);
         buf.push(0);

@@ -73,7 +73,7 @@ enum Command {
     /// Run one stage's hot code in-process over a replay file, for instruction counting
     /// (`valgrind --tool=callgrind --toggle-collect=observatory_measured_region`).
     Kernel {
-        /// parse or aggregate.
+        /// parse, aggregate or sink (sink: replaying a log made from the input, lab 15).
         stage: String,
         /// A JSON-lines file (`pipeline generate`).
         #[arg(long)]
@@ -93,8 +93,8 @@ enum Command {
     /// Check a lab slot's implementation against the slot's specification on the cases a seed
     /// generates; prints JSON (`observatory lab check` runs it before it measures).
     Conformance {
-        /// The slot: blocking, errors, fanout, fsync, iterators, hotspot, deadlock, leak, percentile or
-        /// zerocopy.
+        /// The slot: blocking, errors, fanout, fsync, iterators, hotspot, deadlock, leak, percentile,
+        /// replay or zerocopy.
         slot: String,
         /// baseline, student or reference.
         #[arg(long = "impl", default_value = "student", value_parser = ["baseline", "student", "reference"])]
@@ -220,7 +220,30 @@ fn kernel(
                 state.close_blocking(u64::MAX).0.len() as u64
             })
         }
-        _ => bail!("kernels exist for parse and aggregate"),
+        StageKnobs::Sink(_) => {
+            // Replaying the sink's log (lab 15): the segment is made outside the region.
+            let mut compact = Vec::new();
+            for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                let mut ev = Vec::new();
+                if pipeline::json::parse_into(pipeline_plan::ParseMode::Owned, line, &mut ev)
+                    .is_ok()
+                {
+                    compact.push(ev);
+                }
+            }
+            let segment = pipeline::slots::replay::segment_of(&compact, 10);
+            let imp = labs
+                .get(pipeline_plan::LabSlot::Replay)
+                .unwrap_or(pipeline_plan::LabImpl::Baseline);
+            timed_region(&mut || {
+                (0..rounds)
+                    .map(|_| {
+                        pipeline::slots::replay::replay(imp, &segment).map_or(0, |r| r.windows)
+                    })
+                    .sum()
+            })
+        }
+        _ => bail!("kernels exist for parse, aggregate and sink (the log's replay)"),
     };
     println!(
         "{}",

@@ -141,10 +141,11 @@ pub enum ScanError {
 }
 
 /// [`scan_segment`] on a segment's bytes: the reader itself, which the fuzz target drives.
-pub fn scan_bytes(
-    data: &[u8],
+/// Each payload `f` gets is a slice of `data` (it lives as long as `data` does).
+pub fn scan_bytes<'a>(
+    data: &'a [u8],
     last: bool,
-    mut f: impl FnMut(&[u8]),
+    mut f: impl FnMut(&'a [u8]),
 ) -> Result<SegmentScan, ScanError> {
     let mut scan = SegmentScan::default();
     if data.len() < MAGIC.len() {

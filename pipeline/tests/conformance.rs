@@ -158,6 +158,7 @@ fn baseline_and_student_functions_stay_distinct_in_profiles() {
         "leak",
         "deadlock",
         "fsync",
+        "replay",
     ] {
         let base = addresses(&symbols, &format!("pipeline::slots::{slot}::baseline"));
         let student = addresses(&symbols, &format!("pipeline::slots::{slot}::student"));

@@ -186,10 +186,12 @@ pub enum LabSlot {
     Fanout,
     /// Sink: when to fsync the log (group commit within a durability bound).
     Fsync,
+    /// Sink kernel: replaying the log into events per key after a crash.
+    Replay,
 }
 
 impl LabSlot {
-    pub const ALL: [LabSlot; 10] = [
+    pub const ALL: [LabSlot; 11] = [
         LabSlot::None,
         LabSlot::Blocking,
         LabSlot::Errors,
@@ -200,6 +202,7 @@ impl LabSlot {
         LabSlot::Zerocopy,
         LabSlot::Fanout,
         LabSlot::Fsync,
+        LabSlot::Replay,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -214,6 +217,7 @@ impl LabSlot {
             LabSlot::Zerocopy => "zerocopy",
             LabSlot::Fanout => "fanout",
             LabSlot::Fsync => "fsync",
+            LabSlot::Replay => "replay",
         }
     }
 }

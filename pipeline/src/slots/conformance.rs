@@ -17,11 +17,15 @@
 //!   ([`crate::json::parse_into`]) on every record, strings with escapes included.
 //! - `fanout`: one request per key ([`super::fanout::request`]), and the answers in the order
 //!   of the keys (the service answers out of order), within [`HANG`].
+//! - `replay`: the same rebuilt state or error as the baseline (which replays with
+//!   [`crate::seglog::scan_bytes`]) on segments with resent windows, torn tails, damage before
+//!   the last record and records that are not window results.
 //! - `fsync`: a sync whenever the durability bound requires one
 //!   ([`super::fsync::Unsynced::must_sync`]), and never a panic; otherwise free.
 
 use super::{
-    blocking, deadlock, errors, fanout, fsync, hotspot, iterators, leak, percentile, zerocopy,
+    blocking, deadlock, errors, fanout, fsync, hotspot, iterators, leak, percentile, replay,
+    zerocopy,
 };
 use crate::codec::{Frame, OutFrame};
 use crate::event::{EventRef, key_of};
@@ -37,7 +41,7 @@ use std::time::Duration;
 
 /// The slots with a specification (lab 12's `percentile` is not a knob slot: criterion calls
 /// it directly).
-pub const SLOTS: [&str; 10] = [
+pub const SLOTS: [&str; 11] = [
     "blocking",
     "fanout",
     "fsync",
@@ -47,6 +51,7 @@ pub const SLOTS: [&str; 10] = [
     "deadlock",
     "leak",
     "percentile",
+    "replay",
     "zerocopy",
 ];
 
@@ -81,6 +86,7 @@ pub fn check(slot: &str, imp: LabImpl, seed: u64) -> Result<Conformance, Conform
         "zerocopy" => run.zerocopy(imp),
         "fanout" => run.fanout(imp),
         "fsync" => run.fsync(imp),
+        "replay" => run.replay(imp),
         other => return Err(ConformanceError::UnknownSlot(other.to_string())),
     }
     Ok(Conformance {
@@ -122,6 +128,44 @@ fn show_bytes(b: &[u8]) -> String {
         s.push_str(&format!(" (bytes {cut:02x?})"));
     }
     s
+}
+
+type Replayed = Result<replay::Rebuilt, crate::seglog::ScanError>;
+
+/// A rebuilt state in a line: its totals, and the events of `key` if one is named.
+fn rebuilt_summary(r: &Replayed, key: Option<&(String, String)>) -> String {
+    match r {
+        Err(e) => format!("Err({e:?})"),
+        Ok(r) => {
+            let mut s = format!(
+                "{} windows, {} duplicates, {} undecodable, {} torn bytes, {} keys, {} events",
+                r.windows,
+                r.duplicates,
+                r.undecodable,
+                r.torn_bytes,
+                r.events.len(),
+                r.events.values().sum::<u64>()
+            );
+            if let Some(k) = key {
+                s.push_str(&format!("; {k:?}: {:?}", r.events.get(k)));
+            }
+            s
+        }
+    }
+}
+
+/// Both sides of a mismatch, naming the first (service, route) whose events differ.
+fn rebuilt_difference(want: &Replayed, got: &Replayed) -> (String, String) {
+    let key = match (want, got) {
+        (Ok(w), Ok(g)) => w
+            .events
+            .iter()
+            .find(|(k, n)| g.events.get(*k) != Some(*n))
+            .map(|(k, _)| k)
+            .or_else(|| g.events.keys().find(|k| !w.events.contains_key(*k))),
+        _ => None,
+    };
+    (rebuilt_summary(want, key), rebuilt_summary(got, key))
 }
 
 impl Run {
@@ -487,6 +531,74 @@ impl Run {
                 )
             };
             if !self.case(show, &want, got) {
+                return;
+            }
+        }
+    }
+
+    fn replay(&mut self, imp: LabImpl) {
+        use crate::seglog::{MAGIC, segment_bytes};
+        let events = self.compact(4000);
+        let mut cases: Vec<(String, Vec<u8>)> = vec![
+            ("no bytes".into(), Vec::new()),
+            ("only the magic".into(), MAGIC.to_vec()),
+            ("half the magic (torn)".into(), MAGIC[..4].to_vec()),
+            ("a bad magic".into(), b"NOTALOG\n".to_vec()),
+            (
+                "one record that is not a window result".into(),
+                segment_bytes([&b"garbage"[..]]),
+            ),
+        ];
+        for i in 0..40 {
+            let n = self.rng.random_range(1..events.len());
+            let from = self.rng.random_range(0..events.len() - n + 1);
+            let resend = [0, 1, 2, 3, 5, 10][i % 6];
+            let seg = super::replay::segment_of(&events[from..from + n], resend);
+            let what = format!("a segment of {n} events' windows, resending every {resend}");
+            match i % 5 {
+                // A crash tore the last record: cut it anywhere.
+                1 if seg.len() > 9 => {
+                    let cut = self.rng.random_range(1..60.min(seg.len() - 8));
+                    cases.push((
+                        format!("{what}, the last {cut} bytes torn off"),
+                        seg[..seg.len() - cut].to_vec(),
+                    ));
+                }
+                // Damage before the last record: corruption, an error.
+                2 if seg.len() > 400 => {
+                    let at = self.rng.random_range(8..seg.len() - 300);
+                    let mut bad = seg.clone();
+                    bad[at] ^= 0x20;
+                    cases.push((format!("{what}, byte {at} flipped"), bad));
+                }
+                // A record whose checksum holds but is not a window result, amid windows.
+                3 => {
+                    let mut recs = Vec::new();
+                    let _ = crate::seglog::scan_bytes(&seg, true, |r| recs.push(r.to_vec()));
+                    let at = self.rng.random_range(0..=recs.len());
+                    recs.insert(at, b"\x05hello".to_vec());
+                    cases.push((
+                        format!("{what}, with a record that is not a window result at {at}"),
+                        segment_bytes(recs.iter().map(Vec::as_slice)),
+                    ));
+                }
+                _ => cases.push((what, seg)),
+            }
+        }
+        for (what, seg) in cases {
+            let want = replay::replay(LabImpl::Baseline, &seg);
+            let got = guarded(|| replay::replay(imp, &seg));
+            // The rebuilt state is large: a mismatch shows its totals and the first key that
+            // differs, not every key.
+            let (expected, got) = match got {
+                Ok(got) if got == want => (String::new(), Ok(String::new())),
+                Ok(got) => {
+                    let (e, g) = rebuilt_difference(&want, &got);
+                    (e, Ok(g))
+                }
+                Err(panic) => (rebuilt_summary(&want, None), Err(panic)),
+            };
+            if !self.case(|| what.clone(), &expected, got) {
                 return;
             }
         }
