@@ -273,6 +273,20 @@ fn hint(lab: &Lab, ws: &Workspace) -> anyhow::Result<()> {
         .get(&lab.number())
         .map_or(0, |p| p.hints_shown);
     let hints = &lab.spec.hints;
+    if hints.is_empty() {
+        let labs: Vec<String> = lab
+            .spec
+            .revisits
+            .iter()
+            .map(|n| format!("{n:02}"))
+            .collect();
+        println!(
+            "Lab {:02} is a recall lab: no hints, on purpose. It revisits labs {} (`observatory lab start N` shows their READMEs again; try without them first).",
+            lab.number(),
+            labs.join(", ")
+        );
+        return Ok(());
+    }
     let i = shown.min(hints.len() - 1);
     println!("Hint {} of {}: {}", i + 1, hints.len(), hints[i]);
     if i + 1 == hints.len() {

@@ -171,7 +171,12 @@ pub struct LabSpec {
     #[serde(default)]
     pub protected_sha256: Option<String>,
     pub measure: Measure,
+    /// Ordered hints; none in a recall lab.
+    #[serde(default)]
     pub hints: Vec<String>,
+    /// A recall lab: the earlier labs whose topics it revisits, without hints (active recall).
+    #[serde(default)]
+    pub revisits: Vec<u32>,
 }
 
 /// A recall question and the answer shown after the check.
@@ -307,8 +312,16 @@ impl Lab {
                 p.assign(a).map_err(|e| format!("{what}: {e}"))?;
             }
         }
-        if s.hints.is_empty() {
-            return Err("a lab needs at least one hint".into());
+        if let Some(n) = s.revisits.iter().find(|&&n| n == 0 || n >= s.number) {
+            return Err(format!(
+                "`revisits` names lab {n}: only earlier labs can be revisited"
+            ));
+        }
+        if s.revisits.is_empty() && s.hints.is_empty() {
+            return Err("a lab needs at least one hint (or, a recall lab, `revisits`)".into());
+        }
+        if !s.revisits.is_empty() && !s.hints.is_empty() {
+            return Err("a recall lab (`revisits`) has no hints".into());
         }
         if let (Some(slot), Some(file)) = (s.slot, &s.file) {
             return Err(format!(

@@ -109,6 +109,15 @@ fn a_malformed_lab_is_an_error_naming_its_file() {
         ),
         (good.replace("number = 1", "number = 2"), "lab number 02"),
         (good.replace("metric =", "metrik ="), "unknown field"),
+        // A recall lab has no hints and revisits earlier labs only.
+        (
+            good.replace("hints = [", "revisits = [1]\nhints = ["),
+            "only earlier labs",
+        ),
+        (
+            good.replace("hints = [", "revisits = [0]\nhints = ["),
+            "only earlier labs",
+        ),
     ] {
         std::fs::write(lab.join("lab.toml"), &broken).unwrap();
         let e = load_labs(dir.path()).unwrap_err().to_string();

@@ -199,7 +199,7 @@ impl SharedState {
     }
 
     /// The same state, running the lab hooks `labs` (the iterators slot summarizes each
-    /// frame).
+    /// frame, the recall slot tallies it).
     pub fn with_hooks(mut self, labs: Hooks) -> Self {
         self.1 = labs;
         self
@@ -211,6 +211,10 @@ impl SharedState {
         if let Some(imp) = self.1.get(pipeline_plan::LabSlot::Iterators) {
             // A real consumer would export the summary; the lab measures computing it.
             std::hint::black_box(crate::slots::iterators::summarize(imp, frame));
+        }
+        // The recall lab's per-frame tally, likewise.
+        if let Some(imp) = self.1.get(pipeline_plan::LabSlot::Recall) {
+            std::hint::black_box(crate::slots::recall::tally(imp, frame));
         }
         match &self.0 {
             Inner::Mutex(m) => {

@@ -188,10 +188,12 @@ pub enum LabSlot {
     Fsync,
     /// Sink kernel: replaying the log into events per key after a crash.
     Replay,
+    /// Aggregate: a per-frame tally (lab 16, a recall lab).
+    Recall,
 }
 
 impl LabSlot {
-    pub const ALL: [LabSlot; 11] = [
+    pub const ALL: [LabSlot; 12] = [
         LabSlot::None,
         LabSlot::Blocking,
         LabSlot::Errors,
@@ -203,6 +205,7 @@ impl LabSlot {
         LabSlot::Fanout,
         LabSlot::Fsync,
         LabSlot::Replay,
+        LabSlot::Recall,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -218,6 +221,7 @@ impl LabSlot {
             LabSlot::Fanout => "fanout",
             LabSlot::Fsync => "fsync",
             LabSlot::Replay => "replay",
+            LabSlot::Recall => "recall",
         }
     }
 }

@@ -5,7 +5,8 @@
 //! skipped call) fails with the input it got wrong.
 //!
 //! The specification of each slot:
-//! - `hotspot`, `iterators`, `percentile`: the same result as the baseline on every input.
+//! - `hotspot`, `iterators`, `percentile`, `recall`: the same result as the baseline on every
+//!   input.
 //! - `errors`: `Ok` for a non-empty UTF-8 record, `NotUtf8 { valid_up_to }` or `Empty`
 //!   otherwise, and never a panic.
 //! - `leak`: a record seen among the last [`LEAK_RECENT`] records is reported as seen, a new
@@ -24,8 +25,8 @@
 //!   ([`super::fsync::Unsynced::must_sync`]), and never a panic; otherwise free.
 
 use super::{
-    blocking, deadlock, errors, fanout, fsync, hotspot, iterators, leak, percentile, replay,
-    zerocopy,
+    blocking, deadlock, errors, fanout, fsync, hotspot, iterators, leak, percentile, recall,
+    replay, zerocopy,
 };
 use crate::codec::{Frame, OutFrame};
 use crate::event::{EventRef, key_of};
@@ -41,7 +42,7 @@ use std::time::Duration;
 
 /// The slots with a specification (lab 12's `percentile` is not a knob slot: criterion calls
 /// it directly).
-pub const SLOTS: [&str; 11] = [
+pub const SLOTS: [&str; 12] = [
     "blocking",
     "fanout",
     "fsync",
@@ -51,6 +52,7 @@ pub const SLOTS: [&str; 11] = [
     "deadlock",
     "leak",
     "percentile",
+    "recall",
     "replay",
     "zerocopy",
 ];
@@ -87,6 +89,7 @@ pub fn check(slot: &str, imp: LabImpl, seed: u64) -> Result<Conformance, Conform
         "fanout" => run.fanout(imp),
         "fsync" => run.fsync(imp),
         "replay" => run.replay(imp),
+        "recall" => run.recall(imp),
         other => return Err(ConformanceError::UnknownSlot(other.to_string())),
     }
     Ok(Conformance {
@@ -268,7 +271,9 @@ impl Run {
         }
     }
 
-    fn iterators(&mut self, imp: LabImpl) {
+    /// Frames of this seed's events: one empty, then runs of 1 to 299 events with an
+    /// undecodable record among them now and then.
+    fn frames(&mut self) -> Vec<Frame> {
         let events = self.compact(4000);
         let mut frames: Vec<Frame> = vec![OutFrame::data(64).into_frame(1, 0)];
         let mut at = 0;
@@ -284,7 +289,11 @@ impl Run {
             at += n;
             frames.push(f.into_frame(1, frames.len() as u64));
         }
-        for frame in frames {
+        frames
+    }
+
+    fn iterators(&mut self, imp: LabImpl) {
+        for frame in self.frames() {
             let want = iterators::summarize(LabImpl::Baseline, &frame);
             let got = guarded(|| iterators::summarize(imp, &frame));
             let input = || {
@@ -297,6 +306,35 @@ impl Run {
                     frame.records().count()
                 )
             };
+            if !self.case(input, &want, got) {
+                return;
+            }
+        }
+    }
+
+    fn recall(&mut self, imp: LabImpl) {
+        // The seed's frames (hot and repeated keys: its Zipf mix), and the status edges.
+        let mut frames = self.frames();
+        let mut f = OutFrame::data(1024);
+        for status in [100u16, 399, 400, 499, 500, 599] {
+            let mut rec = Vec::new();
+            crate::event::encode_event(
+                &mut rec,
+                "a",
+                "/b",
+                crate::event::Method::Get,
+                status,
+                1,
+                0,
+                1,
+            );
+            f.push(&rec);
+        }
+        frames.push(f.into_frame(1, 0));
+        for frame in frames {
+            let want = recall::tally(LabImpl::Baseline, &frame);
+            let got = guarded(|| recall::tally(imp, &frame));
+            let input = || format!("a frame of {} records", frame.records().count());
             if !self.case(input, &want, got) {
                 return;
             }

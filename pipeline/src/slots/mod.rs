@@ -15,6 +15,7 @@ pub mod hotspot;
 pub mod iterators;
 pub mod leak;
 pub mod percentile;
+pub mod recall;
 pub mod replay;
 pub mod zerocopy;
 
