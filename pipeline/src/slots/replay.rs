@@ -44,6 +44,9 @@ pub fn replay(imp: LabImpl, segment: &[u8]) -> Result<Rebuilt, ScanError> {
     }
 }
 
+/// One window's sums while [`segment_of`] builds it: events, errors, bytes, slowest latency.
+type WindowSums = (u64, u64, u64, u64);
+
 /// Events per window of [`segment_of`].
 pub const EVENTS_PER_WINDOW: usize = 256;
 
@@ -53,7 +56,7 @@ pub const EVENTS_PER_WINDOW: usize = 256;
 /// every `resend`-th window an earlier one is written again (a batch resent at least once; 0:
 /// none).
 pub fn segment_of(events: &[Vec<u8>], resend: usize) -> Vec<u8> {
-    let mut windows: BTreeMap<(u64, Vec<u8>), (u64, u64, u64, u64)> = BTreeMap::new();
+    let mut windows: BTreeMap<(u64, Vec<u8>), WindowSums> = BTreeMap::new();
     for (i, rec) in events.iter().enumerate() {
         let Ok(ev) = EventRef::decode(rec) else {
             continue;
