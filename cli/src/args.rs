@@ -80,7 +80,7 @@ pub enum BenchCommand {
         /// kernel over a fixed replay (deterministic; for CPU-bound changes).
         #[arg(long, value_enum, default_value = "wall")]
         mode: BenchMode,
-        /// The stage whose kernel is counted (instructions mode): parse or aggregate.
+        /// The stage whose kernel is counted (instructions mode): parse, aggregate or sink (the sink log's replay, lab 15).
         #[arg(long, default_value = "parse")]
         stage: String,
     },

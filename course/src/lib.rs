@@ -2,8 +2,9 @@
 //!
 //! - [`spec`]: a lab is a folder `course/labs/NN-slug/` with `README.md` (what the student
 //!   reads) and `lab.toml` (workload, baseline, change under test, measurement, expected effect,
-//!   hints); code labs name their slot in `pipeline/src/slots/` and keep the reference solution
-//!   beside the lab.
+//!   hints, or for a recall lab the labs it revisits); code labs name their slot in
+//!   `pipeline/src/slots/`, keep the reference solution beside the lab and list wrong but fast
+//!   `mutants` the authoring check proves are refused.
 //! - [`check`]: runs a lab's baseline against the student's change (or the reference) with the
 //!   A/B engine of `observatory-bench`, and decides pass or fail from the interval.
 //! - [`predict`]: the student's prediction of the effect, compared with the measurement.
