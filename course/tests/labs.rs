@@ -34,6 +34,7 @@ fn the_course_has_at_least_fourteen_valid_labs_covering_its_topics() {
         "fsync",
         "scaling and partitioning",
         "WAL replay",
+        "OS threads with channels",
     ] {
         assert!(
             labs.iter().any(|l| l.spec.topic.contains(topic)),

@@ -94,7 +94,7 @@ enum Command {
     /// generates; prints JSON (`observatory lab check` runs it before it measures).
     Conformance {
         /// The slot: blocking, errors, fanout, fsync, iterators, hotspot, deadlock, leak, percentile,
-        /// recall, replay or zerocopy.
+        /// recall, replay, threads or zerocopy.
         slot: String,
         /// baseline, student or reference.
         #[arg(long = "impl", default_value = "student", value_parser = ["baseline", "student", "reference"])]

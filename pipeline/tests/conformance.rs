@@ -160,6 +160,7 @@ fn baseline_and_student_functions_stay_distinct_in_profiles() {
         "fsync",
         "replay",
         "recall",
+        "threads",
     ] {
         let base = addresses(&symbols, &format!("pipeline::slots::{slot}::baseline"));
         let student = addresses(&symbols, &format!("pipeline::slots::{slot}::student"));

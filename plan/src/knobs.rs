@@ -190,10 +190,12 @@ pub enum LabSlot {
     Replay,
     /// Aggregate: a per-frame tally (lab 16, a recall lab).
     Recall,
+    /// Parse: a per-batch checksum, CPU work (lab 17: OS threads and channels).
+    Threads,
 }
 
 impl LabSlot {
-    pub const ALL: [LabSlot; 12] = [
+    pub const ALL: [LabSlot; 13] = [
         LabSlot::None,
         LabSlot::Blocking,
         LabSlot::Errors,
@@ -206,6 +208,7 @@ impl LabSlot {
         LabSlot::Fsync,
         LabSlot::Replay,
         LabSlot::Recall,
+        LabSlot::Threads,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -222,6 +225,7 @@ impl LabSlot {
             LabSlot::Fsync => "fsync",
             LabSlot::Replay => "replay",
             LabSlot::Recall => "recall",
+            LabSlot::Threads => "threads",
         }
     }
 }

@@ -5,8 +5,8 @@
 //! skipped call) fails with the input it got wrong.
 //!
 //! The specification of each slot:
-//! - `hotspot`, `iterators`, `percentile`, `recall`: the same result as the baseline on every
-//!   input.
+//! - `hotspot`, `iterators`, `percentile`, `recall`, `threads`: the same result as the
+//!   baseline on every input.
 //! - `errors`: `Ok` for a non-empty UTF-8 record, `NotUtf8 { valid_up_to }` or `Empty`
 //!   otherwise, and never a panic.
 //! - `leak`: a record seen among the last [`LEAK_RECENT`] records is reported as seen, a new
@@ -26,7 +26,7 @@
 
 use super::{
     blocking, deadlock, errors, fanout, fsync, hotspot, iterators, leak, percentile, recall,
-    replay, zerocopy,
+    replay, threads, zerocopy,
 };
 use crate::codec::{Frame, OutFrame};
 use crate::event::{EventRef, key_of};
@@ -42,7 +42,7 @@ use std::time::Duration;
 
 /// The slots with a specification (lab 12's `percentile` is not a knob slot: criterion calls
 /// it directly).
-pub const SLOTS: [&str; 12] = [
+pub const SLOTS: [&str; 13] = [
     "blocking",
     "fanout",
     "fsync",
@@ -54,6 +54,7 @@ pub const SLOTS: [&str; 12] = [
     "percentile",
     "recall",
     "replay",
+    "threads",
     "zerocopy",
 ];
 
@@ -90,6 +91,7 @@ pub fn check(slot: &str, imp: LabImpl, seed: u64) -> Result<Conformance, Conform
         "fsync" => run.fsync(imp),
         "replay" => run.replay(imp),
         "recall" => run.recall(imp),
+        "threads" => run.threads(imp),
         other => return Err(ConformanceError::UnknownSlot(other.to_string())),
     }
     Ok(Conformance {
@@ -306,6 +308,26 @@ impl Run {
                     frame.records().count()
                 )
             };
+            if !self.case(input, &want, got) {
+                return;
+            }
+        }
+    }
+
+    fn threads(&mut self, imp: LabImpl) {
+        // The seed's frames (the empty one included), and frames of 1, 2 and 3 records.
+        let mut frames = self.frames();
+        for n in 1..=3u8 {
+            let mut f = OutFrame::data(64);
+            for i in 0..n {
+                f.push(&[i, n, 7]);
+            }
+            frames.push(f.into_frame(1, 0));
+        }
+        for frame in frames {
+            let want = threads::digest(LabImpl::Baseline, &frame);
+            let got = guarded(|| threads::digest(imp, &frame));
+            let input = || format!("a frame of {} records", frame.records().count());
             if !self.case(input, &want, got) {
                 return;
             }

@@ -17,6 +17,7 @@ pub mod leak;
 pub mod percentile;
 pub mod recall;
 pub mod replay;
+pub mod threads;
 pub mod zerocopy;
 
 use pipeline_plan::{LabImpl, LabSlot};

@@ -38,6 +38,10 @@ pub fn parse_batch(
     labs: Hooks,
     horizon: &Horizon,
 ) -> Parsed {
+    // Lab 17's per-batch checksum (CPU work on the parsing thread, or on threads of its own).
+    if let Some(imp) = labs.get(LabSlot::Threads) {
+        std::hint::black_box(slots::threads::digest(imp, frame));
+    }
     let mut check = horizon.checker();
     let limit = horizon.limit();
     let t0 = Instant::now();
