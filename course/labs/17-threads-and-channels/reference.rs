@@ -25,7 +25,7 @@ pub fn digest(frame: &Frame) -> Digest {
             s.spawn(move || {
                 let d = part
                     .iter()
-                    .fold(Digest::default(), |d, rec| d.add(checksum(rec)));
+                    .fold(Digest::default(), |d, rec| d.plus(checksum(rec)));
                 // The receiver outlives the scope: a send cannot fail here.
                 let _ = tx.send(d);
             });
