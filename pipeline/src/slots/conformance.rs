@@ -122,6 +122,11 @@ fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     })
 }
 
+/// A frame, as a mismatch names it.
+fn frame_size(frame: &Frame) -> String {
+    format!("a frame of {} records", frame.records().count())
+}
+
 fn show_bytes(b: &[u8]) -> String {
     const MAX: usize = 120;
     let cut = &b[..b.len().min(MAX)];
@@ -200,6 +205,24 @@ impl Run {
         false
     }
 
+    /// The same result as the baseline on every input (`f` calls the implementation it is
+    /// given); stops at the first mismatch.
+    fn same_as_baseline<I, T: PartialEq + Debug>(
+        &mut self,
+        imp: LabImpl,
+        inputs: impl IntoIterator<Item = I>,
+        f: impl Fn(LabImpl, &I) -> T,
+        show: impl Fn(&I) -> String,
+    ) {
+        for input in inputs {
+            let want = f(LabImpl::Baseline, &input);
+            let got = guarded(|| f(imp, &input));
+            if !self.case(|| show(&input), &want, got) {
+                return;
+            }
+        }
+    }
+
     /// Source records of this seed (valid ones, and malformed ones at `malformed_rate`).
     fn records(&self, n: u64, malformed_rate: f64) -> Vec<Vec<u8>> {
         let knobs = SourceKnobs {
@@ -264,13 +287,12 @@ impl Run {
                 .collect();
             keys.push(key.into_bytes());
         }
-        for key in keys {
-            let want = hotspot::route_class(LabImpl::Baseline, &key);
-            let got = guarded(|| hotspot::route_class(imp, &key));
-            if !self.case(|| show_bytes(&key), &want, got) {
-                return;
-            }
-        }
+        self.same_as_baseline(
+            imp,
+            keys,
+            |imp, key| hotspot::route_class(imp, key),
+            |key| show_bytes(key),
+        );
     }
 
     /// Frames of this seed's events: one empty, then runs of 1 to 299 events with an
@@ -295,23 +317,17 @@ impl Run {
     }
 
     fn iterators(&mut self, imp: LabImpl) {
-        for frame in self.frames() {
-            let want = iterators::summarize(LabImpl::Baseline, &frame);
-            let got = guarded(|| iterators::summarize(imp, &frame));
-            let input = || {
-                let decodable = frame
-                    .records()
-                    .filter(|r| EventRef::decode(r).is_ok())
-                    .count();
-                format!(
-                    "a frame of {} records ({decodable} decodable)",
-                    frame.records().count()
-                )
-            };
-            if !self.case(input, &want, got) {
-                return;
-            }
-        }
+        let frames = self.frames();
+        self.same_as_baseline(imp, frames, iterators::summarize, |frame| {
+            let decodable = frame
+                .records()
+                .filter(|r| EventRef::decode(r).is_ok())
+                .count();
+            format!(
+                "a frame of {} records ({decodable} decodable)",
+                frame.records().count()
+            )
+        });
     }
 
     fn threads(&mut self, imp: LabImpl) {
@@ -324,14 +340,7 @@ impl Run {
             }
             frames.push(f.into_frame(1, 0));
         }
-        for frame in frames {
-            let want = threads::digest(LabImpl::Baseline, &frame);
-            let got = guarded(|| threads::digest(imp, &frame));
-            let input = || format!("a frame of {} records", frame.records().count());
-            if !self.case(input, &want, got) {
-                return;
-            }
-        }
+        self.same_as_baseline(imp, frames, threads::digest, frame_size);
     }
 
     fn recall(&mut self, imp: LabImpl) {
@@ -353,14 +362,7 @@ impl Run {
             f.push(&rec);
         }
         frames.push(f.into_frame(1, 0));
-        for frame in frames {
-            let want = recall::tally(LabImpl::Baseline, &frame);
-            let got = guarded(|| recall::tally(imp, &frame));
-            let input = || format!("a frame of {} records", frame.records().count());
-            if !self.case(input, &want, got) {
-                return;
-            }
-        }
+        self.same_as_baseline(imp, frames, recall::tally, frame_size);
     }
 
     fn zerocopy(&mut self, imp: LabImpl) {
