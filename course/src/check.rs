@@ -451,13 +451,29 @@ fn conformance(
             out_path.display()
         )
     })?;
-    serde_json::from_slice(&text).with_context(|| {
+    let report: Conformance = serde_json::from_slice(&text).with_context(|| {
         format!(
             "pipeline conformance's answer in {} is not a report (its output is in {})",
             out_path.display(),
             stdout_path.display()
         )
-    })
+    })?;
+    // A report about another slot, implementation or seed answers a question not asked.
+    if (
+        report.slot.as_str(),
+        report.implementation.as_str(),
+        report.seed,
+    ) != (&slot, imp, seed)
+    {
+        bail!(
+            "pipeline conformance's answer in {} is for {} {} seed {}, not {slot} {imp} seed {seed}",
+            out_path.display(),
+            report.slot,
+            report.implementation,
+            report.seed
+        );
+    }
+    Ok(report)
 }
 
 fn run_config(opts: &CheckOptions) -> RunConfig {
@@ -681,6 +697,13 @@ mod tests {
         assert!(format!("{:#}", r.unwrap_err()).contains("without writing its answer"));
         let (r, _) = run("echo 'not json' > \"$8\"", 5000);
         assert!(format!("{:#}", r.unwrap_err()).contains("is not a report"));
+        // A report for another seed (an old one, or a forged one) is not this check's answer.
+        let other = good.replace("\"seed\":7", "\"seed\":8");
+        let (r, _) = run(&format!("echo '{other}' > \"$8\""), 5000);
+        assert!(
+            format!("{:#}", r.unwrap_err()).contains("is for hotspot student seed 8"),
+            "a report for another seed was taken"
+        );
     }
 
     #[test]
