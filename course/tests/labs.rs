@@ -35,6 +35,8 @@ fn the_course_has_at_least_fourteen_valid_labs_covering_its_topics() {
         "scaling and partitioning",
         "WAL replay",
         "OS threads with channels",
+        "custom error types",
+        "combinators",
     ] {
         assert!(
             labs.iter().any(|l| l.spec.topic.contains(topic)),

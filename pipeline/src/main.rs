@@ -93,8 +93,8 @@ enum Command {
     /// Check a lab slot's implementation against the slot's specification on the cases a seed
     /// generates; prints JSON (`observatory lab check` runs it before it measures).
     Conformance {
-        /// The slot: blocking, errors, fanout, fsync, iterators, hotspot, deadlock, leak, percentile,
-        /// recall, replay, threads or zerocopy.
+        /// The slot: arena, batcher, blocking, context, errors, fanout, fsync, iterators,
+        /// hotspot, deadlock, leak, percentile, recall, replay, threads or zerocopy.
         slot: String,
         /// baseline, student or reference.
         #[arg(long = "impl", default_value = "student", value_parser = ["baseline", "student", "reference"])]

@@ -216,6 +216,10 @@ impl SharedState {
         if let Some(imp) = self.1.get(pipeline_plan::LabSlot::Recall) {
             std::hint::black_box(crate::slots::recall::tally(imp, frame));
         }
+        // The allocators lab's per-frame metric names, likewise.
+        if let Some(imp) = self.1.get(pipeline_plan::LabSlot::Arena) {
+            std::hint::black_box(crate::slots::arena::names(imp, frame));
+        }
         match &self.0 {
             Inner::Mutex(m) => {
                 let (emit, mut check) = (frame.header.emitted_at_ns, self.2.checker());

@@ -161,6 +161,9 @@ fn baseline_and_student_functions_stay_distinct_in_profiles() {
         "replay",
         "recall",
         "threads",
+        "batcher",
+        "context",
+        "arena",
     ] {
         let base = addresses(&symbols, &format!("pipeline::slots::{slot}::baseline"));
         let student = addresses(&symbols, &format!("pipeline::slots::{slot}::student"));

@@ -192,10 +192,18 @@ pub enum LabSlot {
     Recall,
     /// Parse: a per-batch checksum, CPU work (lab 17: OS threads and channels).
     Threads,
+    /// Source: the pipe from the generator to the network (lab 02: a bounded channel and a
+    /// batcher).
+    Batcher,
+    /// Parse: a per-record validation with errors that say what and where (lab 18).
+    Context,
+    /// Aggregate: per-frame metric names, made and thrown away with the frame (lab 08: an
+    /// arena).
+    Arena,
 }
 
 impl LabSlot {
-    pub const ALL: [LabSlot; 13] = [
+    pub const ALL: [LabSlot; 16] = [
         LabSlot::None,
         LabSlot::Blocking,
         LabSlot::Errors,
@@ -209,6 +217,9 @@ impl LabSlot {
         LabSlot::Replay,
         LabSlot::Recall,
         LabSlot::Threads,
+        LabSlot::Batcher,
+        LabSlot::Context,
+        LabSlot::Arena,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -226,6 +237,9 @@ impl LabSlot {
             LabSlot::Replay => "replay",
             LabSlot::Recall => "recall",
             LabSlot::Threads => "threads",
+            LabSlot::Batcher => "batcher",
+            LabSlot::Context => "context",
+            LabSlot::Arena => "arena",
         }
     }
 }

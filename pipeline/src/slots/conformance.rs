@@ -21,12 +21,21 @@
 //! - `replay`: the same rebuilt state or error as the baseline (which replays with
 //!   [`crate::seglog::scan_bytes`]) on segments with resent windows, torn tails, damage before
 //!   the last record and records that are not window results.
+//! - `arena`: the same names and counts as the baseline on every frame (names that share a
+//!   prefix, empty route segments, undecodable records).
+//! - `context`: the same reading, or the same drop reason and message, as the baseline on
+//!   every record (valid ones, and every kind of malformed one).
+//! - `batcher`: every record fed reaches the network once, in order, in frames of 1 to
+//!   [`super::batcher::MAX_BATCH`] records; a record with none after it is sent within
+//!   [`super::batcher::MAX_WAIT`]; while the network takes nothing the pipe holds at most
+//!   [`super::batcher::MAX_HELD`] records (the feed blocks: backpressure); and the pipe lets
+//!   go of its frames within [`HANG`] of the last record.
 //! - `fsync`: a sync whenever the durability bound requires one
 //!   ([`super::fsync::Unsynced::must_sync`]), and never a panic; otherwise free.
 
 use super::{
-    blocking, deadlock, errors, fanout, fsync, hotspot, iterators, leak, percentile, recall,
-    replay, threads, zerocopy,
+    arena, batcher, blocking, context, deadlock, errors, fanout, fsync, hotspot, iterators, leak,
+    percentile, recall, replay, threads, zerocopy,
 };
 use crate::codec::{Frame, OutFrame};
 use crate::event::{EventRef, key_of};
@@ -42,8 +51,11 @@ use std::time::Duration;
 
 /// The slots with a specification (lab 12's `percentile` is not a knob slot: criterion calls
 /// it directly).
-pub const SLOTS: [&str; 13] = [
+pub const SLOTS: [&str; 16] = [
+    "arena",
+    "batcher",
     "blocking",
+    "context",
     "fanout",
     "fsync",
     "errors",
@@ -92,6 +104,9 @@ pub fn check(slot: &str, imp: LabImpl, seed: u64) -> Result<Conformance, Conform
         "replay" => run.replay(imp),
         "recall" => run.recall(imp),
         "threads" => run.threads(imp),
+        "batcher" => run.batcher(imp),
+        "context" => run.context(imp),
+        "arena" => run.arena(imp),
         other => return Err(ConformanceError::UnknownSlot(other.to_string())),
     }
     Ok(Conformance {
@@ -120,6 +135,38 @@ fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
             .unwrap_or_else(|| "a panic".into());
         format!("panicked: {msg}")
     })
+}
+
+/// Two long renderings cut to where they first differ (with a little before it), so a
+/// mismatch in a long list shows the entry that differs, not a page of equal ones.
+fn around_first_difference(a: &str, b: &str) -> (String, String) {
+    const BEFORE: usize = 60;
+    const AFTER: usize = 240;
+    let at = a
+        .char_indices()
+        .zip(b.chars())
+        .find(|((_, x), y)| x != y)
+        .map_or(a.len().min(b.len()), |((i, _), _)| i);
+    let cut = |s: &str| {
+        let mut from = at.saturating_sub(BEFORE);
+        while !s.is_char_boundary(from) {
+            from -= 1;
+        }
+        let mut to = (at + AFTER).min(s.len());
+        while !s.is_char_boundary(to) {
+            to += 1;
+        }
+        let mut out = String::new();
+        if from > 0 {
+            out.push('…');
+        }
+        out.push_str(&s[from..to]);
+        if to < s.len() {
+            out.push_str(&format!("… ({} chars in all)", s.chars().count()));
+        }
+        out
+    };
+    (cut(a), cut(b))
 }
 
 /// A frame, as a mismatch names it.
@@ -196,10 +243,11 @@ impl Run {
             Ok(g) => format!("{g:?}"),
             Err(panic) => panic,
         };
+        let (expected, got) = around_first_difference(&format!("{expected:?}"), &got);
         self.mismatch = Some(Mismatch {
             case,
             input: input(),
-            expected: format!("{expected:?}"),
+            expected,
             got,
         });
         false
@@ -598,6 +646,254 @@ impl Run {
         }
     }
 
+    fn arena(&mut self, imp: LabImpl) {
+        // The seed's frames (hot keys repeated: its Zipf mix), and names that sort close.
+        let mut frames = self.frames();
+        let mut f = OutFrame::data(1024);
+        use crate::event::{Method, encode_event};
+        for (service, route, method) in [
+            ("a", "/b", Method::Get),
+            ("a", "/b/c", Method::Get),
+            ("a", "/b", Method::Get),
+            ("a.b", "/c", Method::Delete),
+            ("a", "/b.c", Method::Delete),
+            ("a", "//b//", Method::Options),
+            ("a", "/", Method::Head),
+            ("é", "/ü/x", Method::Patch),
+        ] {
+            let mut rec = Vec::new();
+            encode_event(&mut rec, service, route, method, 200, 1, 0, 1);
+            f.push(&rec);
+        }
+        f.push(b"\x01undecodable");
+        frames.push(f.into_frame(1, 0));
+        self.same_as_baseline(imp, frames, arena::names, frame_size);
+    }
+
+    fn context(&mut self, imp: LabImpl) {
+        let mut records: Vec<Vec<u8>> = [
+            &b""[..],
+            b"{}",
+            b"ab\xffcd",
+            br#"{"status":200,"latency_us":12,"bytes":34}"#,
+            br#"{"status": 204 ,"latency_us":1,"bytes":0}"#,
+            br#"{"user_agent":"status","latency_us":1,"bytes":0}"#,
+            br#"{"status":100,"latency_us":1,"bytes":0}"#,
+            br#"{"status":599,"latency_us":1,"bytes":0}"#,
+            br#"{"status":99,"latency_us":1,"bytes":0}"#,
+            br#"{"status":600,"latency_us":1,"bytes":0}"#,
+            br#"{"status":0}"#,
+            br#"{"status":65536,"latency_us":1,"bytes":0}"#,
+            br#"{"status":"200","latency_us":1,"bytes":0}"#,
+            br#"{"status":-5,"latency_us":1,"bytes":0}"#,
+            br#"{"status":,"latency_us":1}"#,
+            br#"{"status":200}"#,
+            br#"{"status":200,"latency_us":18446744073709551616,"bytes":0}"#,
+            br#"{"status":200,"latency_us":7,"bytes":1.5}"#,
+            br#"{"status":200,"latency_us":7}"#,
+            br#"{"status":200,"latency_us":7,"bytes":"#,
+        ]
+        .iter()
+        .map(|r| r.to_vec())
+        .collect();
+        records.extend(self.records(3000, 0.2));
+        self.same_as_baseline(
+            imp,
+            records,
+            |imp, rec| context::validate(imp, rec, true),
+            |rec| {
+                format!(
+                    "the record {}: (reading, or (reason, message))",
+                    show_bytes(rec)
+                )
+            },
+        );
+    }
+
+    fn batcher(&mut self, imp: LabImpl) {
+        use batcher::{Ended, Feed, Finished, Frames, MAX_BATCH, MAX_HELD, MAX_WAIT};
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::mpsc;
+        type Sent = Vec<Vec<Vec<u8>>>;
+        // Distinct records of varied lengths, so a lost, repeated or reordered one shows.
+        let seed = self.seed;
+        let record = move |i: usize| {
+            let mut r = format!("{seed:x}-{i}-").into_bytes();
+            r.resize(r.len() + i % 37, b'x');
+            r
+        };
+        // Whether `frames` carry exactly `want`, in order, in frames of 1..=MAX_BATCH.
+        let judge = |want: &[Vec<u8>], frames: &Sent| -> Result<(), String> {
+            if let Some(f) = frames.iter().find(|f| f.is_empty() || f.len() > MAX_BATCH) {
+                return Err(format!(
+                    "a frame of {} records (a frame carries 1 to {MAX_BATCH})",
+                    f.len()
+                ));
+            }
+            let got: Vec<&Vec<u8>> = frames.iter().flatten().collect();
+            if let Some(i) = (0..want.len().min(got.len())).find(|&i| &want[i] != got[i]) {
+                return Err(format!(
+                    "record {i} was {} where {} was fed",
+                    show_bytes(got[i]),
+                    show_bytes(&want[i])
+                ));
+            }
+            if got.len() != want.len() {
+                return Err(format!("{} of {} records delivered", got.len(), want.len()));
+            }
+            Ok(())
+        };
+        let ended = |finished: &Finished| match finished.wait(HANG) {
+            Ended::Done { panicked: false } => Ok(()),
+            Ended::Done { panicked: true } => Err("the batching thread panicked".to_string()),
+            Ended::StillRunning => Err(format!(
+                "still holding its frames {} s after the last record (the pipe never finished)",
+                HANG.as_secs()
+            )),
+        };
+        let push = |feed: &mut Feed, i: usize, r: Vec<u8>| match guarded(|| feed.push(r)) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(format!(
+                "the feed refused record {i} (`false`: closed) while the network was there"
+            )),
+            Err(panic) => Err(format!("the feed {panic}")),
+        };
+        // A pipe whose frames go to a channel (`gate`: the network takes nothing until the
+        // gate's sender goes).
+        let start = |gate: Option<mpsc::Receiver<()>>| {
+            let (tx, rx) = mpsc::channel::<Vec<Vec<u8>>>();
+            let mut gate = gate;
+            let (frames, finished) = Frames::new(move |f| {
+                if let Some(g) = gate.take() {
+                    let _ = g.recv();
+                }
+                tx.send(f).is_ok()
+            });
+            guarded(move || batcher::start(imp, frames)).map(|feed| (feed, finished, rx))
+        };
+
+        // 1. Everything, once, in order; and the pipe finishes after the last record.
+        let mut sizes = vec![0, 1, 5, MAX_BATCH - 1, MAX_BATCH, MAX_BATCH + 1, 20_000];
+        for _ in 0..6 {
+            sizes.push(self.rng.random_range(2..5000));
+        }
+        for n in sizes {
+            let got = start(None).and_then(|(mut feed, finished, rx)| {
+                let want: Vec<Vec<u8>> = (0..n).map(record).collect();
+                for (i, r) in want.iter().enumerate() {
+                    push(&mut feed, i, r.clone())?;
+                }
+                drop(feed);
+                ended(&finished)?;
+                judge(&want, &rx.try_iter().collect())
+            });
+            let show = || {
+                format!(
+                    "{n} records fed as fast as the network takes them, then the end of the stream"
+                )
+            };
+            let want = "every record delivered once, in order, then the pipe finished";
+            if !self.case(show, &want, got.map(|()| want)) {
+                return;
+            }
+        }
+
+        // 2. A record with nothing after it does not wait for a frame to fill.
+        let wait = 3 * MAX_WAIT; // three times the bound: a loaded machine is slow
+        let got = start(None).and_then(|(mut feed, finished, rx)| {
+            let want: Vec<Vec<u8>> = (0..3).map(record).collect();
+            for (i, r) in want.iter().enumerate() {
+                push(&mut feed, i, r.clone())?;
+            }
+            let deadline = std::time::Instant::now() + wait;
+            let mut frames = Vec::new();
+            while frames.iter().map(Vec::len).sum::<usize>() < want.len() {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                match rx.recv_timeout(left) {
+                    Ok(f) => frames.push(f),
+                    Err(_) => break,
+                }
+            }
+            let sent = frames.iter().map(Vec::len).sum::<usize>();
+            drop(feed);
+            let _ = ended(&finished);
+            if sent < want.len() {
+                return Err(format!(
+                    "{sent} of 3 sent after {} ms: a partial frame waited for records that may never come",
+                    wait.as_millis()
+                ));
+            }
+            judge(&want, &frames)
+        });
+        let show = || format!("3 records, then nothing for {} ms", wait.as_millis());
+        let want = "all 3 sent";
+        if !self.case(show, &want, got.map(|()| want)) {
+            return;
+        }
+
+        // 3. Backpressure: while the network takes nothing, the feed blocks before the pipe
+        // holds more than MAX_HELD records; once the network is back, everything arrives.
+        let (release, gate) = mpsc::channel::<()>();
+        let got = start(Some(gate)).and_then(|(mut feed, finished, rx)| {
+            let accepted = Arc::new(AtomicUsize::new(0));
+            let count = accepted.clone();
+            let (done_tx, done) = mpsc::channel();
+            std::thread::spawn(move || {
+                let mut result = Ok(());
+                for i in 0..=MAX_HELD {
+                    result = push(&mut feed, i, record(i));
+                    if result.is_err() {
+                        break;
+                    }
+                    count.store(i + 1, Ordering::Relaxed);
+                }
+                drop(feed);
+                let _ = done_tx.send(result);
+            });
+            // Until the feeder blocks (no progress for 100 ms) or has fed past the bound.
+            let (mut last, mut still) = (usize::MAX, 0);
+            for _ in 0..100 {
+                std::thread::sleep(Duration::from_millis(20));
+                let now = accepted.load(Ordering::Relaxed);
+                still = if now == last { still + 1 } else { 0 };
+                last = now;
+                if still == 5 || now > MAX_HELD {
+                    break;
+                }
+            }
+            let held = accepted.load(Ordering::Relaxed);
+            drop(release);
+            let fed = done.recv_timeout(HANG);
+            if held > MAX_HELD {
+                let _ = ended(&finished);
+                return Err(format!(
+                    "all {held} records accepted while the network took none: nothing pushes back, so under a slow sink the source grows without limit"
+                ));
+            }
+            match fed {
+                Ok(result) => result?,
+                Err(_) => {
+                    return Err(format!(
+                        "the feed still blocked {} s after the network came back",
+                        HANG.as_secs()
+                    ));
+                }
+            }
+            ended(&finished)?;
+            let want: Vec<Vec<u8>> = (0..=MAX_HELD).map(record).collect();
+            judge(&want, &rx.try_iter().collect())
+        });
+        let show = || {
+            format!(
+                "{} records fed while the network takes none (at most {MAX_HELD} may be held), then the network back",
+                MAX_HELD + 1
+            )
+        };
+        let want = "the feed blocked, then every record arrived in order";
+        self.case(show, &want, got.map(|()| want));
+    }
+
     fn replay(&mut self, imp: LabImpl) {
         use crate::seglog::{MAGIC, segment_bytes};
         let events = self.compact(4000);
@@ -764,6 +1060,21 @@ mod tests {
         }
         let e = check("errors", LabImpl::Baseline, 1).unwrap();
         assert!(e.mismatch.unwrap().got.starts_with("panicked"));
+    }
+
+    #[test]
+    fn a_long_mismatch_is_shown_where_it_differs() {
+        let a = format!("[{}1, 2]", "0, ".repeat(500));
+        let b = format!("[{}1, 3]", "0, ".repeat(500));
+        let (x, y) = around_first_difference(&a, &b);
+        assert!(x.starts_with('…') && x.ends_with("1, 2]"), "{x}");
+        assert!(y.starts_with('…') && y.ends_with("1, 3]"), "{y}");
+        assert!(x.len() < 100, "{x}");
+        let (x, y) = around_first_difference("short", "shirt");
+        assert_eq!((x.as_str(), y.as_str()), ("short", "shirt"));
+        let long = "é".repeat(400);
+        let (x, _) = around_first_difference(&long, &format!("{long}x"));
+        assert!(x.contains("chars in all") || x.ends_with('é'), "{x}");
     }
 
     #[test]

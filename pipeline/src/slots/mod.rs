@@ -5,8 +5,11 @@
 //! its lab, in `course/labs/NN-slug/reference.rs`. With `lab_slot = none` (production) no hook
 //! does anything: the hooks are resolved once at start-up ([`Hooks`]).
 
+pub mod arena;
+pub mod batcher;
 pub mod blocking;
 pub mod conformance;
+pub mod context;
 pub mod deadlock;
 pub mod errors;
 pub mod fanout;

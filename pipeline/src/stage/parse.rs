@@ -77,6 +77,8 @@ pub fn parse_batch(
         None => parse_into(mode, rec, buf),
     };
     let leak = labs.get(LabSlot::Leak);
+    let context = labs.get(LabSlot::Context);
+    let mut described = false;
     let mut duplicates = 0u32;
     let mut classes = 0u64;
     for (i, rec) in frame.records().enumerate() {
@@ -84,7 +86,22 @@ pub fn parse_batch(
             duplicates += u32::from(slots::leak::remember(imp, rec));
         }
         let failed_precheck = prechecked.as_ref().and_then(|p: &Vec<_>| p[i]);
-        let parsed = if let Some(reason) = failed_precheck {
+        // Lab 18's validation: the first failure of a batch is described in the log.
+        let failed_validation =
+            context.and_then(|imp| match slots::context::validate(imp, rec, !described) {
+                Ok(reading) => {
+                    std::hint::black_box(reading);
+                    None
+                }
+                Err((reason, message)) => {
+                    if let Some(message) = std::hint::black_box(message) {
+                        described = true;
+                        tracing::debug!(%message, "record failed validation");
+                    }
+                    Some(reason)
+                }
+            });
+        let parsed = if let Some(reason) = failed_precheck.or(failed_validation) {
             Err(reason)
         } else if lanes == 1 && hotspot.is_none() {
             let mut ts = 0;

@@ -15,12 +15,15 @@ use crate::context::StageCtx;
 use crate::event::DropReason;
 use crate::generate::{Generator, Mark};
 use crate::net::{Egress, EgressSender, now_ns};
+use crate::slots::batcher::{self, Ended, Frames};
 use anyhow::Context;
-use pipeline_plan::SourceKnobs;
+use pipeline_plan::{LabImpl, LabSlot, SourceKnobs};
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
@@ -93,11 +96,13 @@ pub async fn run(ctx: Arc<StageCtx>) -> anyhow::Result<()> {
     ctx.mark_ready();
     let tx = egress.sender();
     let gen_ctx = ctx.clone();
-    let generated = tokio::task::spawn_blocking(move || match records {
-        Records::Generated(g) if gen_ctx.at_least_once() => {
+    let batcher = ctx.labs.get(LabSlot::Batcher);
+    let generated = tokio::task::spawn_blocking(move || match (records, batcher) {
+        (Records::Generated(g), _) if gen_ctx.at_least_once() => {
             generate_acked(&gen_ctx, &knobs, *g, tx)
         }
-        records => generate(&gen_ctx, &knobs, records, tx),
+        (Records::Generated(g), Some(imp)) => generate_piped(gen_ctx, &knobs, *g, tx, imp),
+        (records, _) => generate(&gen_ctx, &knobs, records, tx),
     })
     .await
     .context("generator thread")?;
@@ -334,4 +339,98 @@ fn generate(
         pace(k, &mut schedule, emitted);
     }
     Ok(emitted)
+}
+
+/// How long the lab's pipe may take to hand over what it holds after the last record.
+const PIPE_FINISH: Duration = Duration::from_secs(30);
+
+/// Lab 02 (`lab_slot = batcher`): the generator pushes one record at a time into the lab's
+/// pipe ([`batcher::start`]), which frames them and sends the frames. Records the pipe never
+/// sent (it panicked, or still held them after [`PIPE_FINISH`]) are counted as dropped.
+fn generate_piped(
+    ctx: Arc<StageCtx>,
+    k: &SourceKnobs,
+    mut g: Generator,
+    tx: EgressSender,
+    imp: LabImpl,
+) -> anyhow::Result<u64> {
+    let max_frame = ctx.cfg.knobs.common().max_frame_bytes as usize;
+    let sent = Arc::new(AtomicU64::new(0));
+    // The egress handle, taken back from the pipe if it does not let go in time.
+    let egress = Arc::new(Mutex::new(Some(tx)));
+    let (frames, finished) = {
+        let (ctx, sent, egress) = (ctx.clone(), sent.clone(), egress.clone());
+        Frames::new(move |records: Vec<Vec<u8>>| {
+            let Ok(mut guard) = egress.lock() else {
+                return false;
+            };
+            let Some(tx) = guard.as_mut() else {
+                return false;
+            };
+            // Whatever the lab's code hands over, a frame stays within the frame limits.
+            let mut rest = records.as_slice();
+            while !rest.is_empty() {
+                let mut frame =
+                    OutFrame::data(rest.iter().take(batcher::MAX_BATCH).map(Vec::len).sum());
+                let mut n = 0;
+                while let Some((r, tail)) = rest.split_first() {
+                    if n == batcher::MAX_BATCH || (n > 0 && frame.len() + r.len() + 8 > max_frame) {
+                        break;
+                    }
+                    frame.push(r);
+                    n += 1;
+                    rest = tail;
+                }
+                frame.set_emitted_at(now_ns());
+                ctx.metrics.events_emitted.inc_by(n as u64);
+                sent.fetch_add(n as u64, Ordering::Relaxed);
+                if !tx.blocking_send(frame) {
+                    return false;
+                }
+            }
+            true
+        })
+    };
+    let mut feed = batcher::start(imp, frames);
+    let start = Instant::now();
+    let mut schedule = start;
+    let deadline = deadline(k, start);
+    let mut fed = 0u64;
+    loop {
+        if ctx.drain.is_cancelled() {
+            info!(emitted = fed, "asked to finish the stream");
+            break;
+        }
+        if (k.events > 0 && fed >= k.events) || deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        let mut record = Vec::with_capacity(256);
+        g.next_into(&mut record);
+        fed += 1;
+        if !feed.push(record) {
+            break;
+        }
+        pace(k, &mut schedule, fed);
+    }
+    drop(feed);
+    let ended = finished.wait(PIPE_FINISH);
+    // From here the pipe sends nothing more: a late frame finds no egress.
+    if let Ok(mut guard) = egress.lock() {
+        guard.take();
+    }
+    let lost = fed.saturating_sub(sent.load(Ordering::Relaxed));
+    if lost > 0 {
+        let reason = match ended {
+            Ended::Done { panicked: true } => DropReason::Panicked,
+            _ => DropReason::Abandoned,
+        };
+        warn!(
+            lost,
+            ?ended,
+            "the lab's pipe did not send every record it was fed"
+        );
+        ctx.metrics.events_emitted.inc_by(lost);
+        ctx.metrics.drop_events(reason, lost, 0);
+    }
+    Ok(fed)
 }
