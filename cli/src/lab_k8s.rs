@@ -194,19 +194,19 @@ mod tests {
     #[test]
     fn a_wall_clock_lab_becomes_an_experiment_with_its_sides_metric_and_effect() {
         let labs = labs();
-        let lab = labs.iter().find(|l| l.spec.number == 2).unwrap();
-        let answer = Variant::Student(vec!["source.batch_size=128".into()]);
+        let lab = labs.iter().find(|l| l.spec.number == 14).unwrap();
+        let answer = Variant::Student(vec!["aggregate.workers=2".into()]);
         let e = experiment_for(lab, &answer, &opts()).unwrap();
-        assert_eq!(e.name_any(), "lab-02-student");
+        assert_eq!(e.name_any(), "lab-14-student");
         assert_eq!(e.spec.metric, Metric::ThroughputEps);
         assert_eq!(e.spec.min_effect, lab.spec.measure.min_effect);
         assert_eq!(e.spec.baseline.set, lab.baseline_side());
-        assert_eq!(e.spec.variant.set, ["source.batch_size=128"]);
-        assert_eq!(e.spec.lab, Some(2));
+        assert_eq!(e.spec.variant.set, ["aggregate.workers=2"]);
+        assert_eq!(e.spec.lab, Some(14));
         // The workload is the lab's.
         let plan = lab.base_plan().unwrap();
         assert_eq!(
-            operator::pipeline::render::plan_of("lab02", &e.spec.pipeline)
+            operator::pipeline::render::plan_of("lab14", &e.spec.pipeline)
                 .unwrap()
                 .knobs(pipeline_plan::Role::Source),
             plan.knobs(pipeline_plan::Role::Source)

@@ -12,6 +12,18 @@ fn labs_dir() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/labs"))
 }
 
+/// A knob lab with an `all.` knob and an exact measurement, kept as a fixture (the course's
+/// lab 08 before it became a code lab).
+fn knob_fixture() -> observatory_course::spec::Lab {
+    let dir = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/knob-course/course/labs"
+    ));
+    let mut labs = load_labs(dir).expect("the fixture loads");
+    assert_eq!(labs.len(), 1);
+    labs.remove(0)
+}
+
 #[test]
 fn the_course_has_at_least_fourteen_valid_labs_covering_its_topics() {
     let labs = load_labs(labs_dir()).expect("every lab.toml is valid");
@@ -66,7 +78,8 @@ fn the_course_has_at_least_fourteen_valid_labs_covering_its_topics() {
 #[test]
 fn sides_are_built_from_the_spec() {
     let labs = load_labs(labs_dir()).unwrap();
-    let allocators = find(&labs, 8).unwrap();
+    let allocators = knob_fixture();
+    let allocators = &allocators;
     assert_eq!(allocators.spec.measure.mode, Mode::Instructions);
     assert_eq!(allocators.baseline_side(), vec!["all.allocator=system"]);
     assert_eq!(
@@ -99,7 +112,10 @@ fn a_malformed_lab_is_an_error_naming_its_file() {
     let dir = tempfile::tempdir().unwrap();
     let lab = dir.path().join("01-broken");
     std::fs::create_dir_all(&lab).unwrap();
-    let good = std::fs::read_to_string(labs_dir().join("08-allocators/lab.toml")).unwrap();
+    let good = std::fs::read_to_string(
+        labs_dir().join("../tests/fixtures/knob-course/course/labs/08-allocator-knob/lab.toml"),
+    )
+    .unwrap();
     let good = good.replace("number = 8", "number = 1");
     for (broken, needle) in [
         (
@@ -177,7 +193,10 @@ fn a_labs_metric_and_slot_file_are_not_stated_twice() {
     let dir = tempfile::tempdir().unwrap();
     let lab = dir.path().join("01-broken");
     std::fs::create_dir_all(&lab).unwrap();
-    let good = std::fs::read_to_string(labs_dir().join("08-allocators/lab.toml")).unwrap();
+    let good = std::fs::read_to_string(
+        labs_dir().join("../tests/fixtures/knob-course/course/labs/08-allocator-knob/lab.toml"),
+    )
+    .unwrap();
     let good = good.replace("number = 8", "number = 1");
     let hotspot = std::fs::read_to_string(labs_dir().join("09-hotspot/lab.toml"))
         .unwrap()
@@ -299,15 +318,15 @@ fn a_knob_lab_refuses_an_answer_outside_its_knobs_and_names_them() {
     );
     assert!(e.contains("(it sets aggregate.inject_delay_us)"), "{e}");
     // `all.` in may_set allows the knob on any stage, and on all of them.
-    let lab08 = find(&labs, 8).unwrap();
+    let lab08 = knob_fixture();
     for ok in ["all.allocator=system", "parse.allocator=jemalloc"] {
         assert!(lab08.check_answer(&[ok.into()]).is_ok(), "{ok}");
     }
     assert!(lab08.check_answer(&["source.events=10".into()]).is_err());
     // A stage-scoped knob is not allowed on another stage.
-    let lab02 = find(&labs, 2).unwrap();
-    assert!(lab02.check_answer(&["source.batch_size=64".into()]).is_ok());
-    assert!(lab02.check_answer(&["parse.batch_size=64".into()]).is_err());
+    let lab04 = find(&labs, 4).unwrap();
+    assert!(lab04.check_answer(&["aggregate.shards=8".into()]).is_ok());
+    assert!(lab04.check_answer(&["parse.shards=8".into()]).is_err());
     for lab in labs.iter().filter(|l| !l.is_code_lab()) {
         assert!(!lab.spec.may_set.is_empty(), "{}", lab.slug);
         assert!(

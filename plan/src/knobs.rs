@@ -671,6 +671,12 @@ impl Knobs for SourceKnobs {
                 Some(("replay", "a replay file is not supported with it"))
             } else if self.event_time != EventTime::Fixed {
                 Some(("event_time", "event times must be `fixed`"))
+            } else if self.common.lab_slot == LabSlot::Batcher {
+                Some((
+                    "lab_slot",
+                    "lab slot `batcher` (lab 02's pipe) sends what it is fed once and keeps no \
+                     batches to resend: run it at most once",
+                ))
             } else if self.event_time_step_us == 0 {
                 Some((
                     "event_time_step_us",
@@ -688,6 +694,14 @@ impl Knobs for SourceKnobs {
                     ),
                 });
             }
+        }
+        if self.common.lab_slot == LabSlot::Batcher && !self.replay.is_empty() {
+            return Err(PlanError::Knob {
+                knob: format!("{stage}.lab_slot"),
+                message: "lab slot `batcher` (lab 02's pipe) takes generated records, not a \
+                          replay file"
+                    .into(),
+            });
         }
         if !(self.duration_seconds.is_finite() && self.duration_seconds >= 0.0) {
             return Err(PlanError::Knob {

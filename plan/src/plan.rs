@@ -434,6 +434,8 @@ mod tests {
             ("source.replay", "source.replay=/tmp/events.jsonl"),
             ("source.event_time", "source.event_time=wall_clock"),
             ("source.event_time_step_us", "source.event_time_step_us=0"),
+            // Lab 02's pipe sends what it is fed once: nothing to resend.
+            ("source.lab_slot", "all.lab_slot=batcher"),
         ] {
             let mut q = Plan::new("t");
             q.assign(set).unwrap();
@@ -443,6 +445,14 @@ mod tests {
                 .to_string();
             assert!(e.contains(knob), "{set}: {e}");
         }
+        // Lab 02's pipe takes generated records only.
+        let mut piped = Plan::new("t");
+        piped.assign("all.lab_slot=batcher").unwrap();
+        let e = piped
+            .assign("source.replay=/tmp/events.jsonl")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("source.lab_slot") && e.contains("replay"), "{e}");
         // Too few unacknowledged batches to span two windows: the source would wait forever.
         let mut short = p.clone();
         short.assign("source.max_unacked_batches=10").unwrap();
