@@ -868,7 +868,7 @@ impl Run {
             if held > MAX_HELD {
                 let _ = ended(&finished);
                 return Err(format!(
-                    "all {held} records accepted while the network took none: nothing pushes back, so under a slow sink the source grows without limit"
+                    "{held} records accepted while the network took none, more than the {MAX_HELD} a pipe may hold: nothing pushes back in time, so under a slow sink the source's memory grows with its backlog"
                 ));
             }
             match fed {
