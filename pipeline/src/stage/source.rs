@@ -135,6 +135,12 @@ fn deadline(k: &SourceKnobs, start: Instant) -> Option<Instant> {
     (k.duration_seconds > 0.0).then(|| start + Duration::from_secs_f64(k.duration_seconds))
 }
 
+/// Whether an at-most-once stream has all it should have after `emitted` events: the
+/// `events` count or the `duration_seconds` deadline reached.
+fn stream_complete(k: &SourceKnobs, emitted: u64, deadline: Option<Instant>) -> bool {
+    (k.events > 0 && emitted >= k.events) || deadline.is_some_and(|d| Instant::now() >= d)
+}
+
 /// A batch sent and not yet acknowledged: where the generator was, and its newest event time.
 struct Unacked {
     seq: u64,
@@ -288,7 +294,7 @@ fn generate(
             info!(emitted, "asked to finish the stream");
             break;
         }
-        if (k.events > 0 && emitted >= k.events) || deadline.is_some_and(|d| Instant::now() >= d) {
+        if stream_complete(k, emitted, deadline) {
             break;
         }
         let want = if k.events > 0 {
@@ -401,7 +407,7 @@ fn generate_piped(
             info!(emitted = fed, "asked to finish the stream");
             break;
         }
-        if (k.events > 0 && fed >= k.events) || deadline.is_some_and(|d| Instant::now() >= d) {
+        if stream_complete(k, fed, deadline) {
             break;
         }
         let mut record = Vec::with_capacity(256);
