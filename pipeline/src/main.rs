@@ -93,8 +93,8 @@ enum Command {
     /// Check a lab slot's implementation against the slot's specification on the cases a seed
     /// generates; prints JSON (`observatory lab check` runs it before it measures).
     Conformance {
-        /// The slot: arena, batcher, blocking, context, errors, fanout, fsync, iterators,
-        /// hotspot, deadlock, leak, percentile, recall, replay, threads or zerocopy.
+        /// The slot: arena, batcher, blocking, contention, context, errors, fanout, fsync,
+        /// iterators, hotspot, deadlock, leak, percentile, recall, replay, threads or zerocopy.
         slot: String,
         /// baseline, student or reference.
         #[arg(long = "impl", default_value = "student", value_parser = ["baseline", "student", "reference"])]
@@ -190,6 +190,15 @@ fn kernel(
                     .into_frame(1, i as u64)
                 })
                 .collect();
+            if let Some(imp) = labs.get(pipeline_plan::LabSlot::Contention) {
+                // Lab 04: only the shared per-key totals, added to from every thread at once
+                // (the window map's own locking would blur what the lab measures).
+                return kernel_report(
+                    stage,
+                    events * threads.max(1) as u64 * u64::from(rounds),
+                    timed_region(&mut || contention_region(imp, &parsed, threads, rounds)),
+                );
+            }
             timed_region(&mut || {
                 let state = pipeline::state::SharedState::new(
                     k.state,
@@ -245,11 +254,53 @@ fn kernel(
         }
         _ => bail!("kernels exist for parse, aggregate and sink (the log's replay)"),
     };
+    kernel_report(
+        stage,
+        events * threads.max(1) as u64 * u64::from(rounds),
+        (out, elapsed),
+    )
+}
+
+/// Lab 04's measured region: `threads` threads each add every frame `rounds` times to one
+/// set of per-key totals; the events counted in the end (all of them, when the totals are
+/// right).
+fn contention_region(
+    imp: pipeline_plan::LabImpl,
+    frames: &[pipeline::codec::Frame],
+    threads: usize,
+    rounds: u32,
+) -> u64 {
+    let totals = pipeline::slots::contention::key_totals(imp);
+    let add_all = || {
+        for _ in 0..rounds {
+            for f in frames {
+                totals.add(f);
+            }
+        }
+    };
+    if threads <= 1 {
+        add_all();
+    } else {
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(add_all);
+            }
+        });
+    }
+    totals.snapshot().iter().map(|(_, t)| t.events).sum()
+}
+
+/// What `pipeline kernel` prints: one JSON line.
+fn kernel_report(
+    stage: &str,
+    events: u64,
+    (out, elapsed): (u64, std::time::Duration),
+) -> anyhow::Result<()> {
     println!(
         "{}",
         serde_json::json!({
             "stage": stage,
-            "events": events * threads.max(1) as u64 * u64::from(rounds),
+            "events": events,
             "out": out,
             "elapsed_ns": elapsed.as_nanos() as u64,
         })

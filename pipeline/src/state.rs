@@ -10,6 +10,7 @@
 use crate::codec::Frame;
 use crate::event::EventRef;
 use crate::slots::Hooks;
+use crate::slots::contention::KeyTotals;
 use crate::window::{Checker, ClosedWindow, Horizon, Refused, WindowMap};
 use pipeline_plan::StateStrategy;
 use rustc_hash::FxHasher;
@@ -91,8 +92,9 @@ enum OwnerMsg {
     Close(u64, oneshot::Sender<(Vec<ClosedWindow>, usize)>),
 }
 
-/// The window state, by strategy, and the event-time horizon every strategy applies.
-pub struct SharedState(Inner, Hooks, Arc<Horizon>);
+/// The window state, by strategy, and the event-time horizon every strategy applies (and,
+/// with lab 04's slot selected, the per-key totals every caller adds its frames to).
+pub struct SharedState(Inner, Hooks, Arc<Horizon>, Option<Box<dyn KeyTotals>>);
 
 enum Inner {
     Mutex(Mutex<WindowMap>),
@@ -151,6 +153,7 @@ impl SharedState {
                 Inner::Mutex(Mutex::new(WindowMap::new(window_ms, max_open))),
                 Hooks::NONE,
                 horizon,
+                None,
             ),
             StateStrategy::Sharded => {
                 let shards = shards.max(1) as usize;
@@ -163,6 +166,7 @@ impl SharedState {
                     ),
                     Hooks::NONE,
                     horizon,
+                    None,
                 )
             }
             StateStrategy::Owner => {
@@ -188,7 +192,7 @@ impl SharedState {
                         })
                     })
                     .expect("spawning the owner thread");
-                SharedState(Inner::Owner(tx), Hooks::NONE, horizon)
+                SharedState(Inner::Owner(tx), Hooks::NONE, horizon, None)
             }
         }
     }
@@ -202,6 +206,9 @@ impl SharedState {
     /// frame, the recall slot tallies it).
     pub fn with_hooks(mut self, labs: Hooks) -> Self {
         self.1 = labs;
+        self.3 = labs
+            .get(pipeline_plan::LabSlot::Contention)
+            .map(crate::slots::contention::key_totals);
         self
     }
 
@@ -219,6 +226,10 @@ impl SharedState {
         // The allocators lab's per-frame metric names, likewise.
         if let Some(imp) = self.1.get(pipeline_plan::LabSlot::Arena) {
             std::hint::black_box(crate::slots::arena::names(imp, frame));
+        }
+        // Lab 04's per-key totals: every caller adds to the same ones, from its own thread.
+        if let Some(totals) = &self.3 {
+            totals.add(frame);
         }
         match &self.0 {
             Inner::Mutex(m) => {

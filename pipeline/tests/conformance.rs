@@ -184,4 +184,17 @@ fn baseline_and_student_functions_stay_distinct_in_profiles() {
             "{slot}: baseline and student share an address"
         );
     }
+    // Lab 04's work is in the `add` of the type each side returns.
+    let add = |ty: &str| {
+        addresses(
+            &symbols,
+            &format!(
+                "<pipeline::slots::contention::{ty} as pipeline::slots::contention::KeyTotals>::add"
+            ),
+        )
+    };
+    let (base, student) = (add("OneLock"), add("StudentTotals"));
+    assert_eq!(base.len(), 1, "contention: baseline symbols {base:?}");
+    assert_eq!(student.len(), 1, "contention: student symbols {student:?}");
+    assert_ne!(base, student, "contention: the two adds share an address");
 }

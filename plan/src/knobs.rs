@@ -200,10 +200,13 @@ pub enum LabSlot {
     /// Aggregate: per-frame metric names, made and thrown away with the frame (lab 08: an
     /// arena).
     Arena,
+    /// Aggregate: per-key totals that every worker adds its frames to (lab 04: contention
+    /// under hot keys).
+    Contention,
 }
 
 impl LabSlot {
-    pub const ALL: [LabSlot; 16] = [
+    pub const ALL: [LabSlot; 17] = [
         LabSlot::None,
         LabSlot::Blocking,
         LabSlot::Errors,
@@ -220,6 +223,7 @@ impl LabSlot {
         LabSlot::Batcher,
         LabSlot::Context,
         LabSlot::Arena,
+        LabSlot::Contention,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -240,6 +244,7 @@ impl LabSlot {
             LabSlot::Batcher => "batcher",
             LabSlot::Context => "context",
             LabSlot::Arena => "arena",
+            LabSlot::Contention => "contention",
         }
     }
 }

@@ -21,6 +21,8 @@
 //! - `replay`: the same rebuilt state or error as the baseline (which replays with
 //!   [`crate::seglog::scan_bytes`]) on segments with resent windows, torn tails, damage before
 //!   the last record and records that are not window results.
+//! - `contention`: after each `add` returns, the same totals per key as the baseline's, from
+//!   one thread and from [`CONTENTION_THREADS`] threads adding at once.
 //! - `arena`: the same names and counts as the baseline on every frame (names that share a
 //!   prefix, empty route segments, undecodable records).
 //! - `context`: the same reading, or the same drop reason and message, as the baseline on
@@ -34,8 +36,8 @@
 //!   ([`super::fsync::Unsynced::must_sync`]), and never a panic; otherwise free.
 
 use super::{
-    arena, batcher, blocking, context, deadlock, errors, fanout, fsync, hotspot, iterators, leak,
-    percentile, recall, replay, threads, zerocopy,
+    arena, batcher, blocking, contention, context, deadlock, errors, fanout, fsync, hotspot,
+    iterators, leak, percentile, recall, replay, threads, zerocopy,
 };
 use crate::codec::{Frame, OutFrame};
 use crate::event::{EventRef, key_of};
@@ -51,10 +53,11 @@ use std::time::Duration;
 
 /// The slots with a specification (lab 12's `percentile` is not a knob slot: criterion calls
 /// it directly).
-pub const SLOTS: [&str; 16] = [
+pub const SLOTS: [&str; 17] = [
     "arena",
     "batcher",
     "blocking",
+    "contention",
     "context",
     "fanout",
     "fsync",
@@ -72,6 +75,9 @@ pub const SLOTS: [&str; 16] = [
 
 /// How far back a duplicate must still be recognised (lab 11).
 pub const LEAK_RECENT: usize = 1000;
+
+/// Threads adding frames at once in lab 04's concurrent cases.
+pub const CONTENTION_THREADS: usize = 4;
 
 /// How long one call may take before it counts as hung (lab 10).
 const HANG: Duration = Duration::from_secs(5);
@@ -107,6 +113,7 @@ pub fn check(slot: &str, imp: LabImpl, seed: u64) -> Result<Conformance, Conform
         "batcher" => run.batcher(imp),
         "context" => run.context(imp),
         "arena" => run.arena(imp),
+        "contention" => run.contention(imp),
         other => return Err(ConformanceError::UnknownSlot(other.to_string())),
     }
     Ok(Conformance {
@@ -668,6 +675,78 @@ impl Run {
         f.push(b"\x01undecodable");
         frames.push(f.into_frame(1, 0));
         self.same_as_baseline(imp, frames, arena::names, frame_size);
+    }
+
+    fn contention(&mut self, imp: LabImpl) {
+        type Snapshot = Vec<(Vec<u8>, contention::Totals)>;
+        let sorted = |mut v: Snapshot| {
+            v.sort();
+            v
+        };
+        let frames = self.frames();
+        let records = |n: usize| -> usize { frames[..n].iter().map(|f| f.records().count()).sum() };
+        // One thread: after every frame, the totals so far.
+        let (want, got) = (
+            contention::key_totals(LabImpl::Baseline),
+            contention::key_totals(imp),
+        );
+        for (i, frame) in frames.iter().enumerate() {
+            want.add(frame);
+            let expected = sorted(want.snapshot());
+            let result = guarded(|| {
+                got.add(frame);
+                sorted(got.snapshot())
+            });
+            let input = || {
+                format!(
+                    "one thread, after adding frames 1 to {} of the seed's ({} records)",
+                    i + 1,
+                    records(i + 1)
+                )
+            };
+            if !self.case(input, &expected, result) {
+                return;
+            }
+        }
+        // Several threads at once, each adding every frame (from its own starting frame), a
+        // few times over: updates must not be lost, nor counted twice, under contention.
+        const ROUNDS: usize = 20;
+        let want = contention::key_totals(LabImpl::Baseline);
+        for _ in 0..CONTENTION_THREADS * ROUNDS {
+            for frame in &frames {
+                want.add(frame);
+            }
+        }
+        let expected = sorted(want.snapshot());
+        for attempt in 0..3 {
+            let result = guarded(|| {
+                let totals = contention::key_totals(imp);
+                std::thread::scope(|s| {
+                    for t in 0..CONTENTION_THREADS {
+                        let (totals, frames) = (&totals, &frames);
+                        s.spawn(move || {
+                            for _ in 0..ROUNDS {
+                                for i in 0..frames.len() {
+                                    totals.add(&frames[(i + t * 7) % frames.len()]);
+                                }
+                            }
+                        });
+                    }
+                });
+                sorted(totals.snapshot())
+            });
+            let input = || {
+                format!(
+                    "{CONTENTION_THREADS} threads at once (attempt {}), each adding the seed's {} frames ({} records) {ROUNDS} times",
+                    attempt + 1,
+                    frames.len(),
+                    records(frames.len())
+                )
+            };
+            if !self.case(input, &expected, result) {
+                return;
+            }
+        }
     }
 
     fn context(&mut self, imp: LabImpl) {

@@ -9,6 +9,7 @@ pub mod arena;
 pub mod batcher;
 pub mod blocking;
 pub mod conformance;
+pub mod contention;
 pub mod context;
 pub mod deadlock;
 pub mod errors;
