@@ -179,10 +179,10 @@ impl StageCtx {
         self.rewind.send_modify(|n| *n += 1);
     }
 
-    /// The injected per-batch delay (the `inject_delay_us` knob), if any.
-    pub fn injected_delay(&self) -> Option<std::time::Duration> {
-        let us = self.cfg.knobs.common().inject_delay_us;
-        (us > 0).then(|| std::time::Duration::from_micros(us))
+    /// The injected delay of a batch of `records` events (the `inject_delay_us` and
+    /// `inject_delay_ns_per_event` knobs), if any.
+    pub fn injected_delay(&self, records: u32) -> Option<std::time::Duration> {
+        self.cfg.knobs.common().injected_delay(records)
     }
 
     /// Record the current RSS as part of the pipeline's own footprint, unless a profile has

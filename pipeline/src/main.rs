@@ -90,11 +90,21 @@ enum Command {
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
         rounds: u32,
     },
+    /// Lab 14's partitions of a seed's keys, as JSON: the second process the `partition`
+    /// conformance check compares with its own answers.
+    #[command(hide = true)]
+    PartitionLanes {
+        #[arg(long = "impl", value_parser = ["baseline", "student", "reference"])]
+        implementation: String,
+        #[arg(long)]
+        seed: u64,
+    },
     /// Check a lab slot's implementation against the slot's specification on the cases a seed
     /// generates; prints JSON (`observatory lab check` runs it before it measures).
     Conformance {
         /// The slot: arena, batcher, blocking, contention, context, errors, fanout, fsync,
-        /// iterators, hotspot, deadlock, leak, percentile, recall, replay, threads or zerocopy.
+        /// iterators, hotspot, deadlock, leak, partition, percentile, recall, replay, threads
+        /// or zerocopy.
         slot: String,
         /// baseline, student or reference.
         #[arg(long = "impl", default_value = "student", value_parser = ["baseline", "student", "reference"])]
@@ -190,6 +200,20 @@ fn kernel(
                     .into_frame(1, i as u64)
                 })
                 .collect();
+            if let Some(imp) = labs.get(pipeline_plan::LabSlot::Partition) {
+                // Lab 14: one parse thread routing to `threads` aggregate partitions.
+                let lanes = Lanes {
+                    lanes: threads,
+                    window_ms: k.window_ms,
+                    max_open: k.max_open_windows as usize,
+                    knobs: k.common.clone(),
+                };
+                return kernel_report(
+                    stage,
+                    events * u64::from(rounds),
+                    timed_region(&mut || partition_region(imp, &parsed, rounds, &lanes)),
+                );
+            }
             if let Some(imp) = labs.get(pipeline_plan::LabSlot::Contention) {
                 // Lab 04: only the shared per-key totals, added to from every thread at once
                 // (the window map's own locking would blur what the lab measures).
@@ -288,6 +312,67 @@ fn contention_region(
         });
     }
     totals.snapshot().iter().map(|(_, t)| t.events).sum()
+}
+
+/// The aggregate partitions of lab 14's kernel: how many, each one's window map, and the
+/// knobs whose injected delay each pays per frame, as an aggregate replica's batch guard does.
+struct Lanes {
+    lanes: usize,
+    window_ms: u64,
+    max_open: usize,
+    knobs: pipeline_plan::CommonKnobs,
+}
+
+/// Lab 14's measured region: this thread routes every event of every frame, `rounds` times,
+/// to one of `lanes` partitions with the slot's partitioner (as a parse replica does) and hands
+/// each partition its frame over a bounded channel; each partition's thread waits the injected
+/// delay of its frame and applies the frame to a window map of its own (as an aggregate
+/// replica does). The windows closed in the end.
+fn partition_region(
+    imp: pipeline_plan::LabImpl,
+    frames: &[pipeline::codec::Frame],
+    rounds: u32,
+    cfg: &Lanes,
+) -> u64 {
+    use pipeline::codec::{Frame, OutFrame};
+    use pipeline::window::{Horizon, WindowMap};
+    let (lanes, window_ms, max_open) = (cfg.lanes.max(1), cfg.window_ms, cfg.max_open);
+    std::thread::scope(|s| {
+        let mut senders = Vec::with_capacity(lanes);
+        let mut partitions = Vec::with_capacity(lanes);
+        for _ in 0..lanes {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Frame>(8);
+            senders.push(tx);
+            partitions.push(s.spawn(move || {
+                let (mut map, horizon) =
+                    (WindowMap::new(window_ms, max_open), Horizon::unbounded());
+                for frame in rx {
+                    if let Some(d) = cfg.knobs.injected_delay(frame.header.record_count) {
+                        std::thread::sleep(d);
+                    }
+                    pipeline::state::apply_frame(&mut map, &frame, &horizon);
+                }
+                let mut closed = Vec::new();
+                map.close_until(u64::MAX, &mut closed);
+                closed.len() as u64
+            }));
+        }
+        for (seq, frame) in (0..rounds).flat_map(|_| frames.iter()).enumerate() {
+            let mut out: Vec<OutFrame> = (0..lanes)
+                .map(|_| OutFrame::data(frame.payload.len() / lanes))
+                .collect();
+            for rec in frame.records() {
+                if let Ok(key) = pipeline::event::key_of(rec) {
+                    out[pipeline::slots::partition::lane(imp, key, lanes) % lanes].push(rec);
+                }
+            }
+            for (tx, f) in senders.iter().zip(out) {
+                let _ = tx.send(f.into_frame(1, seq as u64));
+            }
+        }
+        drop(senders);
+        partitions.into_iter().map(|p| p.join().unwrap_or(0)).sum()
+    })
 }
 
 /// What `pipeline kernel` prints: one JSON line.
@@ -590,6 +675,14 @@ fn main() -> ExitCode {
             seed,
             out,
         } => conformance(&slot, &implementation, seed, out.as_deref()),
+        Command::PartitionLanes {
+            implementation,
+            seed,
+        } => lab_impl(&implementation).and_then(|imp| {
+            let lanes = pipeline::slots::conformance::partition_lanes(imp, seed);
+            println!("{}", serde_json::to_string(&lanes)?);
+            Ok(())
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -600,12 +693,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn conformance(
-    slot: &str,
-    implementation: &str,
-    seed: u64,
-    out: Option<&std::path::Path>,
-) -> anyhow::Result<()> {
+/// The implementation `--impl` names (clap has checked the name), refused where this binary
+/// lacks it.
+fn lab_impl(implementation: &str) -> anyhow::Result<LabImpl> {
     let imp = match implementation {
         "baseline" => LabImpl::Baseline,
         "reference" => LabImpl::Reference,
@@ -614,6 +704,16 @@ fn conformance(
     if imp == LabImpl::Reference && !pipeline::slots::HAS_REFERENCE {
         bail!("this binary was built without the reference solutions (feature `lab-reference`)");
     }
+    Ok(imp)
+}
+
+fn conformance(
+    slot: &str,
+    implementation: &str,
+    seed: u64,
+    out: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let imp = lab_impl(implementation)?;
     // A panic of the checked code is a finding, reported in the JSON, not on stderr.
     std::panic::set_hook(Box::new(|_| {}));
     let report = pipeline::slots::conformance::check(slot, imp, seed)?;

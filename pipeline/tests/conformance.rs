@@ -174,6 +174,7 @@ fn baseline_and_student_functions_stay_distinct_in_profiles() {
         "batcher",
         "context",
         "arena",
+        "partition",
     ] {
         let base = addresses(&symbols, &format!("pipeline::slots::{slot}::baseline"));
         let student = addresses(&symbols, &format!("pipeline::slots::{slot}::student"));

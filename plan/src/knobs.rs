@@ -203,10 +203,12 @@ pub enum LabSlot {
     /// Aggregate: per-key totals that every worker adds its frames to (lab 04: contention
     /// under hot keys).
     Contention,
+    /// Parse: which aggregate partition an event's key goes to (lab 14).
+    Partition,
 }
 
 impl LabSlot {
-    pub const ALL: [LabSlot; 17] = [
+    pub const ALL: [LabSlot; 18] = [
         LabSlot::None,
         LabSlot::Blocking,
         LabSlot::Errors,
@@ -224,6 +226,7 @@ impl LabSlot {
         LabSlot::Context,
         LabSlot::Arena,
         LabSlot::Contention,
+        LabSlot::Partition,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -245,6 +248,7 @@ impl LabSlot {
             LabSlot::Context => "context",
             LabSlot::Arena => "arena",
             LabSlot::Contention => "contention",
+            LabSlot::Partition => "partition",
         }
     }
 }
@@ -296,6 +300,10 @@ pub struct CommonKnobs {
     /// (0..=10000000; 0 = off).
     #[cfg_attr(feature = "schema", schemars(range(max = 10000000)))]
     pub inject_delay_us: u64,
+    /// Injected cost for drills and labs: sleep this many nanoseconds more per event of each
+    /// batch, a stand-in for work done per event elsewhere (0..=1000000; 0 = off).
+    #[cfg_attr(feature = "schema", schemars(range(max = 1000000)))]
+    pub inject_delay_ns_per_event: u64,
     /// Course labs: the code slot whose hook runs (`none` in production).
     pub lab_slot: LabSlot,
     /// Course labs: which implementation the slot runs.
@@ -323,6 +331,7 @@ impl Default for CommonKnobs {
             max_frame_bytes: 8 << 20,
             runtime_threads: 2,
             inject_delay_us: 0,
+            inject_delay_ns_per_event: 0,
             lab_slot: LabSlot::None,
             lab_impl: LabImpl::Baseline,
             delivery: Delivery::AtMostOnce,
@@ -622,11 +631,28 @@ impl CommonKnobs {
         )?;
         in_range(
             stage,
+            "inject_delay_ns_per_event",
+            self.inject_delay_ns_per_event,
+            0,
+            1_000_000,
+        )?;
+        in_range(
+            stage,
             "inject_delay_us",
             self.inject_delay_us,
             0,
             10_000_000,
         )
+    }
+
+    /// The injected delay of a batch of `records` events (`inject_delay_us` and
+    /// `inject_delay_ns_per_event`), if any.
+    pub fn injected_delay(&self, records: u32) -> Option<std::time::Duration> {
+        let ns = self.inject_delay_us.saturating_mul(1000).saturating_add(
+            self.inject_delay_ns_per_event
+                .saturating_mul(u64::from(records)),
+        );
+        (ns > 0).then(|| std::time::Duration::from_nanos(ns))
     }
 }
 

@@ -23,6 +23,9 @@
 //!   the last record and records that are not window results.
 //! - `contention`: after each `add` returns, the same totals per key as the baseline's, from
 //!   one thread and from [`CONTENTION_THREADS`] threads adding at once.
+//! - `partition`: a partition below the number asked for, for every key; the same for the
+//!   same key on every call, and in a second process (`pipeline partition-lanes`: two parse
+//!   replicas must agree, or a key's windows are split over two aggregate replicas).
 //! - `arena`: the same names and counts as the baseline on every frame (names that share a
 //!   prefix, empty route segments, undecodable records).
 //! - `context`: the same reading, or the same drop reason and message, as the baseline on
@@ -37,7 +40,7 @@
 
 use super::{
     arena, batcher, blocking, contention, context, deadlock, errors, fanout, fsync, hotspot,
-    iterators, leak, percentile, recall, replay, threads, zerocopy,
+    iterators, leak, partition, percentile, recall, replay, threads, zerocopy,
 };
 use crate::codec::{Frame, OutFrame};
 use crate::event::{EventRef, key_of};
@@ -53,7 +56,7 @@ use std::time::Duration;
 
 /// The slots with a specification (lab 12's `percentile` is not a knob slot: criterion calls
 /// it directly).
-pub const SLOTS: [&str; 17] = [
+pub const SLOTS: [&str; 18] = [
     "arena",
     "batcher",
     "blocking",
@@ -66,6 +69,7 @@ pub const SLOTS: [&str; 17] = [
     "hotspot",
     "deadlock",
     "leak",
+    "partition",
     "percentile",
     "recall",
     "replay",
@@ -90,12 +94,7 @@ pub enum ConformanceError {
 
 /// Check implementation `imp` of `slot` on the cases of `seed`.
 pub fn check(slot: &str, imp: LabImpl, seed: u64) -> Result<Conformance, ConformanceError> {
-    let mut run = Run {
-        rng: Pcg64Mcg::seed_from_u64(seed),
-        seed,
-        cases: 0,
-        mismatch: None,
-    };
+    let mut run = Run::new(seed);
     match slot {
         "hotspot" => run.hotspot(imp),
         "iterators" => run.iterators(imp),
@@ -114,6 +113,7 @@ pub fn check(slot: &str, imp: LabImpl, seed: u64) -> Result<Conformance, Conform
         "context" => run.context(imp),
         "arena" => run.arena(imp),
         "contention" => run.contention(imp),
+        "partition" => run.partition(imp),
         other => return Err(ConformanceError::UnknownSlot(other.to_string())),
     }
     Ok(Conformance {
@@ -232,7 +232,121 @@ fn rebuilt_difference(want: &Replayed, got: &Replayed) -> (String, String) {
     (rebuilt_summary(want, key), rebuilt_summary(got, key))
 }
 
+/// The partitions lab 14's implementation `imp` gives the keys of `seed`, four partitions,
+/// in the order of the keys (what `pipeline partition-lanes` prints for another process).
+pub fn partition_lanes(imp: LabImpl, seed: u64) -> Vec<usize> {
+    let keys = Run::new(seed).partition_keys();
+    keys.iter().map(|k| partition::lane(imp, k, 4)).collect()
+}
+
+/// The same, computed by a second `pipeline` process; `None` when this process is not the
+/// `pipeline` binary (a unit test), which has no `partition-lanes` to ask.
+fn partition_lanes_elsewhere(imp: LabImpl, seed: u64) -> Option<Result<Vec<usize>, String>> {
+    let exe = std::env::current_exe().ok()?;
+    if exe.file_stem()? != "pipeline" {
+        return None;
+    }
+    let out = std::process::Command::new(&exe)
+        .args(["partition-lanes", "--impl", imp.as_str(), "--seed"])
+        .arg(seed.to_string())
+        .output();
+    Some(match out {
+        Ok(o) if o.status.success() => serde_json::from_slice(&o.stdout)
+            .map_err(|e| format!("the second process printed no list of partitions: {e}")),
+        Ok(o) => Err(format!(
+            "the second process failed ({}): {}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(e) => Err(format!("could not start a second process: {e}")),
+    })
+}
+
 impl Run {
+    fn new(seed: u64) -> Run {
+        Run {
+            rng: Pcg64Mcg::seed_from_u64(seed),
+            seed,
+            cases: 0,
+            mismatch: None,
+        }
+    }
+
+    /// Lab 14's keys: the seed's (distinct, in the order first seen), then edge cases.
+    fn partition_keys(&mut self) -> Vec<Vec<u8>> {
+        let mut seen = std::collections::HashSet::new();
+        let mut keys: Vec<Vec<u8>> = self
+            .compact(3000)
+            .iter()
+            .filter_map(|ev| key_of(ev).ok().map(<[u8]>::to_vec))
+            .filter(|k| seen.insert(k.clone()))
+            .collect();
+        keys.extend([Vec::new(), vec![0], vec![0xff; 300], b"\x01a\x01/".to_vec()]);
+        for _ in 0..200 {
+            let n = self.rng.random_range(0..40);
+            keys.push((0..n).map(|_| self.rng.random::<u8>()).collect());
+        }
+        keys
+    }
+
+    fn partition(&mut self, imp: LabImpl) {
+        let keys = self.partition_keys();
+        let shown = |lanes: &[usize]| -> Vec<String> {
+            keys.iter()
+                .zip(lanes)
+                .map(|(k, l)| format!("{} → {l}", show_bytes(k)))
+                .collect()
+        };
+        for lanes in [1usize, 2, 3, 4, 7, 64] {
+            let first = guarded(|| {
+                keys.iter()
+                    .map(|k| partition::lane(imp, k, lanes))
+                    .collect::<Vec<_>>()
+            });
+            let out_of_range = first.clone().map(|got| {
+                keys.iter()
+                    .zip(&got)
+                    .find(|(_, l)| **l >= lanes)
+                    .map(|(k, l)| format!("{} → partition {l}", show_bytes(k)))
+            });
+            let input = || format!("{} keys into {lanes} partitions", keys.len());
+            if !self.case(input, &None, out_of_range) {
+                return;
+            }
+            let Ok(first) = first else { return };
+            let first: Vec<usize> = first;
+            // The same keys again, last first: the same partition for each.
+            let again = guarded(|| {
+                let mut v: Vec<usize> = keys
+                    .iter()
+                    .rev()
+                    .map(|k| partition::lane(imp, k, lanes))
+                    .collect();
+                v.reverse();
+                shown(&v)
+            });
+            let input = || {
+                format!(
+                    "the same {} keys into {lanes} partitions again, in reverse order",
+                    keys.len()
+                )
+            };
+            if !self.case(input, &shown(&first), again) {
+                return;
+            }
+        }
+        if let Some(elsewhere) = partition_lanes_elsewhere(imp, self.seed) {
+            let here = shown(&partition_lanes(imp, self.seed));
+            let input = || {
+                format!(
+                    "the same {} keys into 4 partitions in a second process (a second parse replica)",
+                    keys.len()
+                )
+            };
+            self.case(input, &here, elsewhere.map(|v| shown(&v)));
+        }
+    }
+
     /// Record one case; false once a mismatch is found (stop generating).
     fn case<T: PartialEq + Debug>(
         &mut self,
@@ -678,10 +792,21 @@ impl Run {
     }
 
     fn contention(&mut self, imp: LabImpl) {
-        type Snapshot = Vec<(Vec<u8>, contention::Totals)>;
-        let sorted = |mut v: Snapshot| {
+        // Sorted by key, one readable line per key (a mismatch shows the first that differs).
+        let sorted = |mut v: Vec<(Vec<u8>, contention::Totals)>| -> Vec<String> {
             v.sort();
-            v
+            v.iter()
+                .map(|(key, t)| {
+                    let key = match crate::event::split_key(key) {
+                        Ok((service, route)) => format!("{service} {route}"),
+                        Err(_) => show_bytes(key),
+                    };
+                    format!(
+                        "{key}: {} events, {} µs, {} bytes",
+                        t.events, t.latency_us, t.bytes
+                    )
+                })
+                .collect()
         };
         let frames = self.frames();
         let records = |n: usize| -> usize { frames[..n].iter().map(|f| f.records().count()).sum() };

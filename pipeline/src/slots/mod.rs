@@ -18,6 +18,7 @@ pub mod fsync;
 pub mod hotspot;
 pub mod iterators;
 pub mod leak;
+pub mod partition;
 pub mod percentile;
 pub mod recall;
 pub mod replay;

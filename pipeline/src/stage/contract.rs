@@ -11,7 +11,8 @@
 //!    answers 503 until then and 200 after.
 //! 3. **Do each batch inside one batch guard** ([`StageCtx::batch`] on the runtime,
 //!    [`StageCtx::blocking_batch`] on a blocking thread), which always does the same things in
-//!    the same order: the injected delay (`inject_delay_us`) first, outside the timing; then
+//!    the same order: the injected delay (`inject_delay_us`, `inject_delay_ns_per_event`)
+//!    first, outside the timing; then
 //!    the batch's span (`pipeline::batch`, when `telemetry` is on); then the work, timed; then
 //!    `pipeline_batch_duration_seconds` observed.
 //! 4. **Count every event it does not pass on, with a reason**, through
@@ -144,7 +145,7 @@ impl StageCtx {
     /// Do one batch on the runtime (contract point 3): the injected delay, then `work` inside
     /// the batch's span, timed, then its duration observed.
     pub async fn batch<F: Future>(&self, kind: BatchKind, records: u32, work: F) -> F::Output {
-        if let Some(d) = self.injected_delay() {
+        if let Some(d) = self.injected_delay(records) {
             tokio::time::sleep(d).await;
         }
         let t0 = Instant::now();
@@ -164,7 +165,7 @@ impl StageCtx {
     /// Start one batch on a blocking thread (contract point 3): sleeps the injected delay, then
     /// enters the batch's span and starts the clock; dropping the guard observes the duration.
     pub fn blocking_batch(&self, kind: BatchKind, records: u32) -> BlockingBatch<'_> {
-        if let Some(d) = self.injected_delay() {
+        if let Some(d) = self.injected_delay(records) {
             std::thread::sleep(d);
         }
         BlockingBatch {
