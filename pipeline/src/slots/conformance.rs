@@ -181,6 +181,14 @@ fn frame_size(frame: &Frame) -> String {
     format!("a frame of {} records", frame.records().count())
 }
 
+/// A compact event's key as `service route` (raw bytes where it is not a key).
+fn show_key(key: &[u8]) -> String {
+    match crate::event::split_key(key) {
+        Ok((service, route)) => format!("{service} {route}"),
+        Err(_) => show_bytes(key),
+    }
+}
+
 fn show_bytes(b: &[u8]) -> String {
     const MAX: usize = 120;
     let cut = &b[..b.len().min(MAX)];
@@ -294,7 +302,7 @@ impl Run {
         let shown = |lanes: &[usize]| -> Vec<String> {
             keys.iter()
                 .zip(lanes)
-                .map(|(k, l)| format!("{} → {l}", show_bytes(k)))
+                .map(|(k, l)| format!("{} → {l}", show_key(k)))
                 .collect()
         };
         for lanes in [1usize, 2, 3, 4, 7, 64] {
@@ -307,9 +315,9 @@ impl Run {
                 keys.iter()
                     .zip(&got)
                     .find(|(_, l)| **l >= lanes)
-                    .map(|(k, l)| format!("{} → partition {l}", show_bytes(k)))
+                    .map(|(k, l)| format!("{} → partition {l}", show_key(k)))
             });
-            let input = || format!("{} keys into {lanes} partitions", keys.len());
+            let input = || format!("{} keys, partitions 0 to {}", keys.len(), lanes - 1);
             if !self.case(input, &None, out_of_range) {
                 return;
             }
@@ -327,8 +335,9 @@ impl Run {
             });
             let input = || {
                 format!(
-                    "the same {} keys into {lanes} partitions again, in reverse order",
-                    keys.len()
+                    "the same {} keys again, in reverse order, partitions 0 to {}",
+                    keys.len(),
+                    lanes - 1
                 )
             };
             if !self.case(input, &shown(&first), again) {
@@ -339,7 +348,7 @@ impl Run {
             let here = shown(&partition_lanes(imp, self.seed));
             let input = || {
                 format!(
-                    "the same {} keys into 4 partitions in a second process (a second parse replica)",
+                    "the same {} keys in a second process (a second parse replica), partitions 0 to 3",
                     keys.len()
                 )
             };
@@ -797,13 +806,12 @@ impl Run {
             v.sort();
             v.iter()
                 .map(|(key, t)| {
-                    let key = match crate::event::split_key(key) {
-                        Ok((service, route)) => format!("{service} {route}"),
-                        Err(_) => show_bytes(key),
-                    };
                     format!(
-                        "{key}: {} events, {} µs, {} bytes",
-                        t.events, t.latency_us, t.bytes
+                        "{}: {} events, {} µs, {} bytes",
+                        show_key(key),
+                        t.events,
+                        t.latency_us,
+                        t.bytes
                     )
                 })
                 .collect()
