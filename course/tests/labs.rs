@@ -57,6 +57,7 @@ fn the_course_has_at_least_fourteen_valid_labs_covering_its_topics() {
         "fsync",
         "scaling and partitioning",
         "WAL replay",
+        "segment compaction",
         "OS threads with channels",
         "custom error types",
         "combinators",

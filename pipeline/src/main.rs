@@ -73,7 +73,8 @@ enum Command {
     /// Run one stage's hot code in-process over a replay file, for instruction counting
     /// (`valgrind --tool=callgrind --toggle-collect=observatory_measured_region`).
     Kernel {
-        /// parse, aggregate or sink (sink: replaying a log made from the input, lab 15).
+        /// parse, aggregate or sink (sink: replaying a log made from the input, lab 15, or
+        /// compacting its layers, lab 19).
         stage: String,
         /// A JSON-lines file (`pipeline generate`).
         #[arg(long)]
@@ -102,9 +103,9 @@ enum Command {
     /// Check a lab slot's implementation against the slot's specification on the cases a seed
     /// generates; prints JSON (`observatory lab check` runs it before it measures).
     Conformance {
-        /// The slot: arena, batcher, blocking, contention, context, errors, fanout, fsync,
-        /// iterators, hotspot, deadlock, leak, partition, percentile, recall, replay, threads
-        /// or zerocopy.
+        /// The slot: arena, batcher, blocking, compaction, contention, context, errors, fanout,
+        /// fsync, iterators, hotspot, deadlock, leak, partition, percentile, recall, replay,
+        /// threads or zerocopy.
         slot: String,
         /// baseline, student or reference.
         #[arg(long = "impl", default_value = "student", value_parser = ["baseline", "student", "reference"])]
@@ -264,6 +265,23 @@ fn kernel(
                     compact.push(ev);
                 }
             }
+            if let Some(imp) = labs.get(pipeline_plan::LabSlot::Compaction) {
+                // Compacting the log (lab 19): its layers are made outside the region.
+                let layers = pipeline::slots::compaction::layers_of(&compact, 8, 10);
+                let layers: Vec<&[u8]> = layers.iter().map(Vec::as_slice).collect();
+                return kernel_report(
+                    stage,
+                    events * u64::from(rounds),
+                    timed_region(&mut || {
+                        (0..rounds)
+                            .map(|_| {
+                                pipeline::slots::compaction::compact(imp, &layers)
+                                    .map_or(0, |segment| segment.len() as u64)
+                            })
+                            .sum()
+                    }),
+                );
+            }
             let segment = pipeline::slots::replay::segment_of(&compact, 10);
             let imp = labs
                 .get(pipeline_plan::LabSlot::Replay)
@@ -276,7 +294,9 @@ fn kernel(
                     .sum()
             })
         }
-        _ => bail!("kernels exist for parse, aggregate and sink (the log's replay)"),
+        _ => bail!(
+            "kernels exist for parse, aggregate and sink (the log's replay, or its compaction)"
+        ),
     };
     kernel_report(
         stage,

@@ -175,6 +175,7 @@ fn baseline_and_student_functions_stay_distinct_in_profiles() {
         "context",
         "arena",
         "partition",
+        "compaction",
     ] {
         let base = addresses(&symbols, &format!("pipeline::slots::{slot}::baseline"));
         let student = addresses(&symbols, &format!("pipeline::slots::{slot}::student"));

@@ -205,10 +205,12 @@ pub enum LabSlot {
     Contention,
     /// Parse: which aggregate partition an event's key goes to (lab 14).
     Partition,
+    /// Sink kernel: compacting the log's layers into one segment (lab 19).
+    Compaction,
 }
 
 impl LabSlot {
-    pub const ALL: [LabSlot; 18] = [
+    pub const ALL: [LabSlot; 19] = [
         LabSlot::None,
         LabSlot::Blocking,
         LabSlot::Errors,
@@ -227,6 +229,7 @@ impl LabSlot {
         LabSlot::Arena,
         LabSlot::Contention,
         LabSlot::Partition,
+        LabSlot::Compaction,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -249,6 +252,7 @@ impl LabSlot {
             LabSlot::Arena => "arena",
             LabSlot::Contention => "contention",
             LabSlot::Partition => "partition",
+            LabSlot::Compaction => "compaction",
         }
     }
 }

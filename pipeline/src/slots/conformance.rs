@@ -26,6 +26,9 @@
 //! - `partition`: a partition below the number asked for, for every key; the same for the
 //!   same key on every call, and in a second process (`pipeline partition-lanes`: two parse
 //!   replicas must agree, or a key's windows are split over two aggregate replicas).
+//! - `compaction`: the same segment as the baseline, byte for byte (each window once, its
+//!   newest copy, in key and window order), or the same error, on layers with updated
+//!   windows in the same and in later layers, empty and junk records, and damaged layers.
 //! - `arena`: the same names and counts as the baseline on every frame (names that share a
 //!   prefix, empty route segments, undecodable records).
 //! - `context`: the same reading, or the same drop reason and message, as the baseline on
@@ -39,8 +42,8 @@
 //!   ([`super::fsync::Unsynced::must_sync`]), and never a panic; otherwise free.
 
 use super::{
-    arena, batcher, blocking, contention, context, deadlock, errors, fanout, fsync, hotspot,
-    iterators, leak, partition, percentile, recall, replay, threads, zerocopy,
+    arena, batcher, blocking, compaction, contention, context, deadlock, errors, fanout, fsync,
+    hotspot, iterators, leak, partition, percentile, recall, replay, threads, zerocopy,
 };
 use crate::codec::{Frame, OutFrame};
 use crate::event::{EventRef, key_of};
@@ -56,10 +59,11 @@ use std::time::Duration;
 
 /// The slots with a specification (lab 12's `percentile` is not a knob slot: criterion calls
 /// it directly).
-pub const SLOTS: [&str; 18] = [
+pub const SLOTS: [&str; 19] = [
     "arena",
     "batcher",
     "blocking",
+    "compaction",
     "contention",
     "context",
     "fanout",
@@ -114,6 +118,7 @@ pub fn check(slot: &str, imp: LabImpl, seed: u64) -> Result<Conformance, Conform
         "arena" => run.arena(imp),
         "contention" => run.contention(imp),
         "partition" => run.partition(imp),
+        "compaction" => run.compaction(imp),
         other => return Err(ConformanceError::UnknownSlot(other.to_string())),
     }
     Ok(Conformance {
@@ -295,6 +300,85 @@ impl Run {
             keys.push((0..n).map(|_| self.rng.random::<u8>()).collect());
         }
         keys
+    }
+
+    fn compaction(&mut self, imp: LabImpl) {
+        use crate::seglog::{MAGIC, segment_bytes};
+        let events = self.compact(3000);
+        let mut cases: Vec<(String, Vec<Vec<u8>>)> = vec![
+            ("no layers".into(), Vec::new()),
+            ("one empty layer".into(), vec![MAGIC.to_vec()]),
+        ];
+        for layers in [1, 2, 3, 5, 8] {
+            for update in [0, 3, 10] {
+                let n = self.rng.random_range(1..=events.len());
+                let updated = match update {
+                    0 => "none written again".to_string(),
+                    u => format!("one in {u} written again later"),
+                };
+                cases.push((
+                    format!("{layers} layer(s) of the windows of {n} events, {updated}"),
+                    compaction::layers_of(&events[..n], layers, update),
+                ));
+            }
+        }
+        // Records that are not window results, between windows.
+        let mut junk = compaction::layers_of(&events, 3, 4);
+        let mut records = Vec::new();
+        let _ = crate::seglog::scan_bytes(&junk[1], false, |r| records.push(r.to_vec()));
+        records.insert(records.len() / 2, b"not a window".to_vec());
+        records.push(Vec::new());
+        junk[1] = segment_bytes(records.iter().map(Vec::as_slice));
+        cases.push((
+            "3 layers, the second with an empty and a junk record".into(),
+            junk,
+        ));
+        // Damaged layers: a flipped byte, a torn last record, a bad magic.
+        let whole = compaction::layers_of(&events, 3, 4);
+        let mut flipped = whole.clone();
+        let mid = flipped[1].len() / 2;
+        flipped[1][mid] ^= 0x40;
+        cases.push(("3 layers, a byte of the second flipped".into(), flipped));
+        let mut torn = whole.clone();
+        let cut = torn[2].len() - 3;
+        torn[2].truncate(cut);
+        cases.push(("3 layers, the last one's last record torn".into(), torn));
+        let mut magic = whole;
+        magic[0][0] = b'X';
+        cases.push(("3 layers, the first with a bad magic".into(), magic));
+        // A segment, one line per record (and its size and checksum: the same lines and
+        // line count with other bytes still differ).
+        let summary = |out: Result<Vec<u8>, crate::seglog::ScanError>| {
+            let segment = out?;
+            let mut lines = Vec::new();
+            crate::seglog::scan_bytes(&segment, false, |rec| {
+                lines.push(match crate::event::WindowRef::decode(rec) {
+                    Ok(w) => format!(
+                        "{} {} @{}: {} events, {} bytes",
+                        w.service, w.route, w.window_start_us, w.count, w.bytes
+                    ),
+                    Err(_) => format!("a record that is not a window: {}", show_bytes(rec)),
+                });
+            })?;
+            lines.push(format!(
+                "a segment of {} bytes, crc32 {:08x}",
+                segment.len(),
+                crc32fast::hash(&segment)
+            ));
+            Ok::<_, crate::seglog::ScanError>(lines)
+        };
+        self.same_as_baseline(
+            imp,
+            cases,
+            |imp, (_, layers)| {
+                let layers: Vec<&[u8]> = layers.iter().map(Vec::as_slice).collect();
+                summary(compaction::compact(imp, &layers))
+            },
+            |(name, layers)| {
+                let sizes: Vec<usize> = layers.iter().map(Vec::len).collect();
+                format!("{name} (layer sizes {sizes:?} bytes)")
+            },
+        );
     }
 
     fn partition(&mut self, imp: LabImpl) {

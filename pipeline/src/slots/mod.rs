@@ -8,6 +8,7 @@
 pub mod arena;
 pub mod batcher;
 pub mod blocking;
+pub mod compaction;
 pub mod conformance;
 pub mod contention;
 pub mod context;
