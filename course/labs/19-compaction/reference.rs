@@ -24,7 +24,7 @@ pub fn compact(layers: &[&[u8]]) -> Result<Vec<u8>, ScanError> {
             }
         })?;
     }
-    let mut merged: Vec<((&[u8], u64), &[u8])> = newest.into_iter().collect();
+    let mut merged: Vec<_> = newest.into_iter().collect();
     merged.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     Ok(segment_bytes(merged.into_iter().map(|(_, rec)| rec)))
 }

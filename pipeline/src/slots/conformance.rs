@@ -259,20 +259,62 @@ fn partition_lanes_elsewhere(imp: LabImpl, seed: u64) -> Option<Result<Vec<usize
     if exe.file_stem()? != "pipeline" {
         return None;
     }
-    let out = std::process::Command::new(&exe)
-        .args(["partition-lanes", "--impl", imp.as_str(), "--seed"])
-        .arg(seed.to_string())
-        .output();
-    Some(match out {
-        Ok(o) if o.status.success() => serde_json::from_slice(&o.stdout)
-            .map_err(|e| format!("the second process printed no list of partitions: {e}")),
-        Ok(o) => Err(format!(
-            "the second process failed ({}): {}",
-            o.status,
-            String::from_utf8_lossy(&o.stderr).trim()
-        )),
+    use std::process::{Command, Stdio};
+    // Files, not pipes: what the checked code prints cannot fill a pipe and stall it.
+    let base = std::env::temp_dir().join(format!(
+        "observatory-partition-{}-{seed}",
+        std::process::id()
+    ));
+    let (out_path, err_path) = (base.with_extension("out"), base.with_extension("err"));
+    let files = std::fs::File::create(&out_path).and_then(|o| {
+        let e = std::fs::File::create(&err_path)?;
+        Ok((o, e))
+    });
+    let child = files.and_then(|(o, e)| {
+        Command::new(&exe)
+            .args(["partition-lanes", "--impl", imp.as_str(), "--seed"])
+            .arg(seed.to_string())
+            .stdin(Stdio::null())
+            .stdout(o)
+            .stderr(e)
+            .spawn()
+    });
+    let answer = match child {
         Err(e) => Err(format!("could not start a second process: {e}")),
-    })
+        Ok(mut child) => {
+            // Stopped here if it hangs: a kill of this process would leave it running.
+            let started = std::time::Instant::now();
+            loop {
+                match child.try_wait() {
+                    Ok(Some(status)) if status.success() => {
+                        let stdout = std::fs::read(&out_path).unwrap_or_default();
+                        break serde_json::from_slice(&stdout).map_err(|e| {
+                            format!("the second process printed no list of partitions: {e}")
+                        });
+                    }
+                    Ok(Some(status)) => {
+                        let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+                        let last = stderr.trim().lines().last().unwrap_or("").to_string();
+                        break Err(format!("the second process failed ({status}): {last}"));
+                    }
+                    Ok(None) if started.elapsed() < HANG => {
+                        std::thread::sleep(Duration::from_millis(10))
+                    }
+                    Ok(None) | Err(_) => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break Err(format!(
+                            "the second process gave no answer within {} s",
+                            HANG.as_secs()
+                        ));
+                    }
+                }
+            }
+        }
+    };
+    let _ = std::fs::remove_file(&out_path);
+    let _ = std::fs::remove_file(&err_path);
+    Some(answer)
 }
 
 impl Run {
