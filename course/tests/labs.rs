@@ -12,27 +12,28 @@ fn labs_dir() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/labs"))
 }
 
-/// A wall-clock knob lab, kept as a fixture (the course's lab 14 before it became a code lab).
-fn wall_knob_fixture() -> observatory_course::spec::Lab {
-    let dir = Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/knob-wall"
-    ));
+/// The one lab of a fixture course.
+fn only_lab_in(dir: &Path) -> observatory_course::spec::Lab {
     let mut labs = load_labs(dir).expect("the fixture loads");
     assert_eq!(labs.len(), 1);
     labs.remove(0)
 }
 
+/// A wall-clock knob lab, kept as a fixture (the course's lab 14 before it became a code lab).
+fn wall_knob_fixture() -> observatory_course::spec::Lab {
+    only_lab_in(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/knob-wall"
+    )))
+}
+
 /// A knob lab with an `all.` knob and an exact measurement, kept as a fixture (the course's
 /// lab 08 before it became a code lab).
 fn knob_fixture() -> observatory_course::spec::Lab {
-    let dir = Path::new(concat!(
+    only_lab_in(Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/knob-course/course/labs"
-    ));
-    let mut labs = load_labs(dir).expect("the fixture loads");
-    assert_eq!(labs.len(), 1);
-    labs.remove(0)
+    )))
 }
 
 #[test]
