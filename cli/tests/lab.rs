@@ -148,7 +148,7 @@ fn unknown_labs_and_commands_are_clear_errors() {
     let home = tempfile::tempdir().unwrap();
     let o = lab(home.path(), &["list"]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("19 labs, 0 passed"), "{}", text(&o));
+    assert!(text(&o).contains("20 labs, 0 passed"), "{}", text(&o));
     let o = lab(home.path(), &["start", "99"]);
     assert!(!o.status.success());
     assert!(text(&o).contains("no lab number 99"), "{}", text(&o));

@@ -59,6 +59,7 @@ fn the_course_has_at_least_fourteen_valid_labs_covering_its_topics() {
         "scaling and partitioning",
         "WAL replay",
         "segment compaction",
+        "reconciling two replicas",
         "OS threads with channels",
         "custom error types",
         "combinators",

@@ -104,8 +104,8 @@ enum Command {
     /// generates; prints JSON (`observatory lab check` runs it before it measures).
     Conformance {
         /// The slot: arena, batcher, blocking, compaction, contention, context, errors, fanout,
-        /// fsync, iterators, hotspot, deadlock, leak, partition, percentile, recall, replay,
-        /// threads or zerocopy.
+        /// fsync, iterators, hotspot, deadlock, leak, partition, percentile, recall, reconcile,
+        /// replay, threads or zerocopy.
         slot: String,
         /// baseline, student or reference.
         #[arg(long = "impl", default_value = "student", value_parser = ["baseline", "student", "reference"])]
@@ -282,6 +282,22 @@ fn kernel(
                     }),
                 );
             }
+            if let Some(imp) = labs.get(pipeline_plan::LabSlot::Reconcile) {
+                // Reconciling two replicas (lab 20): they are made outside the region.
+                let (a, b) = pipeline::slots::reconcile::replicas_of(&compact, 7, 5);
+                return kernel_report(
+                    stage,
+                    events * u64::from(rounds),
+                    timed_region(&mut || {
+                        (0..rounds)
+                            .map(|_| {
+                                pipeline::slots::reconcile::reconcile(imp, &a, &b)
+                                    .map_or(0, |r| (r.to_a.len() + r.to_b.len()) as u64)
+                            })
+                            .sum()
+                    }),
+                );
+            }
             let segment = pipeline::slots::replay::segment_of(&compact, 10);
             let imp = labs
                 .get(pipeline_plan::LabSlot::Replay)
@@ -295,7 +311,7 @@ fn kernel(
             })
         }
         _ => bail!(
-            "kernels exist for parse, aggregate and sink (the log's replay, or its compaction)"
+            "kernels exist for parse, aggregate and sink (the log's replay, its compaction, or reconciling two replicas)"
         ),
     };
     kernel_report(

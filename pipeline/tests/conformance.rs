@@ -176,6 +176,7 @@ fn baseline_and_student_functions_stay_distinct_in_profiles() {
         "arena",
         "partition",
         "compaction",
+        "reconcile",
     ] {
         let base = addresses(&symbols, &format!("pipeline::slots::{slot}::baseline"));
         let student = addresses(&symbols, &format!("pipeline::slots::{slot}::student"));

@@ -207,10 +207,12 @@ pub enum LabSlot {
     Partition,
     /// Sink kernel: compacting the log's layers into one segment (lab 19).
     Compaction,
+    /// Sink kernel: what two replicas of the compacted log must take from each other (lab 20).
+    Reconcile,
 }
 
 impl LabSlot {
-    pub const ALL: [LabSlot; 19] = [
+    pub const ALL: [LabSlot; 20] = [
         LabSlot::None,
         LabSlot::Blocking,
         LabSlot::Errors,
@@ -230,6 +232,7 @@ impl LabSlot {
         LabSlot::Contention,
         LabSlot::Partition,
         LabSlot::Compaction,
+        LabSlot::Reconcile,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -253,6 +256,7 @@ impl LabSlot {
             LabSlot::Contention => "contention",
             LabSlot::Partition => "partition",
             LabSlot::Compaction => "compaction",
+            LabSlot::Reconcile => "reconcile",
         }
     }
 }

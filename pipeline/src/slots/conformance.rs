@@ -29,6 +29,10 @@
 //! - `compaction`: the same segment as the baseline, byte for byte (each window once, its
 //!   newest copy, in key and window order), or the same error, on layers with updated
 //!   windows in the same and in later layers, empty and junk records, and damaged layers.
+//! - `reconcile`: the same two repair segments as the baseline, byte for byte (in key and
+//!   window order: what each replica lacks, and where the other's copy wins), or the same
+//!   error, on replicas that miss windows, hold older copies or equal-count copies with other
+//!   bytes, hold junk records, are empty, damaged, out of order or hold a window twice.
 //! - `arena`: the same names and counts as the baseline on every frame (names that share a
 //!   prefix, empty route segments, undecodable records).
 //! - `context`: the same reading, or the same drop reason and message, as the baseline on
@@ -43,7 +47,7 @@
 
 use super::{
     arena, batcher, blocking, compaction, contention, context, deadlock, errors, fanout, fsync,
-    hotspot, iterators, leak, partition, percentile, recall, replay, threads, zerocopy,
+    hotspot, iterators, leak, partition, percentile, recall, reconcile, replay, threads, zerocopy,
 };
 use crate::codec::{Frame, OutFrame};
 use crate::event::{EventRef, key_of};
@@ -59,7 +63,7 @@ use std::time::Duration;
 
 /// The slots with a specification (lab 12's `percentile` is not a knob slot: criterion calls
 /// it directly).
-pub const SLOTS: [&str; 19] = [
+pub const SLOTS: [&str; 20] = [
     "arena",
     "batcher",
     "blocking",
@@ -76,6 +80,7 @@ pub const SLOTS: [&str; 19] = [
     "partition",
     "percentile",
     "recall",
+    "reconcile",
     "replay",
     "threads",
     "zerocopy",
@@ -119,6 +124,7 @@ pub fn check(slot: &str, imp: LabImpl, seed: u64) -> Result<Conformance, Conform
         "contention" => run.contention(imp),
         "partition" => run.partition(imp),
         "compaction" => run.compaction(imp),
+        "reconcile" => run.reconcile(imp),
         other => return Err(ConformanceError::UnknownSlot(other.to_string())),
     }
     Ok(Conformance {
@@ -135,6 +141,27 @@ struct Run {
     seed: u64,
     cases: u64,
     mismatch: Option<Mismatch>,
+}
+
+/// A segment, one line per record, and its size and checksum (the same lines and line count
+/// with other bytes still differ).
+fn segment_lines(segment: &[u8]) -> Result<Vec<String>, crate::seglog::ScanError> {
+    let mut lines = Vec::new();
+    crate::seglog::scan_bytes(segment, false, |rec| {
+        lines.push(match crate::event::WindowRef::decode(rec) {
+            Ok(w) => format!(
+                "{} {} @{}: {} events, {} bytes",
+                w.service, w.route, w.window_start_us, w.count, w.bytes
+            ),
+            Err(_) => format!("a record that is not a window: {}", show_bytes(rec)),
+        });
+    })?;
+    lines.push(format!(
+        "a segment of {} bytes, crc32 {:08x}",
+        segment.len(),
+        crc32fast::hash(segment)
+    ));
+    Ok(lines)
 }
 
 /// A call's result, or the panic it ended in.
@@ -388,38 +415,117 @@ impl Run {
         let mut magic = whole;
         magic[0][0] = b'X';
         cases.push(("3 layers, the first with a bad magic".into(), magic));
-        // A segment, one line per record (and its size and checksum: the same lines and
-        // line count with other bytes still differ).
-        let summary = |out: Result<Vec<u8>, crate::seglog::ScanError>| {
-            let segment = out?;
-            let mut lines = Vec::new();
-            crate::seglog::scan_bytes(&segment, false, |rec| {
-                lines.push(match crate::event::WindowRef::decode(rec) {
-                    Ok(w) => format!(
-                        "{} {} @{}: {} events, {} bytes",
-                        w.service, w.route, w.window_start_us, w.count, w.bytes
-                    ),
-                    Err(_) => format!("a record that is not a window: {}", show_bytes(rec)),
-                });
-            })?;
-            lines.push(format!(
-                "a segment of {} bytes, crc32 {:08x}",
-                segment.len(),
-                crc32fast::hash(&segment)
-            ));
-            Ok::<_, crate::seglog::ScanError>(lines)
-        };
         self.same_as_baseline(
             imp,
             cases,
             |imp, (_, layers)| {
                 let layers: Vec<&[u8]> = layers.iter().map(Vec::as_slice).collect();
-                summary(compaction::compact(imp, &layers))
+                segment_lines(&compaction::compact(imp, &layers)?)
             },
             |(name, layers)| {
                 let sizes: Vec<usize> = layers.iter().map(Vec::len).collect();
                 format!("{name} (layer sizes {sizes:?} bytes)")
             },
+        );
+    }
+
+    fn reconcile(&mut self, imp: LabImpl) {
+        use crate::seglog::{MAGIC, scan_bytes, segment_bytes};
+        let events = self.compact(3000);
+        let empty = MAGIC.to_vec();
+        let mut cases: Vec<(String, Vec<u8>, Vec<u8>)> = vec![
+            ("two empty replicas".into(), empty.clone(), empty.clone()),
+            ("no bytes at all in A".into(), Vec::new(), empty.clone()),
+        ];
+        let (whole, _) = reconcile::replicas_of(&events, 0, 0);
+        cases.push(("A empty, B whole".into(), empty.clone(), whole.clone()));
+        cases.push(("A whole, B empty".into(), whole.clone(), empty.clone()));
+        cases.push((
+            "the same replica twice".into(),
+            whole.clone(),
+            whole.clone(),
+        ));
+        for missed in [0, 2, 3, 7] {
+            for late in [0, 1, 4, 9] {
+                let n = self.rng.random_range(1..=events.len());
+                let (a, b) = reconcile::replicas_of(&events[..n], missed, late);
+                let name = format!(
+                    "the windows of {n} events, one in {missed} missed by a replica, one in {late} differing"
+                );
+                cases.push((format!("{name} (A, B)"), a.clone(), b.clone()));
+                cases.push((format!("{name} (B, A)"), b, a));
+            }
+        }
+        let records = |segment: &[u8]| {
+            let mut out = Vec::new();
+            let _ = scan_bytes(segment, false, |r| out.push(r.to_vec()));
+            out
+        };
+        let (a, b) = reconcile::replicas_of(&events, 3, 4);
+        // Records that are not window results, between windows.
+        let mut junk = records(&b);
+        junk.insert(junk.len() / 2, b"not a window".to_vec());
+        junk.insert(1, Vec::new());
+        let junk = segment_bytes(junk.iter().map(Vec::as_slice));
+        cases.push(("B with an empty and a junk record".into(), a.clone(), junk));
+        // Not compacted: two windows swapped, a window twice, the order of (start, key).
+        let mut swapped = records(&a);
+        let mid = swapped.len() / 2;
+        swapped.swap(mid, mid + 1);
+        let swapped = segment_bytes(swapped.iter().map(Vec::as_slice));
+        cases.push((
+            "A with two windows swapped".into(),
+            swapped.clone(),
+            b.clone(),
+        ));
+        cases.push(("B with two windows swapped".into(), a.clone(), swapped));
+        let mut twice = records(&b);
+        let last = twice[twice.len() - 1].clone();
+        twice.push(last);
+        let twice = segment_bytes(twice.iter().map(Vec::as_slice));
+        cases.push(("B with its last window twice".into(), a.clone(), twice));
+        let mut by_start = compaction::layers_of(&events, 1, 0);
+        cases.push((
+            "A in window order, not key order (a layer, not compacted)".into(),
+            by_start.remove(0),
+            b.clone(),
+        ));
+        // Damaged replicas: a flipped byte, a torn last record, a bad magic, both damaged.
+        let mut flipped = a.clone();
+        let at = flipped.len() / 2;
+        flipped[at] ^= 0x40;
+        cases.push(("A with a byte flipped".into(), flipped.clone(), b.clone()));
+        let mut torn = b.clone();
+        torn.truncate(torn.len() - 3);
+        cases.push((
+            "B with its last record torn".into(),
+            a.clone(),
+            torn.clone(),
+        ));
+        let mut magic = b.clone();
+        magic[0] = b'X';
+        cases.push(("B with a bad magic".into(), a.clone(), magic));
+        cases.push(("A with a byte flipped, B torn".into(), flipped, torn));
+        self.same_as_baseline(
+            imp,
+            cases,
+            |imp, (_, a, b)| {
+                let repair = reconcile::reconcile(imp, a, b)?;
+                let lines = |segment: &[u8]| {
+                    segment_lines(segment).unwrap_or_else(|e| vec![format!("not a segment: {e:?}")])
+                };
+                Ok::<_, reconcile::ReconcileError>((
+                    lines(&repair.to_a)
+                        .into_iter()
+                        .map(|l| format!("to A: {l}"))
+                        .collect::<Vec<_>>(),
+                    lines(&repair.to_b)
+                        .into_iter()
+                        .map(|l| format!("to B: {l}"))
+                        .collect::<Vec<_>>(),
+                ))
+            },
+            |(name, a, b)| format!("{name} (replicas of {} and {} bytes)", a.len(), b.len()),
         );
     }
 

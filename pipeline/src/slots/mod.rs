@@ -22,6 +22,7 @@ pub mod leak;
 pub mod partition;
 pub mod percentile;
 pub mod recall;
+pub mod reconcile;
 pub mod replay;
 pub mod threads;
 pub mod zerocopy;
