@@ -268,15 +268,16 @@ fn count(
 }
 
 fn side_counts(label: &str, assignments: &[String], counts: Vec<u64>, events: u64) -> SideCounts {
-    let mut sorted = counts.clone();
-    sorted.sort_unstable();
-    let (min, max) = (sorted[0], sorted[sorted.len() - 1]);
-    let median = sorted[sorted.len() / 2];
+    let (min, max) = (
+        counts.iter().copied().min().unwrap_or(0),
+        counts.iter().copied().max().unwrap_or(0),
+    );
+    let median = crate::stats::count_median(&counts);
     SideCounts {
         label: label.into(),
         assignments: assignments.to_vec(),
         instructions: counts,
-        instructions_per_event: median as f64 / events.max(1) as f64,
+        instructions_per_event: median / events.max(1) as f64,
         spread: if min > 0 {
             (max - min) as f64 / min as f64
         } else {
@@ -337,16 +338,7 @@ pub fn run(
     let [ca, cb] = counts;
     let a = side_counts(&cfg.a.0, &cfg.a.1, ca, cfg.events);
     let b = side_counts(&cfg.b.0, &cfg.b.1, cb, cfg.events);
-    let ratios: Vec<f64> = a
-        .instructions
-        .iter()
-        .flat_map(|x| b.instructions.iter().map(move |y| *y as f64 / *x as f64))
-        .collect();
-    let ratio = RatioInterval {
-        ratio: b.instructions_per_event / a.instructions_per_event,
-        low: ratios.iter().copied().fold(f64::INFINITY, f64::min),
-        high: ratios.iter().copied().fold(0.0, f64::max),
-    };
+    let ratio = crate::stats::count_ratio(&a.instructions, &b.instructions);
     // Fewer instructions are better.
     let verdict = if !ratio.excludes_one() {
         Verdict::WithinNoise

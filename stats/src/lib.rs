@@ -146,6 +146,60 @@ pub fn cv(xs: &[f64]) -> f64 {
     var.sqrt() / mean.abs()
 }
 
+/// The raw figures a ratio is computed from, kept with a result so that anyone can recompute
+/// the ratio and its interval (a leaderboard does, from a student's submission).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Figures {
+    /// A metric's samples, one per run, of the baseline (a) and the change (b): the ratio of
+    /// medians with the bootstrap interval ([`median_ratio`] with the default [`Options`]).
+    Samples { a: Vec<f64>, b: Vec<f64> },
+    /// Counts of a deterministic measurement, one per run ([`count_ratio`]).
+    Counts { a: Vec<u64>, b: Vec<u64> },
+}
+
+impl Figures {
+    /// B/A and its interval, computed the one way every result is.
+    pub fn ratio(&self) -> RatioInterval {
+        match self {
+            Figures::Samples { a, b } => median_ratio(a, b, &Options::default()),
+            Figures::Counts { a, b } => count_ratio(a, b),
+        }
+    }
+
+    /// Runs on each side.
+    pub fn runs(&self) -> (usize, usize) {
+        match self {
+            Figures::Samples { a, b } => (a.len(), b.len()),
+            Figures::Counts { a, b } => (a.len(), b.len()),
+        }
+    }
+}
+
+/// The median of repeated counts (instructions per run): the upper middle one of an even
+/// number, so that it is one of the counts measured (0 for none).
+pub fn count_median(counts: &[u64]) -> f64 {
+    let mut v = counts.to_vec();
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().unwrap_or(0) as f64
+}
+
+/// B/A of repeated counts of a deterministic measurement (instructions): the ratio of the
+/// [`count_median`]s, and the interval every pairing of an A run with a B run spans (a count
+/// moves only with what the runs do differently, such as a hash seed). The lab runner measures
+/// with it and the leaderboard recomputes a submission's ratio with it.
+pub fn count_ratio(a: &[u64], b: &[u64]) -> RatioInterval {
+    let ratios: Vec<f64> = a
+        .iter()
+        .flat_map(|x| b.iter().map(move |y| *y as f64 / *x as f64))
+        .collect();
+    RatioInterval {
+        ratio: count_median(b) / count_median(a),
+        low: ratios.iter().copied().fold(f64::INFINITY, f64::min),
+        high: ratios.iter().copied().fold(0.0, f64::max),
+    }
+}
+
 /// Ratio of medians B/A with a 95% percentile-bootstrap interval.
 pub fn median_ratio(a: &[f64], b: &[f64], opts: &Options) -> RatioInterval {
     let ratio = median(b) / median(a);
@@ -233,6 +287,18 @@ pub fn compare(
 mod tests {
     use super::*;
     use rand::RngExt;
+
+    #[test]
+    fn a_count_ratio_is_of_measured_medians_and_spans_every_pairing() {
+        let r = count_ratio(&[100, 102], &[50, 51, 52]);
+        assert_eq!(r.ratio, 51.0 / 102.0);
+        assert_eq!((r.low, r.high), (50.0 / 102.0, 52.0 / 100.0));
+        let exact = count_ratio(&[7, 7], &[7]);
+        assert_eq!((exact.ratio, exact.low, exact.high), (1.0, 1.0, 1.0));
+        // Nothing measured: not a ratio (a leaderboard refuses it), and no panic.
+        assert!(!count_ratio(&[], &[5]).ratio.is_finite());
+        assert!(count_ratio(&[5], &[]).low > count_ratio(&[5], &[]).high);
+    }
 
     fn normal(rng: &mut Pcg64Mcg, mean: f64, sd: f64, n: usize) -> Vec<f64> {
         // Box-Muller: enough for tests.
