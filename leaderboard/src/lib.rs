@@ -1,0 +1,22 @@
+//! Cohort leaderboards for instructors (issue 16): how lab results measured on students'
+//! different machines are ranked fairly. Students' laptops differ by 2-3x in speed, so raw
+//! times are never ranked: every entry is the lab's own B/A ratio from one interleaved run
+//! (the student's change against the baseline on the same machine), with its 95% interval.
+//!
+//! - [`rank`]: the board of one lab: entries whose intervals overlap a band leader's share its
+//!   tie band ("indistinguishable from #1"), instead of getting false ranks; self-reported and
+//!   verified tiers; a verification that disagrees with the self-reported ratio beyond both
+//!   intervals is flagged.
+//! - [`bundle`]: what `lab submit` uploads, and its validation: the ratio recomputed from the
+//!   raw figures with the runner's statistics, the pass recomputed with the lab's own rule.
+//! - [`grade`]: the per-lab grading rules (threshold points or rank) on the verified board.
+//!
+//! The server, its database and the web page build on these; nothing here does I/O.
+
+pub mod bundle;
+pub mod grade;
+pub mod rank;
+
+pub use bundle::{Bundle, Fingerprint, LabRule, Refusal};
+pub use grade::{Grade, GradingRule};
+pub use rank::{Board, Entry, Placed, RankError, Tier, agrees};
