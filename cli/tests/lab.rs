@@ -118,6 +118,45 @@ fn a_student_does_a_knob_lab() {
     assert!(functions.contains("callgrind_annotate"), "{functions}");
     let svg = std::fs::read_to_string(dir.join("instructions-diff.svg")).unwrap();
     assert!(svg.contains("<svg") && svg.contains("measured region"));
+    // The passed check makes a leaderboard submission the server accepts, its ratio
+    // recomputed from the check's own figures; an edited change makes the check stale.
+    let outcome: observatory_course::check::Outcome =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("lab-check.json")).unwrap())
+            .unwrap();
+    let labs = observatory_course::load_labs(&Path::new(KNOB_COURSE).join("course/labs")).unwrap();
+    let answer_now = vec!["all.allocator=jemalloc".to_string()];
+    let cx = |answer: &[String]| observatory_course::submission::SubmitContext {
+        change_sha256_now: labs[0]
+            .change_sha256(Path::new(KNOB_COURSE), answer)
+            .unwrap(),
+        commit: "1af6745".into(),
+        fingerprint: observatory_course::submission::this_machine(),
+        prediction: Some(0.8),
+        checked_at: "2026-12-04T14:00:00Z".into(),
+        idempotency_key: "a-test-key-0123456789".into(),
+    };
+    let bundle =
+        observatory_course::submission::bundle_of(&labs[0], &outcome, cx(&answer_now)).unwrap();
+    let rule = observatory_course::submission::rule_of(&labs[0]);
+    let recomputed = bundle.validate(&rule).unwrap().unwrap();
+    // Equal up to the last digit JSON keeps of a float.
+    let reported = outcome.ratio.unwrap();
+    for (x, y) in [
+        (recomputed.ratio, reported.ratio),
+        (recomputed.low, reported.low),
+        (recomputed.high, reported.high),
+    ] {
+        assert!(
+            (x - y).abs() <= 1e-12 * y.abs(),
+            "{recomputed:?} vs {reported:?}"
+        );
+    }
+    assert!(bundle.fingerprint.cores >= 1 && bundle.fingerprint.rustc.contains("rustc"));
+    let edited = vec!["all.allocator=system".to_string()];
+    assert_eq!(
+        observatory_course::submission::bundle_of(&labs[0], &outcome, cx(&edited)),
+        Err(observatory_course::submission::NotSubmittable::Stale(8))
+    );
     let predictions = p["labs"]["8"]["predictions"].as_array().unwrap();
     assert_eq!(predictions.len(), 2, "{progress}");
     assert!(

@@ -7,7 +7,7 @@ use crate::spec::{Lab, Mode};
 use anyhow::{Context, bail};
 use observatory_bench::ab::{AbConfig, run_ab};
 use observatory_bench::callgrind::{self, InstructionConfig};
-use observatory_bench::stats::{Better, Metric, RatioInterval, Threshold};
+use observatory_bench::stats::{Better, Figures, Metric, RatioInterval, Threshold};
 use observatory_runner::run::{RunConfig, run_local};
 use pipeline_plan::lab::Conformance;
 use pipeline_plan::{Role, StageKnobs};
@@ -87,6 +87,14 @@ pub struct Outcome {
     /// Which way the change went and by how much ([`Threshold::direction`]).
     #[serde(default)]
     pub direction: Option<String>,
+    /// Every run's figures, from which `ratio` is computed ([`Figures::ratio`]): what a
+    /// leaderboard submission carries, so that the server can recompute it.
+    #[serde(default)]
+    pub figures: Option<Figures>,
+    /// The student's change that was checked ([`Lab::change_sha256`]; `None` for the
+    /// reference and the baseline).
+    #[serde(default)]
+    pub change_sha256: Option<String>,
     pub passed: bool,
     /// One line for people.
     pub verdict: String,
@@ -130,6 +138,14 @@ pub async fn check(
         correct: None,
         conformance: Vec::new(),
         direction: None,
+        figures: None,
+        change_sha256: match variant {
+            Variant::Student(answer) => Some(
+                lab.change_sha256(&opts.root, answer)
+                    .context("reading the student's change")?,
+            ),
+            _ => None,
+        },
         passed: false,
         verdict: String::new(),
         report_dir: opts.report_dir.display().to_string(),
@@ -174,8 +190,8 @@ pub async fn check(
     }
     // The functions that changed most (instruction counts).
     let mut changes: Vec<callgrind::FunctionChange> = Vec::new();
-    // B/A with its interval, and the baseline's and the variant's value.
-    let measured: Option<(RatioInterval, f64, f64)> = match m.mode {
+    // B/A with its interval, the baseline's and the variant's value, and the figures.
+    let measured: Option<(RatioInterval, f64, f64, Figures)> = match m.mode {
         Mode::Wall => {
             let cfg = AbConfig {
                 base,
@@ -192,7 +208,16 @@ pub async fn check(
             let c = r
                 .comparison(&m.metric)
                 .with_context(|| format!("the A/B run did not compare {}", m.metric))?;
-            Some((c.ratio, c.a_median, c.b_median))
+            let metric = Metric::from_name(&m.metric)
+                .with_context(|| format!("no metric {} in the catalogue", m.metric))?;
+            let samples = |side: &observatory_bench::ab::SideRuns| -> Vec<f64> {
+                side.runs.iter().map(|run| run.metric(metric)).collect()
+            };
+            let figures = Figures::Samples {
+                a: samples(&r.a),
+                b: samples(&r.b),
+            };
+            Some((c.ratio, c.a_median, c.b_median, figures))
         }
         Mode::Instructions => {
             let stage: Role = m.stage.as_deref().unwrap_or("parse").parse()?;
@@ -220,6 +245,10 @@ pub async fn check(
                 r.ratio,
                 r.a.instructions_per_event,
                 r.b.instructions_per_event,
+                Figures::Counts {
+                    a: r.a.instructions.clone(),
+                    b: r.b.instructions.clone(),
+                },
             ))
         }
         Mode::Kernel => Some(kernel_ab(lab, &base, &a.1, &b.1, opts, &mut progress)?),
@@ -262,8 +291,9 @@ pub async fn check(
         }
         Mode::Criterion => Some(criterion_ab(variant, opts, &mut progress)?),
     };
-    if let Some((r, a_value, b_value)) = measured {
+    if let Some((r, a_value, b_value, figures)) = measured {
         outcome.ratio = Some(r);
+        outcome.figures = Some(figures);
         outcome.baseline_value = Some(a_value);
         outcome.variant_value = Some(b_value);
         let lost = if outcome.conserved { 0.0 } else { 1.0 };
@@ -499,7 +529,7 @@ fn kernel_ab(
     b: &[String],
     opts: &CheckOptions,
     progress: &mut impl FnMut(usize, usize, &str),
-) -> anyhow::Result<(RatioInterval, f64, f64)> {
+) -> anyhow::Result<(RatioInterval, f64, f64, Figures)> {
     let m = &lab.spec.measure;
     let stage: Role = m.stage.as_deref().unwrap_or("aggregate").parse()?;
     let Some(StageKnobs::Source(source)) = base.knobs(Role::Source) else {
@@ -553,7 +583,8 @@ fn kernel_ab(
             "baseline_eps": samples[0], "variant_eps": samples[1], "comparison": c,
         }))?,
     )?;
-    Ok((c.ratio, c.a_median, c.b_median))
+    let [a, b] = samples;
+    Ok((c.ratio, c.a_median, c.b_median, Figures::Samples { a, b }))
 }
 
 /// Criterion mode (lab 12): run the benchmark, read criterion's raw samples of `lab12/baseline`
@@ -562,7 +593,7 @@ fn criterion_ab(
     variant: &Variant,
     opts: &CheckOptions,
     progress: &mut impl FnMut(usize, usize, &str),
-) -> anyhow::Result<(RatioInterval, f64, f64)> {
+) -> anyhow::Result<(RatioInterval, f64, f64, Figures)> {
     let (bench, id) = match variant {
         Variant::Student(_) => ("lab12_student", "student"),
         Variant::Reference => ("lab12_reference", "reference"),
@@ -610,7 +641,7 @@ fn criterion_ab(
         format!("the benchmark must measure `lab12/{id}` next to `lab12/baseline`")
     })?;
     let c = Metric::TimePerIteration.compare(&a, &b, &Default::default());
-    Ok((c.ratio, c.a_median, c.b_median))
+    Ok((c.ratio, c.a_median, c.b_median, Figures::Samples { a, b }))
 }
 
 /// Seconds per iteration of each criterion sample (`new/sample.json`).

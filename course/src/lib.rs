@@ -10,10 +10,13 @@
 //! - [`predict`]: the student's prediction of the effect, compared with the measurement.
 //! - [`progress`]: the student's progress and answers, in `.observatory/` at the repository
 //!   root.
+//! - [`submission`]: a leaderboard submission made from the student's last check (refused
+//!   when that check failed, was not of the student's change, or is stale).
 
 pub mod check;
 pub mod predict;
 pub mod progress;
 pub mod spec;
+pub mod submission;
 
 pub use spec::{Lab, load_labs};

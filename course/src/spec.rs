@@ -234,6 +234,18 @@ impl Lab {
             .map(|s| format!("pipeline/src/slots/{s}.rs"))
     }
 
+    /// The digest of the student's change as it is now ([`change_digest`]): the slot file
+    /// under `root` for a code lab, `answer` for a knob lab.
+    pub fn change_sha256(&self, root: &Path, answer: &[String]) -> std::io::Result<String> {
+        match self.conformance_file() {
+            Some(file) => {
+                let text = std::fs::read_to_string(root.join(file))?;
+                Ok(change_digest(Some(&text), answer))
+            }
+            None => Ok(change_digest(None, answer)),
+        }
+    }
+
     /// Refuse an answer that sets anything but the lab's own knobs, naming what may be set.
     pub fn check_answer(&self, answer: &[String]) -> Result<(), String> {
         let allowed = |key: &str| {
@@ -467,16 +479,31 @@ pub fn protected_part(text: &str) -> Option<&str> {
     Some(&text[..at])
 }
 
+/// SHA-256 of `bytes`, hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// SHA-256 of the protected part, hex.
 pub fn protected_digest(text: &str) -> Option<String> {
-    use sha2::{Digest, Sha256};
-    let part = protected_part(text)?;
-    Some(
-        Sha256::digest(part.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect(),
-    )
+    Some(sha256_hex(protected_part(text)?.as_bytes()))
+}
+
+/// SHA-256 of the student's change (hex): a code lab's slot file from its STUDENT marker on
+/// (the file `text`), a knob lab's answer (its assignments, one per line). A submission
+/// carries it, and is refused when the change is no longer the one that was checked.
+pub fn change_digest(text: Option<&str>, answer: &[String]) -> String {
+    match text {
+        Some(text) => {
+            let protected = protected_part(text).map_or(0, str::len);
+            sha256_hex(&text.as_bytes()[protected..])
+        }
+        None => sha256_hex(answer.join("\n").as_bytes()),
+    }
 }
 
 /// The slot file with the body of its first function after the STUDENT marker replaced by
