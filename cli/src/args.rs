@@ -41,6 +41,10 @@ pub enum Command {
     /// The course: labs that change the pipeline and prove the effect.
     #[command(subcommand)]
     Lab(crate::lab::LabCommand),
+    /// Cohort leaderboards: the server, and the instructor's commands (students use
+    /// `observatory lab submit N`).
+    #[command(subcommand)]
+    Leaderboard(crate::leaderboard::LeaderboardCommand),
     /// Do faults to real stage processes (kill -9, SIGSTOP, a 1000x slower sink, a stage that
     /// cannot start), one run each, and write what each run showed to a table
     /// (<report-dir>/table.md, chaos.json). Exit 1 if any run did not hold.

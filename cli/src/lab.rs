@@ -45,6 +45,13 @@ pub enum LabCommand {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
+    /// Upload your last check of a lab to your cohort's leaderboard (refused here when that
+    /// check failed, was of the reference, or your change was edited since).
+    Submit {
+        n: u32,
+        #[command(flatten)]
+        remote: crate::leaderboard::Remote,
+    },
     /// Put a lab back to its start (answer file, progress; a code lab's slot file via git).
     Reset { n: u32 },
     /// Print the last check's report (and where its plots and flamegraphs are).
@@ -92,7 +99,7 @@ pub struct ClusterArgs {
 
 /// The repository root: the first ancestor of the working directory holding `course/labs`,
 /// else the source tree this binary was built from.
-fn root() -> anyhow::Result<PathBuf> {
+pub(crate) fn root() -> anyhow::Result<PathBuf> {
     if let Some(r) = std::env::var_os("OBSERVATORY_ROOT") {
         return Ok(PathBuf::from(r));
     }
@@ -107,7 +114,7 @@ fn root() -> anyhow::Result<PathBuf> {
     bail!("no course/labs here: run observatory lab from the observatory repository")
 }
 
-fn workspace(root: &Path) -> Workspace {
+pub(crate) fn workspace(root: &Path) -> Workspace {
     Workspace::new(
         std::env::var_os("OBSERVATORY_HOME")
             .map(PathBuf::from)
@@ -199,6 +206,9 @@ pub async fn run(cmd: LabCommand) -> anyhow::Result<()> {
             } else {
                 Err(anyhow::anyhow!("lab {n} not passed yet"))
             }
+        }
+        LabCommand::Submit { n, remote } => {
+            crate::leaderboard::submit(find(&labs, n)?, &ws, &root, &remote).await
         }
         LabCommand::Reset { n } => reset(find(&labs, n)?, &ws, &root),
         LabCommand::Report { n } => report(find(&labs, n)?, &ws),
@@ -360,6 +370,19 @@ async fn run_check(
     profile_seconds: u64,
     verbose: bool,
 ) -> anyhow::Result<Outcome> {
+    run_check_seeded(lab, variant, ws, root, profile_seconds, verbose, None).await
+}
+
+/// [`run_check`] on another workload seed (a cohort's hidden one: `leaderboard verify`).
+pub(crate) async fn run_check_seeded(
+    lab: &Lab,
+    variant: &Variant,
+    ws: &Workspace,
+    root: &Path,
+    profile_seconds: u64,
+    verbose: bool,
+    workload_seed: Option<u64>,
+) -> anyhow::Result<Outcome> {
     let m = &lab.spec.measure;
     let learnt = ws
         .load()
@@ -425,6 +448,7 @@ async fn run_check(
         } else {
             0
         },
+        workload_seed,
     };
     // A bar with elapsed time on a terminal; one line per step otherwise (logs, CI).
     let bar = crate::bench::step_bar();
@@ -559,9 +583,15 @@ struct DevResult {
 }
 
 /// Puts a file's text back when dropped (the mutant check edits the slot file).
-struct Restore {
+pub(crate) struct Restore {
     path: PathBuf,
     text: String,
+}
+
+impl Restore {
+    pub(crate) fn new(path: PathBuf, text: String) -> Restore {
+        Restore { path, text }
+    }
 }
 
 impl Drop for Restore {

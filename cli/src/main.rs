@@ -24,6 +24,7 @@ mod args;
 mod bench;
 mod lab;
 mod lab_k8s;
+mod leaderboard;
 mod local;
 
 use args::{BenchCommand, BenchMode, Cli, Command, Sides};
@@ -40,11 +41,18 @@ fn main() -> ExitCode {
         )
         .init();
     // One thread: the work happens in the stage processes; spawning children from one
-    // long-lived thread also keeps their parent-death signal tied to this process.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    // long-lived thread also keeps their parent-death signal tied to this process. The
+    // leaderboard server is the exception: it serves many clients on every core.
+    let serving = matches!(
+        cli.command,
+        Command::Leaderboard(leaderboard::LeaderboardCommand::Serve(_))
+    );
+    let mut builder = if serving {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("observatory: error: starting the runtime: {e}");
@@ -93,6 +101,7 @@ fn main() -> ExitCode {
             },
             Command::Bench(BenchCommand::Run { filter, json }) => bench::bench_run(filter, json),
             Command::Lab(cmd) => lab::run(cmd).await,
+            Command::Leaderboard(cmd) => leaderboard::run(cmd).await,
             Command::Chaos { short, report_dir } => local::chaos(short, &report_dir).await,
             Command::Robustness { report_dir } => local::robustness(&report_dir).await,
         }

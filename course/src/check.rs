@@ -61,6 +61,9 @@ pub struct CheckOptions {
     pub root: PathBuf,
     /// Seconds of CPU profile per stage for the report's flamegraphs (wall mode; 0: none).
     pub profile_seconds: u64,
+    /// Replace the workload's seed on both sides (a cohort's hidden workload: the
+    /// instructor's verification of a leaderboard submission). `None`: the lab's own seed.
+    pub workload_seed: Option<u64>,
 }
 
 /// The outcome of a check.
@@ -122,7 +125,10 @@ pub async fn check(
     }
     std::fs::create_dir_all(&opts.report_dir)
         .with_context(|| format!("creating {}", opts.report_dir.display()))?;
-    let base = lab.base_plan()?;
+    let mut base = lab.base_plan()?;
+    if let Some(seed) = opts.workload_seed {
+        base.assign(&format!("source.seed={seed}"))?;
+    }
     let a = ("baseline".to_string(), lab.baseline_side());
     let b = (variant.label().to_string(), variant.assignments(lab));
     let mut outcome = Outcome {

@@ -234,16 +234,21 @@ impl Lab {
             .map(|s| format!("pipeline/src/slots/{s}.rs"))
     }
 
-    /// The digest of the student's change as it is now ([`change_digest`]): the slot file
-    /// under `root` for a code lab, `answer` for a knob lab.
-    pub fn change_sha256(&self, root: &Path, answer: &[String]) -> std::io::Result<String> {
+    /// The student's change as it is now ([`change_text`]): the slot file under `root` past
+    /// its protected part for a code lab, `answer` for a knob lab.
+    pub fn change_text(&self, root: &Path, answer: &[String]) -> std::io::Result<String> {
         match self.conformance_file() {
             Some(file) => {
                 let text = std::fs::read_to_string(root.join(file))?;
-                Ok(change_digest(Some(&text), answer))
+                Ok(change_text(Some(&text), answer))
             }
-            None => Ok(change_digest(None, answer)),
+            None => Ok(change_text(None, answer)),
         }
+    }
+
+    /// The digest of the student's change as it is now (what a check and a submission carry).
+    pub fn change_sha256(&self, root: &Path, answer: &[String]) -> std::io::Result<String> {
+        Ok(sha256_hex(self.change_text(root, answer)?.as_bytes()))
     }
 
     /// Refuse an answer that sets anything but the lab's own knobs, naming what may be set.
@@ -480,29 +485,22 @@ pub fn protected_part(text: &str) -> Option<&str> {
 }
 
 /// SHA-256 of `bytes`, hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+pub use observatory_leaderboard::sha256_hex;
 
 /// SHA-256 of the protected part, hex.
 pub fn protected_digest(text: &str) -> Option<String> {
     Some(sha256_hex(protected_part(text)?.as_bytes()))
 }
 
-/// SHA-256 of the student's change (hex): a code lab's slot file from its STUDENT marker on
-/// (the file `text`), a knob lab's answer (its assignments, one per line). A submission
-/// carries it, and is refused when the change is no longer the one that was checked.
-pub fn change_digest(text: Option<&str>, answer: &[String]) -> String {
+/// The student's change: a slot file past its protected part (the STUDENT code), or a knob
+/// answer's lines. A verification re-runs exactly this; its sha256 names it.
+pub fn change_text(text: Option<&str>, answer: &[String]) -> String {
     match text {
         Some(text) => {
             let protected = protected_part(text).map_or(0, str::len);
-            sha256_hex(&text.as_bytes()[protected..])
+            text[protected..].to_string()
         }
-        None => sha256_hex(answer.join("\n").as_bytes()),
+        None => answer.join("\n"),
     }
 }
 

@@ -9,6 +9,15 @@
 use observatory_stats::{Better, Figures, RatioInterval, Threshold};
 use serde::{Deserialize, Serialize};
 
+/// SHA-256 of `bytes`, hex: how a change is named (`change_sha256`) and a token is stored.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// The bundle format this crate reads and writes.
 pub const BUNDLE_VERSION: u32 = 1;
 /// Runs per side a bundle may carry (a lab check makes 2 to 10).
@@ -16,6 +25,7 @@ pub const MAX_RUNS: usize = 1000;
 
 /// One lab check's result, as submitted.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Bundle {
     pub version: u32,
@@ -48,6 +58,7 @@ pub struct Bundle {
 
 /// The machine the check ran on.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Fingerprint {
     pub cpu_model: String,

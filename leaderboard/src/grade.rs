@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// How a lab is graded.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "rule", rename_all = "snake_case")]
 pub enum GradingRule {
     /// A passed check is a pass; a verified ratio within `bonus_within` (e.g. 1.05) of the
@@ -18,6 +19,7 @@ pub enum GradingRule {
 
 /// A student's grade on one lab.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Grade {
     pub student: String,
     pub passed: bool,

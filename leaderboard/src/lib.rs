@@ -17,6 +17,6 @@ pub mod bundle;
 pub mod grade;
 pub mod rank;
 
-pub use bundle::{Bundle, Fingerprint, LabRule, Refusal};
+pub use bundle::{Bundle, Fingerprint, LabRule, Refusal, sha256_hex};
 pub use grade::{Grade, GradingRule};
-pub use rank::{Board, Entry, Placed, RankError, Tier, agrees};
+pub use rank::{Board, Entry, Placed, RankError, Tier, agrees, well_formed};

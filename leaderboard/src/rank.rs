@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// Where a result was measured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Tier {
     /// On the student's machine (labelled with its fingerprint).
@@ -16,6 +17,7 @@ pub enum Tier {
 
 /// One submission's result on a lab's board.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Entry {
     pub student: String,
     pub tier: Tier,
@@ -25,6 +27,7 @@ pub struct Entry {
 
 /// An entry with its place on the board.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Placed {
     pub entry: Entry,
     /// The tie band, from 1: band 1 holds the leader and every entry whose interval overlaps
@@ -50,7 +53,7 @@ pub enum RankError {
 }
 
 /// Is `r` a ratio with an interval that holds it?
-fn well_formed(r: &RatioInterval) -> bool {
+pub fn well_formed(r: &RatioInterval) -> bool {
     [r.ratio, r.low, r.high]
         .iter()
         .all(|v| v.is_finite() && *v > 0.0)
@@ -73,6 +76,7 @@ pub fn agrees(self_reported: &RatioInterval, verified: &RatioInterval) -> bool {
 
 /// A lab's board.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Board {
     pub better: Better,
     /// Best first: by band, then by ratio within a band.

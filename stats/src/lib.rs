@@ -26,6 +26,7 @@ use std::fmt;
 
 /// Which way is better for a metric.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Better {
     Higher,
@@ -63,6 +64,7 @@ impl fmt::Display for Verdict {
 
 /// A ratio B/A and its 95% interval.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RatioInterval {
     pub ratio: f64,
     pub low: f64,
@@ -149,6 +151,7 @@ pub fn cv(xs: &[f64]) -> f64 {
 /// The raw figures a ratio is computed from, kept with a result so that anyone can recompute
 /// the ratio and its interval (a leaderboard does, from a student's submission).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Figures {
     /// A metric's samples, one per run, of the baseline (a) and the change (b): the ratio of

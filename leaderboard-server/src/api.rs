@@ -1,0 +1,1005 @@
+//! The JSON API. Every answer that is not a success is JSON too (`{"error": "..."}`) with its
+//! status: 400 bad input, 401 no or bad token, 403 not this holder's, 404 no such thing, 409 a
+//! conflict (the lab is not open, the cohort exists), 413 too large, 422 a refused bundle, 429
+//! over a limit. The OpenAPI document at `/api/openapi.json` is generated from this file.
+
+use crate::auth::{self, Caller, Denied};
+use crate::db::{CohortRow, LabRow, NewSubmission, StudentRow, VerificationRow};
+use crate::limits::{DEFAULT_DAILY_LIMIT, MAX_BODY_BYTES, MAX_CHANGE_BYTES, MAX_ROSTER_ROWS};
+use crate::wire::*;
+use crate::{App, Cached, LabInfo, now_ms, parse_time, views};
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use observatory_leaderboard::{Tier, agrees, well_formed};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+use std::sync::Arc;
+use utoipa::OpenApi;
+
+type AppState = State<Arc<App>>;
+
+/// A refusal or an error, answered as `{"error": ...}` with its status.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+    fn bad(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+    fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, message)
+    }
+    fn conflict(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::CONFLICT, message)
+    }
+    fn refused(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message)
+    }
+    pub fn internal(e: impl std::fmt::Display) -> ApiError {
+        tracing::error!(error = %e, "internal error");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error (see the server's log)",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (
+            self.status,
+            axum::Json(ErrorBody {
+                error: self.message,
+            }),
+        )
+            .into_response();
+        if let Some(s) = self.retry_after
+            && let Ok(v) = HeaderValue::from_str(&s.to_string())
+        {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        r
+    }
+}
+
+impl From<Denied> for ApiError {
+    fn from(d: Denied) -> ApiError {
+        match d {
+            Denied::Db(e) => ApiError::internal(e),
+            Denied::Forbidden(m) => ApiError::new(StatusCode::FORBIDDEN, m),
+            other => ApiError::new(StatusCode::UNAUTHORIZED, other.to_string()),
+        }
+    }
+}
+
+impl From<crate::db::DbError> for ApiError {
+    fn from(e: crate::db::DbError) -> ApiError {
+        ApiError::internal(e)
+    }
+}
+
+type Answer<T> = Result<T, ApiError>;
+
+/// The caller of a request, counted against their rate limit.
+pub async fn caller(app: &App, headers: &HeaderMap) -> Answer<Caller> {
+    let token = auth::token_of(headers).ok_or(Denied::Missing)?;
+    let who = auth::caller(&app.db, &app.admin_sha256, &token).await?;
+    app.limiter.check(&who.key()).map_err(|wait| ApiError {
+        retry_after: Some(wait),
+        ..ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("too many requests with this token: try again in {wait} s"),
+        )
+    })?;
+    Ok(who)
+}
+
+/// The whole body, at most [`MAX_BODY_BYTES`] (413 past it).
+pub async fn read_body(body: Body) -> Answer<Bytes> {
+    axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body is over {MAX_BODY_BYTES} bytes"),
+            )
+        })
+}
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Answer<T> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        ApiError::bad(format!("the JSON body at {path}: {}", e.into_inner()))
+    })
+}
+
+fn json<T: Serialize>(status: StatusCode, v: &T) -> Response {
+    (status, axum::Json(v)).into_response()
+}
+
+fn id_ok(what: &str, id: &str) -> Answer<()> {
+    if id.is_empty()
+        || id.len() > 64
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        return Err(ApiError::bad(format!(
+            "{what} {:?}: 1 to 64 letters, digits, '-', '_' or '.'",
+            id.chars().take(80).collect::<String>()
+        )));
+    }
+    Ok(())
+}
+
+async fn cohort_of(app: &App, id: &str) -> Answer<CohortRow> {
+    app.db
+        .cohort(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no cohort {id:?}")))
+}
+
+pub fn lab_of<'a>(app: &'a App, lab: &str) -> Answer<&'a LabInfo> {
+    let n: u32 = lab
+        .parse()
+        .map_err(|_| ApiError::bad(format!("lab {lab:?} is not a lab number")))?;
+    app.labs
+        .get(&n)
+        .ok_or_else(|| ApiError::not_found(format!("lab {n} is not in this course")))
+}
+
+fn random_id(prefix: &str) -> Answer<String> {
+    let mut b = [0u8; 12];
+    getrandom::fill(&mut b).map_err(ApiError::internal)?;
+    Ok(format!(
+        "{prefix}{}",
+        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+    ))
+}
+
+fn new_token() -> Answer<String> {
+    auth::new_token().map_err(ApiError::internal)
+}
+
+/// Serve a public answer from the cache, or compute and keep it.
+pub async fn cached<F, Fut>(
+    app: &App,
+    key: String,
+    content_type: &'static str,
+    compute: F,
+) -> Answer<Response>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Answer<Bytes>>,
+{
+    let hit = app.cache.get(&key);
+    let c = match hit {
+        Some(c) => c,
+        None => {
+            let generation = app.cache.generation();
+            let c = Arc::new(Cached {
+                content_type,
+                body: compute().await?,
+            });
+            app.cache.put(key, generation, c.clone());
+            c
+        }
+    };
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(c.content_type),
+        )],
+        c.body.clone(),
+    )
+        .into_response())
+}
+
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "serving", body = String)))]
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+#[utoipa::path(post, path = "/api/cohorts", request_body = NewCohort, security(("bearer" = [])),
+    responses((status = 201, body = CohortCreated), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody)))]
+async fn create_cohort(State(app): AppState, headers: HeaderMap, body: Body) -> Answer<Response> {
+    if caller(&app, &headers).await? != Caller::Admin {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "creating a cohort needs the server's admin token",
+        ));
+    }
+    let new: NewCohort = parse_json(&read_body(body).await?)?;
+    id_ok("cohort", &new.id)?;
+    if new.name.is_empty() || new.name.len() > 200 || new.name.chars().any(char::is_control) {
+        return Err(ApiError::bad(
+            "name: 1 to 200 characters, no control characters",
+        ));
+    }
+    let mut seed = [0u8; 8];
+    getrandom::fill(&mut seed).map_err(ApiError::internal)?;
+    let token = new_token()?;
+    let row = CohortRow {
+        id: new.id.clone(),
+        name: new.name,
+        // Positive, so that it survives every database's BIGINT and every seed knob.
+        hidden_seed: (u64::from_le_bytes(seed) >> 1) as i64,
+        daily_limit: i64::from(new.daily_limit.unwrap_or(DEFAULT_DAILY_LIMIT).max(1)),
+    };
+    if !app
+        .db
+        .create_cohort(&row, &auth::digest(&token), now_ms())
+        .await?
+    {
+        return Err(ApiError::conflict(format!("cohort {:?} exists", new.id)));
+    }
+    app.cache.invalidate();
+    tracing::info!(cohort = %new.id, "cohort created");
+    Ok(json(
+        StatusCode::CREATED,
+        &CohortCreated {
+            cohort: new.id,
+            instructor_token: token,
+        },
+    ))
+}
+
+/// Parse a roster: a header `student,name,email` (name and email optional), one row each.
+pub fn parse_roster(text: &[u8]) -> Answer<Vec<StudentRow>> {
+    let mut r = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(text);
+    let headers = r
+        .headers()
+        .map_err(|e| ApiError::bad(format!("roster: {e}")))?
+        .clone();
+    let col = |name: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(name));
+    let student = col("student").ok_or_else(|| {
+        ApiError::bad("roster: the header must name a `student` column (student,name,email)")
+    })?;
+    let (name, email) = (col("name"), col("email"));
+    let mut out: Vec<StudentRow> = Vec::new();
+    for (i, rec) in r.records().enumerate() {
+        let line = i + 2;
+        let rec = rec.map_err(|e| ApiError::bad(format!("roster line {line}: {e}")))?;
+        let field = |c: Option<usize>| c.and_then(|c| rec.get(c)).unwrap_or("").to_string();
+        let s = StudentRow {
+            id: field(Some(student)),
+            name: field(name),
+            email: field(email),
+        };
+        id_ok(&format!("roster line {line}: student"), &s.id)?;
+        if s.name.len() > 200 || s.email.len() > 200 {
+            return Err(ApiError::bad(format!(
+                "roster line {line}: name and email at most 200 bytes"
+            )));
+        }
+        if out.iter().any(|o| o.id == s.id) {
+            return Err(ApiError::bad(format!(
+                "roster line {line}: student {:?} is listed twice",
+                s.id
+            )));
+        }
+        out.push(s);
+        if out.len() > MAX_ROSTER_ROWS {
+            return Err(ApiError::bad(format!(
+                "roster: at most {MAX_ROSTER_ROWS} students"
+            )));
+        }
+    }
+    Ok(out)
+}
+
+#[utoipa::path(post, path = "/api/cohorts/{cohort}/roster", security(("bearer" = [])),
+    request_body(content = String, content_type = "text/csv", description = "student,name,email"),
+    params(("cohort" = String, Path)),
+    responses((status = 200, body = RosterImported), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 429, body = ErrorBody)))]
+async fn import_roster(
+    State(app): AppState,
+    Path(cohort): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer<Response> {
+    caller(&app, &headers).await?.instructor_of(&cohort)?;
+    cohort_of(&app, &cohort).await?;
+    let students = parse_roster(&read_body(body).await?)?;
+    let mut with_tokens = Vec::with_capacity(students.len());
+    let mut tokens = HashMap::new();
+    for s in students {
+        let t = new_token()?;
+        with_tokens.push((s.clone(), auth::digest(&t)));
+        tokens.insert(s.id, t);
+    }
+    let added = app.db.add_students(&cohort, &with_tokens, now_ms()).await?;
+    app.cache.invalidate();
+    let issued = added
+        .iter()
+        .filter_map(|id| {
+            Some(IssuedToken {
+                student: id.clone(),
+                token: tokens.get(id)?.clone(),
+            })
+        })
+        .collect();
+    let already_on_roster = with_tokens
+        .iter()
+        .map(|(s, _)| s.id.clone())
+        .filter(|id| !added.contains(id))
+        .collect();
+    Ok(json(
+        StatusCode::OK,
+        &RosterImported {
+            issued,
+            already_on_roster,
+        },
+    ))
+}
+
+async fn revoke_or_rotate(
+    app: &App,
+    cohort: &str,
+    student: &str,
+    headers: &HeaderMap,
+    rotate: bool,
+) -> Answer<Response> {
+    caller(app, headers).await?.instructor_of(cohort)?;
+    if app.db.student(cohort, student).await?.is_none() {
+        return Err(ApiError::not_found(format!(
+            "no student {student:?} in cohort {cohort:?}"
+        )));
+    }
+    let token = if rotate { Some(new_token()?) } else { None };
+    let digest = token.as_deref().map(auth::digest);
+    app.db
+        .revoke(cohort, student, digest.as_deref(), now_ms())
+        .await?;
+    Ok(json(
+        StatusCode::OK,
+        &IssuedToken {
+            student: student.to_string(),
+            token: token.unwrap_or_default(),
+        },
+    ))
+}
+
+#[utoipa::path(post, path = "/api/cohorts/{cohort}/students/{student}/revoke", security(("bearer" = [])),
+    params(("cohort" = String, Path), ("student" = String, Path)),
+    responses((status = 200, description = "every token of the student is revoked (`token` is empty)", body = IssuedToken),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
+async fn revoke(
+    State(app): AppState,
+    Path((cohort, student)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Answer<Response> {
+    revoke_or_rotate(&app, &cohort, &student, &headers, false).await
+}
+
+#[utoipa::path(post, path = "/api/cohorts/{cohort}/students/{student}/rotate", security(("bearer" = [])),
+    params(("cohort" = String, Path), ("student" = String, Path)),
+    responses((status = 200, description = "the old tokens are revoked; the new one is shown once", body = IssuedToken),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
+async fn rotate(
+    State(app): AppState,
+    Path((cohort, student)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Answer<Response> {
+    revoke_or_rotate(&app, &cohort, &student, &headers, true).await
+}
+
+#[utoipa::path(put, path = "/api/cohorts/{cohort}/labs/{lab}", security(("bearer" = [])),
+    request_body = LabSettings, params(("cohort" = String, Path), ("lab" = String, Path)),
+    responses((status = 200, body = LabSummary), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 429, body = ErrorBody)))]
+async fn set_lab(
+    State(app): AppState,
+    Path((cohort, lab)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer<Response> {
+    caller(&app, &headers).await?.instructor_of(&cohort)?;
+    cohort_of(&app, &cohort).await?;
+    let info = lab_of(&app, &lab)?.clone();
+    let s: LabSettings = parse_json(&read_body(body).await?)?;
+    let now = now_ms();
+    let opens_ms = match &s.opens_at {
+        Some(t) => parse_time(t).map_err(ApiError::bad)?,
+        None => now,
+    };
+    let closes_ms = parse_time(&s.closes_at).map_err(ApiError::bad)?;
+    if closes_ms <= opens_ms {
+        return Err(ApiError::bad("closes_at must be after opens_at"));
+    }
+    let grading = s.grading.unwrap_or_else(views::default_grading);
+    if let observatory_leaderboard::GradingRule::Threshold { bonus_within } = &grading
+        && !(bonus_within.is_finite() && *bonus_within >= 1.0 && *bonus_within <= 10.0)
+    {
+        return Err(ApiError::bad(
+            "grading.bonus_within: from 1 to 10 (1.05: within 5% of the best)",
+        ));
+    }
+    if let observatory_leaderboard::GradingRule::Rank { points } = &grading
+        && (points.is_empty() || points.len() > 100 || points.iter().any(|p| !p.is_finite()))
+    {
+        return Err(ApiError::bad("grading.points: 1 to 100 finite numbers"));
+    }
+    let row = LabRow {
+        lab: i64::from(info.rule.lab),
+        opens_ms,
+        closes_ms,
+        grading: serde_json::to_string(&grading).map_err(ApiError::internal)?,
+    };
+    app.db.set_lab(&cohort, &row).await?;
+    app.cache.invalidate();
+    let roster = app.db.students(&cohort).await?.len();
+    let subs = app.db.submissions_of_lab(&cohort, row.lab).await?;
+    Ok(json(
+        StatusCode::OK,
+        &views::lab_summary(&info, &row, &subs, roster, now),
+    ))
+}
+
+#[utoipa::path(post, path = "/api/cohorts/{cohort}/submissions", security(("bearer" = [])),
+    request_body = Upload, params(("cohort" = String, Path)),
+    responses((status = 201, description = "stored", body = Submitted),
+        (status = 200, description = "the same idempotency key was stored before: nothing new is stored", body = Submitted),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, description = "the lab is not open", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 422, description = "the bundle is refused", body = ErrorBody),
+        (status = 429, body = ErrorBody)))]
+async fn submit(
+    State(app): AppState,
+    Path(cohort): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer<Response> {
+    let who = caller(&app, &headers).await?;
+    let student = who.student_of(&cohort)?.to_string();
+    let c = cohort_of(&app, &cohort).await?;
+    let upload: Upload = parse_json(&read_body(body).await?)?;
+    let b = &upload.bundle;
+    let info = lab_of(&app, &b.lab.to_string())?;
+    let lab = i64::from(b.lab);
+    let now = now_ms();
+    let Some(row) = app
+        .db
+        .labs(&cohort)
+        .await?
+        .into_iter()
+        .find(|l| l.lab == lab)
+    else {
+        return Err(ApiError::conflict(format!(
+            "lab {lab} is not open in cohort {cohort}: ask your instructor"
+        )));
+    };
+    if now < row.opens_ms {
+        return Err(ApiError::conflict(format!(
+            "lab {lab} opens at {}",
+            crate::show_ms(row.opens_ms)
+        )));
+    }
+    if now >= row.closes_ms {
+        return Err(ApiError::conflict(format!(
+            "lab {lab} closed at {}: uploads after the deadline are not accepted",
+            crate::show_ms(row.closes_ms)
+        )));
+    }
+    if let Some(id) = app
+        .db
+        .submission_with_key(&cohort, &student, &b.idempotency_key)
+        .await?
+    {
+        return Ok(json(StatusCode::OK, &duplicate(&app, &cohort, &id).await?));
+    }
+    let used = app
+        .db
+        .attempts_since(&cohort, &student, lab, now - 24 * 3600 * 1000)
+        .await?;
+    if used >= c.daily_limit {
+        return Err(ApiError {
+            retry_after: Some(3600),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "{used} uploads to lab {lab} in the last 24 hours: the cohort allows {}",
+                    c.daily_limit
+                ),
+            )
+        });
+    }
+    let refuse = |reason: String| async {
+        app.db
+            .record_attempt(&cohort, &student, lab, now, false, &reason)
+            .await?;
+        Err::<Response, _>(ApiError::refused(reason))
+    };
+    if upload.change.len() > MAX_CHANGE_BYTES {
+        return refuse(format!("the change is over {MAX_CHANGE_BYTES} bytes")).await;
+    }
+    if observatory_leaderboard::sha256_hex(upload.change.as_bytes()) != b.change_sha256 {
+        return refuse(
+            "the change sent is not the change that was checked (its sha256 is not the bundle's change_sha256)".into(),
+        )
+        .await;
+    }
+    let ratio = match b.validate(&info.rule) {
+        Ok(r) => r,
+        Err(refusal) => return refuse(refusal.to_string()).await,
+    };
+    let id = random_id("s_")?;
+    let bundle_json = serde_json::to_string(b).map_err(ApiError::internal)?;
+    let stored = app
+        .db
+        .insert_submission(&NewSubmission {
+            id: &id,
+            cohort: &cohort,
+            student: &student,
+            lab,
+            idempotency_key: &b.idempotency_key,
+            ratio: ratio.map(|r| (r.ratio, r.low, r.high)),
+            change_sha256: &b.change_sha256,
+            change_text: &upload.change,
+            cpu_model: &b.fingerprint.cpu_model,
+            cores: i64::from(b.fingerprint.cores),
+            bundle: &bundle_json,
+            received_ms: now,
+        })
+        .await?;
+    if !stored {
+        // A retry that raced the first upload: the first one is the submission.
+        let first = app
+            .db
+            .submission_with_key(&cohort, &student, &b.idempotency_key)
+            .await?
+            .ok_or_else(|| ApiError::internal("a duplicate submission vanished"))?;
+        return Ok(json(
+            StatusCode::OK,
+            &duplicate(&app, &cohort, &first).await?,
+        ));
+    }
+    app.db
+        .record_attempt(&cohort, &student, lab, now, true, "")
+        .await?;
+    app.cache.invalidate();
+    tracing::info!(%cohort, %student, lab, %id, "submission stored");
+    Ok(json(
+        StatusCode::CREATED,
+        &Submitted {
+            id,
+            duplicate: false,
+            ratio,
+        },
+    ))
+}
+
+async fn duplicate(app: &App, cohort: &str, id: &str) -> Answer<Submitted> {
+    let (row, _, _) = app
+        .db
+        .submission(cohort, id)
+        .await?
+        .ok_or_else(|| ApiError::internal("a stored submission vanished"))?;
+    Ok(Submitted {
+        id: id.to_string(),
+        duplicate: true,
+        ratio: views::reported(&row),
+    })
+}
+
+fn tier_of(q: &HashMap<String, String>) -> Answer<Tier> {
+    match q.get("tier").map(String::as_str) {
+        None | Some("verified") => Ok(Tier::Verified),
+        Some("self_reported") => Ok(Tier::SelfReported),
+        Some(other) => Err(ApiError::bad(format!(
+            "tier {other:?}: verified or self_reported"
+        ))),
+    }
+}
+
+/// The board of a lab (shared by the API and the page).
+pub async fn board_view(app: &App, cohort: &str, lab: &str, tier: Tier) -> Answer<BoardView> {
+    cohort_of(app, cohort).await?;
+    let info = lab_of(app, lab)?;
+    let subs = app
+        .db
+        .submissions_of_lab(cohort, i64::from(info.rule.lab))
+        .await?;
+    views::board(cohort, info, &subs, tier).map_err(ApiError::internal)
+}
+
+#[utoipa::path(get, path = "/api/cohorts/{cohort}/labs/{lab}/board",
+    params(("cohort" = String, Path), ("lab" = String, Path),
+        ("tier" = Option<String>, Query, description = "verified (default: what final rankings use) or self_reported")),
+    responses((status = 200, body = BoardView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn board(
+    State(app): AppState,
+    Path((cohort, lab)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Answer<Response> {
+    let tier = tier_of(&q)?;
+    let key = format!("api/board/{cohort}/{lab}/{tier:?}");
+    cached(&app, key, "application/json", || async {
+        let v = board_view(&app, &cohort, &lab, tier).await?;
+        serde_json::to_vec(&v)
+            .map(Bytes::from)
+            .map_err(ApiError::internal)
+    })
+    .await
+}
+
+/// A cohort's overview (shared by the API and the page).
+pub async fn overview_view(app: &App, cohort: &str) -> Answer<Overview> {
+    let c = cohort_of(app, cohort).await?;
+    let roster = app.db.students(cohort).await?.len();
+    let subs = app.db.submissions(cohort).await?;
+    let now = now_ms();
+    let labs = app
+        .db
+        .labs(cohort)
+        .await?
+        .iter()
+        .filter_map(|l| {
+            let info = app.labs.get(&u32::try_from(l.lab).ok()?)?;
+            let mine: Vec<_> = subs.iter().filter(|s| s.lab == l.lab).cloned().collect();
+            Some(views::lab_summary(info, l, &mine, roster, now))
+        })
+        .collect();
+    Ok(Overview {
+        cohort: c.id,
+        name: c.name,
+        students: roster as u32,
+        labs,
+    })
+}
+
+#[utoipa::path(get, path = "/api/cohorts/{cohort}", params(("cohort" = String, Path)),
+    responses((status = 200, body = Overview), (status = 404, body = ErrorBody)))]
+async fn overview(State(app): AppState, Path(cohort): Path<String>) -> Answer<Response> {
+    cached(
+        &app,
+        format!("api/overview/{cohort}"),
+        "application/json",
+        || async {
+            let v = overview_view(&app, &cohort).await?;
+            serde_json::to_vec(&v)
+                .map(Bytes::from)
+                .map_err(ApiError::internal)
+        },
+    )
+    .await
+}
+
+/// A student's history (shared by the API and the page).
+pub async fn student_view(app: &App, cohort: &str, student: &str) -> Answer<StudentView> {
+    cohort_of(app, cohort).await?;
+    let s = app.db.student(cohort, student).await?.ok_or_else(|| {
+        ApiError::not_found(format!("no student {student:?} in cohort {cohort:?}"))
+    })?;
+    let subs = app.db.submissions_of_student(cohort, student).await?;
+    Ok(StudentView {
+        cohort: cohort.to_string(),
+        student: s.id,
+        name: s.name,
+        submissions: views::history(&subs),
+    })
+}
+
+#[utoipa::path(get, path = "/api/cohorts/{cohort}/students/{student}",
+    params(("cohort" = String, Path), ("student" = String, Path)),
+    responses((status = 200, body = StudentView), (status = 404, body = ErrorBody)))]
+async fn student(
+    State(app): AppState,
+    Path((cohort, student)): Path<(String, String)>,
+) -> Answer<Response> {
+    Ok(json(
+        StatusCode::OK,
+        &student_view(&app, &cohort, &student).await?,
+    ))
+}
+
+#[utoipa::path(get, path = "/api/cohorts/{cohort}/submissions/{id}", security(("bearer" = [])),
+    params(("cohort" = String, Path), ("id" = String, Path)),
+    responses((status = 200, body = SubmissionDetail), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
+async fn submission(
+    State(app): AppState,
+    Path((cohort, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Answer<Response> {
+    caller(&app, &headers).await?.instructor_of(&cohort)?;
+    let c = cohort_of(&app, &cohort).await?;
+    let (row, bundle, change) =
+        app.db.submission(&cohort, &id).await?.ok_or_else(|| {
+            ApiError::not_found(format!("no submission {id:?} in cohort {cohort:?}"))
+        })?;
+    let bundle = serde_json::from_str(&bundle).map_err(ApiError::internal)?;
+    Ok(json(
+        StatusCode::OK,
+        &SubmissionDetail {
+            id: row.id,
+            student: row.student,
+            lab: row.lab as u32,
+            bundle,
+            change,
+            hidden_seed: c.hidden_seed as u64,
+            verification: row.verification.as_ref().map(views::verified_view),
+        },
+    ))
+}
+
+#[utoipa::path(post, path = "/api/cohorts/{cohort}/submissions/{id}/verification", security(("bearer" = [])),
+    request_body = Verification, params(("cohort" = String, Path), ("id" = String, Path)),
+    responses((status = 200, body = Verified), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
+async fn verify(
+    State(app): AppState,
+    Path((cohort, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer<Response> {
+    caller(&app, &headers).await?.instructor_of(&cohort)?;
+    let (row, _, _) =
+        app.db.submission(&cohort, &id).await?.ok_or_else(|| {
+            ApiError::not_found(format!("no submission {id:?} in cohort {cohort:?}"))
+        })?;
+    let v: Verification = parse_json(&read_body(body).await?)?;
+    if v.machine.len() > 200 || v.machine.chars().any(char::is_control) {
+        return Err(ApiError::bad(
+            "machine: at most 200 bytes, no control characters",
+        ));
+    }
+    if let Some(r) = &v.ratio
+        && !well_formed(r)
+    {
+        return Err(ApiError::refused(
+            "ratio: finite, above 0, low <= ratio <= high",
+        ));
+    }
+    let agreed = match (views::reported(&row), v.ratio, v.passed) {
+        (_, _, false) => false,
+        (Some(mine), Some(theirs), true) => agrees(&mine, &theirs),
+        (None, None, true) => true,
+        (Some(_), None, true) => {
+            return Err(ApiError::refused(
+                "this lab is ranked by its ratio: send the re-run's ratio",
+            ));
+        }
+        (None, Some(_), true) => {
+            return Err(ApiError::refused("this lab only has to finish: no ratio"));
+        }
+    };
+    app.db
+        .set_verification(
+            &id,
+            &VerificationRow {
+                passed: v.passed,
+                ratio: v.ratio.map(|r| r.ratio),
+                low: v.ratio.map(|r| r.low),
+                high: v.ratio.map(|r| r.high),
+                agrees: agreed,
+                machine: v.machine,
+                verified_ms: now_ms(),
+            },
+        )
+        .await?;
+    app.cache.invalidate();
+    Ok(json(
+        StatusCode::OK,
+        &Verified {
+            agrees: agreed,
+            flagged: !agreed,
+        },
+    ))
+}
+
+/// Grades of a cohort (shared by the API, the export and the instructor's page).
+pub async fn grades_view(app: &App, cohort: &str) -> Answer<Vec<GradeRow>> {
+    let labs: Vec<(LabInfo, LabRow)> = app
+        .db
+        .labs(cohort)
+        .await?
+        .into_iter()
+        .filter_map(|l| Some((app.labs.get(&u32::try_from(l.lab).ok()?)?.clone(), l)))
+        .collect();
+    let students = app.db.students(cohort).await?;
+    let subs = app.db.submissions(cohort).await?;
+    views::grades(cohort, &labs, &students, &subs).map_err(ApiError::internal)
+}
+
+#[utoipa::path(get, path = "/api/cohorts/{cohort}/grades", security(("bearer" = [])), params(("cohort" = String, Path)),
+    responses((status = 200, body = Vec<GradeRow>), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
+async fn grades(
+    State(app): AppState,
+    Path(cohort): Path<String>,
+    headers: HeaderMap,
+) -> Answer<Response> {
+    caller(&app, &headers).await?.instructor_of(&cohort)?;
+    cohort_of(&app, &cohort).await?;
+    Ok(json(StatusCode::OK, &grades_view(&app, &cohort).await?))
+}
+
+/// Who is stuck (shared by the API and the instructor's page).
+pub async fn stuck_view(app: &App, cohort: &str, tries: u32) -> Answer<Vec<StuckRow>> {
+    Ok(views::stuck(&app.db.attempts(cohort).await?, tries))
+}
+
+fn tries_of(q: &HashMap<String, String>) -> Answer<u32> {
+    match q.get("tries") {
+        None => Ok(3),
+        Some(t) => t
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| ApiError::bad(format!("tries {t:?}: a number from 1 to 1000"))),
+    }
+}
+
+#[utoipa::path(get, path = "/api/cohorts/{cohort}/stuck", security(("bearer" = [])),
+    params(("cohort" = String, Path), ("tries" = Option<u32>, Query, description = "refused uploads with no pass (default 3)")),
+    responses((status = 200, body = Vec<StuckRow>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
+async fn stuck(
+    State(app): AppState,
+    Path(cohort): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Answer<Response> {
+    caller(&app, &headers).await?.instructor_of(&cohort)?;
+    cohort_of(&app, &cohort).await?;
+    let tries = tries_of(&q)?;
+    Ok(json(
+        StatusCode::OK,
+        &stuck_view(&app, &cohort, tries).await?,
+    ))
+}
+
+async fn export_of(app: &App, cohort: &str, headers: &HeaderMap) -> Answer<Export> {
+    caller(app, headers).await?.instructor_of(cohort)?;
+    cohort_of(app, cohort).await?;
+    Ok(Export {
+        cohort: cohort.to_string(),
+        grades: grades_view(app, cohort).await?,
+        submissions: views::export_rows(&app.db.submissions(cohort).await?),
+    })
+}
+
+#[utoipa::path(get, path = "/api/cohorts/{cohort}/export.json", security(("bearer" = [])), params(("cohort" = String, Path)),
+    responses((status = 200, body = Export), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
+async fn export_json(
+    State(app): AppState,
+    Path(cohort): Path<String>,
+    headers: HeaderMap,
+) -> Answer<Response> {
+    Ok(json(
+        StatusCode::OK,
+        &export_of(&app, &cohort, &headers).await?,
+    ))
+}
+
+fn csv_of<T: Serialize>(rows: &[T]) -> Answer<Response> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    for r in rows {
+        w.serialize(r).map_err(ApiError::internal)?;
+    }
+    let body = w.into_inner().map_err(ApiError::internal)?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/csv; charset=utf-8"),
+        )],
+        body,
+    )
+        .into_response())
+}
+
+#[utoipa::path(get, path = "/api/cohorts/{cohort}/export/grades.csv", security(("bearer" = [])), params(("cohort" = String, Path)),
+    responses((status = 200, content_type = "text/csv", body = String, description = "student,lab,passed,bonus,points"),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
+async fn export_grades_csv(
+    State(app): AppState,
+    Path(cohort): Path<String>,
+    headers: HeaderMap,
+) -> Answer<Response> {
+    csv_of(&export_of(&app, &cohort, &headers).await?.grades)
+}
+
+#[utoipa::path(get, path = "/api/cohorts/{cohort}/export/submissions.csv", security(("bearer" = [])), params(("cohort" = String, Path)),
+    responses((status = 200, content_type = "text/csv", body = String, description = "one row per accepted submission"),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
+async fn export_submissions_csv(
+    State(app): AppState,
+    Path(cohort): Path<String>,
+    headers: HeaderMap,
+) -> Answer<Response> {
+    csv_of(&export_of(&app, &cohort, &headers).await?.submissions)
+}
+
+struct Bearer;
+
+impl utoipa::Modify for Bearer {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The OpenAPI document of this API.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Rust Performance Observatory: cohort leaderboards", description = "Fair rankings of lab results across students' machines: every entry is the lab's own B/A ratio with its 95% interval; entries whose intervals overlap the leader's share its tie band."),
+    paths(healthz, create_cohort, import_roster, revoke, rotate, set_lab, submit, board, overview, student, submission, verify, grades, stuck, export_json, export_grades_csv, export_submissions_csv),
+    modifiers(&Bearer)
+)]
+pub struct ApiDoc;
+
+async fn openapi() -> Response {
+    json(StatusCode::OK, &ApiDoc::openapi())
+}
+
+pub fn routes() -> Router<Arc<App>> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/api/openapi.json", get(openapi))
+        .route("/api/cohorts", post(create_cohort))
+        .route("/api/cohorts/{cohort}", get(overview))
+        .route("/api/cohorts/{cohort}/roster", post(import_roster))
+        .route("/api/cohorts/{cohort}/students/{student}", get(student))
+        .route(
+            "/api/cohorts/{cohort}/students/{student}/revoke",
+            post(revoke),
+        )
+        .route(
+            "/api/cohorts/{cohort}/students/{student}/rotate",
+            post(rotate),
+        )
+        .route("/api/cohorts/{cohort}/labs/{lab}", put(set_lab))
+        .route("/api/cohorts/{cohort}/labs/{lab}/board", get(board))
+        .route("/api/cohorts/{cohort}/submissions", post(submit))
+        .route("/api/cohorts/{cohort}/submissions/{id}", get(submission))
+        .route(
+            "/api/cohorts/{cohort}/submissions/{id}/verification",
+            post(verify),
+        )
+        .route("/api/cohorts/{cohort}/grades", get(grades))
+        .route("/api/cohorts/{cohort}/stuck", get(stuck))
+        .route("/api/cohorts/{cohort}/export.json", get(export_json))
+        .route(
+            "/api/cohorts/{cohort}/export/grades.csv",
+            get(export_grades_csv),
+        )
+        .route(
+            "/api/cohorts/{cohort}/export/submissions.csv",
+            get(export_submissions_csv),
+        )
+}

@@ -1,0 +1,636 @@
+//! The database: SQLite (a file under the data directory) or PostgreSQL, through sqlx's Any
+//! driver, so that every statement here runs unchanged on both (the tests run the same suite
+//! against each). Migrations are embedded in the binary and run at start.
+
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{AnyPool, SqlSafeStr};
+
+/// Database errors, with what was being done.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("connecting to {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("migrating the database: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database: {0}")]
+    Query(#[from] sqlx::Error),
+}
+
+type Result<T> = std::result::Result<T, DbError>;
+
+fn migrator() -> Migrator {
+    Migrator::with_migrations(vec![Migration::new(
+        1,
+        "cohorts".into(),
+        MigrationType::Simple,
+        include_str!("../migrations/0001_cohorts.sql").into_sql_str(),
+        false,
+    )])
+}
+
+/// A cohort.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CohortRow {
+    pub id: String,
+    pub name: String,
+    pub hidden_seed: i64,
+    pub daily_limit: i64,
+}
+
+/// A student on a cohort's roster.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StudentRow {
+    pub id: String,
+    pub name: String,
+    pub email: String,
+}
+
+/// A lab opened in a cohort.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LabRow {
+    pub lab: i64,
+    pub opens_ms: i64,
+    pub closes_ms: i64,
+    pub grading: String,
+}
+
+/// Who holds a token.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenRow {
+    pub cohort: String,
+    /// Empty for the cohort's instructor.
+    pub student: String,
+    pub revoked: bool,
+}
+
+/// An accepted submission (and its verification, if any).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SubmissionRow {
+    pub id: String,
+    pub cohort: String,
+    pub student: String,
+    pub lab: i64,
+    pub idempotency_key: String,
+    pub ratio: Option<f64>,
+    pub low: Option<f64>,
+    pub high: Option<f64>,
+    pub change_sha256: String,
+    pub cpu_model: String,
+    pub cores: i64,
+    pub received_ms: i64,
+    pub verification: Option<VerificationRow>,
+}
+
+/// The instructor's re-run of a submission.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VerificationRow {
+    pub passed: bool,
+    pub ratio: Option<f64>,
+    pub low: Option<f64>,
+    pub high: Option<f64>,
+    pub agrees: bool,
+    pub machine: String,
+    pub verified_ms: i64,
+}
+
+/// One upload that reached validation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttemptRow {
+    pub student: String,
+    pub lab: i64,
+    pub at_ms: i64,
+    pub accepted: bool,
+    pub reason: String,
+}
+
+/// A new submission.
+#[derive(Clone, Debug)]
+pub struct NewSubmission<'a> {
+    pub id: &'a str,
+    pub cohort: &'a str,
+    pub student: &'a str,
+    pub lab: i64,
+    pub idempotency_key: &'a str,
+    pub ratio: Option<(f64, f64, f64)>,
+    pub change_sha256: &'a str,
+    pub change_text: &'a str,
+    pub cpu_model: &'a str,
+    pub cores: i64,
+    pub bundle: &'a str,
+    pub received_ms: i64,
+}
+
+/// The connection pool.
+#[derive(Clone, Debug)]
+pub struct Db {
+    pool: AnyPool,
+    /// Which engine (`sqlite` or `postgres`), for the log and the tests.
+    pub engine: &'static str,
+}
+
+/// Submissions with their verifications, then a filter.
+macro_rules! submissions_where {
+    ($tail:literal) => {
+        concat!(
+            "SELECT s.id, s.cohort, s.student, s.lab, s.idempotency_key, s.ratio, s.low, s.high, s.change_sha256, s.cpu_model, s.cores, s.received_ms, ",
+            "v.passed, v.ratio, v.low, v.high, v.agrees, v.machine, v.verified_ms ",
+            "FROM submissions s LEFT JOIN verifications v ON v.submission = s.id ",
+            $tail
+        )
+    };
+}
+
+/// Which submissions to read.
+#[derive(Clone, Copy, Debug)]
+enum Which<'a> {
+    Cohort,
+    Lab(i64),
+    Student(&'a str),
+    Id(&'a str),
+}
+
+fn submission_of(row: &sqlx::any::AnyRow) -> std::result::Result<SubmissionRow, sqlx::Error> {
+    use sqlx::Row;
+    let verification = match (
+        row.try_get::<Option<i64>, _>(12)?,
+        row.try_get::<Option<i64>, _>(16)?,
+        row.try_get::<Option<String>, _>(17)?,
+        row.try_get::<Option<i64>, _>(18)?,
+    ) {
+        (Some(passed), Some(agrees), Some(machine), Some(verified_ms)) => Some(VerificationRow {
+            passed: passed != 0,
+            ratio: row.try_get(13)?,
+            low: row.try_get(14)?,
+            high: row.try_get(15)?,
+            agrees: agrees != 0,
+            machine,
+            verified_ms,
+        }),
+        _ => None,
+    };
+    Ok(SubmissionRow {
+        id: row.try_get(0)?,
+        cohort: row.try_get(1)?,
+        student: row.try_get(2)?,
+        lab: row.try_get(3)?,
+        idempotency_key: row.try_get(4)?,
+        ratio: row.try_get(5)?,
+        low: row.try_get(6)?,
+        high: row.try_get(7)?,
+        change_sha256: row.try_get(8)?,
+        cpu_model: row.try_get(9)?,
+        cores: row.try_get(10)?,
+        received_ms: row.try_get(11)?,
+        verification,
+    })
+}
+
+impl Db {
+    /// Connect to `url` (`sqlite://FILE?mode=rwc` or `postgres://...`) and run the
+    /// migrations.
+    pub async fn open(url: &str) -> Result<Db> {
+        install_default_drivers();
+        let engine = if url.starts_with("postgres") {
+            "postgres"
+        } else {
+            "sqlite"
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(if engine == "sqlite" { 4 } else { 8 })
+            .connect(url)
+            .await
+            .map_err(|source| DbError::Connect {
+                url: redact(url),
+                source,
+            })?;
+        if engine == "sqlite" {
+            // Readers do not wait for the writer (the board is read far more than written).
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await?;
+        }
+        migrator().run(&pool).await?;
+        Ok(Db { pool, engine })
+    }
+
+    pub async fn create_cohort(
+        &self,
+        cohort: &CohortRow,
+        instructor_token_sha256: &str,
+        now_ms: i64,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let exists: Option<(String,)> = sqlx::query_as("SELECT id FROM cohorts WHERE id = $1")
+            .bind(&cohort.id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_some() {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO cohorts (id, name, hidden_seed, daily_limit, created_ms) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&cohort.id)
+        .bind(&cohort.name)
+        .bind(cohort.hidden_seed)
+        .bind(cohort.daily_limit)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO tokens (sha256, cohort, student, revoked, created_ms) VALUES ($1, $2, '', 0, $3)",
+        )
+        .bind(instructor_token_sha256)
+        .bind(&cohort.id)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub async fn cohort(&self, id: &str) -> Result<Option<CohortRow>> {
+        let row: Option<(String, String, i64, i64)> =
+            sqlx::query_as("SELECT id, name, hidden_seed, daily_limit FROM cohorts WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|(id, name, hidden_seed, daily_limit)| CohortRow {
+            id,
+            name,
+            hidden_seed,
+            daily_limit,
+        }))
+    }
+
+    pub async fn token(&self, sha256: &str) -> Result<Option<TokenRow>> {
+        let row: Option<(String, String, i64)> =
+            sqlx::query_as("SELECT cohort, student, revoked FROM tokens WHERE sha256 = $1")
+                .bind(sha256)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|(cohort, student, revoked)| TokenRow {
+            cohort,
+            student,
+            revoked: revoked != 0,
+        }))
+    }
+
+    /// Add the students not yet on the roster, each with their token's digest; returns the
+    /// ids added (a student already on the roster keeps their token).
+    pub async fn add_students(
+        &self,
+        cohort: &str,
+        students: &[(StudentRow, String)],
+        now_ms: i64,
+    ) -> Result<Vec<String>> {
+        let mut tx = self.pool.begin().await?;
+        let mut added = Vec::new();
+        for (s, token_sha256) in students {
+            let exists: Option<(String,)> =
+                sqlx::query_as("SELECT id FROM students WHERE cohort = $1 AND id = $2")
+                    .bind(cohort)
+                    .bind(&s.id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if exists.is_some() {
+                continue;
+            }
+            sqlx::query("INSERT INTO students (cohort, id, name, email) VALUES ($1, $2, $3, $4)")
+                .bind(cohort)
+                .bind(&s.id)
+                .bind(&s.name)
+                .bind(&s.email)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO tokens (sha256, cohort, student, revoked, created_ms) VALUES ($1, $2, $3, 0, $4)",
+            )
+            .bind(token_sha256)
+            .bind(cohort)
+            .bind(&s.id)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+            added.push(s.id.clone());
+        }
+        tx.commit().await?;
+        Ok(added)
+    }
+
+    pub async fn students(&self, cohort: &str) -> Result<Vec<StudentRow>> {
+        let rows: Vec<(String, String, String)> =
+            sqlx::query_as("SELECT id, name, email FROM students WHERE cohort = $1 ORDER BY id")
+                .bind(cohort)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, name, email)| StudentRow { id, name, email })
+            .collect())
+    }
+
+    pub async fn student(&self, cohort: &str, id: &str) -> Result<Option<StudentRow>> {
+        let row: Option<(String, String, String)> =
+            sqlx::query_as("SELECT id, name, email FROM students WHERE cohort = $1 AND id = $2")
+                .bind(cohort)
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|(id, name, email)| StudentRow { id, name, email }))
+    }
+
+    /// Revoke every token of a student; with `new_token_sha256`, issue a new one (rotation).
+    pub async fn revoke(
+        &self,
+        cohort: &str,
+        student: &str,
+        new_token_sha256: Option<&str>,
+        now_ms: i64,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE tokens SET revoked = 1 WHERE cohort = $1 AND student = $2")
+            .bind(cohort)
+            .bind(student)
+            .execute(&mut *tx)
+            .await?;
+        if let Some(sha) = new_token_sha256 {
+            sqlx::query(
+                "INSERT INTO tokens (sha256, cohort, student, revoked, created_ms) VALUES ($1, $2, $3, 0, $4)",
+            )
+            .bind(sha)
+            .bind(cohort)
+            .bind(student)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn set_lab(&self, cohort: &str, lab: &LabRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO labs (cohort, lab, opens_ms, closes_ms, grading) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (cohort, lab) DO UPDATE SET opens_ms = excluded.opens_ms, closes_ms = excluded.closes_ms, grading = excluded.grading",
+        )
+        .bind(cohort)
+        .bind(lab.lab)
+        .bind(lab.opens_ms)
+        .bind(lab.closes_ms)
+        .bind(&lab.grading)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn labs(&self, cohort: &str) -> Result<Vec<LabRow>> {
+        let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(
+            "SELECT lab, opens_ms, closes_ms, grading FROM labs WHERE cohort = $1 ORDER BY lab",
+        )
+        .bind(cohort)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(lab, opens_ms, closes_ms, grading)| LabRow {
+                lab,
+                opens_ms,
+                closes_ms,
+                grading,
+            })
+            .collect())
+    }
+
+    pub async fn record_attempt(
+        &self,
+        cohort: &str,
+        student: &str,
+        lab: i64,
+        at_ms: i64,
+        accepted: bool,
+        reason: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO attempts (cohort, student, lab, at_ms, accepted, reason) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(cohort)
+        .bind(student)
+        .bind(lab)
+        .bind(at_ms)
+        .bind(i64::from(accepted))
+        .bind(reason)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Uploads of `student` to `lab` since `since_ms` (what the daily limit counts).
+    pub async fn attempts_since(
+        &self,
+        cohort: &str,
+        student: &str,
+        lab: i64,
+        since_ms: i64,
+    ) -> Result<i64> {
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM attempts WHERE cohort = $1 AND student = $2 AND lab = $3 AND at_ms >= $4",
+        )
+        .bind(cohort)
+        .bind(student)
+        .bind(lab)
+        .bind(since_ms)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n)
+    }
+
+    pub async fn attempts(&self, cohort: &str) -> Result<Vec<AttemptRow>> {
+        let rows: Vec<(String, i64, i64, i64, String)> = sqlx::query_as(
+            "SELECT student, lab, at_ms, accepted, reason FROM attempts WHERE cohort = $1 ORDER BY at_ms",
+        )
+        .bind(cohort)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(student, lab, at_ms, accepted, reason)| AttemptRow {
+                student,
+                lab,
+                at_ms,
+                accepted: accepted != 0,
+                reason,
+            })
+            .collect())
+    }
+
+    /// The id of the submission `student` made with `key`, if any (a retried upload).
+    pub async fn submission_with_key(
+        &self,
+        cohort: &str,
+        student: &str,
+        key: &str,
+    ) -> Result<Option<String>> {
+        let row: Option<(String,)> = sqlx::query_as(
+            "SELECT id FROM submissions WHERE cohort = $1 AND student = $2 AND idempotency_key = $3",
+        )
+        .bind(cohort)
+        .bind(student)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(id,)| id))
+    }
+
+    /// Store a submission; `false` when one with the same idempotency key exists (a retry
+    /// that raced the first upload).
+    pub async fn insert_submission(&self, s: &NewSubmission<'_>) -> Result<bool> {
+        let (ratio, low, high) = match s.ratio {
+            Some((r, l, h)) => (Some(r), Some(l), Some(h)),
+            None => (None, None, None),
+        };
+        let done = sqlx::query(
+            "INSERT INTO submissions (id, cohort, student, lab, idempotency_key, ratio, low, high, change_sha256, change_text, cpu_model, cores, bundle, received_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+             ON CONFLICT (cohort, student, idempotency_key) DO NOTHING",
+        )
+        .bind(s.id)
+        .bind(s.cohort)
+        .bind(s.student)
+        .bind(s.lab)
+        .bind(s.idempotency_key)
+        .bind(ratio)
+        .bind(low)
+        .bind(high)
+        .bind(s.change_sha256)
+        .bind(s.change_text)
+        .bind(s.cpu_model)
+        .bind(s.cores)
+        .bind(s.bundle)
+        .bind(s.received_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn read_submissions(&self, cohort: &str, which: Which<'_>) -> Result<Vec<SubmissionRow>> {
+        let q = match which {
+            Which::Cohort => sqlx::query(submissions_where!(
+                "WHERE s.cohort = $1 ORDER BY s.received_ms, s.id"
+            ))
+            .bind(cohort.to_string()),
+            Which::Lab(lab) => sqlx::query(submissions_where!(
+                "WHERE s.cohort = $1 AND s.lab = $2 ORDER BY s.received_ms, s.id"
+            ))
+            .bind(cohort.to_string())
+            .bind(lab),
+            Which::Student(student) => sqlx::query(submissions_where!(
+                "WHERE s.cohort = $1 AND s.student = $2 ORDER BY s.received_ms, s.id"
+            ))
+            .bind(cohort.to_string())
+            .bind(student.to_string()),
+            Which::Id(id) => sqlx::query(submissions_where!("WHERE s.cohort = $1 AND s.id = $2"))
+                .bind(cohort.to_string())
+                .bind(id.to_string()),
+        };
+        let rows = q.fetch_all(&self.pool).await?;
+        Ok(rows
+            .iter()
+            .map(submission_of)
+            .collect::<std::result::Result<_, _>>()?)
+    }
+
+    pub async fn submissions(&self, cohort: &str) -> Result<Vec<SubmissionRow>> {
+        self.read_submissions(cohort, Which::Cohort).await
+    }
+
+    pub async fn submissions_of_lab(&self, cohort: &str, lab: i64) -> Result<Vec<SubmissionRow>> {
+        self.read_submissions(cohort, Which::Lab(lab)).await
+    }
+
+    pub async fn submissions_of_student(
+        &self,
+        cohort: &str,
+        student: &str,
+    ) -> Result<Vec<SubmissionRow>> {
+        self.read_submissions(cohort, Which::Student(student)).await
+    }
+
+    /// A submission with its bundle and change text.
+    pub async fn submission(
+        &self,
+        cohort: &str,
+        id: &str,
+    ) -> Result<Option<(SubmissionRow, String, String)>> {
+        let Some(row) = self
+            .read_submissions(cohort, Which::Id(id))
+            .await?
+            .into_iter()
+            .next()
+        else {
+            return Ok(None);
+        };
+        let (bundle, change): (String, String) =
+            sqlx::query_as("SELECT bundle, change_text FROM submissions WHERE id = $1")
+                .bind(id)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(Some((row, bundle, change)))
+    }
+
+    pub async fn set_verification(&self, submission: &str, v: &VerificationRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO verifications (submission, passed, ratio, low, high, agrees, machine, verified_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (submission) DO UPDATE SET passed = excluded.passed, ratio = excluded.ratio, low = excluded.low, high = excluded.high, agrees = excluded.agrees, machine = excluded.machine, verified_ms = excluded.verified_ms",
+        )
+        .bind(submission)
+        .bind(i64::from(v.passed))
+        .bind(v.ratio)
+        .bind(v.low)
+        .bind(v.high)
+        .bind(i64::from(v.agrees))
+        .bind(&v.machine)
+        .bind(v.verified_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Rows in a table (the tests' proof that a refused upload stored nothing).
+    pub async fn count(&self, table: Table) -> Result<i64> {
+        let sql = match table {
+            Table::Submissions => "SELECT COUNT(*) FROM submissions",
+            Table::Students => "SELECT COUNT(*) FROM students",
+            Table::Attempts => "SELECT COUNT(*) FROM attempts",
+        };
+        let (n,): (i64,) = sqlx::query_as(sql).fetch_one(&self.pool).await?;
+        Ok(n)
+    }
+}
+
+/// The tables [`Db::count`] counts.
+#[derive(Clone, Copy, Debug)]
+pub enum Table {
+    Submissions,
+    Students,
+    Attempts,
+}
+
+/// The password in a database URL, hidden for the log.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}

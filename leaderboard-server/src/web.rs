@@ -1,0 +1,250 @@
+//! The web pages: server-rendered HTML (minijinja templates compiled into the binary, no
+//! front-end build), readable on a phone. A cohort's overview, a lab's board with its strip
+//! plot, a student's history with its plot, and the instructor's page (signed in with the
+//! instructor token, kept in an HttpOnly cookie).
+
+use crate::api::{self, ApiError};
+use crate::auth::Caller;
+use crate::{App, COOKIE, plot};
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use minijinja::value::Serde;
+use minijinja::{Environment, Value, context};
+use observatory_leaderboard::Tier;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The templates, compiled into the binary.
+pub fn templates() -> Environment<'static> {
+    let mut env = Environment::new();
+    for (name, text) in [
+        ("base.html", include_str!("../templates/base.html")),
+        ("index.html", include_str!("../templates/index.html")),
+        ("overview.html", include_str!("../templates/overview.html")),
+        ("board.html", include_str!("../templates/board.html")),
+        ("student.html", include_str!("../templates/student.html")),
+        (
+            "instructor.html",
+            include_str!("../templates/instructor.html"),
+        ),
+        ("error.html", include_str!("../templates/error.html")),
+    ] {
+        // The templates are part of the binary: one that does not parse is a build defect
+        // that every page test shows at once.
+        if let Err(e) = env.add_template(name, text) {
+            tracing::error!(template = name, error = %e, "template does not parse");
+        }
+    }
+    env
+}
+
+fn render(app: &App, name: &str, cx: minijinja::Value) -> Result<String, ApiError> {
+    app.templates
+        .get_template(name)
+        .and_then(|t| t.render(cx))
+        .map_err(|e| {
+            tracing::error!(template = name, error = %e, "rendering");
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "a page failed to render")
+        })
+}
+
+fn html(status: StatusCode, body: impl Into<Bytes>) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        )],
+        body.into(),
+    )
+        .into_response()
+}
+
+/// A page's error, as a page.
+fn page_error(app: &App, cohort: Option<&str>, e: ApiError) -> Response {
+    let body = render(
+        app,
+        "error.html",
+        context! { status => e.status.as_u16(), message => e.message, cohort => cohort },
+    )
+    .unwrap_or_else(|_| "error".into());
+    html(e.status, body)
+}
+
+async fn index(State(app): State<Arc<App>>) -> Response {
+    match render(&app, "index.html", context! {}) {
+        Ok(b) => html(StatusCode::OK, b),
+        Err(e) => page_error(&app, None, e),
+    }
+}
+
+async fn overview(State(app): State<Arc<App>>, Path(cohort): Path<String>) -> Response {
+    let page = api::cached(
+        &app,
+        format!("page/overview/{cohort}"),
+        "text/html; charset=utf-8",
+        || async {
+            let o = api::overview_view(&app, &cohort).await?;
+            render(
+                &app,
+                "overview.html",
+                context! { o => Value::from(Serde(&o)), cohort => &cohort },
+            )
+            .map(Bytes::from)
+        },
+    )
+    .await;
+    page.unwrap_or_else(|e| page_error(&app, Some(&cohort), e))
+}
+
+async fn board(
+    State(app): State<Arc<App>>,
+    Path((cohort, lab)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let tier = match q.get("tier").map(String::as_str) {
+        Some("self_reported") => Tier::SelfReported,
+        _ => Tier::Verified,
+    };
+    let page = api::cached(
+        &app,
+        format!("page/board/{cohort}/{lab}/{tier:?}"),
+        "text/html; charset=utf-8",
+        || async {
+            let b = api::board_view(&app, &cohort, &lab, tier).await?;
+            let svg = if b.completes {
+                String::new()
+            } else {
+                plot::strip(&b).map_err(ApiError::internal)?
+            };
+            render(
+                &app,
+                "board.html",
+                context! { b => Value::from(Serde(&b)), plot => svg, cohort => &cohort },
+            )
+            .map(Bytes::from)
+        },
+    )
+    .await;
+    page.unwrap_or_else(|e| page_error(&app, Some(&cohort), e))
+}
+
+async fn student(
+    State(app): State<Arc<App>>,
+    Path((cohort, student)): Path<(String, String)>,
+) -> Response {
+    let page = api::cached(
+        &app,
+        format!("page/student/{cohort}/{student}"),
+        "text/html; charset=utf-8",
+        || async {
+            let s = api::student_view(&app, &cohort, &student).await?;
+            let svg = plot::history(&s.submissions).map_err(ApiError::internal)?;
+            render(
+                &app,
+                "student.html",
+                context! { s => Value::from(Serde(&s)), plot => svg, cohort => &cohort },
+            )
+            .map(Bytes::from)
+        },
+    )
+    .await;
+    page.unwrap_or_else(|e| page_error(&app, Some(&cohort), e))
+}
+
+async fn instructor(
+    State(app): State<Arc<App>>,
+    Path(cohort): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let signed_in = match api::caller(&app, &headers).await {
+        Ok(c) => c.instructor_of(&cohort).is_ok(),
+        Err(_) => false,
+    };
+    let page = async {
+        if !signed_in {
+            let body = render(
+                &app,
+                "instructor.html",
+                context! { cohort => &cohort, signed_in => false },
+            )?;
+            return Ok(html(StatusCode::UNAUTHORIZED, body));
+        }
+        let tries = 3;
+        let stuck = api::stuck_view(&app, &cohort, tries).await?;
+        let grades = api::grades_view(&app, &cohort).await?;
+        let flagged: Vec<_> = crate::views::export_rows(&app.db.submissions(&cohort).await?)
+            .into_iter()
+            .filter(|r| r.flagged)
+            .collect();
+        let body = render(
+            &app,
+            "instructor.html",
+            context! { cohort => &cohort, signed_in => true, tries => tries, stuck => Value::from(Serde(&stuck)), grades => Value::from(Serde(&grades)), flagged => Value::from(Serde(&flagged)) },
+        )?;
+        Ok::<_, ApiError>(html(StatusCode::OK, body))
+    };
+    page.await
+        .unwrap_or_else(|e| page_error(&app, Some(&cohort), e))
+}
+
+/// The sign-in form: a valid instructor token of the cohort becomes an HttpOnly cookie.
+async fn login(State(app): State<Arc<App>>, Path(cohort): Path<String>, body: Body) -> Response {
+    let attempt = async {
+        let bytes = api::read_body(body).await?;
+        let token = form_urlencoded::parse(&bytes)
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_default();
+        let mut headers = HeaderMap::new();
+        let bearer = HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "that is not a token"))?;
+        headers.insert(header::AUTHORIZATION, bearer);
+        match api::caller(&app, &headers).await? {
+            c @ (Caller::Admin | Caller::Instructor { .. }) => c.instructor_of(&cohort)?,
+            _ => {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "a student token cannot sign in here",
+                ));
+            }
+        }
+        let cookie = format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age=43200");
+        let cookie = HeaderValue::from_str(&cookie).map_err(ApiError::internal)?;
+        let to = HeaderValue::from_str(&format!("/c/{cohort}/instructor"))
+            .map_err(ApiError::internal)?;
+        Ok::<_, ApiError>(
+            (
+                StatusCode::SEE_OTHER,
+                [(header::SET_COOKIE, cookie), (header::LOCATION, to)],
+            )
+                .into_response(),
+        )
+    };
+    match attempt.await {
+        Ok(r) => r,
+        Err(e) => {
+            let body = render(
+                &app,
+                "instructor.html",
+                context! { cohort => &cohort, signed_in => false, message => e.message },
+            )
+            .unwrap_or_default();
+            html(e.status, body)
+        }
+    }
+}
+
+pub fn routes() -> Router<Arc<App>> {
+    Router::new()
+        .route("/", get(index))
+        .route("/c/{cohort}", get(overview))
+        .route("/c/{cohort}/labs/{lab}", get(board))
+        .route("/c/{cohort}/students/{student}", get(student))
+        .route("/c/{cohort}/instructor", get(instructor))
+        .route("/c/{cohort}/login", post(login))
+}

@@ -1,0 +1,253 @@
+//! What goes over the wire: the JSON API's requests and answers (the OpenAPI document is
+//! generated from these), shared by the server, the CLI client and the tests.
+
+use observatory_leaderboard::{Bundle, GradingRule, Tier};
+use observatory_stats::{Better, RatioInterval};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Every refusal and error: a status code and this body.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+/// `POST /api/cohorts` (the server's admin token).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewCohort {
+    /// 1 to 64 letters, digits, '-', '_' or '.'.
+    pub id: String,
+    pub name: String,
+    /// Uploads per student per lab in any 24 hours (default 20).
+    pub daily_limit: Option<u32>,
+}
+
+/// The new cohort and its instructor's token (shown once).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct CohortCreated {
+    pub cohort: String,
+    pub instructor_token: String,
+}
+
+/// A token issued to a student (shown once; the server keeps only its sha256).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct IssuedToken {
+    pub student: String,
+    pub token: String,
+}
+
+/// `POST /api/cohorts/{cohort}/roster` (a CSV body: `student,name,email`).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct RosterImported {
+    pub issued: Vec<IssuedToken>,
+    /// Students already on the roster: they keep their token (rotate it to issue a new one).
+    pub already_on_roster: Vec<String>,
+}
+
+/// `PUT /api/cohorts/{cohort}/labs/{lab}`: open a lab (until its deadline) and set its grading.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LabSettings {
+    /// RFC 3339; default now.
+    pub opens_at: Option<String>,
+    /// The deadline, RFC 3339: uploads after it are refused.
+    pub closes_at: String,
+    /// Default: threshold, bonus within 1.05x of the best verified ratio.
+    pub grading: Option<GradingRule>,
+}
+
+/// `POST /api/cohorts/{cohort}/submissions` (a student's token).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Upload {
+    pub bundle: Bundle,
+    /// The change that was checked (the answer's lines, or the slot's STUDENT code): its
+    /// sha256 must be the bundle's `change_sha256`. The instructor's verification re-runs it.
+    pub change: String,
+}
+
+/// An accepted upload.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct Submitted {
+    pub id: String,
+    /// The same idempotency key was uploaded before: nothing new was stored.
+    pub duplicate: bool,
+    /// The ratio the server recomputed from the figures (what the board ranks).
+    pub ratio: Option<RatioInterval>,
+}
+
+/// One lab of a cohort, for the overview.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct LabSummary {
+    pub lab: u32,
+    pub title: String,
+    pub opens_at: String,
+    pub closes_at: String,
+    pub open: bool,
+    /// Students with an accepted (passed) submission.
+    pub passed: u32,
+    /// Students with a verified passing re-run.
+    pub verified: u32,
+    /// Entries whose verification disagreed with the self-reported result.
+    pub flagged: u32,
+    /// Passed students over the roster.
+    pub pass_rate: f64,
+    /// The median of students' best self-reported ratios.
+    pub median_ratio: Option<f64>,
+}
+
+/// `GET /api/cohorts/{cohort}`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct Overview {
+    pub cohort: String,
+    pub name: String,
+    pub students: u32,
+    pub labs: Vec<LabSummary>,
+}
+
+/// One row of a lab's board.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct BoardRow {
+    /// Shared by a tie band.
+    pub place: u32,
+    /// 1: indistinguishable from the leader.
+    pub band: u32,
+    pub student: String,
+    pub submission: String,
+    /// `None` on a lab that only has to finish.
+    pub ratio: Option<f64>,
+    pub low: Option<f64>,
+    pub high: Option<f64>,
+    /// The machine the ratio was measured on.
+    pub cpu_model: String,
+    pub cores: u32,
+    /// The verification disagreed with the self-reported result beyond both intervals.
+    pub flagged: bool,
+    pub submitted_at: String,
+}
+
+/// `GET /api/cohorts/{cohort}/labs/{lab}/board`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct BoardView {
+    pub cohort: String,
+    pub lab: u32,
+    pub title: String,
+    pub tier: Tier,
+    pub better: Better,
+    pub min_effect: f64,
+    /// The bound a passing B/A reaches (`1 - min_effect` or `1 + min_effect`).
+    pub bound: f64,
+    /// A lab that only has to finish has no ratio to rank: its rows are passes in order of
+    /// arrival, all in band 1.
+    pub completes: bool,
+    pub rows: Vec<BoardRow>,
+}
+
+/// The instructor's re-run of a submission, as shown.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct VerifiedView {
+    pub passed: bool,
+    pub ratio: Option<RatioInterval>,
+    pub agrees: bool,
+    pub machine: String,
+    pub verified_at: String,
+}
+
+/// One submission in a student's history.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct HistoryRow {
+    pub id: String,
+    pub lab: u32,
+    pub ratio: Option<RatioInterval>,
+    pub cpu_model: String,
+    pub submitted_at: String,
+    pub verification: Option<VerifiedView>,
+}
+
+/// `GET /api/cohorts/{cohort}/students/{student}`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct StudentView {
+    pub cohort: String,
+    pub student: String,
+    pub name: String,
+    pub submissions: Vec<HistoryRow>,
+}
+
+/// `GET /api/cohorts/{cohort}/submissions/{id}` (the instructor's): what `leaderboard verify`
+/// re-runs.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct SubmissionDetail {
+    pub id: String,
+    pub student: String,
+    pub lab: u32,
+    pub bundle: Bundle,
+    pub change: String,
+    /// The cohort's hidden workload seed (never shown to students).
+    pub hidden_seed: u64,
+    pub verification: Option<VerifiedView>,
+}
+
+/// `POST /api/cohorts/{cohort}/submissions/{id}/verification` (the instructor's).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Verification {
+    pub passed: bool,
+    /// The re-run's B/A and interval (`None` for a lab that only has to finish).
+    pub ratio: Option<RatioInterval>,
+    /// Where it was re-run (the instructor's machine or cluster).
+    pub machine: String,
+}
+
+/// The verification's verdict.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct Verified {
+    pub agrees: bool,
+    /// Flagged for the instructor: the re-run disagrees beyond both intervals.
+    pub flagged: bool,
+}
+
+/// One student's grade on one lab.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct GradeRow {
+    pub student: String,
+    pub lab: u32,
+    pub passed: bool,
+    pub bonus: bool,
+    pub points: f64,
+}
+
+/// A student with no pass on a lab after N tries.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct StuckRow {
+    pub student: String,
+    pub lab: u32,
+    pub tries: u32,
+    pub last_reason: String,
+}
+
+/// One submission in the export.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct ExportRow {
+    pub id: String,
+    pub student: String,
+    pub lab: u32,
+    pub ratio: Option<f64>,
+    pub low: Option<f64>,
+    pub high: Option<f64>,
+    pub cpu_model: String,
+    pub cores: u32,
+    pub submitted_at: String,
+    pub verified: bool,
+    pub verified_passed: Option<bool>,
+    pub verified_ratio: Option<f64>,
+    pub flagged: bool,
+}
+
+/// `GET /api/cohorts/{cohort}/export.json` (the instructor's).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct Export {
+    pub cohort: String,
+    pub grades: Vec<GradeRow>,
+    pub submissions: Vec<ExportRow>,
+}
