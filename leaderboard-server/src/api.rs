@@ -5,7 +5,9 @@
 
 use crate::auth::{self, Caller, Denied};
 use crate::db::{CohortRow, LabRow, NewSubmission, StudentRow, VerificationRow};
-use crate::limits::{DEFAULT_DAILY_LIMIT, MAX_BODY_BYTES, MAX_CHANGE_BYTES, MAX_ROSTER_ROWS};
+use crate::limits::{
+    DEFAULT_DAILY_LIMIT, MAX_BODY_BYTES, MAX_CHANGE_BYTES, MAX_DAILY_LIMIT, MAX_ROSTER_ROWS,
+};
 use crate::wire::*;
 use crate::{App, Cached, LabInfo, now_ms, parse_time, views};
 use axum::Router;
@@ -126,12 +128,39 @@ pub async fn read_body(body: Body) -> Answer<Bytes> {
         })
 }
 
-fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Answer<T> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Answer<T> {
+    // serde_json refuses documents nested deeper than 128: the walk below stays shallow.
+    let mut value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| ApiError::bad(format!("the JSON body: {e}")))?;
+    whole_numbers(&mut value);
+    serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         ApiError::bad(format!("the JSON body at {path}: {}", e.into_inner()))
     })
+}
+
+/// JSON Schema (and so the OpenAPI document) counts `2.0` as an integer; serde's integer types
+/// do not. A whole number written with a fraction becomes that integer (an `f64` field takes
+/// it all the same); 1.5 stays 1.5 and is refused where an integer is wanted.
+fn whole_numbers(v: &mut serde_json::Value) {
+    use serde_json::{Number, Value};
+    match v {
+        Value::Number(n) => {
+            if let Some(f) = n.as_f64().filter(|f| n.is_f64() && f.fract() == 0.0) {
+                // Exactly representable: |f| < 2^53.
+                if f.abs() < 9_007_199_254_740_992.0 {
+                    *n = if f >= 0.0 {
+                        Number::from(f as u64)
+                    } else {
+                        Number::from(f as i64)
+                    };
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(whole_numbers),
+        Value::Object(o) => o.values_mut().for_each(whole_numbers),
+        _ => {}
+    }
 }
 
 fn json<T: Serialize>(status: StatusCode, v: &T) -> Response {
@@ -145,7 +174,7 @@ fn id_ok(what: &str, id: &str) -> Answer<()> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
     {
-        return Err(ApiError::bad(format!(
+        return Err(ApiError::refused(format!(
             "{what} {:?}: 1 to 64 letters, digits, '-', '_' or '.'",
             id.chars().take(80).collect::<String>()
         )));
@@ -193,19 +222,19 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Answer<Bytes>>,
 {
-    let hit = app.cache.get(&key);
-    let c = match hit {
-        Some(c) => c,
-        None => {
-            let generation = app.cache.generation();
-            let c = Arc::new(Cached {
+    // A write during the computation bumps the generation: the next request gets a new slot,
+    // so nothing older than the request that computed it is served.
+    let c = app
+        .cache
+        .slot(&key)
+        .get_or_try_init(|| async {
+            Ok::<_, ApiError>(Arc::new(Cached {
                 content_type,
                 body: compute().await?,
-            });
-            app.cache.put(key, generation, c.clone());
-            c
-        }
-    };
+            }))
+        })
+        .await?
+        .clone();
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -224,7 +253,7 @@ async fn healthz() -> &'static str {
 #[utoipa::path(post, path = "/api/cohorts", request_body = NewCohort, security(("bearer" = [])),
     responses((status = 201, body = CohortCreated), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody)))]
+        (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
 async fn create_cohort(State(app): AppState, headers: HeaderMap, body: Body) -> Answer<Response> {
     if caller(&app, &headers).await? != Caller::Admin {
         return Err(ApiError::new(
@@ -235,9 +264,15 @@ async fn create_cohort(State(app): AppState, headers: HeaderMap, body: Body) -> 
     let new: NewCohort = parse_json(&read_body(body).await?)?;
     id_ok("cohort", &new.id)?;
     if new.name.is_empty() || new.name.len() > 200 || new.name.chars().any(char::is_control) {
-        return Err(ApiError::bad(
+        return Err(ApiError::refused(
             "name: 1 to 200 characters, no control characters",
         ));
+    }
+    let daily_limit = new.daily_limit.unwrap_or(DEFAULT_DAILY_LIMIT);
+    if !(1..=MAX_DAILY_LIMIT).contains(&daily_limit) {
+        return Err(ApiError::refused(format!(
+            "daily_limit: from 1 to {MAX_DAILY_LIMIT} uploads per student per lab"
+        )));
     }
     let mut seed = [0u8; 8];
     getrandom::fill(&mut seed).map_err(ApiError::internal)?;
@@ -247,7 +282,7 @@ async fn create_cohort(State(app): AppState, headers: HeaderMap, body: Body) -> 
         name: new.name,
         // Positive, so that it survives every database's BIGINT and every seed knob.
         hidden_seed: (u64::from_le_bytes(seed) >> 1) as i64,
-        daily_limit: i64::from(new.daily_limit.unwrap_or(DEFAULT_DAILY_LIMIT).max(1)),
+        daily_limit: i64::from(daily_limit),
     };
     if !app
         .db
@@ -274,17 +309,17 @@ pub fn parse_roster(text: &[u8]) -> Answer<Vec<StudentRow>> {
         .from_reader(text);
     let headers = r
         .headers()
-        .map_err(|e| ApiError::bad(format!("roster: {e}")))?
+        .map_err(|e| ApiError::refused(format!("roster: {e}")))?
         .clone();
     let col = |name: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(name));
     let student = col("student").ok_or_else(|| {
-        ApiError::bad("roster: the header must name a `student` column (student,name,email)")
+        ApiError::refused("roster: the header must name a `student` column (student,name,email)")
     })?;
     let (name, email) = (col("name"), col("email"));
     let mut out: Vec<StudentRow> = Vec::new();
     for (i, rec) in r.records().enumerate() {
         let line = i + 2;
-        let rec = rec.map_err(|e| ApiError::bad(format!("roster line {line}: {e}")))?;
+        let rec = rec.map_err(|e| ApiError::refused(format!("roster line {line}: {e}")))?;
         let field = |c: Option<usize>| c.and_then(|c| rec.get(c)).unwrap_or("").to_string();
         let s = StudentRow {
             id: field(Some(student)),
@@ -293,19 +328,19 @@ pub fn parse_roster(text: &[u8]) -> Answer<Vec<StudentRow>> {
         };
         id_ok(&format!("roster line {line}: student"), &s.id)?;
         if s.name.len() > 200 || s.email.len() > 200 {
-            return Err(ApiError::bad(format!(
+            return Err(ApiError::refused(format!(
                 "roster line {line}: name and email at most 200 bytes"
             )));
         }
         if out.iter().any(|o| o.id == s.id) {
-            return Err(ApiError::bad(format!(
+            return Err(ApiError::refused(format!(
                 "roster line {line}: student {:?} is listed twice",
                 s.id
             )));
         }
         out.push(s);
         if out.len() > MAX_ROSTER_ROWS {
-            return Err(ApiError::bad(format!(
+            return Err(ApiError::refused(format!(
                 "roster: at most {MAX_ROSTER_ROWS} students"
             )));
         }
@@ -318,7 +353,7 @@ pub fn parse_roster(text: &[u8]) -> Answer<Vec<StudentRow>> {
     params(("cohort" = String, Path)),
     responses((status = 200, body = RosterImported), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 429, body = ErrorBody)))]
+        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
 async fn import_roster(
     State(app): AppState,
     Path(cohort): Path<String>,
@@ -412,10 +447,10 @@ async fn rotate(
 }
 
 #[utoipa::path(put, path = "/api/cohorts/{cohort}/labs/{lab}", security(("bearer" = [])),
-    request_body = LabSettings, params(("cohort" = String, Path), ("lab" = String, Path)),
+    request_body = LabSettings, params(("cohort" = String, Path), ("lab" = u32, Path)),
     responses((status = 200, body = LabSummary), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 429, body = ErrorBody)))]
+        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
 async fn set_lab(
     State(app): AppState,
     Path((cohort, lab)): Path<(String, String)>,
@@ -428,25 +463,25 @@ async fn set_lab(
     let s: LabSettings = parse_json(&read_body(body).await?)?;
     let now = now_ms();
     let opens_ms = match &s.opens_at {
-        Some(t) => parse_time(t).map_err(ApiError::bad)?,
+        Some(t) => parse_time(t).map_err(ApiError::refused)?,
         None => now,
     };
-    let closes_ms = parse_time(&s.closes_at).map_err(ApiError::bad)?;
+    let closes_ms = parse_time(&s.closes_at).map_err(ApiError::refused)?;
     if closes_ms <= opens_ms {
-        return Err(ApiError::bad("closes_at must be after opens_at"));
+        return Err(ApiError::refused("closes_at must be after opens_at"));
     }
     let grading = s.grading.unwrap_or_else(views::default_grading);
     if let observatory_leaderboard::GradingRule::Threshold { bonus_within } = &grading
         && !(bonus_within.is_finite() && *bonus_within >= 1.0 && *bonus_within <= 10.0)
     {
-        return Err(ApiError::bad(
+        return Err(ApiError::refused(
             "grading.bonus_within: from 1 to 10 (1.05: within 5% of the best)",
         ));
     }
     if let observatory_leaderboard::GradingRule::Rank { points } = &grading
         && (points.is_empty() || points.len() > 100 || points.iter().any(|p| !p.is_finite()))
     {
-        return Err(ApiError::bad("grading.points: 1 to 100 finite numbers"));
+        return Err(ApiError::refused("grading.points: 1 to 100 finite numbers"));
     }
     let row = LabRow {
         lab: i64::from(info.rule.lab),
@@ -632,8 +667,8 @@ pub async fn board_view(app: &App, cohort: &str, lab: &str, tier: Tier) -> Answe
 }
 
 #[utoipa::path(get, path = "/api/cohorts/{cohort}/labs/{lab}/board",
-    params(("cohort" = String, Path), ("lab" = String, Path),
-        ("tier" = Option<String>, Query, description = "verified (default: what final rankings use) or self_reported")),
+    params(("cohort" = String, Path), ("lab" = u32, Path),
+        ("tier" = Option<Tier>, Query, description = "verified (default: what final rankings use) or self_reported")),
     responses((status = 200, body = BoardView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn board(
     State(app): AppState,
@@ -769,7 +804,7 @@ async fn verify(
         })?;
     let v: Verification = parse_json(&read_body(body).await?)?;
     if v.machine.len() > 200 || v.machine.chars().any(char::is_control) {
-        return Err(ApiError::bad(
+        return Err(ApiError::refused(
             "machine: at most 200 bytes, no control characters",
         ));
     }
@@ -861,7 +896,7 @@ fn tries_of(q: &HashMap<String, String>) -> Answer<u32> {
 }
 
 #[utoipa::path(get, path = "/api/cohorts/{cohort}/stuck", security(("bearer" = [])),
-    params(("cohort" = String, Path), ("tries" = Option<u32>, Query, description = "refused uploads with no pass (default 3)")),
+    params(("cohort" = String, Path), ("tries" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "refused uploads with no pass (default 3)")),
     responses((status = 200, body = Vec<StuckRow>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
 async fn stuck(
@@ -1002,4 +1037,44 @@ pub fn routes() -> Router<Arc<App>> {
             "/api/cohorts/{cohort}/export/submissions.csv",
             get(export_submissions_csv),
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_whole_number_with_a_fraction_is_an_integer_and_nothing_else_changes() {
+        let c: NewCohort = parse_json(br#"{"id": "c", "name": "n", "daily_limit": 2.0}"#)
+            .unwrap_or_else(|e| panic!("{}", e.message));
+        assert_eq!(c.daily_limit, Some(2));
+        let e = parse_json::<NewCohort>(br#"{"id": "c", "name": "n", "daily_limit": 2.5}"#)
+            .err()
+            .unwrap();
+        assert!(e.message.contains("daily_limit"), "{}", e.message);
+        let e = parse_json::<NewCohort>(br#"{"id": "c", "name": "n", "daily_limit": -1.0}"#)
+            .err()
+            .unwrap();
+        assert!(e.message.contains("daily_limit"), "{}", e.message);
+        let e = parse_json::<NewCohort>(br#"{"id": "c", "name": "n", "daily_limit": 1e300}"#)
+            .err()
+            .unwrap();
+        assert!(e.message.contains("daily_limit"), "{}", e.message);
+        // Floats stay floats where floats are wanted.
+        let v: Verification = parse_json(
+            br#"{"passed": true, "ratio": {"ratio": 2.0, "low": 1.5, "high": 3}, "machine": "m"}"#,
+        )
+        .unwrap_or_else(|e| panic!("{}", e.message));
+        let r = v.ratio.unwrap();
+        assert_eq!((r.ratio, r.low, r.high), (2.0, 1.5, 3.0));
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        assert!(
+            parse_json::<Verification>(deep.as_bytes()).is_err(),
+            "deep nesting is refused, not a stack overflow"
+        );
+        let e = parse_json::<NewCohort>(br#"{"id": "c", "name": "n", "extra": 1}"#)
+            .err()
+            .unwrap();
+        assert!(e.message.contains("extra"), "{}", e.message);
+    }
 }

@@ -2,7 +2,7 @@
 //! and `observatory lab submit` call, and what the tests drive the real server with.
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::Client as Hyper;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -45,7 +45,13 @@ pub struct Client {
     token: Option<String>,
     http: Hyper<HttpConnector, Full<Bytes>>,
     pub timeout: Duration,
+    /// The largest answer read; a longer one is an error, not memory (a cohort's JSON export
+    /// of 500 students and 14 labs is a few MiB).
+    pub max_body: usize,
 }
+
+/// [`Client::max_body`] unless set otherwise.
+pub const MAX_ANSWER_BYTES: usize = 64 << 20;
 
 /// An answer: status, content type and body.
 #[derive(Clone, Debug)]
@@ -69,6 +75,7 @@ impl Client {
             token: token.map(str::to_string),
             http: Hyper::builder(TokioExecutor::new()).build_http(),
             timeout: Duration::from_secs(30),
+            max_body: MAX_ANSWER_BYTES,
         }
     }
 
@@ -116,11 +123,10 @@ impl Client {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("")
                 .to_string();
-            let body = resp
-                .into_body()
+            let body = Limited::new(resp.into_body(), self.max_body)
                 .collect()
                 .await
-                .map_err(|e| transport(Box::new(e)))?
+                .map_err(&transport)?
                 .to_bytes();
             Ok(Answer {
                 status,

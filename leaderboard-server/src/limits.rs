@@ -13,6 +13,8 @@ pub const MAX_CHANGE_BYTES: usize = 64 * 1024;
 pub const MAX_ROSTER_ROWS: usize = 5000;
 /// Uploads per student per lab in 24 hours, unless the cohort says otherwise.
 pub const DEFAULT_DAILY_LIMIT: u32 = 20;
+/// The most a cohort may allow.
+pub const MAX_DAILY_LIMIT: u32 = 100_000;
 
 /// Requests per token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

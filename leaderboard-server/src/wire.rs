@@ -17,9 +17,12 @@ pub struct ErrorBody {
 #[serde(deny_unknown_fields)]
 pub struct NewCohort {
     /// 1 to 64 letters, digits, '-', '_' or '.'.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub id: String,
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     /// Uploads per student per lab in any 24 hours (default 20).
+    #[schema(minimum = 1, maximum = 100000)]
     pub daily_limit: Option<u32>,
 }
 
@@ -50,8 +53,10 @@ pub struct RosterImported {
 #[serde(deny_unknown_fields)]
 pub struct LabSettings {
     /// RFC 3339; default now.
+    #[schema(format = DateTime)]
     pub opens_at: Option<String>,
     /// The deadline, RFC 3339: uploads after it are refused.
+    #[schema(format = DateTime)]
     pub closes_at: String,
     /// Default: threshold, bonus within 1.05x of the best verified ratio.
     pub grading: Option<GradingRule>,
@@ -189,18 +194,19 @@ pub struct SubmissionDetail {
 }
 
 /// `POST /api/cohorts/{cohort}/submissions/{id}/verification` (the instructor's).
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Verification {
     pub passed: bool,
     /// The re-run's B/A and interval (`None` for a lab that only has to finish).
     pub ratio: Option<RatioInterval>,
     /// Where it was re-run (the instructor's machine or cluster).
+    #[schema(max_length = 200)]
     pub machine: String,
 }
 
 /// The verification's verdict.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Verified {
     pub agrees: bool,
     /// Flagged for the instructor: the re-run disagrees beyond both intervals.

@@ -156,8 +156,12 @@ pub fn cv(xs: &[f64]) -> f64 {
 pub enum Figures {
     /// A metric's samples, one per run, of the baseline (a) and the change (b): the ratio of
     /// medians with the bootstrap interval ([`median_ratio`] with the default [`Options`]).
+    // `kind`, `a` and `b`, nothing else (serde's deny_unknown_fields, which utoipa does not
+    // carry into a tagged enum's variants).
+    #[cfg_attr(feature = "openapi", schema(max_properties = 3))]
     Samples { a: Vec<f64>, b: Vec<f64> },
     /// Counts of a deterministic measurement, one per run ([`count_ratio`]).
+    #[cfg_attr(feature = "openapi", schema(max_properties = 3))]
     Counts { a: Vec<u64>, b: Vec<u64> },
 }
 
