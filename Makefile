@@ -6,7 +6,7 @@ OBS      := $(RELEASE)/observatory
 REPORTS  := reports
 
 .DEFAULT_GOAL := help
-.PHONY: help build demo local up down images e2e test validate lab-check lab-verify crd lint fmt bench bench-e2e chaos fuzz fuzz-smoke fuzz-tool clean
+.PHONY: help build demo local up down images e2e test validate api-check lab-check lab-verify crd lint fmt bench bench-e2e bench-leaderboard chaos fuzz fuzz-smoke fuzz-tool clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -20,9 +20,10 @@ demo: build ## Run the local observatory for 30 s with the live display, then pr
 local: build ## Run the local observatory until Ctrl-C
 	$(OBS) up --local
 
-test: build ## Run every test (unit, real processes on loopback, real Prometheus, manifests, the labs' authoring check, a fuzz smoke run)
+test: build ## Run every test (unit, real processes on loopback, real Prometheus, manifests, the leaderboard's API against its OpenAPI document, the labs' authoring check, a fuzz smoke run)
 	$(CARGO) test --release --workspace
 	$(MAKE) --no-print-directory validate
+	$(MAKE) --no-print-directory api-check
 	$(MAKE) --no-print-directory lab-check
 	$(MAKE) --no-print-directory fuzz-smoke
 
@@ -68,6 +69,9 @@ validate: build ## Validate offline: manifests (Kubernetes schemas, CRD, promtoo
 	npm ci --prefix dashboards/schema --silent --no-audit --no-fund
 	node dashboards/schema/validate.mjs --self-test
 
+api-check: build ## schemathesis (PyPI) against the leaderboard's served OpenAPI document: no 5xx, no answer outside the schema
+	leaderboard-server/api-check/run.sh $(OBS)
+
 crd: ## Regenerate deploy/base/crd.yaml from the operator's types
 	$(CARGO) run --release -q -p operator --bin crdgen -- --out deploy/base/crd.yaml
 
@@ -99,6 +103,9 @@ bench-e2e: build ## End to end, interleaved: the A/A noise floor, then telemetry
 		--a-label telemetry-on --a all.telemetry=true \
 		--b-label telemetry-off --b all.telemetry=false \
 		--report-dir $(REPORTS)/bench-e2e/telemetry
+
+bench-leaderboard: build ## Load on the leaderboard with wrk (500 students x 14 labs): requests/s and latency (reports/leaderboard-bench/)
+	leaderboard-server/bench/run.sh $(OBS)
 
 chaos: build ## Faults to real stage processes (kill -9, SIGSTOP 20 s, a 1000x slower sink for 60 s, a stage that cannot start), then attacks on a real run: reports/chaos/table.md, robustness.md
 	$(OBS) chaos --report-dir $(REPORTS)/chaos

@@ -8,10 +8,17 @@ use pipeline_plan::{Role, StageKnobs};
 use std::path::PathBuf;
 
 pub fn progress_bar(total: usize) -> indicatif::ProgressBar {
+    count_bar(total, "runs")
+}
+
+/// A bar of `total` things called `unit`, with a message and the time left.
+pub fn count_bar(total: usize, unit: &str) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(total as u64);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} runs  {msg}  (eta {eta})")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{bar:30}} {{pos}}/{{len}} {unit}  {{msg}}  (eta {{eta}})"
+        ))
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     bar
 }

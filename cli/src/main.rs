@@ -25,6 +25,7 @@ mod bench;
 mod lab;
 mod lab_k8s;
 mod leaderboard;
+mod leaderboard_seed;
 mod local;
 
 use args::{BenchCommand, BenchMode, Cli, Command, Sides};

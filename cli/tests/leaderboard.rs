@@ -7,10 +7,10 @@
 
 use hyper::{Method, StatusCode};
 use observatory_course::submission::rule_of;
-use observatory_leaderboard::{Bundle, Fingerprint, LabRule};
+use observatory_leaderboard::{LabRule, synthetic};
 use observatory_leaderboard_server::client::Client;
 use observatory_leaderboard_server::wire::*;
-use observatory_stats::{Figures, RatioInterval, Threshold};
+use observatory_stats::RatioInterval;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -80,40 +80,10 @@ fn course_rule(n: u32) -> LabRule {
 /// A bundle for `rule` whose change has `factor` times the baseline's samples (with a
 /// spread `spread`), its ratio and pass computed the way the lab runner computes them.
 fn bundle(rule: &LabRule, key: &str, factor: f64, spread: f64, change: &str) -> Upload {
-    let a: Vec<f64> = (0..6).map(|i| 1000.0 + (i as f64) * 3.0).collect();
-    let b: Vec<f64> = a
-        .iter()
-        .enumerate()
-        .map(|(i, x)| x * factor * (1.0 + spread * ((i % 3) as f64 - 1.0)))
-        .collect();
-    let figures = Figures::Samples { a, b };
-    let ratio = figures.ratio();
+    let mut bundle = synthetic::bundle(rule, key, factor, spread, change);
+    bundle.fingerprint = synthetic::fingerprint("Test CPU @ 2.0GHz", 2);
     Upload {
-        bundle: Bundle {
-            version: 1,
-            idempotency_key: key.to_string(),
-            lab: rule.lab,
-            metric: rule.metric.clone(),
-            better: rule.better,
-            min_effect: rule.min_effect,
-            passed: Threshold::new(rule.better, rule.min_effect).clears(&ratio),
-            conserved: true,
-            correct: None,
-            ratio: Some(ratio),
-            figures: Some(figures),
-            prediction: Some(0.4),
-            commit: "1af6745".into(),
-            change_sha256: observatory_leaderboard::sha256_hex(change.as_bytes()),
-            fingerprint: Fingerprint {
-                cpu_model: "Test CPU @ 2.0GHz".into(),
-                cores: 2,
-                memory_bytes: 8 << 30,
-                kernel: "6.1".into(),
-                rustc: "rustc 1.95.0".into(),
-                aa_noise: None,
-            },
-            checked_at: "2026-12-05T00:00:00Z".into(),
-        },
+        bundle,
         change: change.to_string(),
     }
 }
@@ -189,7 +159,12 @@ async fn suite(s: &Server, tag: &str) {
         )
         .await
         .unwrap();
-    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.text());
+    assert_eq!(
+        bad.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        bad.text()
+    );
     assert!(bad.text().contains("roster line 3"), "{}", bad.text());
     let o: Overview = anon.get(&format!("/api/cohorts/{cohort}")).await.unwrap();
     assert_eq!(o.students, 0, "a refused roster stores nobody");
@@ -587,6 +562,17 @@ async fn suite(s: &Server, tag: &str) {
     for want in ["<svg", "ada", "bob", "cy", "dee", "Test CPU", "=#1"] {
         assert!(html.contains(want), "{want} on the board page");
     }
+    // The verified board: ada leads alone (cy's re-run is far behind), so nobody is "=#1".
+    let verified_page = anon
+        .raw(Method::GET, &format!("/c/{cohort}/labs/11"), None, vec![])
+        .await
+        .unwrap()
+        .text();
+    assert!(verified_page.contains("ada") && verified_page.contains("flagged"));
+    assert!(
+        !verified_page.contains("=#1"),
+        "a lone leader shares no place"
+    );
     let page = anon
         .raw(
             Method::GET,
@@ -644,6 +630,108 @@ async fn suite(s: &Server, tag: &str) {
     assert_eq!(history_len(&anon, &cohort, "bob").await, before);
 }
 
+/// Headless Chromium (Debian's `chromium`) loads the board and a student's page: the DOM it
+/// built has the expected rows and the plot, and a screenshot of each (desktop and phone
+/// widths) goes to reports/leaderboard/.
+fn in_chromium(s: &Server, cohort: &str) {
+    let Some(chromium) = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| {
+            Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+    else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI installs Debian's chromium: the browser test must run there"
+        );
+        eprintln!(
+            "SKIPPED: the browser half of the leaderboard test: no chromium on this machine (apt-get install chromium)"
+        );
+        return;
+    };
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../reports/leaderboard");
+    std::fs::create_dir_all(&out).unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    let run = |extra: &[String], url: &str| {
+        let o = Command::new(chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+                "--no-first-run",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .args(extra)
+            .arg(url)
+            .output()
+            .expect("running chromium");
+        assert!(
+            o.status.success(),
+            "chromium: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let pages = [
+        (
+            "board",
+            format!("{}/c/{cohort}/labs/11?tier=self_reported", s.base),
+            "board",
+            "strip",
+            4,
+        ),
+        (
+            "student",
+            format!("{}/c/{cohort}/students/ada", s.base),
+            "submissions",
+            "history",
+            1,
+        ),
+    ];
+    for (name, url, table, plot, rows) in pages {
+        let dom = run(&["--dump-dom".to_string()], &url);
+        let start = dom
+            .find(&format!("<table id=\"{table}\""))
+            .unwrap_or_else(|| panic!("{name}: no table in {dom}"));
+        let end = start + dom[start..].find("</table>").unwrap();
+        // The header row and one row per entry.
+        assert_eq!(
+            dom[start..end].matches("<tr").count(),
+            1 + rows,
+            "{name}: {}",
+            &dom[start..end]
+        );
+        let p = dom
+            .find(&format!("id=\"{plot}\""))
+            .unwrap_or_else(|| panic!("{name}: no plot"));
+        assert!(
+            dom[p..].trim_start().contains("<svg"),
+            "{name}: the plot is an SVG"
+        );
+        assert!(dom[p..].contains("<circle"), "{name}: the plot has points");
+        for (size, suffix) in [("1100,900", ""), ("390,844", "-phone")] {
+            let png = out.join(format!("{name}{suffix}.png"));
+            let _ = std::fs::remove_file(&png);
+            run(
+                &[
+                    format!("--window-size={size}"),
+                    format!("--screenshot={}", png.display()),
+                ],
+                &url,
+            );
+            let bytes = std::fs::read(&png).unwrap_or_else(|_| panic!("{name}: no screenshot"));
+            assert!(
+                bytes.starts_with(b"\x89PNG") && bytes.len() > 10_000,
+                "{name}: a real screenshot"
+            );
+        }
+    }
+}
+
 fn tag() -> String {
     format!(
         "{}-{}",
@@ -664,6 +752,7 @@ async fn the_leaderboard_on_a_sqlite_file() {
     {
         let s = serve(&data, None, 30);
         suite(&s, &t).await;
+        in_chromium(&s, &format!("perf-{t}"));
     }
     assert!(data.join("leaderboard.db").is_file());
     // A restarted server has everything (the migrations do not run twice).

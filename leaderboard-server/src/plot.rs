@@ -9,6 +9,19 @@ const BAND_1: RGBColor = RGBColor(31, 119, 180);
 const OTHER: RGBColor = RGBColor(120, 120, 120);
 const FLAG: RGBColor = RGBColor(214, 39, 40);
 const BOUND: RGBColor = RGBColor(44, 160, 44);
+/// One strong colour per lab (matplotlib's category10), so that a point reads on white.
+const LABS: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
 
 fn span(values: impl Iterator<Item = f64>, bound: f64) -> (f64, f64) {
     let (mut lo, mut hi) = (bound, bound);
@@ -43,6 +56,7 @@ pub fn strip(board: &BoardView) -> Result<String, String> {
             .map_err(|e| e.to_string())?;
         chart
             .configure_mesh()
+            .light_line_style(TRANSPARENT)
             .disable_y_mesh()
             .disable_y_axis()
             .x_desc(format!(
@@ -109,7 +123,8 @@ pub fn history(rows: &[HistoryRow]) -> Result<String, String> {
             .map_err(|e| e.to_string())?;
         chart
             .configure_mesh()
-            .x_desc("submission, oldest first")
+            .light_line_style(TRANSPARENT)
+            .x_desc("submission, oldest first (one colour per lab; the grey line: no change)")
             .y_desc("B/A")
             .x_labels(n.min(12))
             .x_label_formatter(&|x| format!("{x:.0}"))
@@ -123,7 +138,7 @@ pub fn history(rows: &[HistoryRow]) -> Result<String, String> {
             .map_err(|e| e.to_string())?;
         for (i, lab, ratio, low, high) in &points {
             let x = *i as f64;
-            let color = Palette99::pick(*lab as usize).to_rgba();
+            let color = LABS[*lab as usize % LABS.len()];
             chart
                 .draw_series(LineSeries::new(
                     [(x, *low), (x, *high)],
@@ -131,7 +146,7 @@ pub fn history(rows: &[HistoryRow]) -> Result<String, String> {
                 ))
                 .map_err(|e| e.to_string())?;
             chart
-                .draw_series([Circle::new((x, *ratio), 4, color.filled())])
+                .draw_series([Circle::new((x, *ratio), 5, color.filled())])
                 .map_err(|e| e.to_string())?;
         }
         root.present().map_err(|e| e.to_string())?;

@@ -10,12 +10,15 @@
 //! - [`bundle`]: what `lab submit` uploads, and its validation: the ratio recomputed from the
 //!   raw figures with the runner's statistics, the pass recomputed with the lab's own rule.
 //! - [`grade`]: the per-lab grading rules (threshold points or rank) on the verified board.
+//! - [`synthetic`]: bundles made as the lab runner makes them, for demo cohorts, the load
+//!   benchmark and tests.
 //!
 //! The server, its database and the web page build on these; nothing here does I/O.
 
 pub mod bundle;
 pub mod grade;
 pub mod rank;
+pub mod synthetic;
 
 pub use bundle::{Bundle, Fingerprint, LabRule, Refusal, sha256_hex};
 pub use grade::{Grade, GradingRule};
