@@ -97,6 +97,21 @@ pub struct ClusterArgs {
     warmup_seconds: u32,
 }
 
+impl ClusterArgs {
+    /// The options of an Experiment, on the lab's workload seed or `workload_seed`.
+    pub fn options(&self, workload_seed: Option<u64>) -> crate::lab_k8s::K8sOptions {
+        crate::lab_k8s::K8sOptions {
+            namespace: self.namespace.clone(),
+            image: self.image.clone(),
+            variant_image: self.variant_image.clone(),
+            pairs: self.pairs,
+            run_seconds: self.run_seconds,
+            warmup_seconds: self.warmup_seconds,
+            workload_seed,
+        }
+    }
+}
+
 /// The repository root: the first ancestor of the working directory holding `course/labs`,
 /// else the source tree this binary was built from.
 pub(crate) fn root() -> anyhow::Result<PathBuf> {
@@ -148,14 +163,7 @@ pub async fn run(cmd: LabCommand) -> anyhow::Result<()> {
                 Variant::Student(ws.answer(lab)?)
             };
             if k8s {
-                let opts = crate::lab_k8s::K8sOptions {
-                    namespace: cluster.namespace,
-                    image: cluster.image,
-                    variant_image: cluster.variant_image,
-                    pairs: cluster.pairs,
-                    run_seconds: cluster.run_seconds,
-                    warmup_seconds: cluster.warmup_seconds,
-                };
+                let opts = cluster.options(None);
                 let e = crate::lab_k8s::experiment_for(lab, &variant, &opts)?;
                 return if crate::lab_k8s::check_on_cluster(e).await? {
                     Ok(())

@@ -26,6 +26,8 @@ pub struct K8sOptions {
     pub pairs: u32,
     pub run_seconds: u32,
     pub warmup_seconds: u32,
+    /// The source's seed, if not the lab's (a cohort's hidden one: `leaderboard verify --k8s`).
+    pub workload_seed: Option<u64>,
 }
 
 /// The Experiment a lab check runs; an error says why a lab cannot run on the cluster.
@@ -55,7 +57,10 @@ pub fn experiment_for(
             lab.spec.number, m.metric
         )
     })?;
-    let plan = lab.base_plan()?;
+    let mut plan = lab.base_plan()?;
+    if let Some(seed) = opts.workload_seed {
+        plan.assign(&format!("source.seed={seed}"))?;
+    }
     let pipeline = pipeline_spec_of(&plan, &opts.image).map_err(anyhow::Error::msg)?;
     let name = format!("lab-{:02}-{}", lab.spec.number, variant_tag(variant));
     let mut e = Experiment::new(
@@ -77,6 +82,7 @@ pub fn experiment_for(
             warmup_seconds: opts.warmup_seconds,
             run_seconds: opts.run_seconds,
             ready_timeout_seconds: 300,
+            leaderboard: None,
         },
     );
     e.metadata.namespace = Some(opts.namespace.clone());
@@ -169,6 +175,121 @@ pub async fn check_on_cluster(e: Experiment) -> anyhow::Result<bool> {
     }
 }
 
+/// A Kubernetes name made of `s`: lowercase letters, digits and '-', at most 63 characters.
+fn dns_label(s: &str) -> String {
+    let mapped: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    mapped
+        .trim_matches('-')
+        .chars()
+        .take(63)
+        .collect::<String>()
+        .trim_end_matches('-')
+        .to_string()
+}
+
+/// The Secret (in the Experiment's namespace) holding a cohort's instructor token for the
+/// operator's post.
+pub fn token_secret_name(cohort: &str) -> String {
+    dns_label(&format!("leaderboard-{cohort}"))
+}
+
+/// The Experiment that re-runs a submission of a knob lab on the cluster, on the cohort's
+/// hidden workload seed, and has the operator post its verdict to the leaderboard (`url` is
+/// the server as the operator reaches it in the cluster).
+pub fn verification_experiment(
+    lab: &Lab,
+    cohort: &str,
+    d: &observatory_leaderboard_server::wire::SubmissionDetail,
+    opts: &K8sOptions,
+    url: &str,
+) -> anyhow::Result<Experiment> {
+    if lab.is_code_lab() {
+        bail!(
+            "lab {:02} is a code lab: its re-run needs a pipeline image built with the student's code; verify it on this machine (without --k8s)",
+            lab.number()
+        );
+    }
+    let opts = K8sOptions {
+        workload_seed: Some(d.hidden_seed),
+        ..opts.clone()
+    };
+    let variant = Variant::Student(d.change.lines().map(str::to_string).collect());
+    let mut e = experiment_for(lab, &variant, &opts)?;
+    let name = dns_label(&format!("verify-{}", d.id));
+    e.metadata.name = Some(name);
+    e.spec.leaderboard = Some(operator::experiment::LeaderboardTarget {
+        url: url.to_string(),
+        cohort: cohort.to_string(),
+        submission: d.id.clone(),
+        token_secret: token_secret_name(cohort),
+    });
+    if let Some(why) = operator::experiment::invalid(&e) {
+        bail!("the Experiment would be invalid: {why}");
+    }
+    Ok(e)
+}
+
+/// Put the instructor's token where the operator reads it, run the Experiment to its verdict,
+/// and wait (up to a minute) for the operator to post it; prints what the leaderboard said.
+pub async fn verify_on_cluster(e: Experiment, token: &str) -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Secret;
+    let client = Client::try_default().await.context(
+        "no Kubernetes cluster: KUBECONFIG (or ~/.kube/config) must point at one where `make up` ran",
+    )?;
+    let ns = e.namespace().unwrap_or_else(|| "observatory".into());
+    let Some(target) = e.spec.leaderboard.clone() else {
+        bail!("the Experiment names no leaderboard");
+    };
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(target.token_secret.clone()),
+            namespace: Some(ns.clone()),
+            ..Default::default()
+        },
+        string_data: Some([("token".to_string(), token.to_string())].into()),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .patch(
+            &target.token_secret,
+            &PatchParams::apply("observatory-cli").force(),
+            &Patch::Apply(&secret),
+        )
+        .await
+        .with_context(|| format!("writing Secret {ns}/{}", target.token_secret))?;
+    let name = e.name_any();
+    check_on_cluster(e).await?;
+    let api: Api<Experiment> = Api::namespaced(client, &ns);
+    for _ in 0..60 {
+        let line = api
+            .get_status(&name)
+            .await?
+            .status
+            .and_then(|s| s.leaderboard);
+        match line {
+            Some(l) if !l.starts_with(operator::experiment::leaderboard::NOT_YET) => {
+                println!("leaderboard: {l}");
+                return Ok(());
+            }
+            Some(l) => eprintln!("leaderboard: {l}"),
+            None => {}
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    bail!(
+        "the operator has not posted the verdict within a minute: kubectl -n {ns} describe experiment {name}"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,6 +309,7 @@ mod tests {
             pairs: 3,
             run_seconds: 60,
             warmup_seconds: 15,
+            workload_seed: None,
         }
     }
 
@@ -215,6 +337,69 @@ mod tests {
                 .knobs(pipeline_plan::Role::Source),
             plan.knobs(pipeline_plan::Role::Source)
         );
+    }
+
+    #[test]
+    fn a_verification_reruns_the_submitted_change_on_the_hidden_seed_and_posts_back() {
+        use observatory_course::submission::rule_of;
+        use observatory_leaderboard_server::wire::SubmissionDetail;
+        let fixture = load_labs(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../course/tests/fixtures/knob-wall"),
+        )
+        .unwrap();
+        let lab = &fixture[0];
+        let change = "aggregate.workers=2";
+        let d = SubmissionDetail {
+            id: "s_0123456789abcdef01234567".into(),
+            student: "ada".into(),
+            lab: 14,
+            bundle: observatory_leaderboard::synthetic::bundle(
+                &rule_of(lab),
+                "k-0001-aaaa-bbbb",
+                2.5,
+                0.01,
+                change,
+            ),
+            change: change.into(),
+            hidden_seed: 7_301_928_374,
+            verification: None,
+        };
+        let url = "http://leaderboard.observatory.svc:8088";
+        let e = verification_experiment(lab, "Perf_2026", &d, &opts(), url).unwrap();
+        assert_eq!(e.name_any(), "verify-s-0123456789abcdef01234567");
+        assert_eq!(e.spec.variant.set, [change]);
+        let plan = operator::pipeline::render::plan_of("v", &e.spec.pipeline).unwrap();
+        let source = plan.knobs(pipeline_plan::Role::Source);
+        assert!(
+            format!("{source:?}").contains("seed: 7301928374"),
+            "the hidden seed is the workload's: {source:?}"
+        );
+        let t = e.spec.leaderboard.clone().unwrap();
+        assert_eq!(
+            (
+                t.url.as_str(),
+                t.cohort.as_str(),
+                t.submission.as_str(),
+                t.token_secret.as_str()
+            ),
+            (
+                url,
+                "Perf_2026",
+                "s_0123456789abcdef01234567",
+                "leaderboard-perf-2026"
+            )
+        );
+        // The lab's own seed without a hidden one: the two Experiments differ in it alone.
+        let plain = experiment_for(lab, &Variant::Student(vec![change.into()]), &opts()).unwrap();
+        assert_ne!(plain.spec.pipeline, e.spec.pipeline);
+        // A code lab needs an image with the student's code: refused, saying what to do.
+        let labs = labs();
+        let code = labs.iter().find(|l| l.spec.number == 3).unwrap();
+        let err =
+            verification_experiment(code, "c", &SubmissionDetail { lab: 3, ..d }, &opts(), url)
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("without --k8s"), "{err}");
     }
 
     #[test]

@@ -39,7 +39,7 @@ pub struct Remote {
 }
 
 impl Remote {
-    fn client(&self) -> Client {
+    pub fn client(&self) -> Client {
         Client::new(
             &self.server,
             Some(&self.token)
@@ -48,7 +48,7 @@ impl Remote {
         )
     }
 
-    fn cohort(&self) -> anyhow::Result<&str> {
+    pub fn cohort(&self) -> anyhow::Result<&str> {
         if self.cohort.is_empty() {
             bail!("which cohort? --cohort ID (or OBSERVATORY_COHORT)");
         }
@@ -135,13 +135,27 @@ pub enum LeaderboardCommand {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Fill a new cohort with synthetic students, each with a passed upload of every lab (some
+    /// verified, a few flagged): a board to look at before real uploads, and the load
+    /// benchmark's data. Needs the server's admin token.
+    Seed(crate::leaderboard_seed::SeedArgs),
     /// Re-run a submission's change on this machine, on the cohort's hidden workload seed, and
     /// post the verdict (the verified tier; a disagreement beyond both intervals is flagged).
+    /// With --k8s: as an Experiment on the cluster, whose verdict the operator posts.
     Verify {
         submission: String,
-        /// How this machine is named on the board.
+        /// How this machine is named on the board (with --k8s, the Experiment names itself).
         #[arg(long, default_value = "instructor")]
         machine: String,
+        /// Re-run as an Experiment on the Kubernetes cluster (knob labs measured by wall clock);
+        /// the instructor's token goes into a Secret the operator reads.
+        #[arg(long)]
+        k8s: bool,
+        /// With --k8s: the leaderboard as the operator reaches it inside the cluster.
+        #[arg(long, default_value = "http://leaderboard.observatory.svc:8088")]
+        in_cluster_url: String,
+        #[command(flatten)]
+        cluster: crate::lab::ClusterArgs,
         #[command(flatten)]
         remote: Remote,
     },
@@ -403,6 +417,8 @@ pub async fn run(cmd: LeaderboardCommand) -> anyhow::Result<()> {
                 "{:>5}  {:<20} {:>9}  {:<21} {}",
                 "place", "student", "B/A", "95% interval", "machine"
             );
+            // "=1": band 1 is shared (indistinguishable from the leader).
+            let shared = b.rows.iter().filter(|r| r.band == 1).count() > 1;
             for r in &b.rows {
                 let (ratio, interval) = match (r.ratio, r.low, r.high) {
                     (Some(x), Some(l), Some(h)) => (format!("{x:.4}"), format!("{l:.4} .. {h:.4}")),
@@ -410,7 +426,7 @@ pub async fn run(cmd: LeaderboardCommand) -> anyhow::Result<()> {
                 };
                 println!(
                     "{:>5}  {:<20} {ratio:>9}  {interval:<21} {}{}",
-                    if r.band == 1 && b.rows.len() > 1 {
+                    if r.band == 1 && shared {
                         format!("={}", r.place)
                     } else {
                         r.place.to_string()
@@ -452,10 +468,36 @@ pub async fn run(cmd: LeaderboardCommand) -> anyhow::Result<()> {
             }
             write_out(out.as_deref(), &a.text())
         }
+        LeaderboardCommand::Seed(args) => crate::leaderboard_seed::seed(args).await,
+        LeaderboardCommand::Verify {
+            submission,
+            k8s: true,
+            in_cluster_url,
+            cluster,
+            remote,
+            ..
+        } => {
+            let c = remote.cohort()?;
+            let d: SubmissionDetail = remote
+                .client()
+                .get(&format!("/api/cohorts/{c}/submissions/{submission}"))
+                .await?;
+            let root = crate::lab::root()?;
+            let labs = load_labs(&root.join("course/labs"))?;
+            let e = crate::lab_k8s::verification_experiment(
+                find(&labs, d.lab)?,
+                c,
+                &d,
+                &cluster.options(None),
+                &in_cluster_url,
+            )?;
+            crate::lab_k8s::verify_on_cluster(e, &remote.token).await
+        }
         LeaderboardCommand::Verify {
             submission,
             machine,
             remote,
+            ..
         } => verify(&remote, &submission, &machine).await,
     }
 }

@@ -9,7 +9,9 @@
 
 use crate::api::{self, Failures, key, not_found_is_ok};
 use crate::experiment::results::{Credentials, Grafana, Prometheus, ResultsError, basic_auth};
-use crate::experiment::{self, Action, Decision, Experiment, ExperimentStatus, Observed};
+use crate::experiment::{
+    self, Action, Decision, Experiment, ExperimentStatus, Observed, leaderboard,
+};
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::pipeline::controller::{Error, backoff};
@@ -147,7 +149,7 @@ async fn step(e: &Experiment, ctx: &Context) -> Result<Requeue, Error> {
         }
     }
     match action {
-        Action::Done => Ok(Requeue::await_change()),
+        Action::Done => settle_leaderboard(e, ctx, &ns).await,
         Action::Wait(after) => {
             patch_status(&ctx.client, &ns, e, &status).await?;
             Ok(Requeue::requeue(after))
@@ -262,11 +264,61 @@ async fn step(e: &Experiment, ctx: &Context) -> Result<Requeue, Error> {
                 status.message.clone(),
             )
             .await;
+            if e.spec.leaderboard.is_some() {
+                // The next reconcile (on the status just written) posts the verdict.
+                return Ok(Requeue::requeue(experiment::POLL));
+            }
             Ok(Requeue::await_change())
         }
         Action::Fail(msg) => fail(ctx, e, &ns, status, msg, &pipelines, deployed.as_deref()).await,
     }
 }
+
+/// A finished Experiment: post its verdict to the leaderboard if that is still owed, and say
+/// how it went in the status (and an event). A post that could not be made now is retried.
+async fn settle_leaderboard(e: &Experiment, ctx: &Context, ns: &str) -> Result<Requeue, Error> {
+    let (Some(status), owed) = (&e.status, leaderboard::owed(e)) else {
+        return Ok(Requeue::await_change());
+    };
+    match owed {
+        leaderboard::Owed::Nothing => Ok(Requeue::await_change()),
+        leaderboard::Owed::Note(line) => {
+            patch_status(&ctx.client, ns, e, &leaderboard::with_line(status, line)).await?;
+            Ok(Requeue::await_change())
+        }
+        leaderboard::Owed::Post(v) => {
+            let posted = leaderboard::post(&ctx.client, e, &v).await;
+            let line = posted.line();
+            // The same "not posted yet" line again is not worth a write or an event.
+            if status.leaderboard.as_deref() != Some(line.as_str()) {
+                patch_status(
+                    &ctx.client,
+                    ns,
+                    e,
+                    &leaderboard::with_line(status, line.clone()),
+                )
+                .await?;
+                let (type_, reason) = match &posted {
+                    leaderboard::Posted::Done { refused: false, .. } => {
+                        (EventType::Normal, "VerificationPosted")
+                    }
+                    leaderboard::Posted::Done { refused: true, .. } => {
+                        (EventType::Warning, "VerificationRefused")
+                    }
+                    leaderboard::Posted::Retry(_) => (EventType::Warning, "VerificationPending"),
+                };
+                publish(ctx, e, type_, reason, line).await;
+            }
+            match posted {
+                leaderboard::Posted::Done { .. } => Ok(Requeue::await_change()),
+                leaderboard::Posted::Retry(_) => Ok(Requeue::requeue(LEADERBOARD_RETRY)),
+            }
+        }
+    }
+}
+
+/// How long a post that could not be made waits before the next try.
+pub const LEADERBOARD_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
 
 async fn fail(
     ctx: &Context,

@@ -45,28 +45,38 @@ impl ApiServer {
 
     /// Expect the GET of Secret grafana-admin; answer with these keys (None: 404).
     async fn expect_grafana_secret(&mut self, keys: Option<(&str, &str)>) {
+        self.expect_secret(
+            "grafana-admin",
+            keys.map(|(user, password)| vec![("user", user), ("password", password)]),
+        )
+        .await
+    }
+
+    /// Expect the GET of Secret `name`; answer with these keys (None: 404).
+    async fn expect_secret(&mut self, name: &str, keys: Option<Vec<(&str, &str)>>) {
         use base64::Engine;
         let (req, _, send) = self.0.next().await;
         assert_eq!(req.method(), Method::GET);
-        assert_eq!(
-            req.uri().path(),
-            format!("/api/v1{NS}/secrets/grafana-admin")
-        );
+        assert_eq!(req.uri().path(), format!("/api/v1{NS}/secrets/{name}"));
         match keys {
-            Some((user, password)) => {
+            Some(keys) => {
                 let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+                let data: serde_json::Map<String, Value> = keys
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), json!(b64(v))))
+                    .collect();
                 MockApi::reply(
                     send,
                     StatusCode::OK,
                     &json!({"apiVersion": "v1", "kind": "Secret",
-                        "metadata": {"name": "grafana-admin", "namespace": "observatory"},
-                        "data": {"user": b64(user), "password": b64(password)}}),
+                        "metadata": {"name": name, "namespace": "observatory"},
+                        "data": data}),
                 )
             }
             None => MockApi::reply(
                 send,
                 StatusCode::NOT_FOUND,
-                &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "secrets \"grafana-admin\" not found"}),
+                &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": format!("secrets \"{name}\" not found")}),
             ),
         }
     }
@@ -718,4 +728,299 @@ async fn run_controller(
         stop,
     )
     .await
+}
+
+/// What the stand-in leaderboard was sent: (path, Authorization, body).
+type Posts = Arc<Mutex<Vec<(String, Option<String>, Value)>>>;
+
+/// A leaderboard on loopback answering every verification with `status` and `answer`
+/// (`None`: it accepts the connection and never answers).
+async fn leaderboard_stand_in(status: StatusCode, answer: Option<Value>) -> (String, Posts) {
+    let posts: Posts = Arc::default();
+    let app = axum::Router::new()
+        .route(
+            "/api/cohorts/{cohort}/submissions/{id}/verification",
+            post(
+                async |State((posts, status, answer)): State<(
+                    Posts,
+                    StatusCode,
+                    Option<Value>,
+                )>,
+                       uri: http::Uri,
+                       headers: HeaderMap,
+                       Json(body): Json<Value>| {
+                    let auth = headers
+                        .get("authorization")
+                        .map(|v| v.to_str().unwrap().to_string());
+                    posts
+                        .lock()
+                        .unwrap()
+                        .push((uri.path().to_string(), auth, body));
+                    match answer {
+                        Some(a) => (status, Json(a)),
+                        None => std::future::pending().await,
+                    }
+                },
+            ),
+        )
+        .with_state((posts.clone(), status, answer));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, posts)
+}
+
+/// A finished Experiment (b/a 3.0, passed) that names a leaderboard submission to verify.
+fn concluded_for(url: &str) -> Experiment {
+    let mut e = experiment();
+    e.spec.leaderboard = Some(crate::experiment::LeaderboardTarget {
+        url: url.to_string(),
+        cohort: "perf-2026".into(),
+        submission: "s-0042".into(),
+        token_secret: "leaderboard-instructor".into(),
+    });
+    let mut status = initial_status(&e);
+    for (i, v) in [10e3, 30e3, 10.2e3, 30.5e3, 9.9e3, 29.8e3]
+        .into_iter()
+        .enumerate()
+    {
+        let m = Measurement {
+            value: v,
+            events: v * 60.0,
+            lost: 0.0,
+        };
+        status = record_measurement(status, i, &m, "grafana annotation 1".into());
+    }
+    e.status = Some(experiment::conclude(&e, status));
+    e
+}
+
+#[tokio::test]
+async fn the_verdict_is_posted_to_the_leaderboard_with_the_instructors_token() {
+    let (url, posts) = leaderboard_stand_in(
+        StatusCode::OK,
+        Some(json!({"agrees": false, "flagged": true})),
+    )
+    .await;
+    let e = concluded_for(&url);
+    let result = e.status.as_ref().unwrap().result.clone().unwrap();
+    let (ctx, mut server) = context("http://127.0.0.1:1", None);
+    let requeue = run(e, ctx, async move {
+        server.expect_list_runs(vec![]).await;
+        server
+            .expect_secret(
+                "leaderboard-instructor",
+                Some(vec![("token", "obs_instructor-token\n")]),
+            )
+            .await;
+        let status = server.expect_status().await;
+        assert_eq!(status["phase"], "Succeeded", "the verdict stays");
+        let line = status["leaderboard"].as_str().unwrap();
+        assert!(line.starts_with("posted: FLAGGED"), "{line}");
+        let (type_, reason, note) = server.expect_event().await;
+        assert_eq!(
+            (type_.as_str(), reason.as_str()),
+            ("Normal", "VerificationPosted")
+        );
+        assert!(note.contains("FLAGGED"), "{note}");
+    })
+    .await
+    .unwrap();
+    assert_eq!(requeue, Requeue::await_change());
+    let posts = posts.lock().unwrap().clone();
+    assert_eq!(posts.len(), 1);
+    let (path, auth, body) = &posts[0];
+    assert_eq!(
+        path,
+        "/api/cohorts/perf-2026/submissions/s-0042/verification"
+    );
+    assert_eq!(auth.as_deref(), Some("Bearer obs_instructor-token"));
+    assert_eq!(body["passed"], true);
+    // JSON carries 17 digits; a parser without `float_roundtrip` may land one ulp away.
+    for (k, want) in [
+        ("ratio", result.ratio),
+        ("low", result.low),
+        ("high", result.high),
+    ] {
+        let got = body["ratio"][k].as_f64().unwrap();
+        assert!(
+            (got - want).abs() <= 1e-12 * want.abs(),
+            "{k}: {got} != {want}"
+        );
+    }
+    assert_eq!(body["machine"], "Experiment observatory/lab-02-batching");
+
+    // Posted: a later reconcile posts nothing again.
+    let mut settled = concluded_for(&url);
+    if let Some(s) = settled.status.as_mut() {
+        s.leaderboard = Some("posted: agrees with the self-reported ratio".into());
+    }
+    let (ctx, mut server) = context("http://127.0.0.1:1", None);
+    let requeue = run(settled, ctx, async move {
+        server.expect_list_runs(vec![]).await;
+        server.0.expect_no_request().await;
+    })
+    .await
+    .unwrap();
+    assert_eq!(requeue, Requeue::await_change());
+    assert_eq!(posts.len(), 1);
+}
+
+#[tokio::test]
+async fn a_refused_verification_is_final_and_says_why() {
+    let (url, posts) = leaderboard_stand_in(
+        StatusCode::NOT_FOUND,
+        Some(json!({"error": "no submission s-0042 in cohort perf-2026"})),
+    )
+    .await;
+    let (ctx, mut server) = context("http://127.0.0.1:1", None);
+    let requeue = run(concluded_for(&url), ctx, async move {
+        server.expect_list_runs(vec![]).await;
+        server
+            .expect_secret("leaderboard-instructor", Some(vec![("token", "t")]))
+            .await;
+        let status = server.expect_status().await;
+        assert_eq!(
+            status["leaderboard"],
+            "refused: 404 Not Found: no submission s-0042 in cohort perf-2026"
+        );
+        let (type_, reason, _) = server.expect_event().await;
+        assert_eq!(
+            (type_.as_str(), reason.as_str()),
+            ("Warning", "VerificationRefused")
+        );
+    })
+    .await
+    .unwrap();
+    assert_eq!(requeue, Requeue::await_change(), "a refusal is not retried");
+    assert_eq!(posts.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn an_unreachable_leaderboard_or_a_missing_secret_is_retried_and_said() {
+    // Nothing listens on port 1.
+    let (ctx, mut server) = context("http://127.0.0.1:1", None);
+    let requeue = run(concluded_for("http://127.0.0.1:1"), ctx, async move {
+        server.expect_list_runs(vec![]).await;
+        server
+            .expect_secret("leaderboard-instructor", Some(vec![("token", "t")]))
+            .await;
+        let status = server.expect_status().await;
+        let line = status["leaderboard"].as_str().unwrap();
+        assert!(
+            line.starts_with("not posted yet: POST http://127.0.0.1:1/api/cohorts/perf-2026/submissions/s-0042/verification")
+                && line.ends_with("; retrying"),
+            "{line}"
+        );
+        let (type_, reason, _) = server.expect_event().await;
+        assert_eq!((type_.as_str(), reason.as_str()), ("Warning", "VerificationPending"));
+    })
+    .await
+    .unwrap();
+    assert_eq!(requeue, Requeue::requeue(LEADERBOARD_RETRY));
+
+    // No Secret yet.
+    let (url, posts) = leaderboard_stand_in(
+        StatusCode::OK,
+        Some(json!({"agrees": true, "flagged": false})),
+    )
+    .await;
+    let (ctx, mut server) = context("http://127.0.0.1:1", None);
+    let requeue = run(concluded_for(&url), ctx, async move {
+        server.expect_list_runs(vec![]).await;
+        server.expect_secret("leaderboard-instructor", None).await;
+        let status = server.expect_status().await;
+        assert_eq!(
+            status["leaderboard"],
+            "not posted yet: Secret observatory/leaderboard-instructor does not exist; retrying"
+        );
+        server.expect_event().await;
+    })
+    .await
+    .unwrap();
+    assert_eq!(requeue, Requeue::requeue(LEADERBOARD_RETRY));
+    assert!(
+        posts.lock().unwrap().is_empty(),
+        "nothing posted without a token"
+    );
+
+    // A server that takes the request and never answers: the reconcile gives up after the
+    // post's time limit (the test's own limit is 10 s more), and retries later.
+    let (url, _) = leaderboard_stand_in(StatusCode::OK, None).await;
+    let (ctx, mut server) = context("http://127.0.0.1:1", None);
+    let started = std::time::Instant::now();
+    let e = concluded_for(&url);
+    let reconcile = tokio::spawn(reconcile(Arc::new(e), ctx));
+    server.expect_list_runs(vec![]).await;
+    server
+        .expect_secret("leaderboard-instructor", Some(vec![("token", "t")]))
+        .await;
+    let status = tokio::time::timeout(
+        leaderboard::POST_TIMEOUT + Duration::from_secs(10),
+        server.expect_status(),
+    )
+    .await
+    .expect("the stalled post ended in time");
+    assert!(
+        status["leaderboard"]
+            .as_str()
+            .unwrap()
+            .contains("no answer within"),
+        "{status}"
+    );
+    server.expect_event().await;
+    assert_eq!(
+        reconcile.await.unwrap().unwrap(),
+        Requeue::requeue(LEADERBOARD_RETRY)
+    );
+    assert!(started.elapsed() >= leaderboard::POST_TIMEOUT);
+}
+
+#[tokio::test]
+async fn a_failed_experiment_posts_nothing_and_says_so() {
+    let (url, posts) = leaderboard_stand_in(
+        StatusCode::OK,
+        Some(json!({"agrees": true, "flagged": false})),
+    )
+    .await;
+    let mut e = concluded_for(&url);
+    if let Some(s) = e.status.as_mut() {
+        *s = experiment::failed_status(s.clone(), "run 2: no data".into(), "NoData");
+        s.result = None;
+    }
+    let (ctx, mut server) = context("http://127.0.0.1:1", None);
+    let requeue = run(e, ctx, async move {
+        server.expect_list_runs(vec![]).await;
+        let status = server.expect_status().await;
+        let line = status["leaderboard"].as_str().unwrap();
+        assert!(
+            line.starts_with("not posted: the Experiment failed"),
+            "{line}"
+        );
+    })
+    .await
+    .unwrap();
+    assert_eq!(requeue, Requeue::await_change());
+    assert!(posts.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn the_reconcile_that_concludes_comes_back_to_post() {
+    let mut e = concluded_for("http://127.0.0.1:1");
+    // One step before: every run measured, no verdict yet.
+    if let Some(s) = e.status.as_mut() {
+        s.result = None;
+        s.phase = experiment::RUNNING.into();
+    }
+    let (ctx, mut server) = context("http://127.0.0.1:1", None);
+    let requeue = run(e, ctx, async move {
+        server.expect_list_runs(vec![]).await;
+        let status = server.expect_status().await;
+        assert_eq!(status["phase"], "Succeeded");
+        assert!(status.get("leaderboard").is_none_or(Value::is_null));
+        server.expect_event().await;
+    })
+    .await
+    .unwrap();
+    assert_eq!(requeue, Requeue::requeue(experiment::POLL));
 }

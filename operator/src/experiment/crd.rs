@@ -64,6 +64,32 @@ pub struct ExperimentSpec {
     #[serde(default = "default_ready_timeout")]
     #[schemars(range(min = 30, max = 3600))]
     pub ready_timeout_seconds: u32,
+    /// Post the verdict to a cohort leaderboard as the verification of one student's
+    /// submission (the verified tier): `observatory leaderboard verify --k8s` sets it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leaderboard: Option<LeaderboardTarget>,
+}
+
+/// Where an Experiment's verdict is posted, and as whom.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaderboardTarget {
+    /// The leaderboard server, e.g. `http://leaderboard.observatory.svc:8088`.
+    #[schemars(length(min = 8, max = 2048), pattern(r"^https?://[^\s]+$"))]
+    pub url: String,
+    /// The cohort.
+    #[schemars(length(min = 1, max = 64), pattern(r"^[A-Za-z0-9._-]{1,64}$"))]
+    pub cohort: String,
+    /// The submission this Experiment re-runs.
+    #[schemars(length(min = 1, max = 64), pattern(r"^[A-Za-z0-9._-]{1,64}$"))]
+    pub submission: String,
+    /// A Secret in the Experiment's namespace whose key `token` holds the cohort's instructor
+    /// token (read when the verdict is posted).
+    #[schemars(
+        length(min = 1, max = 253),
+        pattern(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+    )]
+    pub token_secret: String,
 }
 
 fn default_pairs() -> u32 {
@@ -126,6 +152,10 @@ pub struct ExperimentStatus {
     pub runs: Vec<RunStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<ExperimentResult>,
+    /// The verdict posted to the leaderboard (`spec.leaderboard`): `posted: agrees`,
+    /// `posted: FLAGGED ...`, `refused: ...` (final), or `not posted yet: ...` (retrying).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leaderboard: Option<String>,
     /// `Complete` and `Failed`, as a Job has.
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]

@@ -284,6 +284,7 @@ pub fn initial_status(e: &Experiment) -> ExperimentStatus {
         message: "starting".into(),
         runs,
         result: None,
+        leaderboard: None,
         conditions: Vec::new(),
     }
 }

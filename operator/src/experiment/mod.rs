@@ -6,9 +6,12 @@
 //! - [`controller`]: the reconciler that does the machine's steps against the API.
 //! - [`results`]: a run's numbers from Prometheus (the metric catalogue's PromQL) and its
 //!   window marked on Grafana.
+//! - [`leaderboard`]: the verdict posted to a cohort leaderboard as a submission's
+//!   verification (`spec.leaderboard`).
 
 pub mod controller;
 pub mod crd;
+pub mod leaderboard;
 pub mod machine;
 pub mod results;
 
