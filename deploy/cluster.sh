@@ -10,8 +10,10 @@ TAG="${IMAGE_TAG:-dev}"
 # ask for `docker.io/observatory/pipeline:dev` (what containerd makes of the manifests' name).
 DEFAULT_PIPELINE_IMAGE="docker.io/observatory/pipeline:dev"
 DEFAULT_OPERATOR_IMAGE="docker.io/observatory/operator:dev"
+DEFAULT_LEADERBOARD_IMAGE="docker.io/observatory/leaderboard:dev"
 PIPELINE_IMAGE="${PIPELINE_IMAGE:-docker.io/observatory/pipeline:$TAG}"
 OPERATOR_IMAGE="${OPERATOR_IMAGE:-docker.io/observatory/operator:$TAG}"
+LEADERBOARD_IMAGE="${LEADERBOARD_IMAGE:-docker.io/observatory/leaderboard:$TAG}"
 NS=observatory
 
 step() { printf '\n==> %s\n' "$*"; }
@@ -41,9 +43,10 @@ need_cluster() {
 images() {
   local e
   e="$(engine)" || die "no container engine with a running daemon (docker, podman or nerdctl); install one to build images, or, with the images already in the cluster, run with SKIP_IMAGES=1"
-  step "building $PIPELINE_IMAGE and $OPERATOR_IMAGE with $e"
+  step "building $PIPELINE_IMAGE, $OPERATOR_IMAGE and $LEADERBOARD_IMAGE with $e"
   "$e" build -f deploy/docker/Dockerfile --target pipeline -t "$PIPELINE_IMAGE" .
   "$e" build -f deploy/docker/Dockerfile --target operator -t "$OPERATOR_IMAGE" .
+  "$e" build -f deploy/docker/Dockerfile --target leaderboard -t "$LEADERBOARD_IMAGE" .
 }
 
 # Put the images where k3s's containerd finds them (k3s does not read the engine's store).
@@ -51,12 +54,12 @@ import_k3s() {
   local e
   e="$(engine)" || die "no container engine to export the images from"
   if ! command -v k3s >/dev/null 2>&1; then
-    echo "    not a k3s host: make sure the cluster can pull $PIPELINE_IMAGE and $OPERATOR_IMAGE (push them to its registry)"
+    echo "    not a k3s host: make sure the cluster can pull $PIPELINE_IMAGE, $OPERATOR_IMAGE and $LEADERBOARD_IMAGE (push them to its registry)"
     return 0
   fi
   local sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
-  for img in "$PIPELINE_IMAGE" "$OPERATOR_IMAGE"; do
+  for img in "$PIPELINE_IMAGE" "$OPERATOR_IMAGE" "$LEADERBOARD_IMAGE"; do
     step "importing $img into k3s's containerd"
     "$e" save "$img" | $sudo k3s ctr images import -
   done
@@ -83,6 +86,20 @@ up() {
   kubectl -n "$NS" rollout status deployment/observatory-operator --timeout=180s
   step "applying deploy/monitoring: Prometheus (pod discovery in $NS) and Grafana with the dashboards"
   kubectl apply -k deploy/monitoring
+  if ! kubectl -n "$NS" get secret leaderboard-admin >/dev/null 2>&1; then
+    step "making Secret leaderboard-admin (the leaderboard's admin token, random)"
+    local token
+    token="obs_$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')"
+    kubectl -n "$NS" create secret generic leaderboard-admin --from-literal=token="$token" >/dev/null
+  fi
+  step "applying deploy/leaderboard: the cohort leaderboard (SQLite on a PersistentVolumeClaim)"
+  kubectl apply -k deploy/leaderboard
+  if [ "$LEADERBOARD_IMAGE" != "$DEFAULT_LEADERBOARD_IMAGE" ]; then
+    kubectl -n "$NS" set image deployment/leaderboard leaderboard="$LEADERBOARD_IMAGE"
+  fi
+  if [ "${SKIP_IMAGES:-0}" != 1 ]; then
+    kubectl -n "$NS" rollout restart deployment/leaderboard >/dev/null
+  fi
   step "applying the sample Pipeline (deploy/samples)"
   kubectl apply -k deploy/samples
   if [ "$PIPELINE_IMAGE" != "$DEFAULT_PIPELINE_IMAGE" ]; then
@@ -96,6 +113,8 @@ up() {
   step "waiting (up to 180 s and 300 s) for Prometheus and Grafana"
   kubectl -n "$NS" rollout status deployment/prometheus --timeout=180s
   kubectl -n "$NS" rollout status deployment/grafana --timeout=300s
+  step "waiting (up to 180 s) for the leaderboard"
+  kubectl -n "$NS" rollout status deployment/leaderboard --timeout=180s
   step "running"
   kubectl -n "$NS" get pipelines,pods -o wide
   local node
@@ -105,6 +124,8 @@ up() {
 Grafana (anonymous, read-only): http://${node:-<node-ip>}:30300/d/obs-pipeline-overview
   dashboards: Pipeline overview, Stage detail, Lab comparison, Operator (folder "Observatory")
 Prometheus: kubectl -n $NS port-forward svc/prometheus 9090   # then http://localhost:9090
+Leaderboard: http://${node:-<node-ip>}:30888/   (instructors: README, "Cohort leaderboards")
+  admin token: kubectl -n $NS get secret leaderboard-admin -o jsonpath='{.data.token}' | base64 -d
 
 The pipeline runs in namespace $NS. To look at it:
   kubectl -n $NS get pipelines                      # READY, STATUS, AGE
@@ -119,6 +140,8 @@ down() {
   need_cluster
   step "deleting the sample Pipeline (its stages go with it)"
   kubectl delete -k deploy/samples --ignore-not-found --wait=true
+  step "deleting the leaderboard and its database volume (export a cohort first: observatory leaderboard export)"
+  kubectl delete -k deploy/leaderboard --ignore-not-found --wait=true
   step "deleting Prometheus and Grafana"
   kubectl delete -k deploy/monitoring --ignore-not-found --wait=true
   step "deleting the operator, RBAC, the CRD and namespace $NS"

@@ -28,6 +28,7 @@ case "$(basename "$0") $1" in
 esac
 case "$(basename "$0") $*" in
   "kubectl get nodes"*) echo 10.0.0.9 ;;
+  "kubectl -n observatory get secret leaderboard-admin"*) [ -n "${STUB_SECRET_EXISTS:-}" ]; exit $? ;;
   kubectl*port-forward*) echo $$ > "$STUB_FORWARD_PID"; exec sleep 300 ;;
 esac
 exit 0
@@ -75,18 +76,34 @@ def main():
     check(any("-t docker.io/observatory/pipeline:dev" in b and "--target pipeline" in b for b in builds)
           and any("-t docker.io/observatory/operator:dev" in b and "--target operator" in b for b in builds),
           "podman builds both images as docker.io/observatory/...:dev", r)
+    check(any("-t docker.io/observatory/leaderboard:dev" in b and "--target leaderboard" in b for b in builds),
+          "podman builds the leaderboard's image", r)
     check("image-tar:docker.io/observatory/pipeline:dev" in imports
-          and "image-tar:docker.io/observatory/operator:dev" in imports,
-          "k3s imports the images podman saved")
+          and "image-tar:docker.io/observatory/operator:dev" in imports
+          and "image-tar:docker.io/observatory/leaderboard:dev" in imports,
+          "k3s imports the three images podman saved")
     check(not any(l.startswith("docker build") for l in log), "docker without a daemon is not used")
     check(any("wait --for=condition=Established crd/pipelines.observatory.dev crd/experiments.observatory.dev" in l
               for l in log), "both CRDs are waited for")
     check(any("rollout restart deployment/observatory-operator" in l for l in log),
           "the operator restarts on the freshly imported image")
     applied = [l.split("-k ")[1] for l in log if "kubectl apply -k" in l]
-    check(applied == ["deploy/base", "deploy/monitoring", "deploy/samples"],
-          f"base, monitoring, samples applied in that order ({applied})")
+    check(applied == ["deploy/base", "deploy/monitoring", "deploy/leaderboard", "deploy/samples"],
+          f"base, monitoring, leaderboard, samples applied in that order ({applied})")
     check("http://10.0.0.9:30300/" in r.stdout, "the Grafana URL is printed", r)
+    made = [l for l in log if "create secret generic leaderboard-admin" in l]
+    token = made[0].split("--from-literal=token=")[1].split()[0] if made else ""
+    check(len(made) == 1 and token.startswith("obs_") and len(token) == 4 + 48
+          and all(c in "0123456789abcdef" for c in token[4:]),
+          f"the leaderboard's admin token is made once, 24 random bytes in hex ({made})", r)
+    check(log.index(made[0]) < next(i for i, l in enumerate(log) if "apply -k deploy/leaderboard" in l),
+          "the admin Secret exists before the leaderboard that mounts it is applied")
+    check(token not in r.stdout + r.stderr, "the admin token is not printed", r)
+    check(any("rollout status deployment/leaderboard" in l for l in log)
+          and "http://10.0.0.9:30888/" in r.stdout, "the leaderboard is waited for and its URL printed", r)
+    r2, log2, _, _ = run(["kubectl"], ["up"], {"SKIP_IMAGES": "1", "STUB_SECRET_EXISTS": "1"})
+    check(r2.returncode == 0 and not any("create secret" in l for l in log2),
+          "a later `make up` keeps the admin Secret it finds (the instructor's token stays valid)", r2)
 
     # Images already in the cluster, no engine at all: SKIP_IMAGES=1 deploys without building.
     r, log, _, _ = run(["kubectl"], ["up"], {"SKIP_IMAGES": "1"})

@@ -8,6 +8,9 @@
   (`jsonschema`), also refusing unknown fields: the API server would silently prune them,
   hiding a typo.
 
+- Every workload of deploy/base, deploy/monitoring and deploy/leaderboard against the Pod
+  Security Standard `restricted` (security contexts, volume types, host namespaces and ports),
+  with a self-test of pods it must refuse.
 - deploy/monitoring: the Prometheus config with `promtool check config` (a promtool that knows
   Kubernetes service discovery: deploy/promtool.sh), the Grafana provisioning files (their
   shape, and that they point where the Deployment mounts things), and the dashboards ConfigMap
@@ -107,6 +110,59 @@ def check(docs, label):
                 print(f"      {e}")
         else:
             print(f"ok    {label}: {name} ({against})")
+    return failures
+
+
+def restricted(doc):
+    """What the Pod Security Standard `restricted` (kubernetes.io/docs/concepts/security/
+    pod-security-standards) refuses in a workload's pod template; [] when it admits it."""
+    pod = doc.get("spec", {}).get("template", {}).get("spec", {})
+    psc = pod.get("securityContext", {})
+    errors = []
+    for f in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod.get(f):
+            errors.append(f"{f} is not allowed")
+    for v in pod.get("volumes", []):
+        kinds = set(v) - {"name"}
+        if not kinds <= {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral",
+                         "persistentVolumeClaim", "projected", "secret"}:
+            errors.append(f"volume {v.get('name')}: {sorted(kinds)} is not an allowed volume type")
+    if psc.get("seccompProfile", {}).get("type") not in ("RuntimeDefault", "Localhost"):
+        errors.append("securityContext.seccompProfile.type must be RuntimeDefault or Localhost")
+    for c in pod.get("initContainers", []) + pod.get("containers", []):
+        csc = c.get("securityContext", {})
+        name = f"container {c.get('name')}"
+        if csc.get("allowPrivilegeEscalation") is not False:
+            errors.append(f"{name}: allowPrivilegeEscalation must be false")
+        if "ALL" not in csc.get("capabilities", {}).get("drop", []):
+            errors.append(f"{name}: capabilities must drop ALL")
+        if set(csc.get("capabilities", {}).get("add", [])) - {"NET_BIND_SERVICE"}:
+            errors.append(f"{name}: only NET_BIND_SERVICE may be added")
+        if csc.get("privileged"):
+            errors.append(f"{name}: privileged")
+        if not csc.get("runAsNonRoot", psc.get("runAsNonRoot")):
+            errors.append(f"{name}: runAsNonRoot must be true")
+        if csc.get("runAsUser", psc.get("runAsUser")) == 0:
+            errors.append(f"{name}: runAsUser 0")
+        if any(p.get("hostPort") for p in c.get("ports", [])):
+            errors.append(f"{name}: hostPort")
+    return errors
+
+
+def check_restricted(docs, label):
+    failures = 0
+    for doc in docs:
+        if doc.get("kind") not in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
+            continue
+        name = f"{doc['kind']} {doc.get('metadata', {}).get('name')}"
+        errors = restricted(doc)
+        if errors:
+            failures += 1
+            print(f"FAIL  {label}: {name} (Pod Security Standard restricted)")
+            for e in errors:
+                print(f"      {e}")
+        else:
+            print(f"ok    {label}: {name} (Pod Security Standard restricted)")
     return failures
 
 
@@ -210,12 +266,31 @@ def self_test(rendered, operator):
     e = copy.deepcopy(exp); e["spec"]["runSeconds"] = 5; bad_experiments.append(("window", e))
     e = copy.deepcopy(exp); e["spec"]["pipeline"]["parse"]["knobs"]["mode"] = "fast"; bad_experiments.append(("pipeline knob", e))
     e = copy.deepcopy(exp); e["spec"]["variant"]["sett"] = []; bad_experiments.append(("unknown field", e))
+    verify = documents((ROOT / "deploy/experiments/verify-submission.yaml").read_text())[0]
+    e = copy.deepcopy(verify); e["spec"]["leaderboard"]["url"] = "file:///etc/passwd"; bad_experiments.append(("leaderboard url", e))
+    e = copy.deepcopy(verify); e["spec"]["leaderboard"]["cohort"] = "perf 2026!"; bad_experiments.append(("leaderboard cohort", e))
+    e = copy.deepcopy(verify); e["spec"]["leaderboard"]["tokenSecret"] = "Not_A_Name"; bad_experiments.append(("token Secret name", e))
+    e = copy.deepcopy(verify); del e["spec"]["leaderboard"]["submission"]; bad_experiments.append(("missing submission", e))
     for what, e in bad_experiments:
         if not check_pipeline(e, exp_schema):
             print(f"SELF-TEST FAIL: an Experiment with a bad {what} passed")
             failures += 1
+    board = next(d for d in documents(kustomize("deploy/leaderboard")) if d["kind"] == "Deployment")
+    if restricted(board):
+        print(f"SELF-TEST FAIL: the leaderboard's own Deployment is not restricted: {restricted(board)}")
+        failures += 1
+    unsafe = []
+    d = copy.deepcopy(board); d["spec"]["template"]["spec"]["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = True; unsafe.append(("privilege escalation", d))
+    d = copy.deepcopy(board); d["spec"]["template"]["spec"]["containers"][0]["securityContext"]["capabilities"] = {"drop": ["NET_RAW"]}; unsafe.append(("capabilities kept", d))
+    d = copy.deepcopy(board); del d["spec"]["template"]["spec"]["securityContext"]["seccompProfile"]; unsafe.append(("no seccomp profile", d))
+    d = copy.deepcopy(board); d["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] = False; d["spec"]["template"]["spec"]["containers"][0]["securityContext"].pop("runAsNonRoot"); unsafe.append(("root allowed", d))
+    d = copy.deepcopy(board); d["spec"]["template"]["spec"]["volumes"].append({"name": "h", "hostPath": {"path": "/"}}); unsafe.append(("a hostPath volume", d))
+    for what, d in unsafe:
+        if not restricted(d):
+            print(f"SELF-TEST FAIL: a pod with {what} passed as restricted")
+            failures += 1
     if failures == 0:
-        print(f"self-test: {len(bad_pipelines)} broken Pipelines (and an unknown knob refused by the operator), {len(bad_experiments)} broken Experiments, {len(bad)} broken Deployments and 2 broken Prometheus configs rejected")
+        print(f"self-test: {len(unsafe)} pods that are not restricted refused; {len(bad_pipelines)} broken Pipelines (and an unknown knob refused by the operator), {len(bad_experiments)} broken Experiments, {len(bad)} broken Deployments and 2 broken Prometheus configs rejected")
     return failures
 
 
@@ -233,14 +308,18 @@ def main():
         if any(d.get("kind") == "Pipeline" for d in docs):
             out = subprocess.run([args.operator, "render", str(sample)], check=True, capture_output=True, text=True).stdout
             rendered += documents(out)
-    failures = check(documents(kustomize("deploy/base")), "deploy/base")
+    base = documents(kustomize("deploy/base"))
+    failures = check(base, "deploy/base") + check_restricted(base, "deploy/base")
     failures += check(documents(kustomize("deploy/samples")), "deploy/samples")
     failures += check(rendered, "rendered")
     experiments = [d for f in sorted((ROOT / "deploy/experiments").glob("*.yaml")) for d in documents(f.read_text())]
     failures += check(experiments, "deploy/experiments")
     monitoring = documents(kustomize("deploy/monitoring"))
     failures += check(monitoring, "deploy/monitoring")
-    failures += check_monitoring(PROMTOOL, monitoring)
+    failures += check_monitoring(PROMTOOL, monitoring) + check_restricted(monitoring, "deploy/monitoring")
+    leaderboard = documents(kustomize("deploy/leaderboard"))
+    failures += check(leaderboard, "deploy/leaderboard")
+    failures += check_restricted(leaderboard, "deploy/leaderboard")
     if args.self_test:
         failures += self_test(rendered, args.operator)
     if failures:
