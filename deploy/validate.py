@@ -103,14 +103,19 @@ def check(docs, label):
         else:
             errors = [f"k8s {v}: {e}" for v in VERSIONS for e in check_builtin(doc, v)]
             against = "Kubernetes " + " and ".join(VERSIONS)
-        if errors:
-            failures += 1
-            print(f"FAIL  {label}: {name} ({against})")
-            for e in errors:
-                print(f"      {e}")
-        else:
-            print(f"ok    {label}: {name} ({against})")
+        failures += report(label, name, against, errors)
     return failures
+
+
+def report(label, name, against, errors):
+    """One line per manifest (and one per error); 1 when it failed."""
+    if not errors:
+        print(f"ok    {label}: {name} ({against})")
+        return 0
+    print(f"FAIL  {label}: {name} ({against})")
+    for e in errors:
+        print(f"      {e}")
+    return 1
 
 
 def restricted(doc):
@@ -155,14 +160,7 @@ def check_restricted(docs, label):
         if doc.get("kind") not in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
             continue
         name = f"{doc['kind']} {doc.get('metadata', {}).get('name')}"
-        errors = restricted(doc)
-        if errors:
-            failures += 1
-            print(f"FAIL  {label}: {name} (Pod Security Standard restricted)")
-            for e in errors:
-                print(f"      {e}")
-        else:
-            print(f"ok    {label}: {name} (Pod Security Standard restricted)")
+        failures += report(label, name, "Pod Security Standard restricted", restricted(doc))
     return failures
 
 

@@ -9,14 +9,12 @@ bin="${1:-target/release/observatory}"
 examples="${2:-40}"
 command -v schemathesis >/dev/null || { echo "schemathesis is missing: python3 -m pip install schemathesis"; exit 1; }
 work="$(mktemp -d)"
-trap 'kill "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
-port=$((20000 + RANDOM % 20000))
-"$bin" leaderboard serve --listen "127.0.0.1:$port" --data-dir "$work/data" \
-  --rate-per-minute 1000000 --burst 100000 > "$work/serve.log" 2>&1 &
-server=$!
-for _ in $(seq 1 100); do grep -q "listening on" "$work/serve.log" 2>/dev/null && break; sleep 0.1; done
-grep -q "listening on" "$work/serve.log" || { cat "$work/serve.log"; exit 1; }
-export OBSERVATORY_LEADERBOARD="http://127.0.0.1:$port" OBSERVATORY_COHORT=api-check
+LEADERBOARD_PID=""
+trap '[ -n "$LEADERBOARD_PID" ] && kill "$LEADERBOARD_PID" 2>/dev/null; rm -rf "$work"' EXIT
+# shellcheck source=leaderboard-server/serve.sh
+. "$here/../serve.sh"
+start_leaderboard "$bin" "$work" --rate-per-minute 1000000 --burst 100000
+export OBSERVATORY_LEADERBOARD="$LEADERBOARD_URL" OBSERVATORY_COHORT=api-check
 admin="$(cat "$work/data/admin-token")"
 # A cohort with two students and a passed upload of every lab (some verified), so that the
 # routes of a submission are reached with a real id, not only 404s.

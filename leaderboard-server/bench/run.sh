@@ -21,15 +21,12 @@ command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk"; exit 
 out="reports/leaderboard-bench"
 mkdir -p "$out"
 work="$(mktemp -d)"
-server=""
-trap '[ -n "$server" ] && kill "$server" 2>/dev/null; rm -rf "$work"' EXIT
-port=$((20000 + RANDOM % 20000))
-"$bin" leaderboard serve --listen "127.0.0.1:$port" --data-dir "$work/data" \
-  --rate-per-minute 100000000 --burst 1000000 > "$work/serve.log" 2>&1 &
-server=$!
-for _ in $(seq 1 100); do grep -q "listening on" "$work/serve.log" 2>/dev/null && break; sleep 0.1; done
-grep -q "listening on" "$work/serve.log" || { cat "$work/serve.log"; exit 1; }
-base="http://127.0.0.1:$port"
+LEADERBOARD_PID=""
+trap '[ -n "$LEADERBOARD_PID" ] && kill "$LEADERBOARD_PID" 2>/dev/null; rm -rf "$work"' EXIT
+# shellcheck source=leaderboard-server/serve.sh
+. leaderboard-server/serve.sh
+start_leaderboard "$bin" "$work" --rate-per-minute 100000000 --burst 1000000
+base="$LEADERBOARD_URL"
 echo "--- seeding cohort bench: $STUDENTS students x $LABS labs"
 start=$(date +%s.%N)
 OBSERVATORY_TOKEN="$(cat "$work/data/admin-token")" "$bin" leaderboard seed --cohort bench --server "$base" \

@@ -407,9 +407,8 @@ async fn an_unreachable_prometheus_is_an_error_that_retries_and_keeps_the_window
     );
 }
 
-#[tokio::test]
-async fn the_last_measurement_concludes_with_the_verdict() {
-    let mut e = experiment();
+/// Every run of `e` measured (the variant about 3x the baseline), no verdict yet.
+fn all_measured(e: &Experiment) -> ExperimentStatus {
     let mut status = initial_status(&e);
     for (i, v) in [10e3, 30e3, 10.2e3, 30.5e3, 9.9e3, 29.8e3]
         .into_iter()
@@ -422,7 +421,13 @@ async fn the_last_measurement_concludes_with_the_verdict() {
         };
         status = record_measurement(status, i, &m, "grafana annotation 1".into());
     }
-    e.status = Some(status);
+    status
+}
+
+#[tokio::test]
+async fn the_last_measurement_concludes_with_the_verdict() {
+    let mut e = experiment();
+    e.status = Some(all_measured(&e));
     let (ctx, mut server) = context("http://127.0.0.1:1", None);
     let result = run(e, ctx.clone(), async move {
         server.expect_list_runs(vec![]).await;
@@ -779,19 +784,7 @@ fn concluded_for(url: &str) -> Experiment {
         submission: "s-0042".into(),
         token_secret: "leaderboard-instructor".into(),
     });
-    let mut status = initial_status(&e);
-    for (i, v) in [10e3, 30e3, 10.2e3, 30.5e3, 9.9e3, 29.8e3]
-        .into_iter()
-        .enumerate()
-    {
-        let m = Measurement {
-            value: v,
-            events: v * 60.0,
-            lost: 0.0,
-        };
-        status = record_measurement(status, i, &m, "grafana annotation 1".into());
-    }
-    e.status = Some(experiment::conclude(&e, status));
+    e.status = Some(experiment::conclude(&e, all_measured(&e)));
     e
 }
 
