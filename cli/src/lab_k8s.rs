@@ -253,6 +253,14 @@ pub async fn verify_on_cluster(e: Experiment, token: &str) -> anyhow::Result<()>
         metadata: kube::api::ObjectMeta {
             name: Some(target.token_secret.clone()),
             namespace: Some(ns.clone()),
+            // The operator sends only a Secret marked as a leaderboard token.
+            labels: Some(
+                [(
+                    operator::experiment::leaderboard::TOKEN_LABEL.to_string(),
+                    "true".to_string(),
+                )]
+                .into(),
+            ),
             ..Default::default()
         },
         string_data: Some([("token".to_string(), token.to_string())].into()),

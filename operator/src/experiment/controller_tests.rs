@@ -52,8 +52,26 @@ impl ApiServer {
         .await
     }
 
-    /// Expect the GET of Secret `name`; answer with these keys (None: 404).
+    /// Expect the GET of Secret `name`; answer with these keys (None: 404), labelled as a
+    /// leaderboard token.
     async fn expect_secret(&mut self, name: &str, keys: Option<Vec<(&str, &str)>>) {
+        self.expect_secret_as(
+            name,
+            keys,
+            json!({"observatory.dev/leaderboard-token": "true"}),
+            None,
+        )
+        .await
+    }
+
+    /// [`Self::expect_secret`] with these labels and Secret type.
+    async fn expect_secret_as(
+        &mut self,
+        name: &str,
+        keys: Option<Vec<(&str, &str)>>,
+        labels: Value,
+        type_: Option<&str>,
+    ) {
         use base64::Engine;
         let (req, _, send) = self.0.next().await;
         assert_eq!(req.method(), Method::GET);
@@ -69,7 +87,8 @@ impl ApiServer {
                     send,
                     StatusCode::OK,
                     &json!({"apiVersion": "v1", "kind": "Secret",
-                        "metadata": {"name": name, "namespace": "observatory"},
+                        "metadata": {"name": name, "namespace": "observatory", "labels": labels},
+                        "type": type_.unwrap_or("Opaque"),
                         "data": data}),
                 )
             }
@@ -409,7 +428,7 @@ async fn an_unreachable_prometheus_is_an_error_that_retries_and_keeps_the_window
 
 /// Every run of `e` measured (the variant about 3x the baseline), no verdict yet.
 fn all_measured(e: &Experiment) -> ExperimentStatus {
-    let mut status = initial_status(&e);
+    let mut status = initial_status(e);
     for (i, v) in [10e3, 30e3, 10.2e3, 30.5e3, 9.9e3, 29.8e3]
         .into_iter()
         .enumerate()
@@ -1016,4 +1035,51 @@ async fn the_reconcile_that_concludes_comes_back_to_post() {
     .await
     .unwrap();
     assert_eq!(requeue, Requeue::requeue(experiment::POLL));
+}
+
+#[tokio::test]
+async fn only_a_secret_labelled_as_a_leaderboard_token_is_ever_sent() {
+    // Whoever creates the Experiment names the URL and the Secret: an unlabelled Secret, or a
+    // ServiceAccount's token even if labelled, is never sent, and the status says why.
+    let (url, posts) = leaderboard_stand_in(
+        StatusCode::OK,
+        Some(json!({"agrees": true, "flagged": false})),
+    )
+    .await;
+    for (labels, type_) in [
+        (json!({}), None),
+        (json!({"observatory.dev/leaderboard-token": "yes"}), None),
+        (
+            json!({"observatory.dev/leaderboard-token": "true"}),
+            Some("kubernetes.io/service-account-token"),
+        ),
+    ] {
+        let (ctx, mut server) = context("http://127.0.0.1:1", None);
+        let requeue = run(concluded_for(&url), ctx, async move {
+            server.expect_list_runs(vec![]).await;
+            server
+                .expect_secret_as(
+                    "leaderboard-instructor",
+                    Some(vec![("token", "a ServiceAccount's token")]),
+                    labels,
+                    type_,
+                )
+                .await;
+            let status = server.expect_status().await;
+            let line = status["leaderboard"].as_str().unwrap();
+            assert!(
+                line.contains("is not a leaderboard token")
+                    && line.contains("observatory.dev/leaderboard-token=true"),
+                "{line}"
+            );
+            server.expect_event().await;
+        })
+        .await
+        .unwrap();
+        assert_eq!(requeue, Requeue::requeue(LEADERBOARD_RETRY));
+    }
+    assert!(
+        posts.lock().unwrap().is_empty(),
+        "no token left the cluster"
+    );
 }

@@ -84,7 +84,8 @@ pub struct LeaderboardTarget {
     #[schemars(length(min = 1, max = 64), pattern(r"^[A-Za-z0-9._-]{1,64}$"))]
     pub submission: String,
     /// A Secret in the Experiment's namespace whose key `token` holds the cohort's instructor
-    /// token (read when the verdict is posted).
+    /// token (read when the verdict is posted). It must carry the label
+    /// `observatory.dev/leaderboard-token=true`: no other Secret is ever sent.
     #[schemars(
         length(min = 1, max = 253),
         pattern(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")

@@ -138,7 +138,13 @@ fn short(s: &str) -> String {
     out
 }
 
-/// The instructor's token from the target's Secret (key `token`), in the Experiment's namespace.
+/// The label a Secret must carry for its `token` to be posted to a leaderboard. Whoever may
+/// create an Experiment names the Secret and the URL: without it, any Secret with a `token`
+/// key in the namespace (a ServiceAccount's, say) could be sent to a server of their choosing.
+pub const TOKEN_LABEL: &str = "observatory.dev/leaderboard-token";
+
+/// The instructor's token from the target's Secret (key `token`), in the Experiment's
+/// namespace; only from a Secret labelled [`TOKEN_LABEL`]`=true`, never a ServiceAccount's.
 async fn token(client: &Client, ns: &str, t: &LeaderboardTarget) -> Result<String, String> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     let name = &t.token_secret;
@@ -147,6 +153,13 @@ async fn token(client: &Client, ns: &str, t: &LeaderboardTarget) -> Result<Strin
         .await
         .map_err(|e| format!("reading Secret {ns}/{name}: {e}"))?
         .ok_or_else(|| format!("Secret {ns}/{name} does not exist"))?;
+    let marked = secret.labels().get(TOKEN_LABEL).map(String::as_str) == Some("true");
+    let service_account = secret.type_.as_deref() == Some("kubernetes.io/service-account-token");
+    if !marked || service_account {
+        return Err(format!(
+            "Secret {ns}/{name} is not a leaderboard token: it must carry the label {TOKEN_LABEL}=true (and not be a ServiceAccount's)"
+        ));
+    }
     let bytes = secret
         .data
         .as_ref()
