@@ -86,6 +86,9 @@ pub async fn seed(args: SeedArgs) -> anyhow::Result<()> {
         .into_iter()
         .take(args.labs.max(1))
         .collect();
+    let Some(first_lab) = labs.first().map(|l| l.rule.lab) else {
+        bail!("the course has no labs to seed");
+    };
     let cohort = args.remote.cohort()?.to_string();
     let admin = args.remote.client();
     let (_, created): (_, CohortCreated) = admin
@@ -237,10 +240,7 @@ pub async fn seed(args: SeedArgs) -> anyhow::Result<()> {
         labs.len(),
         args.students as usize * labs.len()
     );
-    println!(
-        "  board: {server}/c/{c}/labs/{}?tier=self_reported",
-        labs[0].rule.lab
-    );
+    println!("  board: {server}/c/{c}/labs/{first_lab}?tier=self_reported");
     println!("instructor token (shown once; keep it secret):");
     println!("{}", created.instructor_token);
     Ok(())
