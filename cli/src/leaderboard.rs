@@ -611,7 +611,10 @@ pub async fn submit(lab: &Lab, ws: &Workspace, root: &Path, remote: &Remote) -> 
     let cx = SubmitContext {
         change_sha256_now: observatory_course::spec::sha256_hex(change.as_bytes()),
         commit: git_commit(root),
-        fingerprint: this_machine(),
+        fingerprint: observatory_leaderboard::Fingerprint {
+            aa_noise: aa_noise(&root.join("reports")),
+            ..this_machine()
+        },
         prediction: progress
             .and_then(|x| x.predictions.last())
             .and_then(|p| p.ratio),
@@ -620,6 +623,7 @@ pub async fn submit(lab: &Lab, ws: &Workspace, root: &Path, remote: &Remote) -> 
         idempotency_key: observatory_course::spec::sha256_hex(text.as_bytes())[..32].to_string(),
     };
     let bundle = bundle_of(lab, &outcome, cx)?;
+    let noise = bundle.fingerprint.aa_noise;
     let path = format!("/api/cohorts/{}/submissions", remote.cohort()?);
     let (status, s): (_, Submitted) = remote
         .client()
@@ -641,7 +645,46 @@ pub async fn submit(lab: &Lab, ws: &Workspace, root: &Path, remote: &Remote) -> 
         remote.server.trim_end_matches('/'),
         remote.cohort
     );
+    match noise {
+        Some(r) => println!(
+            "  with this machine's noise floor (its newest A/A run): B/A {:.4} [{:.4} .. {:.4}]",
+            r.ratio, r.low, r.high
+        ),
+        None => println!(
+            "  no A/A run on this machine yet: `observatory bench aa` measures its noise floor, which later uploads carry"
+        ),
+    }
     Ok(())
+}
+
+/// This machine's noise floor: the throughput B/A of the newest A/A run under `reports`
+/// (`observatory bench aa`, or `make bench-e2e`), if one was made. A wide interval, or one far
+/// from 1, says the machine was busy or noisy when it measured.
+pub fn aa_noise(reports: &Path) -> Option<observatory_stats::RatioInterval> {
+    /// The part of an `ab.json` this reads (the rest is the A/B report's).
+    #[derive(serde::Deserialize)]
+    struct Noise {
+        mode: String,
+        comparisons: Vec<observatory_stats::Comparison>,
+    }
+    let mut reports: Vec<PathBuf> = std::fs::read_dir(reports)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path().join("ab.json")))
+        .filter(|p| p.is_file())
+        .collect();
+    // Folders are named `<timestamp>-<command>`: the newest last.
+    reports.sort();
+    reports.iter().rev().find_map(|p| {
+        let n: Noise = serde_json::from_str(&std::fs::read_to_string(p).ok()?).ok()?;
+        (n.mode == "aa")
+            .then(|| {
+                n.comparisons
+                    .iter()
+                    .find(|c| c.metric == "throughput_eps")
+                    .map(|c| c.ratio)
+            })
+            .flatten()
+    })
 }
 
 fn git_commit(root: &Path) -> String {
@@ -655,4 +698,32 @@ fn git_commit(root: &Path) -> String {
         .filter(|c| (7..=40).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_hexdigit()))
         // Not a git checkout: a commit of zeros says so.
         .unwrap_or_else(|| "0000000".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use observatory_stats::Metric;
+
+    #[test]
+    fn the_noise_floor_is_the_newest_aa_runs_throughput_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |folder: &str, text: String| {
+            let d = dir.path().join(folder);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("ab.json"), text).unwrap();
+        };
+        assert_eq!(aa_noise(dir.path()), None, "no A/A run: none");
+        let report = |mode: &str, b: &[f64]| {
+            let c = Metric::ThroughputEps.compare(&[100.0, 101.0, 99.0], b, &Default::default());
+            serde_json::json!({"ab_version": 2, "mode": mode, "comparisons": [c]}).to_string()
+        };
+        write("20261201-100000-aa", report("aa", &[100.5, 99.5, 100.0]));
+        // Newer, but an A/B run (not noise), and a damaged file: both passed over.
+        write("20261202-100000-ab", report("ab", &[200.0, 201.0, 199.0]));
+        write("20261203-100000-aa", "{not json".into());
+        let noise = aa_noise(dir.path()).unwrap();
+        assert!(noise.low <= 1.0 && 1.0 <= noise.high, "{noise:?}");
+        assert!((noise.ratio - 1.0).abs() < 0.02, "{noise:?}");
+    }
 }

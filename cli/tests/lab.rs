@@ -157,6 +157,7 @@ fn a_student_does_a_knob_lab() {
         observatory_course::submission::bundle_of(&labs[0], &outcome, cx(&edited)),
         Err(observatory_course::submission::NotSubmittable::Stale(8))
     );
+    upload_through_the_leaderboard(h);
     let predictions = p["labs"]["8"]["predictions"].as_array().unwrap();
     assert_eq!(predictions.len(), 2, "{progress}");
     assert!(
@@ -240,4 +241,67 @@ fn output_into_a_closed_pipe_ends_quietly() {
             "{args:?}: {err}"
         );
     }
+}
+
+/// The instructor's and the student's commands against a real server serving the fixture
+/// course: a cohort, a roster, lab 8 opened; then `lab submit 8` uploads the passed check of
+/// `home`, a retry is stored once, and the board shows it with this machine's name.
+fn upload_through_the_leaderboard(home: &Path) {
+    let data = tempfile::tempdir().unwrap();
+    let server = common::serve_course(data.path(), None, Some(Path::new(KNOB_COURSE)), 30);
+    let run = |token: &str, args: &[&str]| {
+        let o = common::observatory()
+            .args(args)
+            .env("OBSERVATORY_LEADERBOARD", &server.base)
+            .env("OBSERVATORY_COHORT", "knob-course")
+            .env("OBSERVATORY_TOKEN", token)
+            .env("OBSERVATORY_HOME", home)
+            .env("OBSERVATORY_ROOT", KNOB_COURSE)
+            .current_dir(home)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let created = run(
+        &server.admin,
+        &[
+            "leaderboard",
+            "cohort-create",
+            "knob-course",
+            "--name",
+            "Knob course",
+        ],
+    );
+    let instructor = created.lines().last().unwrap().trim().to_string();
+    std::fs::write(home.join("roster.csv"), "student,name,email\nada,Ada,\n").unwrap();
+    let tokens = run(&instructor, &["leaderboard", "roster", "roster.csv"]);
+    let ada = tokens
+        .lines()
+        .find_map(|l| l.strip_prefix("ada,"))
+        .unwrap()
+        .to_string();
+    run(
+        &instructor,
+        &[
+            "leaderboard",
+            "open",
+            "8",
+            "--closes",
+            "2099-01-01T00:00:00Z",
+        ],
+    );
+    let first = run(&ada, &["lab", "submit", "8"]);
+    assert!(first.contains("lab 8: submitted as s_"), "{first}");
+    assert!(first.contains("B/A 0.9"), "{first}");
+    assert!(first.contains("no A/A run on this machine yet"), "{first}");
+    let again = run(&ada, &["lab", "submit", "8"]);
+    assert!(again.contains("already submitted"), "{again}");
+    let board = run(
+        &instructor,
+        &["leaderboard", "board", "8", "--self-reported"],
+    );
+    assert!(board.contains("1 entries"), "{board}");
+    let cpu = observatory_course::submission::this_machine().cpu_model;
+    assert!(board.contains("ada") && board.contains(&cpu), "{board}");
 }

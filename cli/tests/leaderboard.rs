@@ -11,65 +11,11 @@ use observatory_leaderboard::{LabRule, synthetic};
 use observatory_leaderboard_server::client::Client;
 use observatory_leaderboard_server::wire::*;
 use observatory_stats::RatioInterval;
-use std::io::{BufRead, BufReader};
+mod common;
+
+use common::{Server, serve};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
-const BIN: &str = env!("CARGO_BIN_EXE_observatory");
-
-/// A running server; killed when dropped.
-struct Server {
-    child: Child,
-    base: String,
-    admin: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(data: &Path, database_url: Option<&str>, burst: u32) -> Server {
-    let mut cmd = Command::new(BIN);
-    cmd.args([
-        "leaderboard",
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-    ])
-    .arg(data)
-    .args(["--rate-per-minute", "600", "--burst", &burst.to_string()])
-    .stdout(Stdio::piped())
-    .stderr(Stdio::inherit());
-    if let Some(u) = database_url {
-        cmd.args(["--database-url", u]);
-    }
-    let mut child = cmd.spawn().expect("starting observatory leaderboard serve");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let base = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the server printed where it listens within 60 s");
-        if let Some(addr) = line.strip_prefix("leaderboard: listening on ") {
-            break addr.trim().to_string();
-        }
-    };
-    let admin = std::fs::read_to_string(data.join("admin-token"))
-        .unwrap()
-        .trim()
-        .to_string();
-    Server { child, base, admin }
-}
+use std::process::Command;
 
 fn course_rule(n: u32) -> LabRule {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");

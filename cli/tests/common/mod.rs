@@ -1,8 +1,10 @@
 //! Shared by the command-line test binaries.
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 /// The `observatory` binary under test.
 pub fn observatory() -> Command {
@@ -25,4 +27,70 @@ pub fn skip_without_valgrind() -> bool {
         "OBSERVATORY_SKIP_VALGRIND",
         "apt-get install valgrind",
     )
+}
+
+/// A running `observatory leaderboard serve` on loopback; killed when dropped.
+pub struct Server {
+    child: Child,
+    pub base: String,
+    pub admin: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn serve(data: &Path, database_url: Option<&str>, burst: u32) -> Server {
+    serve_course(data, database_url, None, burst)
+}
+
+/// [`serve`] with the labs of the course at `course` (a repository root holding `course/labs`).
+pub fn serve_course(
+    data: &Path,
+    database_url: Option<&str>,
+    course: Option<&Path>,
+    burst: u32,
+) -> Server {
+    let mut cmd = observatory();
+    cmd.args([
+        "leaderboard",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+    ])
+    .arg(data)
+    .args(["--rate-per-minute", "600", "--burst", &burst.to_string()])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit());
+    if let Some(u) = database_url {
+        cmd.args(["--database-url", u]);
+    }
+    if let Some(c) = course {
+        cmd.arg("--course").arg(c);
+    }
+    let mut child = cmd.spawn().expect("starting observatory leaderboard serve");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let base = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the server printed where it listens within 60 s");
+        if let Some(addr) = line.strip_prefix("leaderboard: listening on ") {
+            break addr.trim().to_string();
+        }
+    };
+    let admin = std::fs::read_to_string(data.join("admin-token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    Server { child, base, admin }
 }
