@@ -807,6 +807,45 @@ fn concluded_for(url: &str) -> Experiment {
     e
 }
 
+use crate::experiment::leaderboard::TOKEN_LABEL;
+
+/// One reconcile of `concluded_for(url)` whose post is not made now: Secret
+/// leaderboard-instructor answered as `secret` (its labels and type, with a `token`; `None`:
+/// 404), then the status and a VerificationPending event; it comes back after
+/// [`LEADERBOARD_RETRY`]. Returns the status line.
+async fn not_posted(url: &str, secret: Option<(Value, Option<&'static str>)>) -> String {
+    let (ctx, mut server) = context("http://127.0.0.1:1", None);
+    let line = Arc::new(Mutex::new(String::new()));
+    let seen = line.clone();
+    let requeue = run(concluded_for(url), ctx, async move {
+        server.expect_list_runs(vec![]).await;
+        match secret {
+            Some((labels, type_)) => {
+                server
+                    .expect_secret_as(
+                        "leaderboard-instructor",
+                        Some(vec![("token", "a token")]),
+                        labels,
+                        type_,
+                    )
+                    .await
+            }
+            None => server.expect_secret("leaderboard-instructor", None).await,
+        }
+        let status = server.expect_status().await;
+        *seen.lock().unwrap() = status["leaderboard"].as_str().unwrap().to_string();
+        let (type_, reason, _) = server.expect_event().await;
+        assert_eq!(
+            (type_.as_str(), reason.as_str()),
+            ("Warning", "VerificationPending")
+        );
+    })
+    .await
+    .unwrap();
+    assert_eq!(requeue, Requeue::requeue(LEADERBOARD_RETRY));
+    line.lock().unwrap().clone()
+}
+
 #[tokio::test]
 async fn the_verdict_is_posted_to_the_leaderboard_with_the_instructors_token() {
     let (url, posts) = leaderboard_stand_in(
@@ -911,25 +950,16 @@ async fn a_refused_verification_is_final_and_says_why() {
 #[tokio::test]
 async fn an_unreachable_leaderboard_or_a_missing_secret_is_retried_and_said() {
     // Nothing listens on port 1.
-    let (ctx, mut server) = context("http://127.0.0.1:1", None);
-    let requeue = run(concluded_for("http://127.0.0.1:1"), ctx, async move {
-        server.expect_list_runs(vec![]).await;
-        server
-            .expect_secret("leaderboard-instructor", Some(vec![("token", "t")]))
-            .await;
-        let status = server.expect_status().await;
-        let line = status["leaderboard"].as_str().unwrap();
-        assert!(
-            line.starts_with("not posted yet: POST http://127.0.0.1:1/api/cohorts/perf-2026/submissions/s-0042/verification")
-                && line.ends_with("; retrying"),
-            "{line}"
-        );
-        let (type_, reason, _) = server.expect_event().await;
-        assert_eq!((type_.as_str(), reason.as_str()), ("Warning", "VerificationPending"));
-    })
-    .await
-    .unwrap();
-    assert_eq!(requeue, Requeue::requeue(LEADERBOARD_RETRY));
+    let line = not_posted(
+        "http://127.0.0.1:1",
+        Some((json!({TOKEN_LABEL: "true"}), None)),
+    )
+    .await;
+    assert!(
+        line.starts_with("not posted yet: POST http://127.0.0.1:1/api/cohorts/perf-2026/submissions/s-0042/verification")
+            && line.ends_with("; retrying"),
+        "{line}"
+    );
 
     // No Secret yet.
     let (url, posts) = leaderboard_stand_in(
@@ -937,20 +967,10 @@ async fn an_unreachable_leaderboard_or_a_missing_secret_is_retried_and_said() {
         Some(json!({"agrees": true, "flagged": false})),
     )
     .await;
-    let (ctx, mut server) = context("http://127.0.0.1:1", None);
-    let requeue = run(concluded_for(&url), ctx, async move {
-        server.expect_list_runs(vec![]).await;
-        server.expect_secret("leaderboard-instructor", None).await;
-        let status = server.expect_status().await;
-        assert_eq!(
-            status["leaderboard"],
-            "not posted yet: Secret observatory/leaderboard-instructor does not exist; retrying"
-        );
-        server.expect_event().await;
-    })
-    .await
-    .unwrap();
-    assert_eq!(requeue, Requeue::requeue(LEADERBOARD_RETRY));
+    assert_eq!(
+        not_posted(&url, None).await,
+        "not posted yet: Secret observatory/leaderboard-instructor does not exist; retrying"
+    );
     assert!(
         posts.lock().unwrap().is_empty(),
         "nothing posted without a token"
@@ -1046,37 +1066,20 @@ async fn only_a_secret_labelled_as_a_leaderboard_token_is_ever_sent() {
         Some(json!({"agrees": true, "flagged": false})),
     )
     .await;
-    for (labels, type_) in [
+    for secret in [
         (json!({}), None),
-        (json!({"observatory.dev/leaderboard-token": "yes"}), None),
+        (json!({TOKEN_LABEL: "yes"}), None),
         (
-            json!({"observatory.dev/leaderboard-token": "true"}),
+            json!({TOKEN_LABEL: "true"}),
             Some("kubernetes.io/service-account-token"),
         ),
     ] {
-        let (ctx, mut server) = context("http://127.0.0.1:1", None);
-        let requeue = run(concluded_for(&url), ctx, async move {
-            server.expect_list_runs(vec![]).await;
-            server
-                .expect_secret_as(
-                    "leaderboard-instructor",
-                    Some(vec![("token", "a ServiceAccount's token")]),
-                    labels,
-                    type_,
-                )
-                .await;
-            let status = server.expect_status().await;
-            let line = status["leaderboard"].as_str().unwrap();
-            assert!(
-                line.contains("is not a leaderboard token")
-                    && line.contains("observatory.dev/leaderboard-token=true"),
-                "{line}"
-            );
-            server.expect_event().await;
-        })
-        .await
-        .unwrap();
-        assert_eq!(requeue, Requeue::requeue(LEADERBOARD_RETRY));
+        let line = not_posted(&url, Some(secret)).await;
+        assert!(
+            line.contains("is not a leaderboard token")
+                && line.contains("observatory.dev/leaderboard-token=true"),
+            "{line}"
+        );
     }
     assert!(
         posts.lock().unwrap().is_empty(),
