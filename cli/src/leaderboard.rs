@@ -657,8 +657,9 @@ pub async fn submit(lab: &Lab, ws: &Workspace, root: &Path, remote: &Remote) -> 
     Ok(())
 }
 
-/// This machine's noise floor: the throughput B/A of the newest A/A run under `reports`
-/// (`observatory bench aa`, or `make bench-e2e`), if one was made. A wide interval, or one far
+/// This machine's noise floor: the throughput B/A of the newest A/A run in a folder directly
+/// under `reports` (where `observatory bench aa` writes by default; `make bench-e2e`'s
+/// reports/bench-e2e/aa is one level deeper and not read), if one was made. A wide interval, or one far
 /// from 1, says the machine was busy or noisy when it measured.
 pub fn aa_noise(reports: &Path) -> Option<observatory_stats::RatioInterval> {
     /// The part of an `ab.json` this reads (the rest is the A/B report's).

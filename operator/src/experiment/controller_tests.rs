@@ -1086,3 +1086,28 @@ async fn only_a_secret_labelled_as_a_leaderboard_token_is_ever_sent() {
         "no token left the cluster"
     );
 }
+
+#[tokio::test]
+async fn a_post_still_failing_the_same_way_writes_nothing_again() {
+    // A leaderboard down for hours: one status line and one event, not one every 30 s.
+    let mut e = concluded_for("http://127.0.0.1:1");
+    if let Some(s) = e.status.as_mut() {
+        s.leaderboard = Some(
+            "not posted yet: Secret observatory/leaderboard-instructor does not exist; retrying"
+                .into(),
+        );
+    }
+    let (ctx, mut server) = context("http://127.0.0.1:1", None);
+    let requeue = run(e, ctx, async move {
+        server.expect_list_runs(vec![]).await;
+        server.expect_secret("leaderboard-instructor", None).await;
+        server.0.expect_no_request().await;
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        requeue,
+        Requeue::requeue(LEADERBOARD_RETRY),
+        "and it still retries"
+    );
+}
