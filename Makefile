@@ -4,6 +4,8 @@ CARGO    ?= cargo
 RELEASE  := target/release
 OBS      := $(RELEASE)/observatory
 REPORTS  := reports
+# Each step of `make test` and `make lint` prints its wall time (and .ci/run tabulates them).
+TIMED    ?= $(CURDIR)/.ci/timed
 
 .DEFAULT_GOAL := help
 .PHONY: help build demo local up down images e2e test validate api-check lab-check lab-verify crd lint fmt bench bench-e2e bench-leaderboard chaos fuzz fuzz-smoke fuzz-tool clean
@@ -12,7 +14,7 @@ help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
 
 build: ## Build every binary (release, with frame pointers for cheap profiles)
-	$(CARGO) build --release --workspace --bins
+	$(TIMED) build $(CARGO) build --release --workspace --bins
 
 demo: build ## Run the local observatory for 30 s with the live display, then print the summary and the report path
 	$(OBS) up --local --duration 30 --rate 250000
@@ -21,10 +23,10 @@ local: build ## Run the local observatory until Ctrl-C
 	$(OBS) up --local
 
 test: build ## Run every test (unit, real processes on loopback, real Prometheus, manifests, the leaderboard's API against its OpenAPI document, the labs' authoring check, a fuzz smoke run)
-	$(CARGO) test --release --workspace
-	$(MAKE) --no-print-directory validate
-	$(MAKE) --no-print-directory api-check
-	$(MAKE) --no-print-directory lab-check
+	$(TIMED) cargo-test $(CARGO) test --release --workspace
+	$(TIMED) validate $(MAKE) --no-print-directory validate
+	$(TIMED) api-check $(MAKE) --no-print-directory api-check
+	$(TIMED) lab-check $(MAKE) --no-print-directory lab-check
 	$(MAKE) --no-print-directory fuzz-smoke
 
 FUZZ_TARGETS := frames hello json compact_event window_result segment
@@ -37,15 +39,8 @@ fuzz-tool:
 
 fuzz-smoke: fuzz-tool ## Each fuzz target for 10 s from its committed corpus (new finds go to a scratch folder)
 	@echo "--- building the fuzz targets (libFuzzer, AddressSanitizer; a few minutes cold)"
-	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz build -O
-	@for t in $(FUZZ_TARGETS); do \
-		scratch=$$(mktemp -d); \
-		if ( $(FUZZ_RUN) $$t $$scratch corpus/$$t -- -max_total_time=10 -rss_limit_mb=2048 ) > $$scratch.log 2>&1; then \
-			echo "fuzz smoke: $$t: $$(grep -E '^Done' $$scratch.log)"; rm -rf $$scratch $$scratch.log; \
-		else \
-			tail -40 $$scratch.log; echo "fuzz smoke: $$t failed (a crashing input is kept under fuzz/artifacts/$$t)"; exit 1; \
-		fi; \
-	done
+	cd fuzz && RUSTC_BOOTSTRAP=1 $(TIMED) fuzz-build cargo fuzz build -O
+	$(TIMED) fuzz-run fuzz/smoke.sh 10 $(FUZZ_TARGETS)
 
 fuzz: fuzz-tool ## Each fuzz target for FUZZ_SECONDS (600) s, growing its corpus in fuzz/corpus (commit what it adds)
 	@for t in $(FUZZ_TARGETS); do \
@@ -88,8 +83,8 @@ e2e: ## The live-cluster suite (when KUBECONFIG points at a cluster; skipped oth
 	deploy/cluster.sh e2e
 
 lint: ## rustfmt check and clippy with warnings as errors
-	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+	$(TIMED) fmt $(CARGO) fmt --all -- --check
+	$(TIMED) clippy $(CARGO) clippy --release --workspace --all-targets -- -D warnings
 
 fmt: ## Format the code
 	$(CARGO) fmt --all
