@@ -1,4 +1,4 @@
-//! See `pipeline::fuzzing::window_result` for what this target feeds and checks.
+//! See `pipeline_wire::fuzzing::window_result` for what this target feeds and checks.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| pipeline::fuzzing::window_result(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| pipeline_wire::fuzzing::window_result(data));

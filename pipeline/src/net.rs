@@ -17,7 +17,7 @@ use pipeline_plan::Role;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -32,13 +32,7 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 const END_ACK_TIMEOUT: Duration = Duration::from_secs(30);
 pub const READ_BUFFER: usize = 256 << 10;
 
-/// Wall-clock time in ns since the Unix epoch.
-pub fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-}
+pub use crate::event::now_ns;
 
 /// How long a connection attempt to a downstream may take: a stale address (a pod that has
 /// gone) can swallow SYNs for minutes.

@@ -1,5 +1,5 @@
 //! Every input the fuzzers kept (`fuzz/corpus/TARGET/`, committed) replayed through its
-//! target's property (`pipeline::fuzzing`), on the stable toolchain: a regression found once
+//! target's property (`pipeline_wire::fuzzing`), on the stable toolchain: a regression found once
 //! stays checked in every `make test`.
 
 use std::path::PathBuf;
@@ -8,7 +8,7 @@ use std::path::PathBuf;
 fn every_corpus_input_holds_its_property() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
     let mut total = 0;
-    for target in pipeline::fuzzing::TARGETS {
+    for target in pipeline_wire::fuzzing::TARGETS {
         let dir = root.join(target);
         let entries = std::fs::read_dir(&dir)
             .unwrap_or_else(|e| panic!("{}: {e} (every target keeps a corpus)", dir.display()));
@@ -16,7 +16,7 @@ fn every_corpus_input_holds_its_property() {
         for entry in entries {
             let path = entry.expect("a corpus entry").path();
             let data = std::fs::read(&path).expect("a corpus file");
-            let ok = std::panic::catch_unwind(|| pipeline::fuzzing::run(target, &data));
+            let ok = std::panic::catch_unwind(|| pipeline_wire::fuzzing::run(target, &data));
             assert!(
                 matches!(ok, Ok(true)),
                 "{target}: {} breaks its property (reproduce: cd fuzz && cargo fuzz run {target} {})",

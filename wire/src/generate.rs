@@ -169,7 +169,7 @@ impl Generator {
             index: 0,
             base_us: match knobs.event_time {
                 EventTime::Fixed => BASE_TS_US,
-                EventTime::WallClock => crate::net::now_ns() / 1000,
+                EventTime::WallClock => crate::event::now_ns() / 1000,
             },
             step_us: knobs.event_time_step_us,
             malformed_rate: knobs.malformed_rate,

@@ -163,10 +163,15 @@ impl From<std::io::Error> for FrameError {
     }
 }
 
+// `#[inline]` on what the stages call per record from the `pipeline` crate: without it, these
+// small functions are not inlined across the crate boundary (measured: +4% instructions per
+// event in the aggregate kernel before they were marked).
+#[inline]
 fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
+#[inline]
 fn u64_at(b: &[u8], at: usize) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[at..at + 8]);
@@ -301,6 +306,7 @@ impl Frame {
     }
 
     /// The records of a data frame.
+    #[inline]
     pub fn records(&self) -> Records<'_> {
         Records {
             rest: &self.payload,
@@ -342,6 +348,7 @@ pub struct Records<'a> {
 
 impl<'a> Iterator for Records<'a> {
     type Item = &'a [u8];
+    #[inline]
     fn next(&mut self) -> Option<&'a [u8]> {
         let len = u32_at(self.rest.get(..4)?, 0) as usize;
         let rec = self.rest.get(4..4 + len)?;
@@ -460,6 +467,7 @@ impl OutFrame {
     }
 
     /// Append one record's bytes.
+    #[inline]
     pub fn push(&mut self, record: &[u8]) {
         self.push_with(|out| out.extend_from_slice(record));
     }

@@ -11,7 +11,16 @@
 //!  min p50 p90 p99 max (latency, µs, u64 each) | last_emit_ns u64`.
 
 use serde::Serialize;
+use std::time::{SystemTime, UNIX_EPOCH};
 use thiserror::Error;
+
+/// Wall-clock time in ns since the Unix epoch (a batch's departure, an event's timestamp).
+pub fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
 
 /// Why an event was dropped. Every drop is counted under exactly one reason.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]

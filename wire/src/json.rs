@@ -76,7 +76,7 @@ pub fn classify(err: &serde_json::Error) -> DropReason {
 
 /// Check an event's fields and append its compact encoding (every parser's last step).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn validate_and_encode(
+pub fn validate_and_encode(
     service: &str,
     route: &str,
     method: &str,
