@@ -225,7 +225,7 @@ pub async fn run(cmd: LabCommand) -> anyhow::Result<()> {
             all,
             repeat,
             json,
-        } => dev_check(&labs, &ws, &root, lab, all, repeat.max(1), json).await,
+        } => crate::lab_dev::dev_check(&labs, &ws, &root, lab, all, repeat.max(1), json).await,
     }
 }
 
@@ -370,7 +370,7 @@ fn report(lab: &Lab, ws: &Workspace) -> anyhow::Result<()> {
 }
 
 /// Build the pipeline when the lab's change is code, then check.
-async fn run_check(
+pub(crate) async fn run_check(
     lab: &Lab,
     variant: &Variant,
     ws: &Workspace,
@@ -379,6 +379,28 @@ async fn run_check(
     verbose: bool,
 ) -> anyhow::Result<Outcome> {
     run_check_seeded(lab, variant, ws, root, profile_seconds, verbose, None).await
+}
+
+/// How a student's code is built: the pipeline binary alone, with the features of the whole
+/// workspace, so it reuses every dependency `make build` compiled (`-p pipeline` would resolve
+/// features for the pipeline alone and compile them again).
+pub(crate) const BUILD_PIPELINE: &str = "cargo build --release --workspace --bin pipeline";
+
+/// Run [`BUILD_PIPELINE`] in `root` (`quiet`: without cargo's progress).
+pub(crate) fn build_pipeline(root: &Path, quiet: bool) -> anyhow::Result<()> {
+    let mut args: Vec<&str> = BUILD_PIPELINE.split(' ').skip(1).collect();
+    if quiet {
+        args.push("-q");
+    }
+    let status = Command::new("cargo")
+        .current_dir(root)
+        .args(&args)
+        .status()
+        .context("running cargo")?;
+    if !status.success() {
+        bail!("`{BUILD_PIPELINE}` failed");
+    }
+    Ok(())
 }
 
 /// [`run_check`] on another workload seed (a cohort's hidden one: `leaderboard verify`).
@@ -417,17 +439,12 @@ pub(crate) async fn run_check_seeded(
     }
     if builds {
         eprintln!(
-            "step 1: building the pipeline with your code (cargo build --release -p pipeline; cargo's own progress follows)"
+            "step 1: building the pipeline with your code ({BUILD_PIPELINE}; cargo's own progress follows)"
         );
         let t0 = std::time::Instant::now();
-        let status = Command::new("cargo")
-            .current_dir(root)
-            .args(["build", "--release", "-p", "pipeline"])
-            .status()
-            .context("running cargo")?;
-        if !status.success() {
-            bail!("your code does not build yet (the compiler's message is above)");
-        }
+        build_pipeline(root, false).map_err(|e| {
+            e.context("your code does not build yet (the compiler's message is above)")
+        })?;
         eprintln!("  built in {:.0} s", t0.elapsed().as_secs_f64());
     }
     let report_dir =
@@ -572,24 +589,6 @@ fn print_outcome(lab: &Lab, o: &Outcome) {
     }
 }
 
-#[derive(serde::Serialize)]
-struct DevResult {
-    lab: u32,
-    slug: String,
-    baseline_passed: bool,
-    baseline_verdict: String,
-    reference_passes: u32,
-    reference_runs: u32,
-    reference: Vec<Outcome>,
-    /// Code labs: every mutant (a wrong but fast STUDENT body) failed on correctness.
-    mutant_refused: Option<bool>,
-    /// Code labs: each mutant's verdict, in the order of the lab's `mutants`.
-    mutant_verdicts: Vec<String>,
-    /// Knob labs: an answer changing a workload knob was refused, and the message.
-    answer_refused: Option<bool>,
-    answer_message: Option<String>,
-}
-
 /// Puts a file's text back when dropped (the mutant check edits the slot file).
 pub(crate) struct Restore {
     path: PathBuf,
@@ -611,175 +610,5 @@ impl Drop for Restore {
                 self.path.display()
             );
         }
-    }
-}
-
-/// The mutant check: the STUDENT body replaced by `mutant`, built and checked the way a
-/// student's code is; it must fail on correctness. The slot file is restored after.
-async fn mutant_check(
-    lab: &Lab,
-    mutant: &str,
-    ws: &Workspace,
-    root: &Path,
-) -> anyhow::Result<(bool, String)> {
-    let Some(file) = lab.conformance_file() else {
-        bail!("lab {} has no slot file for its mutants", lab.number());
-    };
-    let path = root.join(&file);
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {file}"))?;
-    let mutated = observatory_course::spec::with_student_body(&text, mutant)
-        .map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
-    let _restore = Restore {
-        path: path.clone(),
-        text,
-    };
-    std::fs::write(&path, mutated)?;
-    let o = run_check(lab, &Variant::Student(Vec::new()), ws, root, 0, false).await?;
-    Ok((o.correct == Some(false) && !o.passed, o.verdict))
-}
-
-/// The answer check: an answer setting a workload knob is refused before anything runs.
-async fn answer_check(lab: &Lab, ws: &Workspace, root: &Path) -> (bool, String) {
-    let knob = lab
-        .spec
-        .workload
-        .set
-        .first()
-        .and_then(|a| a.split_once('='))
-        .map_or("source.events", |(k, _)| k);
-    let mut answer = lab.spec.reference.set.clone();
-    answer.push(format!("{knob}=1"));
-    match run_check(lab, &Variant::Student(answer), ws, root, 0, false).await {
-        Err(e) => (e.to_string().contains("may set only"), e.to_string()),
-        Ok(o) => (false, format!("not refused: {}", o.verdict)),
-    }
-}
-
-async fn dev_check(
-    labs: &[Lab],
-    ws: &Workspace,
-    root: &Path,
-    only: Option<u32>,
-    all: bool,
-    repeat: u32,
-    json: Option<PathBuf>,
-) -> anyhow::Result<()> {
-    let chosen: Vec<&Lab> = labs
-        .iter()
-        .filter(|l| only.map_or(all || l.spec.dev_check, |n| n == l.number()))
-        .collect();
-    if chosen.is_empty() {
-        bail!("no lab matches");
-    }
-    let total: u64 = chosen
-        .iter()
-        .map(|l| l.spec.check_seconds * (u64::from(1 + repeat) + l.spec.mutants.len() as u64))
-        .sum();
-    eprintln!(
-        "authoring check of {} labs (baseline must fail, reference must pass{}, wrong but fast mutants must fail on correctness, a workload change must be refused): about {} min",
-        chosen.len(),
-        if repeat > 1 {
-            format!(" {repeat} times out of {repeat}")
-        } else {
-            String::new()
-        },
-        total.div_ceil(60)
-    );
-    let mut results = Vec::new();
-    let mut failures = Vec::new();
-    let mut mutated_any = false;
-    for lab in chosen {
-        let b = run_check(lab, &Variant::Baseline, ws, root, 0, false).await?;
-        let mut refs = Vec::new();
-        for _ in 0..repeat {
-            refs.push(run_check(lab, &Variant::Reference, ws, root, 0, false).await?);
-        }
-        let passes = refs.iter().filter(|o| o.passed).count() as u32;
-        let refs_correct = refs.iter().all(|o| o.correct != Some(false));
-        let (mut mutant_refused, mut mutant_verdicts) = (None, Vec::new());
-        let (mut answer_refused, mut answer_message) = (None, None);
-        if lab.is_code_lab() {
-            let mut all_refused = true;
-            for mutant in &lab.spec.mutants {
-                let (refused, verdict) = mutant_check(lab, mutant, ws, root).await?;
-                mutated_any = true;
-                all_refused &= refused;
-                mutant_verdicts.push(verdict);
-            }
-            mutant_refused = Some(all_refused);
-        } else {
-            let (refused, message) = answer_check(lab, ws, root).await;
-            answer_refused = Some(refused);
-            answer_message = Some(message);
-        }
-        let ok = !b.passed
-            && passes == repeat
-            && refs_correct
-            && mutant_refused != Some(false)
-            && answer_refused != Some(false);
-        println!(
-            "{} lab {:02} {:<28} baseline: {:<8} reference: {passes}/{repeat} passed   {}",
-            if ok { "ok  " } else { "FAIL" },
-            lab.number(),
-            lab.slug,
-            if b.passed { "PASSED" } else { "fails" },
-            match (mutant_refused, answer_refused) {
-                (Some(true), _) => "mutants: refused",
-                (Some(false), _) => "mutants: NOT all refused",
-                (_, Some(true)) => "workload change: refused",
-                (_, Some(false)) => "workload change: NOT refused",
-                _ => "",
-            }
-        );
-        println!("       baseline  {}", b.verdict);
-        for r in &refs {
-            println!("       reference {}", r.verdict);
-        }
-        for v in &mutant_verdicts {
-            println!("       mutant    {v}");
-        }
-        if let Some(m) = &answer_message {
-            println!("       answer    {m}");
-        }
-        if !ok {
-            failures.push(lab.number());
-        }
-        results.push(DevResult {
-            lab: lab.number(),
-            slug: lab.slug.clone(),
-            baseline_passed: b.passed,
-            baseline_verdict: b.verdict,
-            reference_passes: passes,
-            reference_runs: repeat,
-            reference: refs,
-            mutant_refused,
-            mutant_verdicts,
-            answer_refused,
-            answer_message,
-        });
-    }
-    if mutated_any {
-        // The binary was last built from a mutant: build it from the real file again.
-        eprintln!("rebuilding the pipeline from the restored slot files");
-        let status = Command::new("cargo")
-            .current_dir(root)
-            .args(["build", "--release", "-q", "-p", "pipeline"])
-            .status()
-            .context("running cargo")?;
-        if !status.success() {
-            bail!("the pipeline does not build from the restored slot files");
-        }
-    }
-    if let Some(path) = json {
-        std::fs::write(&path, serde_json::to_string_pretty(&results)? + "\n")
-            .with_context(|| format!("writing {}", path.display()))?;
-        eprintln!("results: {}", path.display());
-    }
-    if failures.is_empty() {
-        Ok(())
-    } else {
-        Err(anyhow::anyhow!(
-            "labs failing the authoring check: {failures:?}"
-        ))
     }
 }

@@ -23,6 +23,7 @@ mod out;
 mod args;
 mod bench;
 mod lab;
+mod lab_dev;
 mod lab_k8s;
 mod leaderboard;
 mod leaderboard_seed;
