@@ -22,12 +22,20 @@ demo: build ## Run the local observatory for 30 s with the live display, then pr
 local: build ## Run the local observatory until Ctrl-C
 	$(OBS) up --local
 
-test: build ## Run every test (unit, real processes on loopback, real Prometheus, manifests, the leaderboard's API against its OpenAPI document, the labs' authoring check, a fuzz smoke run)
-	$(TIMED) cargo-test $(CARGO) test --release --workspace
+test: build ## Run every test (unit, real processes on loopback, real Prometheus, manifests, the leaderboard's API against its OpenAPI document, the labs' authoring check, a fuzz smoke run), then the 10 slowest tests
+	@rm -f target/nextest/default/junit.xml
+	$(TIMED) test-build $(CARGO) test --release --workspace --no-run
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		$(TIMED) tests $(CARGO) nextest run --release --workspace; \
+	else \
+		echo "--- cargo-nextest is not installed: cargo test runs the same tests, one binary at a time, without the slow-test report (cargo install cargo-nextest --locked)"; \
+		$(TIMED) tests $(CARGO) test --release --workspace; \
+	fi
 	$(TIMED) validate $(MAKE) --no-print-directory validate
 	$(TIMED) api-check $(MAKE) --no-print-directory api-check
 	$(TIMED) lab-check $(MAKE) --no-print-directory lab-check
 	$(MAKE) --no-print-directory fuzz-smoke
+	@.ci/slowest
 
 FUZZ_TARGETS := frames hello json compact_event window_result segment
 FUZZ_SECONDS ?= 600

@@ -10,11 +10,14 @@
 
 use observatory_runner::chaos::{ChaosOptions, Fault, run_suite, table};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_short_chaos_suite_holds() {
+/// The short suite's faults `range` (indices into [`Fault::short`]), run as the suite runs them;
+/// every row must pass its checks. The suite is split into tests by fault so that a test runner
+/// can run them side by side (each run is its own pipeline on its own ports).
+async fn short_suite(range: std::ops::Range<usize>) -> Vec<observatory_runner::chaos::Row> {
     let dir = tempfile::tempdir().unwrap();
     let opts = ChaosOptions::new(dir.path()).unwrap();
-    let rows = run_suite(&Fault::short(), &opts, |n, t, what| {
+    let faults = &Fault::short()[range];
+    let rows = run_suite(faults, &opts, |n, t, what| {
         eprintln!("chaos {n}/{t}: {what}");
     })
     .await
@@ -22,14 +25,21 @@ async fn the_short_chaos_suite_holds() {
     let text = table(&rows);
     eprintln!("{text}");
     assert!(dir.path().join("table.md").is_file());
+    assert_eq!(rows.len(), faults.len());
     for r in &rows {
         assert!(r.passed(), "{}: {:?}\n{text}", r.fault, r.problems);
     }
-    // What each row shows, beyond passing: a killed stage is named (and the aggregate's kill
-    // loses its open window); the stop loses nothing; the slow sink slows the source by orders
-    // of magnitude.
-    let stages = ["source", "parse", "aggregate", "sink"];
-    for (kill, stage) in rows[..4].iter().zip(stages) {
+    rows
+}
+
+const STAGES: [&str; 4] = ["source", "parse", "aggregate", "sink"];
+
+/// At most once, a killed stage is named (and the aggregate's kill loses its open window).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_short_suite_kills_at_most_once() {
+    let rows = short_suite(0..4).await;
+    for (kill, stage) in rows.iter().zip(STAGES) {
+        assert_eq!(kill.mode, "at_most_once");
         assert!(!kill.conserved, "{kill:?}");
         assert!(
             kill.not_conserved_because
@@ -40,18 +50,45 @@ async fn the_short_chaos_suite_holds() {
         );
     }
     assert!(rows[2].lost > 0);
-    // At least once, each kill is restarted and loses nothing (the log equals the seed's:
-    // `passed` checked it window by window).
-    for (kill, stage) in rows[4..8].iter().zip(stages) {
+}
+
+/// At least once, each kill is restarted and loses nothing (the log equals the seed's: `passed`
+/// checked it window by window).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_short_suite_kills_at_least_once() {
+    let rows = short_suite(4..8).await;
+    for (kill, stage) in rows.iter().zip(STAGES) {
         assert_eq!(kill.mode, "at_least_once");
         assert_eq!(kill.restarted, [stage], "{kill:?}");
         assert!(kill.conserved && kill.lost == 0, "{kill:?}");
         assert_eq!(kill.missing_from_log, Some(0));
     }
-    assert_eq!(rows[8].lost, 0);
-    assert_eq!(rows[8].events_in_log, rows[8].events_emitted);
-    let slow = &rows[9];
+}
+
+/// A stopped parse loses nothing; behind a slow sink the source slows by orders of magnitude; a
+/// sink that cannot start ends the run (its checks: `passed`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_short_suite_stop_slow_sink_and_failed_start() {
+    let rows = short_suite(8..11).await;
+    assert!(rows[0].fault.starts_with("SIGSTOP"), "{:?}", rows[0].fault);
+    assert_eq!(rows[0].lost, 0);
+    assert_eq!(rows[0].events_in_log, rows[0].events_emitted);
+    let slow = &rows[1];
     assert!(slow.source_rate_eps.unwrap() < 3_000.0, "{slow:?}");
+    assert_eq!(rows[2].fault, "sink cannot start");
+}
+
+/// The short suite is exactly the faults the three tests above split between them.
+#[test]
+fn the_short_suite_is_covered_by_the_tests_above() {
+    let names: Vec<String> = Fault::short().iter().map(Fault::name).collect();
+    assert_eq!(names.len(), 11, "{names:?}");
+    assert!(
+        names[..8].iter().all(|n| n.starts_with("kill -9")),
+        "{names:?}"
+    );
+    assert!(names[8].starts_with("SIGSTOP") && names[9].starts_with("sink 1000x slower"));
+    assert_eq!(names[10], "sink cannot start");
 }
 
 #[test]
