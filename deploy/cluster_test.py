@@ -134,8 +134,9 @@ def main():
     if alive:
         os.kill(pid, 9)
     check(not alive, "the port-forward does not outlive a failed `make e2e`")
-    check(any("cargo test --release -p operator --test live" in l for l in log),
-          "the live suite runs against the deployed operator")
+    check(any("cargo test --release --workspace --test live" in l for l in log),
+          "the live suite runs against the deployed operator, built with the workspace's "
+          "features (the test build is reused)")
 
     # Without a reachable cluster, e2e skips and says so.
     r, _, _, _ = run(["cargo"], ["e2e"], {"KUBECONFIG": ""})
