@@ -388,7 +388,12 @@ pub(crate) const BUILD_PIPELINE: &str = "cargo build --release --workspace --bin
 
 /// Run [`BUILD_PIPELINE`] in `root` (`quiet`: without cargo's progress).
 pub(crate) fn build_pipeline(root: &Path, quiet: bool) -> anyhow::Result<()> {
-    let mut args: Vec<&str> = BUILD_PIPELINE.split(' ').skip(1).collect();
+    cargo_build(root, BUILD_PIPELINE, quiet)
+}
+
+/// Run `command` (`cargo build ...`, split at spaces) in `root`.
+pub(crate) fn cargo_build(root: &Path, command: &str, quiet: bool) -> anyhow::Result<()> {
+    let mut args: Vec<&str> = command.split(' ').skip(1).collect();
     if quiet {
         args.push("-q");
     }
@@ -398,7 +403,7 @@ pub(crate) fn build_pipeline(root: &Path, quiet: bool) -> anyhow::Result<()> {
         .status()
         .context("running cargo")?;
     if !status.success() {
-        bail!("`{BUILD_PIPELINE}` failed");
+        bail!("`{command}` failed");
     }
     Ok(())
 }
@@ -589,7 +594,7 @@ fn print_outcome(lab: &Lab, o: &Outcome) {
     }
 }
 
-/// Puts a file's text back when dropped (the mutant check edits the slot file).
+/// Puts a file's text back when dropped (`leaderboard verify` puts a submission's code in the slot file).
 pub(crate) struct Restore {
     path: PathBuf,
     text: String,

@@ -2,13 +2,14 @@
 //! pass and its reference must; a code lab's mutants (wrong but fast STUDENT bodies) must fail
 //! on correctness; a knob lab must refuse an answer that changes its workload.
 //!
-//! Mutants are checked exactly as a student's code is (written into the slot file, built with
-//! the student's build, checked), in rounds: round r writes mutant r of every lab into that
-//! lab's slot file at once, so one build serves every lab of the round (a course of 15 code labs
-//! with 28 mutants builds the pipeline 3 times instead of 28). The slot files are restored after
-//! each round, and the pipeline is rebuilt from them at the end.
+//! Mutants are compiled into the pipeline, not written into the slot files: each lab's
+//! `mutants` become functions with the STUDENT signature in a generated file beside its slot
+//! (`pipeline/src/slots/mutants/`, rewritten here when stale), built once with the pipeline's
+//! `lab-mutants` feature, and each runs the conformance check a student's code runs first, as
+//! `--impl mutant-N`. One build for every mutant, and no slot file is touched (so nothing is
+//! rebuilt afterwards). The build without the feature is put back at the end.
 
-use crate::lab::{Restore, run_check};
+use crate::lab::run_check;
 use anyhow::{Context, bail};
 use observatory_course::check::{Outcome, Variant};
 use observatory_course::progress::Workspace;
@@ -60,64 +61,55 @@ async fn answer_check(lab: &Lab, ws: &Workspace, root: &Path) -> (bool, String) 
     }
 }
 
-/// The rounds of mutant checks: (index into `labs`, mutant index) pairs, at most one per slot
-/// file in a round (labs sharing a file take turns), each lab's mutants in order.
-fn rounds(labs: &[(usize, String, usize)]) -> Vec<Vec<(usize, usize)>> {
-    let mut next: Vec<usize> = vec![0; labs.len()];
-    let mut out = Vec::new();
-    loop {
-        let mut round = Vec::new();
-        let mut files = std::collections::BTreeSet::new();
-        for (i, (lab, file, count)) in labs.iter().enumerate() {
-            if next[i] < *count && files.insert(file.as_str()) {
-                round.push((*lab, next[i]));
-                next[i] += 1;
-            }
-        }
-        if round.is_empty() {
-            return out;
-        }
-        out.push(round);
-    }
-}
-
-/// Round `r` of the mutant checks: every lab's mutant written into its slot file at once, then
-/// each checked the way a student's code is (the first check builds, the others find it built).
-/// The files are put back before this returns, whatever happened.
-async fn mutant_round(
-    round: &[(usize, usize)],
+/// Every mutant of the chosen code labs, checked against its slot's specification in a
+/// pipeline built with them ([`BUILD_MUTANTS`]).
+async fn mutant_checks(
     progress: &mut [Progress<'_>],
+    labs: &[Lab],
     ws: &Workspace,
     root: &Path,
 ) -> anyhow::Result<()> {
-    let mut restore = Vec::new();
-    for &(i, m) in round {
-        let lab = progress[i].lab;
-        let Some(file) = lab.conformance_file() else {
-            bail!("lab {} has no slot file for its mutants", lab.number());
-        };
-        let path = root.join(&file);
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {file}"))?;
-        let mutated = observatory_course::spec::with_student_body(&text, &lab.spec.mutants[m])
-            .map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
-        restore.push(Restore::new(path.clone(), text));
-        std::fs::write(&path, mutated).with_context(|| format!("writing {file}"))?;
-    }
-    for &(i, m) in round {
-        let lab = progress[i].lab;
-        let o = run_check(lab, &Variant::Student(Vec::new()), ws, root, 0, false).await?;
-        let refused = o.correct == Some(false) && !o.passed;
+    let written = observatory_course::spec::write_mutant_files(root, labs)
+        .map_err(|e| anyhow::anyhow!("writing the mutant files: {e}"))?;
+    if !written.is_empty() {
         eprintln!(
-            "  lab {:02} mutant {}: {}",
-            lab.number(),
-            m + 1,
-            if refused { "refused" } else { "NOT refused" }
+            "mutant files written (they were stale): {}",
+            written.join(" ")
         );
-        progress[i].mutants[m] = Some((refused, o.verdict));
     }
-    drop(restore);
+    eprintln!("mutants: building the pipeline with them ({BUILD_MUTANTS})");
+    let t0 = std::time::Instant::now();
+    crate::lab::cargo_build(root, BUILD_MUTANTS, true)
+        .map_err(|e| e.context("the pipeline does not build with the labs' mutants"))?;
+    eprintln!("  built in {:.0} s", t0.elapsed().as_secs_f64());
+    for p in progress.iter_mut() {
+        let lab = p.lab;
+        if !lab.is_code_lab() {
+            continue;
+        }
+        let t0 = std::time::Instant::now();
+        for m in 0..lab.spec.mutants.len() {
+            let n = u8::try_from(m + 1).context("more than 255 mutants")?;
+            let o = run_check(lab, &Variant::Mutant(n), ws, root, 0, false).await?;
+            let refused = o.correct == Some(false) && !o.passed;
+            p.mutants[m] = Some((refused, o.verdict));
+        }
+        eprintln!(
+            "  lab {:02}: {} of {} mutants refused ({:.0} s)",
+            lab.number(),
+            p.mutants.iter().flatten().filter(|(r, _)| *r).count(),
+            p.mutants.len(),
+            t0.elapsed().as_secs_f64()
+        );
+    }
     Ok(())
 }
+
+/// How the authoring check builds the pipeline with the labs' mutants: the student's build
+/// ([`crate::lab::BUILD_PIPELINE`]) with the `lab-mutants` feature, which compiles the pipeline
+/// crate again and reuses every dependency.
+pub(crate) const BUILD_MUTANTS: &str =
+    "cargo build --release --workspace --bin pipeline --features pipeline/lab-mutants";
 
 pub(crate) async fn dev_check(
     labs: &[Lab],
@@ -135,19 +127,13 @@ pub(crate) async fn dev_check(
     if chosen.is_empty() {
         bail!("no lab matches");
     }
-    let code_labs: Vec<(usize, String, usize)> = chosen
-        .iter()
-        .enumerate()
-        .filter(|(_, l)| l.is_code_lab())
-        .filter_map(|(i, l)| Some((i, l.conformance_file()?, l.spec.mutants.len())))
-        .collect();
-    let rounds = rounds(&code_labs);
+    let mutants: usize = chosen.iter().map(|l| l.spec.mutants.len()).sum();
     let total: u64 = chosen
         .iter()
-        .map(|l| l.spec.check_seconds * (u64::from(1 + repeat) + l.spec.mutants.len() as u64))
+        .map(|l| l.spec.check_seconds * u64::from(1 + repeat))
         .sum();
     eprintln!(
-        "authoring check of {} labs (baseline must fail, reference must pass{}, wrong but fast mutants must fail on correctness, a workload change must be refused): about {} min, and {} builds of the pipeline for {} mutants",
+        "authoring check of {} labs (baseline must fail, reference must pass{}, wrong but fast mutants must fail on correctness, a workload change must be refused): about {} min, and one build of the pipeline for {mutants} mutants",
         chosen.len(),
         if repeat > 1 {
             format!(" {repeat} times out of {repeat}")
@@ -155,8 +141,6 @@ pub(crate) async fn dev_check(
             String::new()
         },
         total.div_ceil(60),
-        rounds.len() + usize::from(!rounds.is_empty()),
-        code_labs.iter().map(|(_, _, n)| n).sum::<usize>(),
     );
     let mut progress = Vec::new();
     for lab in &chosen {
@@ -186,26 +170,13 @@ pub(crate) async fn dev_check(
             answer,
         });
     }
-    for (r, round) in rounds.iter().enumerate() {
-        let names: Vec<String> = round
-            .iter()
-            .map(|&(i, m)| format!("{:02}#{}", progress[i].lab.number(), m + 1))
-            .collect();
-        eprintln!(
-            "mutants, round {} of {}: {} (one build for all of them)",
-            r + 1,
-            rounds.len(),
-            names.join(" ")
-        );
-        let t0 = std::time::Instant::now();
-        mutant_round(round, &mut progress, ws, root).await?;
-        eprintln!("  round {} took {:.0} s", r + 1, t0.elapsed().as_secs_f64());
-    }
-    if !rounds.is_empty() {
-        // The binary was last built from mutants: build it from the real files again.
-        eprintln!("rebuilding the pipeline from the restored slot files");
-        crate::lab::build_pipeline(root, true)
-            .map_err(|e| e.context("the pipeline does not build from the restored slot files"))?;
+    if mutants > 0 {
+        let checked = mutant_checks(&mut progress, labs, ws, root).await;
+        // The binary of `make build` and a student's check again (cargo finds it built).
+        let restored = crate::lab::build_pipeline(root, true)
+            .map_err(|e| e.context("the pipeline does not build without the mutants"));
+        checked?;
+        restored?;
     }
     let mut results = Vec::new();
     let mut failures = Vec::new();
@@ -290,30 +261,5 @@ fn summarize(p: Progress<'_>, repeat: u32, failures: &mut Vec<u32>) -> DevResult
         mutant_verdicts: mutants.into_iter().map(|(_, v)| v).collect(),
         answer_refused,
         answer_message,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::rounds;
-
-    #[test]
-    fn one_mutant_per_lab_a_round_and_labs_sharing_a_file_take_turns() {
-        let labs = vec![
-            (0, "a.rs".to_string(), 3),
-            (1, "b.rs".to_string(), 1),
-            (2, "c.rs".to_string(), 0),
-            (3, "a.rs".to_string(), 1),
-        ];
-        assert_eq!(
-            rounds(&labs),
-            vec![
-                vec![(0, 0), (1, 0)],
-                vec![(0, 1)],
-                vec![(0, 2)],
-                vec![(3, 0)],
-            ]
-        );
-        assert!(rounds(&[]).is_empty());
     }
 }

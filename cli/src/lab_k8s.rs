@@ -37,6 +37,12 @@ pub fn experiment_for(
     opts: &K8sOptions,
 ) -> anyhow::Result<Experiment> {
     let m = &lab.spec.measure;
+    if let Variant::Mutant(n) = variant {
+        bail!(
+            "mutant {n} of lab {:02} is checked for correctness only, on this machine (`observatory lab dev-check`)",
+            lab.spec.number
+        );
+    }
     if m.mode != Mode::Wall {
         bail!(
             "lab {:02} is measured by {}, which needs one process on this machine: run `observatory lab check {}` without --k8s",
@@ -97,6 +103,7 @@ fn variant_tag(v: &Variant) -> &'static str {
         Variant::Student(_) => "student",
         Variant::Reference => "reference",
         Variant::Baseline => "baseline",
+        Variant::Mutant(_) => "mutant", // refused above
     }
 }
 

@@ -10,7 +10,7 @@ use observatory_bench::callgrind::{self, InstructionConfig};
 use observatory_bench::stats::{Better, Figures, Metric, RatioInterval, Threshold};
 use observatory_runner::run::{RunConfig, run_local};
 use pipeline_plan::lab::Conformance;
-use pipeline_plan::{Role, StageKnobs};
+use pipeline_plan::{LabImpl, Role, StageKnobs};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,14 +26,19 @@ pub enum Variant {
     Reference,
     /// The baseline itself (the authoring check: it must not pass).
     Baseline,
+    /// A code lab's mutant N (from 1; the authoring check: it must fail on correctness). Only
+    /// its correctness is checked, in a pipeline built with the `lab-mutants` feature: a
+    /// mutant that meets the slot's specification is not measured.
+    Mutant(u8),
 }
 
 impl Variant {
-    pub fn label(&self) -> &'static str {
+    pub fn label(&self) -> String {
         match self {
-            Variant::Student(_) => "student",
-            Variant::Reference => "reference",
-            Variant::Baseline => "baseline-again",
+            Variant::Student(_) => "student".into(),
+            Variant::Reference => "reference".into(),
+            Variant::Baseline => "baseline-again".into(),
+            Variant::Mutant(n) => format!("mutant-{n}"),
         }
     }
 
@@ -47,7 +52,7 @@ impl Variant {
             }
             Variant::Student(answer) => answer.clone(),
             Variant::Reference => lab.reference_side(),
-            Variant::Baseline => lab.baseline_side(),
+            Variant::Baseline | Variant::Mutant(_) => lab.baseline_side(),
         }
     }
 }
@@ -123,6 +128,11 @@ pub async fn check(
     {
         lab.check_answer(answer).map_err(anyhow::Error::msg)?;
     }
+    if let Variant::Mutant(n) = variant
+        && (lab.conformance_slot().is_none() || usize::from(*n) > lab.spec.mutants.len())
+    {
+        bail!("lab {} has no mutant {n}", lab.number());
+    }
     std::fs::create_dir_all(&opts.report_dir)
         .with_context(|| format!("creating {}", opts.report_dir.display()))?;
     let mut base = lab.base_plan()?;
@@ -130,10 +140,10 @@ pub async fn check(
         base.assign(&format!("source.seed={seed}"))?;
     }
     let a = ("baseline".to_string(), lab.baseline_side());
-    let b = (variant.label().to_string(), variant.assignments(lab));
+    let b = (variant.label(), variant.assignments(lab));
     let mut outcome = Outcome {
         lab: lab.number(),
-        variant: variant.label().into(),
+        variant: variant.label(),
         metric: m.metric.clone(),
         better: m.better(),
         min_effect: m.min_effect,
@@ -158,7 +168,7 @@ pub async fn check(
     };
     // Correctness before speed: the code under test must meet its slot's specification first.
     if let Some(imp) = conformance_impl(lab, variant) {
-        if imp == "student" {
+        if imp == LabImpl::Student {
             protected_unchanged(lab, &opts.root)?;
         }
         let seeds = [
@@ -175,7 +185,7 @@ pub async fn check(
             let c = conformance(
                 &opts.pipeline_bin,
                 &slot,
-                imp,
+                &imp.to_string(),
                 seed,
                 &opts.report_dir,
                 CONFORMANCE_LIMIT,
@@ -193,6 +203,13 @@ pub async fn check(
             }
         }
         outcome.correct = Some(true);
+        if let Variant::Mutant(n) = variant {
+            outcome.verdict = format!(
+                "mutant {n} meets the slot's specification on the lab's seed and a hidden one: the conformance check does not catch this wrong answer"
+            );
+            write_outcome(&outcome, opts)?;
+            return Ok(outcome);
+        }
     }
     // The functions that changed most (instruction counts).
     let mut changes: Vec<callgrind::FunctionChange> = Vec::new();
@@ -362,11 +379,12 @@ fn write_outcome(outcome: &Outcome, opts: &CheckOptions) -> anyhow::Result<()> {
 
 /// The implementation whose correctness a check establishes first: the student's code and
 /// the reference of a code lab (the baseline is the lab's starting point, wrong or slow).
-fn conformance_impl(lab: &Lab, variant: &Variant) -> Option<&'static str> {
+fn conformance_impl(lab: &Lab, variant: &Variant) -> Option<LabImpl> {
     lab.conformance_slot()?;
     match variant {
-        Variant::Student(_) => Some("student"),
-        Variant::Reference => Some("reference"),
+        Variant::Student(_) => Some(LabImpl::Student),
+        Variant::Reference => Some(LabImpl::Reference),
+        Variant::Mutant(n) => Some(LabImpl::Mutant(*n)),
         Variant::Baseline => None,
     }
 }
@@ -604,6 +622,8 @@ fn criterion_ab(
         Variant::Student(_) => ("lab12_student", "student"),
         Variant::Reference => ("lab12_reference", "reference"),
         Variant::Baseline => ("lab12_reference", "baseline_again"),
+        // `check` returns once a mutant's correctness is known.
+        Variant::Mutant(n) => bail!("mutant {n} is not measured"),
     };
     progress(
         1,

@@ -4,7 +4,7 @@ use observatory_bench::stats::{Better, RatioInterval};
 use observatory_course::check::{Variant, clears};
 use observatory_course::progress::Workspace;
 use observatory_course::spec::{
-    Mode, find, load_labs, protected_digest, protected_part, with_student_body,
+    Mode, find, load_labs, mutant_files, mutants_source, protected_digest, write_mutant_files,
 };
 use std::path::Path;
 
@@ -268,26 +268,6 @@ fn every_code_labs_protected_part_matches_its_digest_and_its_mutant_splices_in()
             lab.slug
         );
         assert!(!lab.spec.mutants.is_empty(), "{}: no mutants", lab.slug);
-        for mutant in &lab.spec.mutants {
-            let spliced = with_student_body(&text, mutant).unwrap();
-            // Only the STUDENT body changed: the protected part and the tail are intact.
-            assert_eq!(
-                protected_digest(&spliced),
-                Some(digest.clone()),
-                "{}",
-                lab.slug
-            );
-            assert!(spliced.contains(mutant.trim()), "{}", lab.slug);
-            assert_ne!(spliced, text, "{}", lab.slug);
-            let tail = text.find("#[cfg(test)]").map(|i| &text[i..]);
-            if let Some(tail) = tail {
-                assert!(
-                    spliced.ends_with(tail),
-                    "{}: the tests after the body",
-                    lab.slug
-                );
-            }
-        }
         // An edit above the marker shows.
         let edited = text.replacen("fn baseline", "fn baseline_", 1);
         assert_ne!(
@@ -301,17 +281,76 @@ fn every_code_labs_protected_part_matches_its_digest_and_its_mutant_splices_in()
 }
 
 #[test]
-fn a_student_body_is_found_by_its_braces() {
-    let text = "fn keep() { 1 }\n// ===== STUDENT (x) =====\nfn student(a: u8) -> u8 {\n    if a > 0 { a } else { 0 }\n}\n\nfn after() {}\n";
-    let out = with_student_body(text, "7").unwrap();
-    assert_eq!(
-        out,
-        "fn keep() { 1 }\n// ===== STUDENT (x) =====\nfn student(a: u8) -> u8 {\n    7\n}\n\nfn after() {}\n"
+fn a_mutant_is_the_student_signature_with_the_mutant_body() {
+    let text = "fn keep() { 1 }\n// ===== STUDENT (x) =====\n#[inline(never)]\nasync fn student(a: u8) -> u8 {\n    if a > 0 { a } else { 0 }\n}\n\nfn after() {}\n";
+    let out = mutants_source(text, "99-x", &["let _ = a;\n    7".into(), "a + 1".into()]).unwrap();
+    assert!(out.contains("pub const MUTANTS: u8 = 2;"), "{out}");
+    assert!(
+        out.contains("#[cfg(feature = \"lab-mutants\")]\n#[allow(unused, clippy::all)]\nasync fn mutant_1(a: u8) -> u8 {\n    let _ = a;\n    7\n}\n"),
+        "{out}"
     );
-    assert!(with_student_body("fn student() {}", "1").is_err());
-    assert!(with_student_body("// ===== STUDENT\nfn student() { {", "1").is_err());
-    // The marker counts only at the start of a line.
-    assert_eq!(protected_part("x // ===== STUDENT"), None);
+    assert!(
+        out.contains("async fn mutant_2(a: u8) -> u8 {\n    a + 1\n}"),
+        "{out}"
+    );
+    assert!(
+        out.contains("call_mutant!($n, [mutant_1, mutant_2], |$m| $e)"),
+        "{out}"
+    );
+    assert!(!out.contains("mutant_3"), "{out}");
+    // The student's attributes and body are not copied.
+    assert!(
+        !out.contains("inline(never)") && !out.contains("if a > 0"),
+        "{out}"
+    );
+    assert!(
+        mutants_source("fn student() {}", "x", &[]).is_err(),
+        "no marker"
+    );
+    assert!(mutants_source("// ===== STUDENT\nfn helper() {}", "x", &[]).is_err());
+    assert!(mutants_source("// ===== STUDENT\nfn student()", "x", &[]).is_err());
+}
+
+/// The generated mutant files (`pipeline/src/slots/mutants/`) match the labs' `mutants` and
+/// the STUDENT signatures; `UPDATE_MUTANTS=1` (or `observatory lab dev-check`) rewrites them.
+#[test]
+fn the_generated_mutant_files_are_current() {
+    let labs = load_labs(labs_dir()).unwrap();
+    let root = labs_dir().join("../..");
+    if std::env::var_os("UPDATE_MUTANTS").is_some() {
+        let written = write_mutant_files(&root, &labs).unwrap();
+        eprintln!("written: {written:?}");
+    }
+    let files = mutant_files(&root, &labs).unwrap();
+    let code_labs = labs
+        .iter()
+        .filter(|l| l.conformance_slot().is_some())
+        .count();
+    assert_eq!(files.len(), code_labs);
+    for (path, want) in files {
+        let have = std::fs::read_to_string(root.join(&path)).unwrap_or_default();
+        assert!(
+            have == want,
+            "{path} is stale: run `UPDATE_MUTANTS=1 cargo test --release -p observatory-course --test labs` (or `observatory lab dev-check`) to write it"
+        );
+    }
+    // Every slot file includes its own, and nothing else is in the folder.
+    let mut listed: Vec<String> =
+        std::fs::read_dir(root.join(observatory_course::spec::MUTANTS_DIR))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+    listed.sort();
+    assert_eq!(listed.len(), code_labs, "{listed:?}");
+    for name in listed {
+        let slot = root.join("pipeline/src/slots").join(&name);
+        let text = std::fs::read_to_string(&slot).unwrap();
+        assert!(
+            text.contains(&format!("include!(\"mutants/{name}\");")),
+            "{}",
+            slot.display()
+        );
+    }
 }
 
 #[test]
@@ -359,4 +398,65 @@ fn a_knob_lab_refuses_an_answer_outside_its_knobs_and_names_them() {
             );
         }
     }
+}
+
+/// A mutant the conformance check does not catch is reported as such (correct, not passed),
+/// and one it catches as wrong; neither is measured. The pipeline here is a stand-in script
+/// answering `conformance` with the report it is given.
+#[tokio::test]
+async fn a_mutant_is_refused_only_when_its_conformance_fails() {
+    use std::os::unix::fs::PermissionsExt;
+    let labs = load_labs(labs_dir()).unwrap();
+    let lab = find(&labs, 9).unwrap();
+    for (mismatch, correct) in [
+        ("null", true),
+        (r#"{"case":0,"input":"k","expected":"2","got":"0"}"#, false),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("pipeline");
+        // args: conformance SLOT --impl IMP --seed SEED --out PATH
+        std::fs::write(
+            &bin,
+            format!(
+                "#!/bin/sh\n[ \"$1\" = conformance ] || exit 3\nprintf '{{\"slot\":\"%s\",\"implementation\":\"%s\",\"seed\":%s,\"cases\":1,\"mismatch\":{mismatch}}}\\n' \"$2\" \"$4\" \"$6\" > \"$8\"\n"
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let opts = observatory_course::check::CheckOptions {
+            pipeline_bin: bin,
+            report_dir: dir.path().join("report"),
+            root: labs_dir().join("../.."),
+            profile_seconds: 0,
+            workload_seed: None,
+        };
+        let o = observatory_course::check::check(lab, &Variant::Mutant(1), &opts, |_, _, _| {})
+            .await
+            .unwrap();
+        assert_eq!(o.correct, Some(correct), "{}", o.verdict);
+        assert!(!o.passed, "{}", o.verdict);
+        assert!(o.ratio.is_none(), "a mutant is not measured: {}", o.verdict);
+        assert_eq!(o.conformance.len(), if correct { 2 } else { 1 });
+        assert!(
+            o.conformance.iter().all(|c| c.implementation == "mutant-1"),
+            "{:?}",
+            o.conformance
+        );
+        if correct {
+            assert!(o.verdict.contains("does not catch"), "{}", o.verdict);
+        }
+    }
+    // No such mutant: an error, not a verdict.
+    let opts = observatory_course::check::CheckOptions {
+        pipeline_bin: "/nonexistent".into(),
+        report_dir: std::env::temp_dir().join("obs-no-mutant"),
+        root: labs_dir().join("../.."),
+        profile_seconds: 0,
+        workload_seed: None,
+    };
+    let n = u8::try_from(lab.spec.mutants.len() + 1).unwrap();
+    let e = observatory_course::check::check(lab, &Variant::Mutant(n), &opts, |_, _, _| {})
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("no mutant"), "{e}");
 }

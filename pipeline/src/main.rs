@@ -95,8 +95,8 @@ enum Command {
     /// conformance check compares with its own answers.
     #[command(hide = true)]
     PartitionLanes {
-        #[arg(long = "impl", value_parser = ["baseline", "student", "reference"])]
-        implementation: String,
+        #[arg(long = "impl")]
+        implementation: LabImpl,
         #[arg(long)]
         seed: u64,
     },
@@ -107,9 +107,10 @@ enum Command {
         /// fsync, iterators, hotspot, deadlock, leak, partition, percentile, recall, reconcile,
         /// replay, threads or zerocopy.
         slot: String,
-        /// baseline, student or reference.
-        #[arg(long = "impl", default_value = "student", value_parser = ["baseline", "student", "reference"])]
-        implementation: String,
+        /// baseline, student, reference, or mutant-N (the lab's mutant N, in a binary built
+        /// with the `lab-mutants` feature: the labs' authoring check).
+        #[arg(long = "impl", default_value = "student")]
+        implementation: LabImpl,
         /// Seed of the generated cases.
         #[arg(long, default_value_t = 1)]
         seed: u64,
@@ -710,11 +711,11 @@ fn main() -> ExitCode {
             implementation,
             seed,
             out,
-        } => conformance(&slot, &implementation, seed, out.as_deref()),
+        } => conformance(&slot, implementation, seed, out.as_deref()),
         Command::PartitionLanes {
             implementation,
             seed,
-        } => lab_impl(&implementation).and_then(|imp| {
+        } => lab_impl(implementation).and_then(|imp| {
             let lanes = pipeline::slots::conformance::partition_lanes(imp, seed);
             println!("{}", serde_json::to_string(&lanes)?);
             Ok(())
@@ -729,23 +730,22 @@ fn main() -> ExitCode {
     }
 }
 
-/// The implementation `--impl` names (clap has checked the name), refused where this binary
-/// lacks it.
-fn lab_impl(implementation: &str) -> anyhow::Result<LabImpl> {
-    let imp = match implementation {
-        "baseline" => LabImpl::Baseline,
-        "reference" => LabImpl::Reference,
-        _ => LabImpl::Student,
-    };
+/// The implementation `--impl` names, refused where this binary lacks it.
+fn lab_impl(imp: LabImpl) -> anyhow::Result<LabImpl> {
     if imp == LabImpl::Reference && !pipeline::slots::HAS_REFERENCE {
         bail!("this binary was built without the reference solutions (feature `lab-reference`)");
+    }
+    if matches!(imp, LabImpl::Mutant(_)) && !pipeline::slots::HAS_MUTANTS {
+        bail!(
+            "this binary was built without the labs' mutants (feature `lab-mutants`, which the labs' authoring check turns on)"
+        );
     }
     Ok(imp)
 }
 
 fn conformance(
     slot: &str,
-    implementation: &str,
+    implementation: LabImpl,
     seed: u64,
     out: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {

@@ -273,14 +273,53 @@ pub enum LabImpl {
     Student,
     /// The reference solution (in `course/labs/NN-slug/reference.rs`).
     Reference,
+    /// Mutant N of the slot's lab (a wrong but fast STUDENT body from its `lab.toml`), for the
+    /// labs' authoring check only: compiled in with the pipeline's `lab-mutants` feature, run
+    /// by `pipeline conformance --impl mutant-N`, never a knob value.
+    #[serde(skip)]
+    #[cfg_attr(feature = "schema", schemars(skip))]
+    Mutant(u8),
 }
 
 impl LabImpl {
+    /// The name of a knob value (`mutant` for any mutant, which no knob can select; its
+    /// `Display` form names it: `mutant-N`).
     pub fn as_str(self) -> &'static str {
         match self {
             LabImpl::Baseline => "baseline",
             LabImpl::Student => "student",
             LabImpl::Reference => "reference",
+            LabImpl::Mutant(_) => "mutant",
+        }
+    }
+}
+
+impl fmt::Display for LabImpl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LabImpl::Mutant(n) => write!(f, "mutant-{n}"),
+            other => f.write_str(other.as_str()),
+        }
+    }
+}
+
+impl FromStr for LabImpl {
+    type Err = String;
+
+    /// `baseline`, `student`, `reference` or `mutant-N` (N from 1).
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "baseline" => Ok(LabImpl::Baseline),
+            "student" => Ok(LabImpl::Student),
+            "reference" => Ok(LabImpl::Reference),
+            _ => s
+                .strip_prefix("mutant-")
+                .and_then(|n| n.parse::<u8>().ok())
+                .filter(|n| *n >= 1)
+                .map(LabImpl::Mutant)
+                .ok_or_else(|| {
+                    format!("`{s}`: expected baseline, student, reference or mutant-N (N from 1)")
+                }),
         }
     }
 }

@@ -416,6 +416,28 @@ mod tests {
     }
 
     #[test]
+    fn a_mutant_is_named_but_no_knob_selects_it() {
+        use crate::knobs::LabImpl;
+        for (text, imp) in [
+            ("baseline", LabImpl::Baseline),
+            ("student", LabImpl::Student),
+            ("reference", LabImpl::Reference),
+            ("mutant-3", LabImpl::Mutant(3)),
+        ] {
+            assert_eq!(text.parse::<LabImpl>(), Ok(imp));
+            assert_eq!(imp.to_string(), text);
+        }
+        for bad in ["mutant-0", "mutant-", "mutant-256", "mutant", "Student"] {
+            assert!(bad.parse::<LabImpl>().is_err(), "{bad}");
+        }
+        let mut p = Plan::new("t");
+        p.assign("all.lab_impl=student").unwrap();
+        for bad in ["all.lab_impl=mutant", "all.lab_impl=mutant-1"] {
+            assert!(p.assign(bad).is_err(), "{bad} was taken");
+        }
+    }
+
+    #[test]
     fn at_least_once_is_refused_where_it_cannot_hold() {
         let config = |p: &Plan| p.stage_config(Role::Parse, "a:1", "a:2", &["b:1".into()]);
         let mut p = Plan::new("t");

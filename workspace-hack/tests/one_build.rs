@@ -78,13 +78,38 @@ fn unit_graph(args: &[&str]) -> serde_json::Value {
 #[test]
 fn product_builds_reuse_the_test_build() {
     let test = units(&unit_graph(&["test", "--workspace", "--no-run"]));
-    for build in [
-        &["build", "--workspace", "--bins"][..],
-        &["build", "--workspace", "--bin", "pipeline"][..],
+    // (the build, the package it compiles again on purpose)
+    for (build, own) in [
+        (&["build", "--workspace", "--bins"][..], None),
+        (&["build", "--workspace", "--bin", "pipeline"][..], None),
         // `make e2e` (deploy/cluster.sh)
-        &["test", "--workspace", "--test", "live", "--no-run"][..],
+        (
+            &["test", "--workspace", "--test", "live", "--no-run"][..],
+            None,
+        ),
+        // The labs' authoring check: the pipeline again with its mutants, nothing else.
+        (
+            &[
+                "build",
+                "--workspace",
+                "--bin",
+                "pipeline",
+                "--features",
+                "pipeline/lab-mutants",
+            ][..],
+            Some("/pipeline#"),
+        ),
     ] {
-        let twice = twice(&units(&unit_graph(build)), &test);
+        let mut twice = twice(&units(&unit_graph(build)), &test);
+        if let Some(own) = own {
+            let before = twice.len();
+            twice.retain(|(unit, _, _)| !unit.contains(own));
+            assert!(
+                twice.len() < before,
+                "`cargo {}` was expected to compile the pipeline again (with its mutants)",
+                build.join(" ")
+            );
+        }
         let report: Vec<String> = twice
             .iter()
             .map(|(unit, mine, theirs)| {

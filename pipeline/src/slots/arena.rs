@@ -11,6 +11,9 @@ use pipeline_plan::LabImpl;
 #[path = "../../../course/labs/08-allocators/reference.rs"]
 mod reference;
 
+// The lab's mutants (the authoring check's wrong but fast STUDENT bodies), generated.
+include!("mutants/arena.rs");
+
 /// A frame's events counted per metric name.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Names {
@@ -25,6 +28,7 @@ pub fn names(imp: LabImpl, frame: &Frame) -> Names {
     match imp {
         LabImpl::Baseline => baseline(frame),
         LabImpl::Student => student(frame),
+        LabImpl::Mutant(n) => mutants!(n, |m| m(frame)),
         #[cfg(feature = "lab-reference")]
         LabImpl::Reference => reference::names(frame),
         // Refused at start-up without the reference solutions (`Hooks::resolve`).

@@ -13,6 +13,9 @@ use std::time::Duration;
 #[path = "../../../course/labs/02-backpressure-and-batching/reference.rs"]
 mod reference;
 
+// The lab's mutants (the authoring check's wrong but fast STUDENT bodies), generated.
+include!("mutants/batcher.rs");
+
 /// The most records one frame may carry.
 pub const MAX_BATCH: usize = 256;
 
@@ -101,6 +104,7 @@ pub fn start(imp: LabImpl, out: Frames) -> Feed {
     match imp {
         LabImpl::Baseline => baseline(out),
         LabImpl::Student => student(out),
+        LabImpl::Mutant(n) => mutants!(n, |m| m(out)),
         #[cfg(feature = "lab-reference")]
         LabImpl::Reference => reference::start(out),
         // Refused at start-up without the reference solutions (`Hooks::resolve`).

@@ -10,6 +10,9 @@ use std::time::Duration;
 #[path = "../../../course/labs/03-blocking-executor/reference.rs"]
 mod reference;
 
+// The lab's mutants (the authoring check's wrong but fast STUDENT bodies), generated.
+include!("mutants/blocking.rs");
+
 /// How long one lookup takes.
 pub const LOOKUP: Duration = Duration::from_millis(4);
 
@@ -33,6 +36,7 @@ pub async fn lookup(imp: LabImpl) -> u64 {
     match imp {
         LabImpl::Baseline => baseline().await,
         LabImpl::Student => student().await,
+        LabImpl::Mutant(n) => mutants!(n, |m| m().await),
         #[cfg(feature = "lab-reference")]
         LabImpl::Reference => reference::lookup().await,
         // Refused at start-up without the reference solutions (`Hooks::resolve`).

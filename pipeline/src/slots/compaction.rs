@@ -14,6 +14,9 @@ use std::collections::BTreeMap;
 #[path = "../../../course/labs/19-compaction/reference.rs"]
 mod reference;
 
+// The lab's mutants (the authoring check's wrong but fast STUDENT bodies), generated.
+include!("mutants/compaction.rs");
+
 /// Merge `layers` (whole segments, oldest first) into one (do not edit).
 ///
 /// The specification (`pipeline conformance --slot compaction`): the segment returned holds,
@@ -28,6 +31,7 @@ pub fn compact(imp: LabImpl, layers: &[&[u8]]) -> Result<Vec<u8>, ScanError> {
     match imp {
         LabImpl::Baseline => baseline(layers),
         LabImpl::Student => student(layers),
+        LabImpl::Mutant(n) => mutants!(n, |m| m(layers)),
         #[cfg(feature = "lab-reference")]
         LabImpl::Reference => reference::compact(layers),
         // Refused at start-up without the reference solutions (`Hooks::resolve`).

@@ -61,30 +61,44 @@ use std::fmt::Debug;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
-/// The slots with a specification (lab 12's `percentile` is not a knob slot: criterion calls
-/// it directly).
-pub const SLOTS: [&str; 20] = [
-    "arena",
-    "batcher",
-    "blocking",
-    "compaction",
-    "contention",
-    "context",
-    "fanout",
-    "fsync",
-    "errors",
-    "iterators",
-    "hotspot",
-    "deadlock",
-    "leak",
-    "partition",
-    "percentile",
-    "recall",
-    "reconcile",
-    "replay",
-    "threads",
-    "zerocopy",
+/// A slot's conformance run.
+type SlotRun = fn(&mut Run, LabImpl);
+
+/// Each slot with a specification: its name, its conformance run, and how many mutants its
+/// lab has (lab 12's `percentile` is not a knob slot: criterion calls it directly).
+const SPECS: [(&str, SlotRun, u8); 20] = [
+    ("arena", Run::arena, arena::MUTANTS),
+    ("batcher", Run::batcher, batcher::MUTANTS),
+    ("blocking", Run::blocking, blocking::MUTANTS),
+    ("compaction", Run::compaction, compaction::MUTANTS),
+    ("contention", Run::contention, contention::MUTANTS),
+    ("context", Run::context, context::MUTANTS),
+    ("fanout", Run::fanout, fanout::MUTANTS),
+    ("fsync", Run::fsync, fsync::MUTANTS),
+    ("errors", Run::errors, errors::MUTANTS),
+    ("iterators", Run::iterators, iterators::MUTANTS),
+    ("hotspot", Run::hotspot, hotspot::MUTANTS),
+    ("deadlock", Run::deadlock, deadlock::MUTANTS),
+    ("leak", Run::leak, leak::MUTANTS),
+    ("partition", Run::partition, partition::MUTANTS),
+    ("percentile", Run::percentile, percentile::MUTANTS),
+    ("recall", Run::recall, recall::MUTANTS),
+    ("reconcile", Run::reconcile, reconcile::MUTANTS),
+    ("replay", Run::replay, replay::MUTANTS),
+    ("threads", Run::threads, threads::MUTANTS),
+    ("zerocopy", Run::zerocopy, zerocopy::MUTANTS),
 ];
+
+/// The slots with a specification.
+pub const SLOTS: [&str; 20] = {
+    let mut names = [""; 20];
+    let mut i = 0;
+    while i < SPECS.len() {
+        names[i] = SPECS[i].0;
+        i += 1;
+    }
+    names
+};
 
 /// How far back a duplicate must still be recognised (lab 11).
 pub const LEAK_RECENT: usize = 1000;
@@ -99,37 +113,29 @@ const HANG: Duration = Duration::from_secs(5);
 pub enum ConformanceError {
     #[error("no slot `{0}` (slots: {SLOTS:?})")]
     UnknownSlot(String),
+    #[error("no mutant {n} of slot `{slot}`: its lab has {mutants}")]
+    NoMutant { slot: String, n: u8, mutants: u8 },
 }
 
 /// Check implementation `imp` of `slot` on the cases of `seed`.
 pub fn check(slot: &str, imp: LabImpl, seed: u64) -> Result<Conformance, ConformanceError> {
-    let mut run = Run::new(seed);
-    match slot {
-        "hotspot" => run.hotspot(imp),
-        "iterators" => run.iterators(imp),
-        "percentile" => run.percentile(imp),
-        "errors" => run.errors(imp),
-        "leak" => run.leak(imp),
-        "deadlock" => run.deadlock(imp),
-        "blocking" => run.blocking(imp),
-        "zerocopy" => run.zerocopy(imp),
-        "fanout" => run.fanout(imp),
-        "fsync" => run.fsync(imp),
-        "replay" => run.replay(imp),
-        "recall" => run.recall(imp),
-        "threads" => run.threads(imp),
-        "batcher" => run.batcher(imp),
-        "context" => run.context(imp),
-        "arena" => run.arena(imp),
-        "contention" => run.contention(imp),
-        "partition" => run.partition(imp),
-        "compaction" => run.compaction(imp),
-        "reconcile" => run.reconcile(imp),
-        other => return Err(ConformanceError::UnknownSlot(other.to_string())),
+    let Some(&(_, run_slot, mutants)) = SPECS.iter().find(|(name, _, _)| *name == slot) else {
+        return Err(ConformanceError::UnknownSlot(slot.to_string()));
+    };
+    if let LabImpl::Mutant(n) = imp
+        && n > mutants
+    {
+        return Err(ConformanceError::NoMutant {
+            slot: slot.to_string(),
+            n,
+            mutants,
+        });
     }
+    let mut run = Run::new(seed);
+    run_slot(&mut run, imp);
     Ok(Conformance {
         slot: slot.to_string(),
-        implementation: imp.as_str().to_string(),
+        implementation: imp.to_string(),
         seed,
         cases: run.cases,
         mismatch: run.mismatch,
@@ -299,7 +305,7 @@ fn partition_lanes_elsewhere(imp: LabImpl, seed: u64) -> Option<Result<Vec<usize
     });
     let child = files.and_then(|(o, e)| {
         Command::new(&exe)
-            .args(["partition-lanes", "--impl", imp.as_str(), "--seed"])
+            .args(["partition-lanes", "--impl", &imp.to_string(), "--seed"])
             .arg(seed.to_string())
             .stdin(Stdio::null())
             .stdout(o)
@@ -1537,5 +1543,10 @@ mod tests {
         };
         assert_ne!(a.records(5, 0.0), b.records(5, 0.0));
         assert!(check("nope", LabImpl::Student, 1).is_err());
+        // A mutant the slot's lab does not have is refused before anything runs.
+        let e = check("hotspot", LabImpl::Mutant(hotspot::MUTANTS + 1), 1).unwrap_err();
+        assert!(e.to_string().contains("no mutant"), "{e}");
+        assert_eq!(SLOTS.len(), SPECS.len());
+        assert!(SLOTS.iter().all(|s| !s.is_empty()));
     }
 }

@@ -13,6 +13,9 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 #[path = "../../../course/labs/04-hot-key-contention/reference.rs"]
 mod reference;
 
+// The lab's mutants (the authoring check's wrong but fast STUDENT bodies), generated.
+include!("mutants/contention.rs");
+
 /// One key's totals.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Totals {
@@ -64,6 +67,7 @@ pub fn key_totals(imp: LabImpl) -> Box<dyn KeyTotals> {
     match imp {
         LabImpl::Baseline => baseline(),
         LabImpl::Student => student(),
+        LabImpl::Mutant(n) => mutants!(n, |m| m()),
         #[cfg(feature = "lab-reference")]
         LabImpl::Reference => reference::key_totals(),
         // Refused at start-up without the reference solutions (`Hooks::resolve`).

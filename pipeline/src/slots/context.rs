@@ -12,6 +12,9 @@ use std::fmt;
 #[path = "../../../course/labs/18-error-context/reference.rs"]
 mod reference;
 
+// The lab's mutants (the authoring check's wrong but fast STUDENT bodies), generated.
+include!("mutants/context.rs");
+
 /// What the validation reads from a record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Reading {
@@ -86,6 +89,7 @@ pub fn validate(imp: LabImpl, rec: &[u8], describe: bool) -> Outcome {
     match imp {
         LabImpl::Baseline => outcome(baseline(rec), describe),
         LabImpl::Student => outcome(student(rec), describe),
+        LabImpl::Mutant(n) => mutants!(n, |m| outcome(m(rec), describe)),
         #[cfg(feature = "lab-reference")]
         LabImpl::Reference => outcome(reference::validate(rec), describe),
         // Refused at start-up without the reference solutions (`Hooks::resolve`).

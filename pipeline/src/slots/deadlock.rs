@@ -9,6 +9,9 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 #[path = "../../../course/labs/10-deadlock/reference.rs"]
 mod reference;
 
+// The lab's mutants (the authoring check's wrong but fast STUDENT bodies), generated.
+include!("mutants/deadlock.rs");
+
 /// Totals of the window closes.
 #[derive(Debug, Default)]
 pub struct Book {
@@ -30,6 +33,7 @@ pub fn on_close(imp: LabImpl, windows: usize) {
     match imp {
         LabImpl::Baseline => baseline(windows),
         LabImpl::Student => student(windows),
+        LabImpl::Mutant(n) => mutants!(n, |m| m(windows)),
         #[cfg(feature = "lab-reference")]
         LabImpl::Reference => reference::on_close(windows),
         // Refused at start-up without the reference solutions (`Hooks::resolve`).

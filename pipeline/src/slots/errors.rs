@@ -8,6 +8,9 @@ use pipeline_plan::LabImpl;
 #[path = "../../../course/labs/05-errors-as-values/reference.rs"]
 mod reference;
 
+// The lab's mutants (the authoring check's wrong but fast STUDENT bodies), generated.
+include!("mutants/errors.rs");
+
 /// Why a record failed its pre-check.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PrecheckError {
@@ -33,6 +36,7 @@ pub fn precheck(imp: LabImpl, rec: &[u8]) -> Result<(), PrecheckError> {
     match imp {
         LabImpl::Baseline => baseline(rec),
         LabImpl::Student => student(rec),
+        LabImpl::Mutant(n) => mutants!(n, |m| m(rec)),
         #[cfg(feature = "lab-reference")]
         LabImpl::Reference => reference::precheck(rec),
         // Refused at start-up without the reference solutions (`Hooks::resolve`).

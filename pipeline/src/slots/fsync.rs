@@ -10,6 +10,9 @@ use std::time::Duration;
 #[path = "../../../course/labs/13-wal-fsync/reference.rs"]
 mod reference;
 
+// The lab's mutants (the authoring check's wrong but fast STUDENT bodies), generated.
+include!("mutants/fsync.rs");
+
 /// The durability bound of the lab: no write may stay unsynced for [`MAX_AGE`] or longer ...
 pub const MAX_AGE: Duration = Duration::from_millis(100);
 /// ... nor may more than [`MAX_BATCHES`] batches be written and not synced.
@@ -38,6 +41,7 @@ pub fn should_sync(imp: LabImpl, u: &Unsynced) -> bool {
     match imp {
         LabImpl::Baseline => baseline(u),
         LabImpl::Student => student(u),
+        LabImpl::Mutant(n) => mutants!(n, |m| m(u)),
         #[cfg(feature = "lab-reference")]
         LabImpl::Reference => reference::should_sync(u),
         // Refused at start-up without the reference solutions (`Hooks::resolve`).

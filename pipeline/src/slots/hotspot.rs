@@ -8,6 +8,9 @@ use pipeline_plan::LabImpl;
 #[path = "../../../course/labs/09-hotspot/reference.rs"]
 mod reference;
 
+// The lab's mutants (the authoring check's wrong but fast STUDENT bodies), generated.
+include!("mutants/hotspot.rs");
+
 /// The API prefixes, by class (index + 1); 0 = unclassified.
 pub const PREFIXES: [&str; 24] = [
     "/api/v1/users",
@@ -41,6 +44,7 @@ pub fn route_class(imp: LabImpl, key: &[u8]) -> u8 {
     match imp {
         LabImpl::Baseline => baseline(key),
         LabImpl::Student => student(key),
+        LabImpl::Mutant(n) => mutants!(n, |m| m(key)),
         #[cfg(feature = "lab-reference")]
         LabImpl::Reference => reference::route_class(key),
         // Refused at start-up without the reference solutions (`Hooks::resolve`).

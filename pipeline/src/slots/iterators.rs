@@ -9,6 +9,9 @@ use pipeline_plan::LabImpl;
 #[path = "../../../course/labs/07-iterators/reference.rs"]
 mod reference;
 
+// The lab's mutants (the authoring check's wrong but fast STUDENT bodies), generated.
+include!("mutants/iterators.rs");
+
 /// What the summary reports.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FrameSummary {
@@ -23,6 +26,7 @@ pub fn summarize(imp: LabImpl, frame: &Frame) -> FrameSummary {
     match imp {
         LabImpl::Baseline => baseline(frame),
         LabImpl::Student => student(frame),
+        LabImpl::Mutant(n) => mutants!(n, |m| m(frame)),
         #[cfg(feature = "lab-reference")]
         LabImpl::Reference => reference::summarize(frame),
         // Refused at start-up without the reference solutions (`Hooks::resolve`).

@@ -5,6 +5,39 @@
 //! its lab, in `course/labs/NN-slug/reference.rs`. With `lab_slot = none` (production) no hook
 //! does anything: the hooks are resolved once at start-up ([`Hooks`]).
 
+/// `call_mutant!(n, [mutant_1, mutant_2], |m| m(args))`: calls mutant `n` (from 1) of a slot's
+/// list, binding `m` to it: each slot's generated `mutants!` (`slots/mutants/<slot>.rs`, from
+/// its lab's `mutants`) forwards here. Only with the `lab-mutants` feature; `n` is checked
+/// against the slot's `MUTANTS` before a mutant runs.
+#[cfg(feature = "lab-mutants")]
+macro_rules! call_mutant {
+    ($n:expr, [$($f:ident),*], |$m:ident| $e:expr) => {{
+        let n: u8 = $n;
+        call_mutant!(@at 1u8, n, [$($f),*], |$m| $e)
+    }};
+    (@at $k:expr, $n:ident, [], |$m:ident| $e:expr) => {
+        unreachable!("no mutant {} in this slot (checked before it runs)", $n)
+    };
+    (@at $k:expr, $n:ident, [$f:ident $(, $rest:ident)*], |$m:ident| $e:expr) => {
+        if $n == $k {
+            let $m = $f;
+            $e
+        } else {
+            call_mutant!(@at $k + 1, $n, [$($rest),*], |$m| $e)
+        }
+    };
+}
+
+#[cfg(not(feature = "lab-mutants"))]
+macro_rules! call_mutant {
+    ($n:expr, [$($f:ident),*], |$m:ident| $e:expr) => {
+        unreachable!(
+            "mutant {} needs the `lab-mutants` feature (checked before it runs)",
+            $n
+        )
+    };
+}
+
 pub mod arena;
 pub mod batcher;
 pub mod blocking;
@@ -44,6 +77,11 @@ pub(crate) fn baseline_mark() {
 /// by default; the production image is built without it).
 pub const HAS_REFERENCE: bool = cfg!(feature = "lab-reference");
 
+/// Whether this binary carries the labs' mutants (the `lab-mutants` cargo feature, off by
+/// default: the labs' authoring check builds with it). A mutant runs only in `pipeline
+/// conformance` (`LabImpl::Mutant`, which no knob selects).
+pub const HAS_MUTANTS: bool = cfg!(feature = "lab-mutants");
+
 /// The lab hooks of one process, resolved once at start-up from the `lab_slot` and `lab_impl`
 /// knobs: [`Hooks::NONE`] (production) answers `None` for every slot, so no lab code runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -60,6 +98,11 @@ impl Hooks {
     pub fn resolve(slot: LabSlot, imp: LabImpl) -> Result<Hooks, String> {
         if slot == LabSlot::None {
             return Ok(Hooks::NONE);
+        }
+        if let LabImpl::Mutant(_) = imp {
+            return Err(format!(
+                "lab_impl={imp}: a lab's mutant runs only in `pipeline conformance` (the labs' authoring check), not in a pipeline"
+            ));
         }
         if imp == LabImpl::Reference && !HAS_REFERENCE {
             return Err(format!(
@@ -94,6 +137,12 @@ mod tests {
         let none = Hooks::resolve(LabSlot::None, LabImpl::Reference).unwrap();
         assert_eq!(none, Hooks::NONE);
         assert_eq!(none.get(LabSlot::Hotspot), None);
+    }
+
+    #[test]
+    fn a_mutant_never_runs_in_a_pipeline() {
+        let e = Hooks::resolve(LabSlot::Hotspot, LabImpl::Mutant(1)).unwrap_err();
+        assert!(e.contains("mutant-1") && e.contains("conformance"), "{e}");
     }
 
     #[test]

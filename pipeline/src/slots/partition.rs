@@ -8,6 +8,9 @@ use pipeline_plan::LabImpl;
 #[path = "../../../course/labs/14-scaling-the-aggregate/reference.rs"]
 mod reference;
 
+// The lab's mutants (the authoring check's wrong but fast STUDENT bodies), generated.
+include!("mutants/partition.rs");
+
 /// The partition of `key` among `lanes` (at least 1) aggregate partitions (do not edit).
 ///
 /// The specification (`pipeline conformance --slot partition`): a number below `lanes`; the
@@ -21,6 +24,7 @@ pub fn lane(imp: LabImpl, key: &[u8], lanes: usize) -> usize {
     match imp {
         LabImpl::Baseline => opaque(baseline),
         LabImpl::Student => opaque(student),
+        LabImpl::Mutant(n) => mutants!(n, |m| opaque(m)),
         #[cfg(feature = "lab-reference")]
         LabImpl::Reference => reference::lane(key, lanes),
         // Refused at start-up without the reference solutions (`Hooks::resolve`).

@@ -11,6 +11,9 @@ use std::collections::HashMap;
 #[path = "../../../course/labs/16-recall-aggregate/reference.rs"]
 mod reference;
 
+// The lab's mutants (the authoring check's wrong but fast STUDENT bodies), generated.
+include!("mutants/recall.rs");
+
 /// What the tally reports for one frame.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Tally {
@@ -33,6 +36,7 @@ pub fn tally(imp: LabImpl, frame: &Frame) -> Tally {
     match imp {
         LabImpl::Baseline => baseline(frame),
         LabImpl::Student => student(frame),
+        LabImpl::Mutant(n) => mutants!(n, |m| m(frame)),
         #[cfg(feature = "lab-reference")]
         LabImpl::Reference => reference::tally(frame),
         // Refused at start-up without the reference solutions (`Hooks::resolve`).

@@ -13,6 +13,9 @@ use std::collections::{BTreeSet, HashMap};
 #[path = "../../../course/labs/20-replica-reconciliation/reference.rs"]
 mod reference;
 
+// The lab's mutants (the authoring check's wrong but fast STUDENT bodies), generated.
+include!("mutants/reconcile.rs");
+
 /// Which replica a [`ReconcileError`] is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Replica {
@@ -68,6 +71,7 @@ pub fn reconcile(imp: LabImpl, a: &[u8], b: &[u8]) -> Result<Repair, ReconcileEr
     match imp {
         LabImpl::Baseline => baseline(a, b),
         LabImpl::Student => student(a, b),
+        LabImpl::Mutant(n) => mutants!(n, |m| m(a, b)),
         #[cfg(feature = "lab-reference")]
         LabImpl::Reference => reference::reconcile(a, b),
         // Refused at start-up without the reference solutions (`Hooks::resolve`).

@@ -15,6 +15,9 @@ use std::collections::BTreeMap;
 #[path = "../../../course/labs/15-wal-replay/reference.rs"]
 mod reference;
 
+// The lab's mutants (the authoring check's wrong but fast STUDENT bodies), generated.
+include!("mutants/replay.rs");
+
 /// What replaying a segment rebuilds (the specification's answer).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Rebuilt {
@@ -36,6 +39,7 @@ pub fn replay(imp: LabImpl, segment: &[u8]) -> Result<Rebuilt, ScanError> {
     match imp {
         LabImpl::Baseline => baseline(segment),
         LabImpl::Student => student(segment),
+        LabImpl::Mutant(n) => mutants!(n, |m| m(segment)),
         #[cfg(feature = "lab-reference")]
         LabImpl::Reference => reference::replay(segment),
         // Refused at start-up without the reference solutions (`Hooks::resolve`).

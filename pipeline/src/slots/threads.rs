@@ -8,6 +8,9 @@ use pipeline_plan::LabImpl;
 #[path = "../../../course/labs/17-threads-and-channels/reference.rs"]
 mod reference;
 
+// The lab's mutants (the authoring check's wrong but fast STUDENT bodies), generated.
+include!("mutants/threads.rs");
+
 /// Passes of [`checksum`] over a record: a few microseconds of CPU per record.
 const ROUNDS: usize = 32;
 
@@ -52,6 +55,7 @@ pub fn digest(imp: LabImpl, frame: &Frame) -> Digest {
     match imp {
         LabImpl::Baseline => baseline(frame),
         LabImpl::Student => student(frame),
+        LabImpl::Mutant(n) => mutants!(n, |m| m(frame)),
         #[cfg(feature = "lab-reference")]
         LabImpl::Reference => reference::digest(frame),
         // Refused at start-up without the reference solutions (`Hooks::resolve`).

@@ -13,6 +13,9 @@ use serde::Deserialize;
 #[path = "../../../course/labs/06-zero-copy/reference.rs"]
 mod reference;
 
+// The lab's mutants (the authoring check's wrong but fast STUDENT bodies), generated.
+include!("mutants/zerocopy.rs");
+
 /// Encode a parsed event of any of the three types: their string fields deref to `str`.
 macro_rules! encode {
     ($event:expr, $out:expr) => {{
@@ -39,6 +42,7 @@ pub fn parse_into(imp: LabImpl, record: &[u8], out: &mut Vec<u8>) -> Result<u64,
     match imp {
         LabImpl::Baseline => encode!(baseline(text)?, out),
         LabImpl::Student => encode!(student(text)?, out),
+        LabImpl::Mutant(n) => mutants!(n, |m| encode!(m(text)?, out)),
         #[cfg(feature = "lab-reference")]
         LabImpl::Reference => encode!(reference::parse(text)?, out),
         // Refused at start-up without the reference solutions (`Hooks::resolve`).
