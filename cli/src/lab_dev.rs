@@ -69,12 +69,12 @@ async fn mutant_checks(
     ws: &Workspace,
     root: &Path,
 ) -> anyhow::Result<()> {
-    let written = observatory_course::spec::write_mutant_files(root, labs)
-        .map_err(|e| anyhow::anyhow!("writing the mutant files: {e}"))?;
-    if !written.is_empty() {
-        eprintln!(
-            "mutant files written (they were stale): {}",
-            written.join(" ")
+    let stale = observatory_course::spec::stale_mutant_files(root, labs)
+        .map_err(|e| anyhow::anyhow!("reading the mutant files: {e}"))?;
+    if !stale.is_empty() {
+        bail!(
+            "the generated mutant files {} do not match their labs' `mutants`: write them with `UPDATE_MUTANTS=1 cargo test --release -p observatory-course --test labs`",
+            stale.join(" ")
         );
     }
     eprintln!("mutants: building the pipeline with them ({BUILD_MUTANTS})");
@@ -82,6 +82,7 @@ async fn mutant_checks(
     crate::lab::cargo_build(root, BUILD_MUTANTS, true)
         .map_err(|e| e.context("the pipeline does not build with the labs' mutants"))?;
     eprintln!("  built in {:.0} s", t0.elapsed().as_secs_f64());
+    carries_the_mutants(progress)?;
     for p in progress.iter_mut() {
         let lab = p.lab;
         if !lab.is_code_lab() {
@@ -101,6 +102,44 @@ async fn mutant_checks(
             p.mutants.len(),
             t0.elapsed().as_secs_f64()
         );
+    }
+    Ok(())
+}
+
+/// The pipeline binary the checks run must be the one just built with the mutants, and carry
+/// every lab's: a binary without them would fail every mutant's run, and a failed run counts
+/// as a refused mutant.
+fn carries_the_mutants(progress: &[Progress<'_>]) -> anyhow::Result<()> {
+    let bin = observatory_runner::local::find_pipeline_bin()?;
+    let out = std::process::Command::new(&bin)
+        .arg("mutants")
+        .output()
+        .with_context(|| format!("running {} mutants", bin.display()))?;
+    let mismatch = |why: String| {
+        anyhow::anyhow!(
+            "{} is not the pipeline `{BUILD_MUTANTS}` just built ({why}): is PIPELINE_BIN set, or CARGO_TARGET_DIR another folder than this observatory's?",
+            bin.display()
+        )
+    };
+    if !out.status.success() {
+        return Err(mismatch(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ));
+    }
+    let counts: std::collections::BTreeMap<String, usize> = serde_json::from_slice(&out.stdout)
+        .map_err(|e| mismatch(format!("its `mutants` answer is not a count per slot: {e}")))?;
+    for p in progress {
+        let Some(slot) = p.lab.conformance_slot() else {
+            continue;
+        };
+        let have = counts.get(&slot).copied().unwrap_or(0);
+        if have != p.lab.spec.mutants.len() {
+            return Err(mismatch(format!(
+                "it has {have} mutants for slot `{slot}`, lab {:02} has {}",
+                p.lab.number(),
+                p.lab.spec.mutants.len()
+            )));
+        }
     }
     Ok(())
 }

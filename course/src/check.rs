@@ -129,7 +129,7 @@ pub async fn check(
         lab.check_answer(answer).map_err(anyhow::Error::msg)?;
     }
     if let Variant::Mutant(n) = variant
-        && (lab.conformance_slot().is_none() || usize::from(*n) > lab.spec.mutants.len())
+        && (lab.conformance_slot().is_none() || *n == 0 || usize::from(*n) > lab.spec.mutants.len())
     {
         bail!("lab {} has no mutant {n}", lab.number());
     }

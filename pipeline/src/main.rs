@@ -100,6 +100,10 @@ enum Command {
         #[arg(long)]
         seed: u64,
     },
+    /// Each lab slot's number of mutants, as JSON, when this binary carries them (feature
+    /// `lab-mutants`): the labs' authoring check asks before it runs them.
+    #[command(hide = true)]
+    Mutants,
     /// Check a lab slot's implementation against the slot's specification on the cases a seed
     /// generates; prints JSON (`observatory lab check` runs it before it measures).
     Conformance {
@@ -712,6 +716,12 @@ fn main() -> ExitCode {
             seed,
             out,
         } => conformance(&slot, implementation, seed, out.as_deref()),
+        Command::Mutants => lab_impl(LabImpl::Mutant(1)).and_then(|_| {
+            let counts: std::collections::BTreeMap<&str, u8> =
+                pipeline::slots::conformance::mutant_counts().collect();
+            println!("{}", serde_json::to_string(&counts)?);
+            Ok(())
+        }),
         Command::PartitionLanes {
             implementation,
             seed,

@@ -11,9 +11,6 @@ use pipeline_plan::LabImpl;
 #[path = "../../../course/labs/08-allocators/reference.rs"]
 mod reference;
 
-// The lab's mutants (the authoring check's wrong but fast STUDENT bodies), generated.
-include!("mutants/arena.rs");
-
 /// A frame's events counted per metric name.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Names {
@@ -69,6 +66,10 @@ fn baseline(frame: &Frame) -> Names {
         undecodable,
     }
 }
+
+// The lab's mutants (the authoring check's wrong but fast STUDENT bodies), generated;
+// the dispatch above finds `mutants!` through the `use` in that file.
+include!("mutants/arena.rs");
 
 // ===== STUDENT (lab 08: the frame's names in one region, freed at once) =====
 #[inline(never)]

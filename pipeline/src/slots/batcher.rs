@@ -13,9 +13,6 @@ use std::time::Duration;
 #[path = "../../../course/labs/02-backpressure-and-batching/reference.rs"]
 mod reference;
 
-// The lab's mutants (the authoring check's wrong but fast STUDENT bodies), generated.
-include!("mutants/batcher.rs");
-
 /// The most records one frame may carry.
 pub const MAX_BATCH: usize = 256;
 
@@ -127,6 +124,10 @@ fn baseline(mut out: Frames) -> Feed {
     });
     Feed::new(move |record| tx.send(record).is_ok())
 }
+
+// The lab's mutants (the authoring check's wrong but fast STUDENT bodies), generated;
+// the dispatch above finds `mutants!` through the `use` in that file.
+include!("mutants/batcher.rs");
 
 // ===== STUDENT (lab 02: frames of up to MAX_BATCH records, and a pipe that pushes back) =====
 #[inline(never)]

@@ -10,9 +10,6 @@ use std::time::Duration;
 #[path = "../../../course/labs/03-blocking-executor/reference.rs"]
 mod reference;
 
-// The lab's mutants (the authoring check's wrong but fast STUDENT bodies), generated.
-include!("mutants/blocking.rs");
-
 /// How long one lookup takes.
 pub const LOOKUP: Duration = Duration::from_millis(4);
 
@@ -50,6 +47,10 @@ async fn baseline() -> u64 {
     super::baseline_mark();
     blocking_lookup()
 }
+
+// The lab's mutants (the authoring check's wrong but fast STUDENT bodies), generated;
+// the dispatch above finds `mutants!` through the `use` in that file.
+include!("mutants/blocking.rs");
 
 // ===== STUDENT (lab 03: make the lookup stop blocking the runtime) =====
 async fn student() -> u64 {

@@ -14,9 +14,6 @@ use std::collections::BTreeMap;
 #[path = "../../../course/labs/19-compaction/reference.rs"]
 mod reference;
 
-// The lab's mutants (the authoring check's wrong but fast STUDENT bodies), generated.
-include!("mutants/compaction.rs");
-
 /// Merge `layers` (whole segments, oldest first) into one (do not edit).
 ///
 /// The specification (`pipeline conformance --slot compaction`): the segment returned holds,
@@ -114,6 +111,10 @@ fn baseline(layers: &[&[u8]]) -> Result<Vec<u8>, ScanError> {
     out.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
     Ok(segment_bytes(out.iter().map(|(_, _, rec)| rec.as_slice())))
 }
+
+// The lab's mutants (the authoring check's wrong but fast STUDENT bodies), generated;
+// the dispatch above finds `mutants!` through the `use` in that file.
+include!("mutants/compaction.rs");
 
 // ===== STUDENT (lab 19: compaction without searching what is merged so far) =====
 #[inline(never)]

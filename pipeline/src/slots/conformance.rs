@@ -89,6 +89,12 @@ const SPECS: [(&str, SlotRun, u8); 20] = [
     ("zerocopy", Run::zerocopy, zerocopy::MUTANTS),
 ];
 
+/// Each slot's number of mutants (`pipeline mutants`: the authoring check compares them with
+/// the labs' before it trusts this binary's answers about them).
+pub fn mutant_counts() -> impl Iterator<Item = (&'static str, u8)> {
+    SPECS.iter().map(|&(name, _, n)| (name, n))
+}
+
 /// The slots with a specification.
 pub const SLOTS: [&str; 20] = {
     let mut names = [""; 20];
@@ -113,8 +119,12 @@ const HANG: Duration = Duration::from_secs(5);
 pub enum ConformanceError {
     #[error("no slot `{0}` (slots: {SLOTS:?})")]
     UnknownSlot(String),
-    #[error("no mutant {n} of slot `{slot}`: its lab has {mutants}")]
+    #[error("no mutant {n} of slot `{slot}`: its lab has {mutants}, numbered from 1")]
     NoMutant { slot: String, n: u8, mutants: u8 },
+    #[error(
+        "this binary was built without the labs' mutants (feature `lab-mutants`, which the labs' authoring check turns on)"
+    )]
+    MutantsNotCompiled,
 }
 
 /// Check implementation `imp` of `slot` on the cases of `seed`.
@@ -122,14 +132,18 @@ pub fn check(slot: &str, imp: LabImpl, seed: u64) -> Result<Conformance, Conform
     let Some(&(_, run_slot, mutants)) = SPECS.iter().find(|(name, _, _)| *name == slot) else {
         return Err(ConformanceError::UnknownSlot(slot.to_string()));
     };
-    if let LabImpl::Mutant(n) = imp
-        && n > mutants
-    {
-        return Err(ConformanceError::NoMutant {
-            slot: slot.to_string(),
-            n,
-            mutants,
-        });
+    if let LabImpl::Mutant(n) = imp {
+        // Refused here, not found out by a panic that the run would count as a wrong answer.
+        if !super::HAS_MUTANTS {
+            return Err(ConformanceError::MutantsNotCompiled);
+        }
+        if n == 0 || n > mutants {
+            return Err(ConformanceError::NoMutant {
+                slot: slot.to_string(),
+                n,
+                mutants,
+            });
+        }
     }
     let mut run = Run::new(seed);
     run_slot(&mut run, imp);
@@ -1543,9 +1557,21 @@ mod tests {
         };
         assert_ne!(a.records(5, 0.0), b.records(5, 0.0));
         assert!(check("nope", LabImpl::Student, 1).is_err());
-        // A mutant the slot's lab does not have is refused before anything runs.
-        let e = check("hotspot", LabImpl::Mutant(hotspot::MUTANTS + 1), 1).unwrap_err();
-        assert!(e.to_string().contains("no mutant"), "{e}");
+        // A mutant the slot's lab does not have, or any mutant in a binary without them, is
+        // refused before anything runs (a panic would count as a wrong answer).
+        for n in [0, hotspot::MUTANTS + 1] {
+            let e = check("hotspot", LabImpl::Mutant(n), 1).unwrap_err();
+            let want = if super::super::HAS_MUTANTS {
+                "no mutant"
+            } else {
+                "without the labs' mutants"
+            };
+            assert!(e.to_string().contains(want), "{e}");
+        }
+        if !super::super::HAS_MUTANTS {
+            let e = check("hotspot", LabImpl::Mutant(1), 1).unwrap_err();
+            assert!(e.to_string().contains("lab-mutants"), "{e}");
+        }
         assert_eq!(SLOTS.len(), SPECS.len());
         assert!(SLOTS.iter().all(|s| !s.is_empty()));
     }

@@ -12,9 +12,6 @@ use std::fmt;
 #[path = "../../../course/labs/18-error-context/reference.rs"]
 mod reference;
 
-// The lab's mutants (the authoring check's wrong but fast STUDENT bodies), generated.
-include!("mutants/context.rs");
-
 /// What the validation reads from a record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Reading {
@@ -146,6 +143,10 @@ fn baseline(rec: &[u8]) -> Result<Reading, impl RecordError> {
         bytes,
     })
 }
+
+// The lab's mutants (the authoring check's wrong but fast STUDENT bodies), generated;
+// the dispatch above finds `mutants!` through the `use` in that file.
+include!("mutants/context.rs");
 
 // ===== STUDENT (lab 18: an error type that costs nothing until it is shown) =====
 #[inline(never)]

@@ -8,9 +8,6 @@ use pipeline_plan::LabImpl;
 #[path = "../../../course/labs/05-errors-as-values/reference.rs"]
 mod reference;
 
-// The lab's mutants (the authoring check's wrong but fast STUDENT bodies), generated.
-include!("mutants/errors.rs");
-
 /// Why a record failed its pre-check.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PrecheckError {
@@ -53,6 +50,10 @@ fn baseline(rec: &[u8]) -> Result<(), PrecheckError> {
     assert!(!text.is_empty(), "records are never empty");
     Ok(())
 }
+
+// The lab's mutants (the authoring check's wrong but fast STUDENT bodies), generated;
+// the dispatch above finds `mutants!` through the `use` in that file.
+include!("mutants/errors.rs");
 
 // ===== STUDENT (lab 05: turn the panics into errors as values) =====
 #[inline(never)]

@@ -10,9 +10,6 @@ use std::time::Duration;
 #[path = "../../../course/labs/13-wal-fsync/reference.rs"]
 mod reference;
 
-// The lab's mutants (the authoring check's wrong but fast STUDENT bodies), generated.
-include!("mutants/fsync.rs");
-
 /// The durability bound of the lab: no write may stay unsynced for [`MAX_AGE`] or longer ...
 pub const MAX_AGE: Duration = Duration::from_millis(100);
 /// ... nor may more than [`MAX_BATCHES`] batches be written and not synced.
@@ -57,6 +54,10 @@ fn baseline(u: &Unsynced) -> bool {
     // Every batch durable before the next: one fsync per batch.
     u.batches >= 1
 }
+
+// The lab's mutants (the authoring check's wrong but fast STUDENT bodies), generated;
+// the dispatch above finds `mutants!` through the `use` in that file.
+include!("mutants/fsync.rs");
 
 // ===== STUDENT (lab 13: commit batches in groups, within the durability bound) =====
 #[inline(never)]

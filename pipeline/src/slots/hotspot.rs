@@ -8,9 +8,6 @@ use pipeline_plan::LabImpl;
 #[path = "../../../course/labs/09-hotspot/reference.rs"]
 mod reference;
 
-// The lab's mutants (the authoring check's wrong but fast STUDENT bodies), generated.
-include!("mutants/hotspot.rs");
-
 /// The API prefixes, by class (index + 1); 0 = unclassified.
 pub const PREFIXES: [&str; 24] = [
     "/api/v1/users",
@@ -64,6 +61,10 @@ fn baseline(key: &[u8]) -> u8 {
         .position(|p| key.contains(p.as_str()))
         .map_or(0, |i| (i + 1) as u8)
 }
+
+// The lab's mutants (the authoring check's wrong but fast STUDENT bodies), generated;
+// the dispatch above finds `mutants!` through the `use` in that file.
+include!("mutants/hotspot.rs");
 
 // ===== STUDENT (lab 09: same answer, without the hot spot) =====
 #[inline(never)]

@@ -9,9 +9,6 @@ use pipeline_plan::LabImpl;
 #[path = "../../../course/labs/07-iterators/reference.rs"]
 mod reference;
 
-// The lab's mutants (the authoring check's wrong but fast STUDENT bodies), generated.
-include!("mutants/iterators.rs");
-
 /// What the summary reports.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FrameSummary {
@@ -61,6 +58,10 @@ fn baseline(frame: &Frame) -> FrameSummary {
     }
     s
 }
+
+// The lab's mutants (the authoring check's wrong but fast STUDENT bodies), generated;
+// the dispatch above finds `mutants!` through the `use` in that file.
+include!("mutants/iterators.rs");
 
 // ===== STUDENT (lab 07: one pass, no intermediate collection) =====
 #[allow(clippy::needless_range_loop)]

@@ -8,9 +8,6 @@ use pipeline_plan::LabImpl;
 #[path = "../../../course/labs/14-scaling-the-aggregate/reference.rs"]
 mod reference;
 
-// The lab's mutants (the authoring check's wrong but fast STUDENT bodies), generated.
-include!("mutants/partition.rs");
-
 /// The partition of `key` among `lanes` (at least 1) aggregate partitions (do not edit).
 ///
 /// The specification (`pipeline conformance --slot partition`): a number below `lanes`; the
@@ -41,6 +38,10 @@ fn baseline(key: &[u8], lanes: usize) -> usize {
     let _ = (key, lanes);
     0
 }
+
+// The lab's mutants (the authoring check's wrong but fast STUDENT bodies), generated;
+// the dispatch above finds `mutants!` through the `use` in that file.
+include!("mutants/partition.rs");
 
 // ===== STUDENT (lab 14: spread the keys over the partitions, each key in one) =====
 #[inline(never)]

@@ -11,9 +11,6 @@ use std::collections::HashMap;
 #[path = "../../../course/labs/16-recall-aggregate/reference.rs"]
 mod reference;
 
-// The lab's mutants (the authoring check's wrong but fast STUDENT bodies), generated.
-include!("mutants/recall.rs");
-
 /// What the tally reports for one frame.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Tally {
@@ -73,6 +70,10 @@ fn baseline(frame: &Frame) -> Tally {
     t.busiest_key_events = per_key.values().copied().max().unwrap_or(0);
     t
 }
+
+// The lab's mutants (the authoring check's wrong but fast STUDENT bodies), generated;
+// the dispatch above finds `mutants!` through the `use` in that file.
+include!("mutants/recall.rs");
 
 // ===== STUDENT (lab 16: the same tally, without the mistakes) =====
 #[inline(never)]

@@ -13,9 +13,6 @@ use std::collections::{BTreeSet, HashMap};
 #[path = "../../../course/labs/20-replica-reconciliation/reference.rs"]
 mod reference;
 
-// The lab's mutants (the authoring check's wrong but fast STUDENT bodies), generated.
-include!("mutants/reconcile.rs");
-
 /// Which replica a [`ReconcileError`] is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Replica {
@@ -207,6 +204,10 @@ fn baseline(a: &[u8], b: &[u8]) -> Result<Repair, ReconcileError> {
         to_b: segment_bytes(to_b.iter().map(Vec::as_slice)),
     })
 }
+
+// The lab's mutants (the authoring check's wrong but fast STUDENT bodies), generated;
+// the dispatch above finds `mutants!` through the `use` in that file.
+include!("mutants/reconcile.rs");
 
 // ===== STUDENT (lab 20: reconciling two sorted replicas in one pass) =====
 #[inline(never)]

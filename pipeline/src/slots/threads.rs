@@ -8,9 +8,6 @@ use pipeline_plan::LabImpl;
 #[path = "../../../course/labs/17-threads-and-channels/reference.rs"]
 mod reference;
 
-// The lab's mutants (the authoring check's wrong but fast STUDENT bodies), generated.
-include!("mutants/threads.rs");
-
 /// Passes of [`checksum`] over a record: a few microseconds of CPU per record.
 const ROUNDS: usize = 32;
 
@@ -72,6 +69,10 @@ fn baseline(frame: &Frame) -> Digest {
         .records()
         .fold(Digest::default(), |d, rec| d.plus(checksum(rec)))
 }
+
+// The lab's mutants (the authoring check's wrong but fast STUDENT bodies), generated;
+// the dispatch above finds `mutants!` through the `use` in that file.
+include!("mutants/threads.rs");
 
 // ===== STUDENT (lab 17: spread the checksums over OS threads) =====
 #[inline(never)]
