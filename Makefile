@@ -8,7 +8,7 @@ REPORTS  := reports
 TIMED    ?= $(CURDIR)/.ci/timed
 
 .DEFAULT_GOAL := help
-.PHONY: help build demo local up down images e2e test validate api-check lab-check lab-verify crd lint fmt bench bench-e2e bench-leaderboard chaos fuzz fuzz-smoke fuzz-tool clean
+.PHONY: help build demo local up down images e2e test test-side-by-side test-validate test-api-check validate api-check lab-check lab-verify crd lint fmt bench bench-e2e bench-leaderboard chaos fuzz fuzz-smoke fuzz-build fuzz-tool clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -31,24 +31,37 @@ test: build ## Run every test (unit, real processes on loopback, real Prometheus
 		echo "--- cargo-nextest is not installed: cargo test runs the same tests, one binary at a time, without the slow-test report (cargo install cargo-nextest --locked)"; \
 		$(TIMED) tests $(CARGO) test --release --workspace; \
 	fi
-	$(TIMED) validate $(MAKE) --no-print-directory validate
-	$(TIMED) api-check $(MAKE) --no-print-directory api-check
+	@echo "--- side by side: validate, api-check and the fuzz build (each prints its output when it ends)"
+	$(MAKE) --no-print-directory -j3 --output-sync=target test-side-by-side
 	$(TIMED) lab-check $(MAKE) --no-print-directory lab-check
-	$(MAKE) --no-print-directory fuzz-smoke
+	$(TIMED) fuzz-run fuzz/smoke.sh 10 $(FUZZ_TARGETS)
 	@.ci/slowest
+
+# Three steps that each keep about one core busy (Python, Node, a server under schemathesis, the
+# fuzz targets' build in fuzz/target): run together, before the lab check, which wants a quiet
+# machine. Each is timed on its own ("&": it ran beside the others).
+test-side-by-side: test-validate test-api-check fuzz-build
+test-side-by-side: FUZZ_BUILD_PHASE = fuzz-build &
+test-validate:
+	$(TIMED) "validate &" $(MAKE) --no-print-directory validate
+test-api-check:
+	$(TIMED) "api-check &" $(MAKE) --no-print-directory api-check
 
 FUZZ_TARGETS := frames hello json compact_event window_result segment
 FUZZ_SECONDS ?= 600
+FUZZ_BUILD_PHASE ?= fuzz-build
 # cargo fuzz wants nightly flags; RUSTC_BOOTSTRAP lets the stable toolchain take them.
 FUZZ_RUN = cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -O
 
 fuzz-tool:
 	@command -v cargo-fuzz >/dev/null || { echo "--- installing cargo-fuzz"; $(CARGO) install cargo-fuzz --locked; }
 
-fuzz-smoke: fuzz-tool ## Each fuzz target for 10 s from its committed corpus (new finds go to a scratch folder)
-	@echo "--- building the fuzz targets (libFuzzer, AddressSanitizer; a few minutes cold)"
-	cd fuzz && RUSTC_BOOTSTRAP=1 $(TIMED) fuzz-build cargo fuzz build -O
+fuzz-smoke: fuzz-build ## Each fuzz target for 10 s from its committed corpus (new finds go to a scratch folder)
 	$(TIMED) fuzz-run fuzz/smoke.sh 10 $(FUZZ_TARGETS)
+
+fuzz-build: fuzz-tool
+	@echo "--- building the fuzz targets (libFuzzer, AddressSanitizer; a few minutes cold)"
+	cd fuzz && RUSTC_BOOTSTRAP=1 $(TIMED) "$(FUZZ_BUILD_PHASE)" cargo fuzz build -O
 
 fuzz: fuzz-tool ## Each fuzz target for FUZZ_SECONDS (600) s, growing its corpus in fuzz/corpus (commit what it adds)
 	@for t in $(FUZZ_TARGETS); do \
