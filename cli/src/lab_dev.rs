@@ -4,10 +4,11 @@
 //!
 //! Mutants are compiled into the pipeline, not written into the slot files: each lab's
 //! `mutants` become functions with the STUDENT signature in a generated file beside its slot
-//! (`pipeline/src/slots/mutants/`, rewritten here when stale), built once with the pipeline's
-//! `lab-mutants` feature, and each runs the conformance check a student's code runs first, as
-//! `--impl mutant-N`. One build for every mutant, and no slot file is touched (so nothing is
-//! rebuilt afterwards). The build without the feature is put back at the end.
+//! (`pipeline/src/slots/mutants/`; the check stops when one is stale), built once with the
+//! pipeline's `lab-mutants` feature, and each runs the conformance check a student's code runs
+//! first, as `--impl mutant-N`, in a binary that says it carries every lab's. One build for
+//! every mutant, and no slot file is touched (so nothing is rebuilt afterwards). The build
+//! without the feature is put back at the end.
 
 use crate::lab::run_check;
 use anyhow::{Context, bail};
@@ -82,7 +83,11 @@ async fn mutant_checks(
     crate::lab::cargo_build(root, BUILD_MUTANTS, true)
         .map_err(|e| e.context("the pipeline does not build with the labs' mutants"))?;
     eprintln!("  built in {:.0} s", t0.elapsed().as_secs_f64());
-    carries_the_mutants(progress)?;
+    let want: Vec<(String, usize)> = progress
+        .iter()
+        .filter_map(|p| Some((p.lab.conformance_slot()?, p.lab.spec.mutants.len())))
+        .collect();
+    carries_the_mutants(&observatory_runner::local::find_pipeline_bin()?, &want)?;
     for p in progress.iter_mut() {
         let lab = p.lab;
         if !lab.is_code_lab() {
@@ -109,9 +114,8 @@ async fn mutant_checks(
 /// The pipeline binary the checks run must be the one just built with the mutants, and carry
 /// every lab's: a binary without them would fail every mutant's run, and a failed run counts
 /// as a refused mutant.
-fn carries_the_mutants(progress: &[Progress<'_>]) -> anyhow::Result<()> {
-    let bin = observatory_runner::local::find_pipeline_bin()?;
-    let out = std::process::Command::new(&bin)
+fn carries_the_mutants(bin: &Path, want: &[(String, usize)]) -> anyhow::Result<()> {
+    let out = std::process::Command::new(bin)
         .arg("mutants")
         .output()
         .with_context(|| format!("running {} mutants", bin.display()))?;
@@ -128,16 +132,11 @@ fn carries_the_mutants(progress: &[Progress<'_>]) -> anyhow::Result<()> {
     }
     let counts: std::collections::BTreeMap<String, usize> = serde_json::from_slice(&out.stdout)
         .map_err(|e| mismatch(format!("its `mutants` answer is not a count per slot: {e}")))?;
-    for p in progress {
-        let Some(slot) = p.lab.conformance_slot() else {
-            continue;
-        };
-        let have = counts.get(&slot).copied().unwrap_or(0);
-        if have != p.lab.spec.mutants.len() {
+    for (slot, n) in want {
+        let have = counts.get(slot).copied().unwrap_or(0);
+        if have != *n {
             return Err(mismatch(format!(
-                "it has {have} mutants for slot `{slot}`, lab {:02} has {}",
-                p.lab.number(),
-                p.lab.spec.mutants.len()
+                "it has {have} mutants for slot `{slot}`, its lab has {n}"
             )));
         }
     }
@@ -300,5 +299,58 @@ fn summarize(p: Progress<'_>, repeat: u32, failures: &mut Vec<u32>) -> DevResult
         mutant_verdicts: mutants.into_iter().map(|(_, v)| v).collect(),
         answer_refused,
         answer_message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::carries_the_mutants;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A stand-in pipeline answering `mutants` with `script`'s output and status.
+    fn stand_in(dir: &std::path::Path, script: &str) -> std::path::PathBuf {
+        let bin = dir.join("pipeline");
+        std::fs::write(
+            &bin,
+            format!("#!/bin/sh\n[ \"$1\" = mutants ] || exit 3\n{script}\n"),
+        )
+        .unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        bin
+    }
+
+    /// Only a binary that carries every lab's mutants runs them: one built without the
+    /// feature (its mutant runs would all fail, and count as refused), an older one, or one
+    /// with other mutant lists is refused, naming why.
+    #[test]
+    fn mutants_run_only_in_a_binary_that_carries_the_labs() {
+        let dir = tempfile::tempdir().unwrap();
+        let want = vec![("hotspot".to_string(), 1), ("fanout".to_string(), 2)];
+        let ok = stand_in(dir.path(), r#"echo '{"fanout":2,"hotspot":1,"leak":1}'"#);
+        carries_the_mutants(&ok, &want).unwrap();
+        for (script, why) in [
+            (
+                "echo \"pipeline: error: this binary was built without the labs' mutants\" >&2; exit 2",
+                "without the labs' mutants",
+            ),
+            (
+                "echo 'error: unrecognized subcommand' >&2; exit 2",
+                "unrecognized",
+            ),
+            (
+                r#"echo '{"fanout":1,"hotspot":1}'"#,
+                "1 mutants for slot `fanout`",
+            ),
+            (r#"echo '{"fanout":2}'"#, "0 mutants for slot `hotspot`"),
+            ("echo 'not json'", "not a count per slot"),
+        ] {
+            let d = tempfile::tempdir().unwrap();
+            let e = carries_the_mutants(&stand_in(d.path(), script), &want).unwrap_err();
+            let e = e.to_string();
+            assert!(
+                e.contains(why) && e.contains("is not the pipeline"),
+                "{script}: {e}"
+            );
+        }
     }
 }
