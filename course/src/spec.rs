@@ -587,28 +587,42 @@ fn generated_header(generated: &str) -> Option<String> {
     Some(generated[line..open].replacen("fn mutant_1(", "fn student(", 1))
 }
 
-/// Every code lab's generated mutant file under `root` ([`MUTANTS_DIR`]) as it should be:
-/// (path relative to `root`, contents). Two labs checked against one slot is an error: the
+/// Each code lab with the path of its generated mutant file ([`MUTANTS_DIR`], relative to
+/// the repository) and its slot file's text. Two labs checked against one slot is an error: the
 /// slot's file would have two lists.
-pub fn mutant_files(root: &Path, labs: &[Lab]) -> Result<Vec<(String, String)>, String> {
-    let mut out: Vec<(String, String)> = Vec::new();
+fn mutant_targets<'a>(
+    root: &Path,
+    labs: &'a [Lab],
+) -> Result<Vec<(String, &'a Lab, String)>, String> {
+    let mut out: Vec<(String, &Lab, String)> = Vec::new();
     for lab in labs {
         let (Some(slot), Some(file)) = (lab.conformance_slot(), lab.conformance_file()) else {
             continue;
         };
         let path = format!("{MUTANTS_DIR}/{slot}.rs");
-        if out.iter().any(|(p, _)| *p == path) {
+        if out.iter().any(|(p, _, _)| *p == path) {
             return Err(format!(
                 "two labs are checked against slot `{slot}`: its mutants would need one list"
             ));
         }
         let text = std::fs::read_to_string(root.join(&file))
             .map_err(|e| format!("reading {file}: {e}"))?;
-        let source = mutants_source(&text, &lab.slug, &lab.spec.mutants)
-            .map_err(|e| format!("{file}: {e}"))?;
-        out.push((path, source));
+        out.push((path, lab, text));
     }
     Ok(out)
+}
+
+/// Every code lab's generated mutant file under `root` as it should be: (path relative to
+/// `root`, contents).
+pub fn mutant_files(root: &Path, labs: &[Lab]) -> Result<Vec<(String, String)>, String> {
+    mutant_targets(root, labs)?
+        .into_iter()
+        .map(|(path, lab, text)| {
+            let source = mutants_source(&text, &lab.slug, &lab.spec.mutants)
+                .map_err(|e| format!("{}: {e}", lab.conformance_file().unwrap_or_default()))?;
+            Ok((path, source))
+        })
+        .collect()
 }
 
 /// The generated mutant files that do not match their lab's `mutants` (paths relative to
@@ -616,22 +630,15 @@ pub fn mutant_files(root: &Path, labs: &[Lab]) -> Result<Vec<(String, String)>, 
 /// of their STUDENT function has not made it stale (the mutants are functions of their own).
 pub fn stale_mutant_files(root: &Path, labs: &[Lab]) -> Result<Vec<String>, String> {
     let mut stale = Vec::new();
-    for (path, fresh) in mutant_files(root, labs)? {
+    for (path, lab, text) in mutant_targets(root, labs)? {
         let have = std::fs::read_to_string(root.join(&path)).unwrap_or_default();
-        let want = match generated_header(&have) {
-            Some(header) => {
-                let lab = labs
-                    .iter()
-                    .find(|l| {
-                        l.conformance_slot()
-                            .is_some_and(|s| path == format!("{MUTANTS_DIR}/{s}.rs"))
-                    })
-                    .ok_or_else(|| format!("no lab for {path}"))?;
-                mutants_source_with(&header, &lab.slug, &lab.spec.mutants)?
-            }
-            None => fresh,
+        let header = match generated_header(&have) {
+            Some(header) => header,
+            None => student_header(&text)
+                .map_err(|e| format!("{}: {e}", lab.conformance_file().unwrap_or_default()))?
+                .to_string(),
         };
-        if have != want {
+        if have != mutants_source_with(&header, &lab.slug, &lab.spec.mutants)? {
             stale.push(path);
         }
     }

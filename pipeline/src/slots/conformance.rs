@@ -90,9 +90,13 @@ const SPECS: [(&str, SlotRun, u8); 20] = [
 ];
 
 /// Each slot's number of mutants (`pipeline mutants`: the authoring check compares them with
-/// the labs' before it trusts this binary's answers about them).
-pub fn mutant_counts() -> impl Iterator<Item = (&'static str, u8)> {
-    SPECS.iter().map(|&(name, _, n)| (name, n))
+/// the labs' before it trusts this binary's answers about them); an error in a binary built
+/// without them.
+pub fn mutant_counts() -> Result<std::collections::BTreeMap<&'static str, u8>, ConformanceError> {
+    if !super::HAS_MUTANTS {
+        return Err(ConformanceError::MutantsNotCompiled);
+    }
+    Ok(SPECS.iter().map(|&(name, _, n)| (name, n)).collect())
 }
 
 /// The slots with a specification.
@@ -134,9 +138,7 @@ pub fn check(slot: &str, imp: LabImpl, seed: u64) -> Result<Conformance, Conform
     };
     if let LabImpl::Mutant(n) = imp {
         // Refused here, not found out by a panic that the run would count as a wrong answer.
-        if !super::HAS_MUTANTS {
-            return Err(ConformanceError::MutantsNotCompiled);
-        }
+        mutant_counts()?;
         if n == 0 || n > mutants {
             return Err(ConformanceError::NoMutant {
                 slot: slot.to_string(),
