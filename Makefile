@@ -8,7 +8,7 @@ REPORTS  := reports
 TIMED    ?= $(CURDIR)/.ci/timed
 
 .DEFAULT_GOAL := help
-.PHONY: help build demo local up down images e2e test test-side-by-side test-validate test-api-check validate api-check lab-check lab-verify crd lint fmt bench bench-e2e bench-leaderboard chaos fuzz fuzz-smoke fuzz-build fuzz-tool clean
+.PHONY: help build demo local up down images e2e test test-side-by-side test-run test-validate test-api-check validate api-check lab-check lab-verify crd lint fmt bench bench-e2e bench-leaderboard chaos fuzz fuzz-smoke fuzz-build fuzz-tool clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -22,26 +22,30 @@ demo: build ## Run the local observatory for 30 s with the live display, then pr
 local: build ## Run the local observatory until Ctrl-C
 	$(OBS) up --local
 
-test: build ## Run every test (unit, real processes on loopback, real Prometheus, manifests, the leaderboard's API against its OpenAPI document, the labs' authoring check, a fuzz smoke run), then the 10 slowest tests
+test: ## Run every test (unit, real processes on loopback, real Prometheus, manifests, the leaderboard's API against its OpenAPI document, the labs' authoring check, a fuzz smoke run), then the 10 slowest tests
 	@rm -f target/nextest/default/junit.xml
-	$(TIMED) test-build $(CARGO) test --release --workspace --no-run
-	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
-		$(TIMED) tests $(CARGO) nextest run --release --workspace; \
-	else \
-		echo "--- cargo-nextest is not installed: cargo test runs the same tests, one binary at a time, without the slow-test report (cargo install cargo-nextest --locked)"; \
-		$(TIMED) tests $(CARGO) test --release --workspace; \
-	fi
-	@echo "--- side by side: validate, api-check and the fuzz build (each prints its output when it ends)"
-	$(MAKE) --no-print-directory -j3 --output-sync=target test-side-by-side
+	$(TIMED) build $(CARGO) build --release --workspace --bins --tests --examples
+	@echo "--- side by side: the tests, validate, api-check and the fuzz build (each prints its output when it ends)"
+	$(MAKE) --no-print-directory -j4 --output-sync=target test-side-by-side
 	$(TIMED) lab-check $(MAKE) --no-print-directory lab-check
 	$(TIMED) fuzz-run fuzz/smoke.sh 10 $(FUZZ_TARGETS)
 	@.ci/slowest
 
-# Three steps that each keep about one core busy (Python, Node, a server under schemathesis, the
-# fuzz targets' build in fuzz/target): run together, before the lab check, which wants a quiet
-# machine. Each is timed on its own ("&": it ran beside the others).
-test-side-by-side: test-validate test-api-check fuzz-build
+# The binaries and the test binaries are built above in one cargo call (one schedule over both
+# cores, no idle tail between two calls). Then four steps side by side: the tests (real processes
+# on loopback: they keep the cores ~45% busy, waiting on timers, sockets and children), validate
+# (Python, Node), api-check (a server under schemathesis) and the fuzz targets' build (its own
+# fuzz/target); then the lab check alone, which measures wall-clock time and wants a quiet machine.
+# Each step is timed on its own ("&": it ran beside the others).
+test-side-by-side: test-run test-validate test-api-check fuzz-build
 test-side-by-side: FUZZ_BUILD_PHASE = fuzz-build &
+test-run:
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		$(TIMED) "tests &" $(CARGO) nextest run --release --workspace; \
+	else \
+		echo "--- cargo-nextest is not installed: cargo test runs the same tests, one binary at a time, without the slow-test report (cargo install cargo-nextest --locked)"; \
+		$(TIMED) "tests &" $(CARGO) test --release --workspace; \
+	fi
 test-validate:
 	$(TIMED) "validate &" $(MAKE) --no-print-directory validate
 test-api-check:
