@@ -22,20 +22,19 @@ demo: build ## Run the local observatory for 30 s with the live display, then pr
 local: build ## Run the local observatory until Ctrl-C
 	$(OBS) up --local
 
-test: ## Run every test (unit, real processes on loopback, real Prometheus, manifests, the leaderboard's API against its OpenAPI document, the labs' authoring check, a fuzz smoke run), then the 10 slowest tests
+test: build ## Run every test (unit, real processes on loopback, real Prometheus, manifests, the leaderboard's API against its OpenAPI document, the labs' authoring check, a fuzz smoke run), then the 10 slowest tests
 	@rm -f target/nextest/default/junit.xml
-	$(TIMED) build $(CARGO) build --release --workspace --bins --tests --examples
+	$(TIMED) test-build $(CARGO) test --release --workspace --no-run
 	@echo "--- side by side: the tests, validate, api-check and the fuzz build (each prints its output when it ends)"
 	$(MAKE) --no-print-directory -j4 --output-sync=target test-side-by-side
 	$(TIMED) lab-check $(MAKE) --no-print-directory lab-check
 	$(TIMED) fuzz-run fuzz/smoke.sh 10 $(FUZZ_TARGETS)
 	@.ci/slowest
 
-# The binaries and the test binaries are built above in one cargo call (one schedule over both
-# cores, no idle tail between two calls). Then four steps side by side: the tests (real processes
-# on loopback: they keep the cores ~45% busy, waiting on timers, sockets and children), validate
-# (Python, Node), api-check (a server under schemathesis) and the fuzz targets' build (its own
-# fuzz/target); then the lab check alone, which measures wall-clock time and wants a quiet machine.
+# Four steps side by side: the tests (real processes on loopback: alone they keep the two cores
+# ~45% busy, waiting on timers, sockets and children), validate (Python, Node), api-check (a
+# server under schemathesis) and the fuzz targets' build (its own fuzz/target); then the lab
+# check alone, which measures wall-clock time and wants a quiet machine.
 # Each step is timed on its own ("&": it ran beside the others).
 test-side-by-side: test-run test-validate test-api-check fuzz-build
 test-side-by-side: FUZZ_BUILD_PHASE = fuzz-build &
