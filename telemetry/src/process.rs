@@ -115,6 +115,9 @@ mod tests {
     fn cpu_seconds_are_exported_below_a_second_and_grow() {
         let r = Registry::new();
         r.register(Box::new(ProcessMetrics::for_self())).unwrap();
+        // Idle first, so that a clock that is not this process's CPU time (wall time since
+        // start, or user and system time counted twice) exceeds the bound below.
+        std::thread::sleep(std::time::Duration::from_millis(200));
         burn_50ms();
         let first = scrape(&r);
         assert!(
@@ -124,6 +127,11 @@ mod tests {
         burn_50ms();
         let second = scrape(&r);
         assert!(second >= first + 0.03, "{first} -> {second}");
+        let cpu = usage().expect("getrusage").cpu_seconds;
+        assert!(
+            second <= cpu,
+            "exported {second} s, more than the {cpu} s of CPU used"
+        );
         // The other process metrics are still there.
         let mut out = Vec::new();
         TextEncoder::new().encode(&r.gather(), &mut out).unwrap();
