@@ -587,27 +587,44 @@ fn generated_header(generated: &str) -> Option<String> {
     Some(generated[line..open].replacen("fn mutant_1(", "fn student(", 1))
 }
 
-/// Each code lab with the path of its generated mutant file ([`MUTANTS_DIR`], relative to
-/// the repository) and its slot file's text. Two labs checked against one slot is an error: the
-/// slot's file would have two lists.
-fn mutant_targets<'a>(
-    root: &Path,
-    labs: &'a [Lab],
-) -> Result<Vec<(String, &'a Lab, String)>, String> {
-    let mut out: Vec<(String, &Lab, String)> = Vec::new();
+/// A code lab's generated mutant file: where it goes ([`MUTANTS_DIR`], relative to the
+/// repository), the lab, and its slot file (path and text).
+struct MutantTarget<'a> {
+    path: String,
+    lab: &'a Lab,
+    slot_file: String,
+    slot_text: String,
+}
+
+impl MutantTarget<'_> {
+    /// The STUDENT signature of the slot file, up to the body's `{`.
+    fn student_header(&self) -> Result<&str, String> {
+        student_header(&self.slot_text).map_err(|e| format!("{}: {e}", self.slot_file))
+    }
+}
+
+/// Every code lab's [`MutantTarget`]. Two labs checked against one slot is an error: the slot's
+/// file would have two lists.
+fn mutant_targets<'a>(root: &Path, labs: &'a [Lab]) -> Result<Vec<MutantTarget<'a>>, String> {
+    let mut out: Vec<MutantTarget<'a>> = Vec::new();
     for lab in labs {
-        let (Some(slot), Some(file)) = (lab.conformance_slot(), lab.conformance_file()) else {
+        let (Some(slot), Some(slot_file)) = (lab.conformance_slot(), lab.conformance_file()) else {
             continue;
         };
         let path = format!("{MUTANTS_DIR}/{slot}.rs");
-        if out.iter().any(|(p, _, _)| *p == path) {
+        if out.iter().any(|t| t.path == path) {
             return Err(format!(
                 "two labs are checked against slot `{slot}`: its mutants would need one list"
             ));
         }
-        let text = std::fs::read_to_string(root.join(&file))
-            .map_err(|e| format!("reading {file}: {e}"))?;
-        out.push((path, lab, text));
+        let slot_text = std::fs::read_to_string(root.join(&slot_file))
+            .map_err(|e| format!("reading {slot_file}: {e}"))?;
+        out.push(MutantTarget {
+            path,
+            lab,
+            slot_file,
+            slot_text,
+        });
     }
     Ok(out)
 }
@@ -617,10 +634,10 @@ fn mutant_targets<'a>(
 pub fn mutant_files(root: &Path, labs: &[Lab]) -> Result<Vec<(String, String)>, String> {
     mutant_targets(root, labs)?
         .into_iter()
-        .map(|(path, lab, text)| {
-            let source = mutants_source(&text, &lab.slug, &lab.spec.mutants)
-                .map_err(|e| format!("{}: {e}", lab.conformance_file().unwrap_or_default()))?;
-            Ok((path, source))
+        .map(|t| {
+            let source = mutants_source_with(t.student_header()?, &t.lab.slug, &t.lab.spec.mutants)
+                .map_err(|e| format!("{}: {e}", t.slot_file))?;
+            Ok((t.path, source))
         })
         .collect()
 }
@@ -630,16 +647,14 @@ pub fn mutant_files(root: &Path, labs: &[Lab]) -> Result<Vec<(String, String)>, 
 /// of their STUDENT function has not made it stale (the mutants are functions of their own).
 pub fn stale_mutant_files(root: &Path, labs: &[Lab]) -> Result<Vec<String>, String> {
     let mut stale = Vec::new();
-    for (path, lab, text) in mutant_targets(root, labs)? {
-        let have = std::fs::read_to_string(root.join(&path)).unwrap_or_default();
+    for t in mutant_targets(root, labs)? {
+        let have = std::fs::read_to_string(root.join(&t.path)).unwrap_or_default();
         let header = match generated_header(&have) {
             Some(header) => header,
-            None => student_header(&text)
-                .map_err(|e| format!("{}: {e}", lab.conformance_file().unwrap_or_default()))?
-                .to_string(),
+            None => t.student_header()?.to_string(),
         };
-        if have != mutants_source_with(&header, &lab.slug, &lab.spec.mutants)? {
-            stale.push(path);
+        if have != mutants_source_with(&header, &t.lab.slug, &t.lab.spec.mutants)? {
+            stale.push(t.path);
         }
     }
     Ok(stale)
