@@ -223,10 +223,6 @@ impl AbConfig {
         plan.labels.insert("side".into(), side.0.clone());
         Ok(plan)
     }
-
-    fn is_aa(&self) -> bool {
-        self.a.1 == self.b.1
-    }
 }
 
 /// One run of one side.
@@ -261,18 +257,44 @@ async fn one_run(
 /// Run the comparison and write its report. `progress(n, total, what)` is told about each run.
 pub async fn run_ab(
     cfg: &AbConfig,
-    mut progress: impl FnMut(usize, usize, &str),
+    progress: impl FnMut(usize, usize, &str),
 ) -> anyhow::Result<AbResult> {
-    let plans = [cfg.plan(&cfg.a)?, cfg.plan(&cfg.b)?];
-    let labels = [cfg.a.0.as_str(), cfg.b.0.as_str()];
-    let profiled = usize::from(cfg.profile_seconds > 0) * 2;
-    let total = 2 * (cfg.pairs + cfg.warmup_pairs) + profiled;
+    let mut results = run_ab_also(cfg, &[], progress).await?;
+    Ok(results.remove(0))
+}
+
+/// A further B side for [`run_ab_also`]: its (label, knob assignments), and the folder its
+/// comparison with A is written to.
+pub struct AlsoSide {
+    pub side: (String, Vec<String>),
+    pub report_dir: PathBuf,
+}
+
+/// [`run_ab`] with more B sides, each compared with the same A runs: every round runs A, B,
+/// then each side of `also`, in that order (so every B side keeps its pairs with A, as in a
+/// comparison of its own). The labs' authoring check measures the baseline again and the
+/// reference so: three runs a round instead of four. One result per B side, `cfg.b`'s first
+/// (written to `cfg.run.report_dir`, where every run's folder is), then `also`'s in order.
+pub async fn run_ab_also(
+    cfg: &AbConfig,
+    also: &[AlsoSide],
+    mut progress: impl FnMut(usize, usize, &str),
+) -> anyhow::Result<Vec<AbResult>> {
+    let mut sides = vec![&cfg.a, &cfg.b];
+    sides.extend(also.iter().map(|x| &x.side));
+    let plans = sides
+        .iter()
+        .map(|s| cfg.plan(s))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let labels: Vec<&str> = sides.iter().map(|s| s.0.as_str()).collect();
+    let profiled = usize::from(cfg.profile_seconds > 0) * sides.len();
+    let total = sides.len() * (cfg.pairs + cfg.warmup_pairs) + profiled;
     let runs_dir = cfg.run.report_dir.join("runs");
-    let mut figures: [Vec<RunFigures>; 2] = [Vec::new(), Vec::new()];
+    let mut figures: Vec<Vec<RunFigures>> = vec![Vec::new(); sides.len()];
     let mut n = 0;
     for pair in 0..cfg.pairs + cfg.warmup_pairs {
         let warmup = pair < cfg.warmup_pairs;
-        for side in 0..2 {
+        for side in 0..sides.len() {
             n += 1;
             let what = format!("{}{}", labels[side], if warmup { " (warm-up)" } else { "" });
             progress(n, total, &what);
@@ -290,9 +312,9 @@ pub async fn run_ab(
             }
         }
     }
-    let mut profiles: [Option<PathBuf>; 2] = [None, None];
+    let mut profiles: Vec<Option<PathBuf>> = vec![None; sides.len()];
     if profiled > 0 {
-        for side in 0..2 {
+        for side in 0..sides.len() {
             n += 1;
             progress(n, total, &format!("{} (profiled)", labels[side]));
             let dir = runs_dir.join(format!("profile-{}", labels[side]));
@@ -301,7 +323,33 @@ pub async fn run_ab(
             profiles[side] = Some(dir);
         }
     }
-    let [fa, fb] = figures;
+    let report_dirs =
+        std::iter::once(&cfg.run.report_dir).chain(also.iter().map(|x| &x.report_dir));
+    let mut results = Vec::new();
+    for (k, dir) in (1..sides.len()).zip(report_dirs) {
+        let mut result = compare(
+            cfg,
+            [sides[0], sides[k]],
+            [&plans[0], &plans[k]],
+            [figures[0].clone(), figures[k].clone()],
+        );
+        crate::report::write(
+            dir,
+            &mut result,
+            [profiles[0].as_deref(), profiles[k].as_deref()],
+        )?;
+        results.push(result);
+    }
+    Ok(results)
+}
+
+/// The comparison of side A with one B side, from their runs' figures.
+fn compare(
+    cfg: &AbConfig,
+    [a, b]: [&(String, Vec<String>); 2],
+    plans: [&Plan; 2],
+    [fa, fb]: [Vec<RunFigures>; 2],
+) -> AbResult {
     let mut not_compared = BTreeMap::new();
     let mut comparisons = Vec::new();
     for m in Metric::of_a_run() {
@@ -318,22 +366,22 @@ pub async fn run_ab(
         }
     }
     let conserved = fa.iter().chain(&fb).all(|r| r.conserved);
-    let changed_stage = configured_stage(&plans[0], &plans[1]).or_else(|| changed_stage(&fa, &fb));
-    let mut result = AbResult {
+    let changed_stage = configured_stage(plans[0], plans[1]).or_else(|| changed_stage(&fa, &fb));
+    AbResult {
         ab_version: AB_VERSION,
-        mode: if cfg.is_aa() { "aa" } else { "ab" }.into(),
+        mode: if a.1 == b.1 { "aa" } else { "ab" }.into(),
         workload: cfg.base.to_toml(),
         pairs: cfg.pairs,
         warmup_pairs: cfg.warmup_pairs,
         machine: Machine::here(),
         a: SideRuns {
-            label: cfg.a.0.clone(),
-            assignments: cfg.a.1.clone(),
+            label: a.0.clone(),
+            assignments: a.1.clone(),
             runs: fa,
         },
         b: SideRuns {
-            label: cfg.b.0.clone(),
-            assignments: cfg.b.1.clone(),
+            label: b.0.clone(),
+            assignments: b.1.clone(),
             runs: fb,
         },
         comparisons,
@@ -341,13 +389,7 @@ pub async fn run_ab(
         conserved,
         changed_stage,
         files: BTreeMap::new(),
-    };
-    crate::report::write(
-        &cfg.run.report_dir,
-        &mut result,
-        [profiles[0].as_deref(), profiles[1].as_deref()],
-    )?;
-    Ok(result)
+    }
 }
 
 /// The plan of a side's profiled run: bounded by time, twice the profile's length, so the
@@ -430,6 +472,95 @@ mod tests {
             conserved: true,
             report_dir: String::new(),
         }
+    }
+
+    /// Three sides in one set of rounds, with real pipelines: each B side is paired with the
+    /// same A runs and gets its own runs and report. Wrong pairings fail it: the reference
+    /// side given B's runs (or A's) would show no change in allocations, B given C's would
+    /// show one, and a round out of order would name its runs otherwise.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn further_b_sides_share_the_rounds_and_the_a_runs() {
+        let Ok(bin) = observatory_runner::local::find_pipeline_bin() else {
+            panic!("no pipeline binary: `make build` first");
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut base = Plan::new("also");
+        base.assign("source.events=100000").unwrap();
+        let side =
+            |label: &str, mode: &str| (label.to_string(), vec![format!("parse.mode={mode}")]);
+        let cfg = AbConfig {
+            base,
+            a: side("owned", "owned"),
+            b: side("owned-again", "owned"),
+            pairs: 2,
+            warmup_pairs: 0,
+            run: RunConfig::quiet(bin, dir.path().join("ab")),
+            profile_seconds: 0,
+            stats: Default::default(),
+        };
+        let also = [AlsoSide {
+            side: side("borrowed", "borrowed"),
+            report_dir: dir.path().join("also"),
+        }];
+        let mut seen = Vec::new();
+        let results = run_ab_also(&cfg, &also, |n, total, what| {
+            seen.push(format!("{n}/{total} {what}"))
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            seen,
+            [
+                "1/6 owned",
+                "2/6 owned-again",
+                "3/6 borrowed",
+                "4/6 owned",
+                "5/6 owned-again",
+                "6/6 borrowed"
+            ]
+        );
+        assert_eq!(results.len(), 2);
+        let (again, borrowed) = (&results[0], &results[1]);
+        assert_eq!(
+            (again.mode.as_str(), again.b.label.as_str()),
+            ("aa", "owned-again")
+        );
+        assert_eq!(
+            (borrowed.mode.as_str(), borrowed.b.label.as_str()),
+            ("ab", "borrowed")
+        );
+        assert_eq!(again.a, borrowed.a, "both compared with the same A runs");
+        let run_dirs = |side: &SideRuns| -> Vec<String> {
+            side.runs
+                .iter()
+                .map(|r| {
+                    r.report_dir
+                        .rsplit('/')
+                        .next()
+                        .unwrap_or_default()
+                        .to_string()
+                })
+                .collect()
+        };
+        assert_eq!(run_dirs(&again.a), ["001-owned", "004-owned"]);
+        assert_eq!(run_dirs(&again.b), ["002-owned-again", "005-owned-again"]);
+        assert_eq!(run_dirs(&borrowed.b), ["003-borrowed", "006-borrowed"]);
+        // Borrowed parsing does not allocate per event, owned parsing does.
+        let allocations = |r: &AbResult| {
+            r.comparisons
+                .iter()
+                .find(|c| c.metric == "allocations_per_event")
+                .map(|c| c.ratio.ratio)
+                .unwrap()
+        };
+        assert!(allocations(borrowed) < 0.5, "{:?}", borrowed.comparisons);
+        assert!(
+            (allocations(again) - 1.0).abs() < 0.1,
+            "{:?}",
+            again.comparisons
+        );
+        assert!(result_path(&dir.path().join("ab")).is_file());
+        assert!(result_path(&dir.path().join("also")).is_file());
     }
 
     #[test]

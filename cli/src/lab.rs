@@ -3,7 +3,7 @@
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
-use observatory_course::check::{CheckOptions, Outcome, Variant, check};
+use observatory_course::check::{CheckOptions, Outcome, Variant, check, check_together};
 use observatory_course::predict::{self, Prediction};
 use observatory_course::progress::Workspace;
 use observatory_course::spec::{Lab, Mode, find, load_labs};
@@ -452,9 +452,7 @@ pub(crate) async fn run_check_seeded(
         })?;
         eprintln!("  built in {:.0} s", t0.elapsed().as_secs_f64());
     }
-    let report_dir =
-        ws.reports_dir(lab)
-            .join(format!("{}-{}", crate::args::timestamp(), variant.label()));
+    let report_dir = report_dir(lab, variant, ws);
     if verbose {
         let mut step = if builds { 2 } else { 1 };
         if lab.conformance_slot().is_some() && !matches!(variant, Variant::Baseline) {
@@ -492,6 +490,46 @@ pub(crate) async fn run_check_seeded(
             eprintln!("  [{n}/{total}] {what}");
             last = what.to_string();
         }
+    })
+    .await;
+    bar.finish_and_clear();
+    result
+}
+
+/// Where a check of `variant` writes its report: a new folder under the lab's reports.
+fn report_dir(lab: &Lab, variant: &Variant, ws: &Workspace) -> PathBuf {
+    ws.reports_dir(lab)
+        .join(format!("{}-{}", crate::args::timestamp(), variant.label()))
+}
+
+/// The authoring check's checks of the shipped code (no build, the lab's seed, no profile),
+/// measured together where the lab's mode allows ([`check_together`]: in wall mode the
+/// variants share the baseline's runs).
+pub(crate) async fn run_checks_together(
+    lab: &Lab,
+    variants: &[Variant],
+    ws: &Workspace,
+    root: &Path,
+) -> anyhow::Result<Vec<Outcome>> {
+    let pipeline_bin = find_pipeline_bin()?;
+    let with_opts: Vec<(Variant, CheckOptions)> = variants
+        .iter()
+        .map(|v| {
+            let opts = CheckOptions {
+                pipeline_bin: pipeline_bin.clone(),
+                report_dir: report_dir(lab, v, ws),
+                root: root.to_path_buf(),
+                profile_seconds: 0,
+                workload_seed: None,
+            };
+            (v.clone(), opts)
+        })
+        .collect();
+    let bar = crate::bench::step_bar();
+    let result = check_together(lab, &with_opts, |n, total, what| {
+        bar.set_length(total as u64);
+        bar.set_position((n - 1) as u64);
+        bar.set_message(what.to_string());
     })
     .await;
     bar.finish_and_clear();

@@ -10,7 +10,7 @@
 //! every mutant, and no slot file is touched (so nothing is rebuilt afterwards). The build
 //! without the feature is put back at the end.
 
-use crate::lab::run_check;
+use crate::lab::{run_check, run_checks_together};
 use anyhow::{Context, bail};
 use observatory_course::check::{Outcome, Variant};
 use observatory_course::progress::Workspace;
@@ -183,9 +183,19 @@ pub(crate) async fn dev_check(
     let mut progress = Vec::new();
     for lab in &chosen {
         let t0 = std::time::Instant::now();
-        let baseline = run_check(lab, &Variant::Baseline, ws, root, 0, false).await?;
-        let mut refs = Vec::new();
-        for _ in 0..repeat {
+        // The baseline again and the first reference check together (in wall mode they share
+        // the baseline's runs); further repeats of the reference one at a time.
+        let together = if repeat > 0 {
+            vec![Variant::Baseline, Variant::Reference]
+        } else {
+            vec![Variant::Baseline]
+        };
+        let mut first = run_checks_together(lab, &together, ws, root)
+            .await?
+            .into_iter();
+        let baseline = first.next().context("no outcome for the baseline")?;
+        let mut refs: Vec<Outcome> = first.collect();
+        for _ in 1..repeat {
             refs.push(run_check(lab, &Variant::Reference, ws, root, 0, false).await?);
         }
         let answer = if lab.is_code_lab() {

@@ -5,7 +5,7 @@
 
 use crate::spec::{Lab, Mode};
 use anyhow::{Context, bail};
-use observatory_bench::ab::{AbConfig, run_ab};
+use observatory_bench::ab::{AbConfig, AlsoSide, run_ab, run_ab_also};
 use observatory_bench::callgrind::{self, InstructionConfig};
 use observatory_bench::stats::{Better, Figures, Metric, RatioInterval, Threshold};
 use observatory_runner::run::{RunConfig, run_local};
@@ -115,6 +115,26 @@ pub fn clears(r: &RatioInterval, better: Better, min_effect: f64) -> bool {
     Threshold::new(better, min_effect).clears(r)
 }
 
+/// A check up to its measurement: the outcome so far and, unless it ended there (a wrong
+/// result is not measured), the workload and the two sides to measure.
+struct Prepared {
+    outcome: Outcome,
+    measure: Option<ToMeasure>,
+}
+
+/// The workload and the two sides of a comparison.
+struct ToMeasure {
+    base: pipeline_plan::Plan,
+    a: Side,
+    b: Side,
+}
+
+/// A side of a comparison: its label and knob assignments.
+type Side = (String, Vec<String>);
+
+/// A side's B/A with its interval, the baseline's and the variant's value, and the figures.
+type Measured = (RatioInterval, f64, f64, Figures);
+
 /// Run the check. `progress(done, total, what)` reports each step.
 pub async fn check(
     lab: &Lab,
@@ -122,6 +142,104 @@ pub async fn check(
     opts: &CheckOptions,
     mut progress: impl FnMut(usize, usize, &str),
 ) -> anyhow::Result<Outcome> {
+    let Prepared {
+        mut outcome,
+        measure,
+    } = prepare(lab, variant, opts, &mut progress)?;
+    let Some(sides) = measure else {
+        return Ok(outcome);
+    };
+    let (measured, changes) =
+        measure_one(lab, variant, &mut outcome, sides, opts, &mut progress).await?;
+    finish(lab, outcome, measured, &changes, opts)
+}
+
+/// Several variants against one baseline: the labs' authoring check (the baseline again and
+/// the reference). In wall mode their runs share the rounds and the baseline's runs
+/// ([`run_ab_also`]: 3 runs a round instead of 2 x 2, each variant still paired with a baseline
+/// run in every round); in the other modes each variant is checked in turn, as [`check`] does.
+/// Each variant has its own options (its report folder); the shared runs go to the first's,
+/// so the workload seed, the profile and the binary must agree.
+pub async fn check_together(
+    lab: &Lab,
+    variants: &[(Variant, CheckOptions)],
+    mut progress: impl FnMut(usize, usize, &str),
+) -> anyhow::Result<Vec<Outcome>> {
+    let m = &lab.spec.measure;
+    if m.mode != Mode::Wall || variants.len() < 2 {
+        let mut outcomes = Vec::new();
+        for (variant, opts) in variants {
+            outcomes.push(check(lab, variant, opts, &mut progress).await?);
+        }
+        return Ok(outcomes);
+    }
+    let first = &variants[0].1;
+    if variants.iter().any(|(_, o)| {
+        (o.workload_seed, o.profile_seconds, &o.pipeline_bin)
+            != (
+                first.workload_seed,
+                first.profile_seconds,
+                &first.pipeline_bin,
+            )
+    }) {
+        bail!("variants checked together must share the workload seed, the profile and the binary");
+    }
+    let mut outcomes = Vec::new();
+    // (index in `outcomes`, workload, B side, options) of each variant still to be measured.
+    let mut to_measure = Vec::new();
+    let mut baseline: Option<Side> = None;
+    for (variant, opts) in variants {
+        let p = prepare(lab, variant, opts, &mut progress)?;
+        if let Some(ToMeasure { base, a, b }) = p.measure {
+            baseline = Some(a);
+            to_measure.push((outcomes.len(), base, b, opts));
+        }
+        outcomes.push(p.outcome);
+    }
+    let (Some(a), Some((_, base, _, opts))) = (baseline, to_measure.first()) else {
+        return Ok(outcomes);
+    };
+    if to_measure
+        .iter()
+        .any(|(_, other, _, _)| other.to_toml() != base.to_toml())
+    {
+        bail!("variants checked together must share the workload");
+    }
+    let cfg = AbConfig {
+        base: base.clone(),
+        a,
+        b: to_measure[0].2.clone(),
+        pairs: m.pairs,
+        warmup_pairs: 0,
+        run: run_config(opts),
+        profile_seconds: opts.profile_seconds,
+        stats: Default::default(),
+    };
+    let also: Vec<AlsoSide> = to_measure[1..]
+        .iter()
+        .map(|(_, _, side, o)| AlsoSide {
+            side: side.clone(),
+            report_dir: o.report_dir.clone(),
+        })
+        .collect();
+    let results = run_ab_also(&cfg, &also, &mut progress).await?;
+    let mut done: Vec<Option<Outcome>> = outcomes.into_iter().map(Some).collect();
+    for ((i, _, _, opts), r) in to_measure.iter().zip(results) {
+        let mut outcome = done[*i].take().context("an outcome measured twice")?;
+        outcome.conserved = r.conserved;
+        let measured = wall_measured(&r, &m.metric)?;
+        done[*i] = Some(finish(lab, outcome, Some(measured), &[], opts)?);
+    }
+    Ok(done.into_iter().flatten().collect())
+}
+
+/// A check's validation and correctness steps, up to what is measured.
+fn prepare(
+    lab: &Lab,
+    variant: &Variant,
+    opts: &CheckOptions,
+    mut progress: impl FnMut(usize, usize, &str),
+) -> anyhow::Result<Prepared> {
     let m = &lab.spec.measure;
     if let Variant::Student(answer) = variant
         && !lab.is_code_lab()
@@ -199,7 +317,10 @@ pub async fn check(
                     mm.case, mm.input, mm.expected, mm.got
                 );
                 write_outcome(&outcome, opts)?;
-                return Ok(outcome);
+                return Ok(Prepared {
+                    outcome,
+                    measure: None,
+                });
             }
         }
         outcome.correct = Some(true);
@@ -208,13 +329,31 @@ pub async fn check(
                 "mutant {n} meets the slot's specification on the lab's seed and a hidden one: the conformance check does not catch this wrong answer"
             );
             write_outcome(&outcome, opts)?;
-            return Ok(outcome);
+            return Ok(Prepared {
+                outcome,
+                measure: None,
+            });
         }
     }
+    Ok(Prepared {
+        outcome,
+        measure: Some(ToMeasure { base, a, b }),
+    })
+}
+/// Measure a prepared check's two sides the way its lab says; (B/A and the figures, or `None`
+/// where nothing is compared; the functions whose instruction counts changed most).
+async fn measure_one(
+    lab: &Lab,
+    variant: &Variant,
+    outcome: &mut Outcome,
+    ToMeasure { base, a, b }: ToMeasure,
+    opts: &CheckOptions,
+    mut progress: impl FnMut(usize, usize, &str),
+) -> anyhow::Result<(Option<Measured>, Vec<callgrind::FunctionChange>)> {
+    let m = &lab.spec.measure;
     // The functions that changed most (instruction counts).
     let mut changes: Vec<callgrind::FunctionChange> = Vec::new();
-    // B/A with its interval, the baseline's and the variant's value, and the figures.
-    let measured: Option<(RatioInterval, f64, f64, Figures)> = match m.mode {
+    let measured: Option<Measured> = match m.mode {
         Mode::Wall => {
             let cfg = AbConfig {
                 base,
@@ -228,19 +367,7 @@ pub async fn check(
             };
             let r = run_ab(&cfg, &mut progress).await?;
             outcome.conserved = r.conserved;
-            let c = r
-                .comparison(&m.metric)
-                .with_context(|| format!("the A/B run did not compare {}", m.metric))?;
-            let metric = Metric::from_name(&m.metric)
-                .with_context(|| format!("no metric {} in the catalogue", m.metric))?;
-            let samples = |side: &observatory_bench::ab::SideRuns| -> Vec<f64> {
-                side.runs.iter().map(|run| run.metric(metric)).collect()
-            };
-            let figures = Figures::Samples {
-                a: samples(&r.a),
-                b: samples(&r.b),
-            };
-            Some((c.ratio, c.a_median, c.b_median, figures))
+            Some(wall_measured(&r, &m.metric)?)
         }
         Mode::Instructions => {
             let stage: Role = m.stage.as_deref().unwrap_or("parse").parse()?;
@@ -314,6 +441,35 @@ pub async fn check(
         }
         Mode::Criterion => Some(criterion_ab(variant, opts, &mut progress)?),
     };
+    Ok((measured, changes))
+}
+
+/// A wall-mode comparison's B/A of the lab's metric, the sides' medians and every run's value.
+fn wall_measured(r: &observatory_bench::ab::AbResult, metric: &str) -> anyhow::Result<Measured> {
+    let c = r
+        .comparison(metric)
+        .with_context(|| format!("the A/B run did not compare {metric}"))?;
+    let metric = Metric::from_name(metric)
+        .with_context(|| format!("no metric {metric} in the catalogue"))?;
+    let samples = |side: &observatory_bench::ab::SideRuns| -> Vec<f64> {
+        side.runs.iter().map(|run| run.metric(metric)).collect()
+    };
+    let figures = Figures::Samples {
+        a: samples(&r.a),
+        b: samples(&r.b),
+    };
+    Ok((c.ratio, c.a_median, c.b_median, figures))
+}
+
+/// Judge what was measured against the lab's threshold, write the outcome, and return it.
+fn finish(
+    lab: &Lab,
+    mut outcome: Outcome,
+    measured: Option<Measured>,
+    changes: &[callgrind::FunctionChange],
+    opts: &CheckOptions,
+) -> anyhow::Result<Outcome> {
+    let m = &lab.spec.measure;
     if let Some((r, a_value, b_value, figures)) = measured {
         outcome.ratio = Some(r);
         outcome.figures = Some(figures);
