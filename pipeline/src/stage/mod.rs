@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing::{info, warn};
 
 /// Process-level options that are not knobs.
@@ -71,6 +71,10 @@ pub async fn run(cfg: StageConfig, opts: RunOptions) -> anyhow::Result<()> {
                 .with_context(|| format!("binding the data port {}", ctx.cfg.listen))?,
         ),
     };
+    // The signal handlers before readiness is announced: a supervisor may stop the stage as soon
+    // as it reads the ready file, and a SIGTERM before them would kill it outright (no drain,
+    // no stats).
+    let signals = install_signals();
     let ready = ReadyInfo {
         pid: std::process::id(),
         stage: role.to_string(),
@@ -103,7 +107,9 @@ pub async fn run(cfg: StageConfig, opts: RunOptions) -> anyhow::Result<()> {
             sampler.sample_rss();
         }
     });
-    tokio::spawn(on_signals(ctx.clone()));
+    if let Some(signals) = signals {
+        tokio::spawn(on_signals(ctx.clone(), signals));
+    }
     tokio::spawn(drain_deadline(ctx.clone()));
 
     let result = match (role, data) {
@@ -177,17 +183,24 @@ async fn drain_deadline(ctx: std::sync::Arc<StageCtx>) {
 /// How long a stage told to give up (a second signal) may take to write its stats and exit.
 const ABANDON_EXIT: Duration = Duration::from_secs(5);
 
+/// SIGTERM's and SIGINT's streams: from here on neither stops the process by default.
+fn install_signals() -> Option<(Signal, Signal)> {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(term), Ok(int)) => Some((term, int)),
+        (Err(e), _) | (_, Err(e)) => {
+            warn!(error = %e, "could not install signal handlers");
+            None
+        }
+    }
+}
+
 /// First SIGTERM/SIGINT: finish the stream (drain). Second: give up waiting (count what is
 /// queued as abandoned, write the stats, exit). Third, or no exit within [`ABANDON_EXIT`] of
 /// the second: exit at once.
-async fn on_signals(ctx: std::sync::Arc<StageCtx>) {
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        warn!("could not install signal handlers");
-        return;
-    };
+async fn on_signals(ctx: std::sync::Arc<StageCtx>, (mut term, mut int): (Signal, Signal)) {
     let mut seen = 0;
     loop {
         tokio::select! {
