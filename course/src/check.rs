@@ -205,16 +205,15 @@ pub async fn check_together(
     {
         bail!("variants checked together must share the workload");
     }
-    let cfg = AbConfig {
-        base: base.clone(),
-        a,
-        b: to_measure[0].2.clone(),
-        pairs: m.pairs,
-        warmup_pairs: 0,
-        run: run_config(opts),
-        profile_seconds: opts.profile_seconds,
-        stats: Default::default(),
-    };
+    let cfg = wall_config(
+        lab,
+        ToMeasure {
+            base: base.clone(),
+            a,
+            b: to_measure[0].2.clone(),
+        },
+        opts,
+    );
     let also: Vec<AlsoSide> = to_measure[1..]
         .iter()
         .map(|(_, _, side, o)| AlsoSide {
@@ -355,16 +354,7 @@ async fn measure_one(
     let mut changes: Vec<callgrind::FunctionChange> = Vec::new();
     let measured: Option<Measured> = match m.mode {
         Mode::Wall => {
-            let cfg = AbConfig {
-                base,
-                a,
-                b,
-                pairs: m.pairs,
-                warmup_pairs: 0,
-                run: run_config(opts),
-                profile_seconds: opts.profile_seconds,
-                stats: Default::default(),
-            };
+            let cfg = wall_config(lab, ToMeasure { base, a, b }, opts);
             let r = run_ab(&cfg, &mut progress).await?;
             outcome.conserved = r.conserved;
             Some(wall_measured(&r, &m.metric)?)
@@ -442,6 +432,21 @@ async fn measure_one(
         Mode::Criterion => Some(criterion_ab(variant, opts, &mut progress)?),
     };
     Ok((measured, changes))
+}
+
+/// A wall-mode lab's A/B: its pairs, no warm-up, runs under `opts` (one definition for a
+/// check alone and for variants checked together).
+fn wall_config(lab: &Lab, ToMeasure { base, a, b }: ToMeasure, opts: &CheckOptions) -> AbConfig {
+    AbConfig {
+        base,
+        a,
+        b,
+        pairs: lab.spec.measure.pairs,
+        warmup_pairs: 0,
+        run: run_config(opts),
+        profile_seconds: opts.profile_seconds,
+        stats: Default::default(),
+    }
 }
 
 /// A wall-mode comparison's B/A of the lab's metric, the sides' medians and every run's value.
