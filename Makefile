@@ -7,14 +7,24 @@ REPORTS  := reports
 # Each step of `make test` and `make lint` prints its wall time (and .ci/run tabulates them).
 TIMED    ?= $(CURDIR)/.ci/timed
 
+# `make test LINT=build` (CI) lints while it compiles: every compilation of the workspace's own
+# crates is rustc's, then clippy's lints of the same crate with -D warnings (.ci/rustc-lint), and
+# the test build also compiles the benches, so the build and the test build together lint what
+# `cargo clippy --all-targets` does without checking every dependency a second time.
+ifeq ($(LINT),build)
+export RUSTC_WORKSPACE_WRAPPER := $(CURDIR)/.ci/rustc-lint
+LINTING      := OBSERVATORY_LINT=1
+TEST_TARGETS := --all-targets
+endif
+
 .DEFAULT_GOAL := help
-.PHONY: help build demo local up down images e2e test test-side-by-side test-run test-validate test-api-check validate api-check lab-check lab-verify crd lint fmt bench bench-e2e bench-leaderboard chaos fuzz fuzz-smoke fuzz-build fuzz-tool clean
+.PHONY: help build demo local up down images e2e test test-side-by-side test-run test-validate test-api-check validate api-check lab-check lab-verify crd lint fmt-check fmt bench bench-e2e bench-leaderboard chaos fuzz fuzz-smoke fuzz-build fuzz-tool clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
 
 build: ## Build every binary (release, with frame pointers for cheap profiles)
-	$(TIMED) build $(CARGO) build --release --workspace --bins
+	$(TIMED) build env $(LINTING) $(CARGO) build --release --workspace --bins
 
 demo: build ## Run the local observatory for 30 s with the live display, then print the summary and the report path
 	$(OBS) up --local --duration 30 --rate 250000
@@ -22,9 +32,9 @@ demo: build ## Run the local observatory for 30 s with the live display, then pr
 local: build ## Run the local observatory until Ctrl-C
 	$(OBS) up --local
 
-test: build ## Run every test (unit, real processes on loopback, real Prometheus, manifests, the leaderboard's API against its OpenAPI document, the labs' authoring check, a fuzz smoke run), then the 10 slowest tests
+test: build ## Run every test (unit, real processes on loopback, real Prometheus, manifests, the leaderboard's API against its OpenAPI document, the labs' authoring check, a fuzz smoke run), then the 10 slowest tests (LINT=build: clippy too, as CI runs it)
 	@rm -f target/nextest/default/junit.xml
-	$(TIMED) test-build $(CARGO) test --release --workspace --no-run
+	$(TIMED) test-build env $(LINTING) $(CARGO) test --release --workspace --no-run $(TEST_TARGETS)
 	@echo "--- side by side: the tests, validate, api-check and the fuzz build (each prints its output when it ends)"
 	$(MAKE) --no-print-directory -j4 --output-sync=target test-side-by-side
 	$(TIMED) lab-check $(MAKE) --no-print-directory lab-check
@@ -106,9 +116,11 @@ down: ## Remove everything `make up` created
 e2e: ## The live-cluster suite (when KUBECONFIG points at a cluster; skipped otherwise)
 	deploy/cluster.sh e2e
 
-lint: ## rustfmt check and clippy with warnings as errors
-	$(TIMED) fmt $(CARGO) fmt --all -- --check
+lint: fmt-check ## rustfmt check and clippy with warnings as errors
 	$(TIMED) clippy $(CARGO) clippy --release --workspace --all-targets -- -D warnings
+
+fmt-check:
+	$(TIMED) fmt $(CARGO) fmt --all -- --check
 
 fmt: ## Format the code
 	$(CARGO) fmt --all
