@@ -392,7 +392,7 @@ pub(crate) fn build_pipeline(root: &Path, quiet: bool) -> anyhow::Result<()> {
 }
 
 /// Run `command` (`cargo build ...`, split at spaces) in `root`.
-pub(crate) fn cargo_build(root: &Path, command: &str, quiet: bool) -> anyhow::Result<()> {
+fn cargo_build(root: &Path, command: &str, quiet: bool) -> anyhow::Result<()> {
     let mut args: Vec<&str> = command.split(' ').skip(1).collect();
     if quiet {
         args.push("-q");
@@ -502,7 +502,7 @@ fn report_dir(lab: &Lab, variant: &Variant, ws: &Workspace) -> PathBuf {
         .join(format!("{}-{}", crate::args::timestamp(), variant.label()))
 }
 
-/// The authoring check's checks of the shipped code (no build, the lab's seed, no profile),
+/// The authoring check's checks of the shipped code in `pipeline_bin` (no build, the lab's seed, no profile),
 /// measured together where the lab's mode allows ([`check_together`]: in wall mode the
 /// variants share the baseline's runs).
 pub(crate) async fn run_checks_together(
@@ -510,13 +510,13 @@ pub(crate) async fn run_checks_together(
     variants: &[Variant],
     ws: &Workspace,
     root: &Path,
+    pipeline_bin: &Path,
 ) -> anyhow::Result<Vec<Outcome>> {
-    let pipeline_bin = find_pipeline_bin()?;
     let with_opts: Vec<(Variant, CheckOptions)> = variants
         .iter()
         .map(|v| {
             let opts = CheckOptions {
-                pipeline_bin: pipeline_bin.clone(),
+                pipeline_bin: pipeline_bin.to_path_buf(),
                 report_dir: report_dir(lab, v, ws),
                 root: root.to_path_buf(),
                 profile_seconds: 0,

@@ -9,12 +9,17 @@
 //! first, as `--impl mutant-N`, in a binary that says it carries every lab's. One build for
 //! every mutant, and no slot file is touched (so nothing is rebuilt afterwards). The build
 //! without the feature is put back at the end.
+//!
+//! The labs that measure time (end-to-end runs, a kernel's events/s, criterion) are checked
+//! first, alone; the mutants' build then runs in the background beside the rest (instruction
+//! counts do not move under load, and a deadlocked baseline waits on idle processes), which run
+//! a copy of the binary, since the build replaces `target/release/pipeline` when it ends.
 
 use crate::lab::{run_check, run_checks_together};
 use anyhow::{Context, bail};
 use observatory_course::check::{Outcome, Variant};
 use observatory_course::progress::Workspace;
-use observatory_course::spec::Lab;
+use observatory_course::spec::{Lab, Mode};
 use std::path::{Path, PathBuf};
 
 #[derive(serde::Serialize)]
@@ -62,14 +67,8 @@ async fn answer_check(lab: &Lab, ws: &Workspace, root: &Path) -> (bool, String) 
     }
 }
 
-/// Every mutant of the chosen code labs, checked against its slot's specification in a
-/// pipeline built with them ([`BUILD_MUTANTS`]).
-async fn mutant_checks(
-    progress: &mut [Progress<'_>],
-    labs: &[Lab],
-    ws: &Workspace,
-    root: &Path,
-) -> anyhow::Result<()> {
+/// The generated mutant files must match the labs' `mutants` before they are built.
+fn mutant_files_current(root: &Path, labs: &[Lab]) -> anyhow::Result<()> {
     let stale = observatory_course::spec::stale_mutant_files(root, labs)
         .map_err(|e| anyhow::anyhow!("reading the mutant files: {e}"))?;
     if !stale.is_empty() {
@@ -78,11 +77,16 @@ async fn mutant_checks(
             stale.join(" ")
         );
     }
-    eprintln!("mutants: building the pipeline with them ({BUILD_MUTANTS})");
-    let t0 = std::time::Instant::now();
-    crate::lab::cargo_build(root, BUILD_MUTANTS, true)
-        .map_err(|e| e.context("the pipeline does not build with the labs' mutants"))?;
-    eprintln!("  built in {:.0} s", t0.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Every mutant of the chosen code labs, checked against its slot's specification in the
+/// pipeline just built with them ([`MutantBuild`]).
+async fn mutant_checks(
+    progress: &mut [Progress<'_>],
+    ws: &Workspace,
+    root: &Path,
+) -> anyhow::Result<()> {
     let want: Vec<(String, usize)> = progress
         .iter()
         .filter_map(|p| Some((p.lab.conformance_slot()?, p.lab.spec.mutants.len())))
@@ -149,6 +153,112 @@ fn carries_the_mutants(bin: &Path, want: &[(String, usize)]) -> anyhow::Result<(
 pub(crate) const BUILD_MUTANTS: &str =
     "cargo build --release --workspace --bin pipeline --features pipeline/lab-mutants";
 
+/// Whether a lab's check measures time (end-to-end runs, a kernel's events/s, criterion's
+/// samples) and so wants a quiet machine.
+fn measures_time(lab: &Lab) -> bool {
+    matches!(
+        lab.spec.measure.mode,
+        Mode::Wall | Mode::Kernel | Mode::Criterion
+    )
+}
+
+/// One lab's baseline and reference checks (and a knob lab's answer check), running `bin`.
+async fn check_lab<'a>(
+    lab: &'a Lab,
+    ws: &Workspace,
+    root: &Path,
+    repeat: u32,
+    bin: &Path,
+) -> anyhow::Result<Progress<'a>> {
+    let t0 = std::time::Instant::now();
+    // The baseline again and the first reference check together (in wall mode they share
+    // the baseline's runs); further repeats of the reference one at a time.
+    let together = if repeat > 0 {
+        vec![Variant::Baseline, Variant::Reference]
+    } else {
+        vec![Variant::Baseline]
+    };
+    let mut first = run_checks_together(lab, &together, ws, root, bin)
+        .await?
+        .into_iter();
+    let baseline = first.next().context("no outcome for the baseline")?;
+    let mut refs: Vec<Outcome> = first.collect();
+    for _ in 1..repeat {
+        let again = run_checks_together(lab, &[Variant::Reference], ws, root, bin).await?;
+        refs.extend(again);
+    }
+    let answer = if lab.is_code_lab() {
+        None
+    } else {
+        Some(answer_check(lab, ws, root).await)
+    };
+    eprintln!(
+        "  lab {:02}: baseline {}, reference {}/{repeat} passed ({:.0} s)",
+        lab.number(),
+        if baseline.passed { "PASSED" } else { "fails" },
+        refs.iter().filter(|o| o.passed).count(),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(Progress {
+        lab,
+        baseline,
+        refs,
+        mutants: vec![None; lab.spec.mutants.len()],
+        answer,
+    })
+}
+
+/// [`BUILD_MUTANTS`] in the background (cargo's output to a log file, shown when it fails);
+/// dropped unfinished, it is stopped.
+struct MutantBuild {
+    child: tokio::process::Child,
+    log: PathBuf,
+    started: std::time::Instant,
+}
+
+impl MutantBuild {
+    fn start(root: &Path, log_dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(log_dir)
+            .with_context(|| format!("creating {}", log_dir.display()))?;
+        let log = log_dir.join("mutants-build.log");
+        let file =
+            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        eprintln!(
+            "mutants: building the pipeline with them in the background ({BUILD_MUTANTS}; log: {})",
+            log.display()
+        );
+        let child = tokio::process::Command::new("cargo")
+            .current_dir(root)
+            .args(BUILD_MUTANTS.split(' ').skip(1))
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .kill_on_drop(true)
+            .spawn()
+            .context("running cargo")?;
+        Ok(MutantBuild {
+            child,
+            log,
+            started: std::time::Instant::now(),
+        })
+    }
+
+    async fn finish(mut self) -> anyhow::Result<()> {
+        let status = self.child.wait().await.context("waiting for cargo")?;
+        if !status.success() {
+            let out = std::fs::read_to_string(&self.log).unwrap_or_default();
+            eprintln!("{out}");
+            bail!(
+                "the pipeline does not build with the labs' mutants: `{BUILD_MUTANTS}` failed (above)"
+            );
+        }
+        eprintln!(
+            "mutants: built in {:.0} s (beside the checks above)",
+            self.started.elapsed().as_secs_f64()
+        );
+        Ok(())
+    }
+}
+
 pub(crate) async fn dev_check(
     labs: &[Lab],
     ws: &Workspace,
@@ -180,52 +290,56 @@ pub(crate) async fn dev_check(
         },
         total.div_ceil(60),
     );
+    // Time-measuring labs first, alone; then the mutants' build beside the rest (module docs).
+    let (timed, untimed): (Vec<&Lab>, Vec<&Lab>) =
+        chosen.iter().copied().partition(|l| measures_time(l));
+    let bin = observatory_runner::local::find_pipeline_bin()?;
     let mut progress = Vec::new();
-    for lab in &chosen {
-        let t0 = std::time::Instant::now();
-        // The baseline again and the first reference check together (in wall mode they share
-        // the baseline's runs); further repeats of the reference one at a time.
-        let together = if repeat > 0 {
-            vec![Variant::Baseline, Variant::Reference]
-        } else {
-            vec![Variant::Baseline]
-        };
-        let mut first = run_checks_together(lab, &together, ws, root)
-            .await?
-            .into_iter();
-        let baseline = first.next().context("no outcome for the baseline")?;
-        let mut refs: Vec<Outcome> = first.collect();
-        for _ in 1..repeat {
-            refs.push(run_check(lab, &Variant::Reference, ws, root, 0, false).await?);
-        }
-        let answer = if lab.is_code_lab() {
-            None
-        } else {
-            Some(answer_check(lab, ws, root).await)
-        };
-        eprintln!(
-            "  lab {:02}: baseline {}, reference {}/{repeat} passed ({:.0} s)",
-            lab.number(),
-            if baseline.passed { "PASSED" } else { "fails" },
-            refs.iter().filter(|o| o.passed).count(),
-            t0.elapsed().as_secs_f64()
-        );
-        progress.push(Progress {
-            lab,
-            baseline,
-            refs,
-            mutants: vec![None; lab.spec.mutants.len()],
-            answer,
-        });
+    for lab in timed {
+        progress.push(check_lab(lab, ws, root, repeat, &bin).await?);
     }
     if mutants > 0 {
-        let checked = mutant_checks(&mut progress, labs, ws, root).await;
+        mutant_files_current(root, labs)?;
+        // Copied before the build starts: a warm build may end at once.
+        // Absolute: a run starts its stages from its own folder.
+        let copy = std::path::absolute(ws.dir.join("dev-check").join("pipeline"))?;
+        std::fs::create_dir_all(copy.parent().context("a folder")?)?;
+        std::fs::copy(&bin, &copy)
+            .with_context(|| format!("copying {} to {}", bin.display(), copy.display()))?;
+        let build = MutantBuild::start(root, &ws.dir)?;
+        let rest = async {
+            let mut done = Vec::new();
+            for lab in &untimed {
+                done.push(check_lab(lab, ws, root, repeat, &copy).await?);
+            }
+            anyhow::Ok(done)
+        }
+        .await;
+        let checked = match rest {
+            Ok(mut done) => {
+                progress.append(&mut done);
+                match build.finish().await {
+                    Ok(()) => mutant_checks(&mut progress, ws, root).await,
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => {
+                drop(build); // stops it
+                Err(e)
+            }
+        };
         // The binary of `make build` and a student's check again (cargo finds it built).
         let restored = crate::lab::build_pipeline(root, true)
             .map_err(|e| e.context("the pipeline does not build without the mutants"));
+        let _ = std::fs::remove_file(&copy);
         checked?;
         restored?;
+    } else {
+        for lab in untimed {
+            progress.push(check_lab(lab, ws, root, repeat, &bin).await?);
+        }
     }
+    progress.sort_by_key(|p| p.lab.number());
     let mut results = Vec::new();
     let mut failures = Vec::new();
     for p in progress {
