@@ -7,14 +7,16 @@ REPORTS  := reports
 # Each step of `make test` and `make lint` prints its wall time (and .ci/run tabulates them).
 TIMED    ?= $(CURDIR)/.ci/timed
 
-# `make test LINT=build` (CI) lints while it compiles: every compilation of the workspace's own
-# crates is rustc's, then clippy's lints of the same crate with -D warnings (.ci/rustc-lint), and
-# the test build also compiles the benches, so the build and the test build together lint what
-# `cargo clippy --all-targets` does without checking every dependency a second time.
+# `make build LINT=build` and `make test LINT=build` (CI) lint while they compile: the build and
+# the test build compile each of the workspace's own crates with rustc, then lint it with clippy
+# and -D warnings (.ci/rustc-lint, cargo's RUSTC_WORKSPACE_WRAPPER), instead of a `cargo clippy`
+# that checks every dependency a second time. The build adds every library, the test build every
+# target (the benches), so that each target `cargo clippy --all-targets` lints is linted.
 ifeq ($(LINT),build)
 export RUSTC_WORKSPACE_WRAPPER := $(CURDIR)/.ci/rustc-lint
-LINTING      := OBSERVATORY_LINT=1
-TEST_TARGETS := --all-targets
+LINTING       := OBSERVATORY_LINT=1
+BUILD_TARGETS := --lib
+TEST_TARGETS  := --all-targets
 endif
 
 .DEFAULT_GOAL := help
@@ -24,7 +26,7 @@ help: ## List the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
 
 build: ## Build every binary (release, with frame pointers for cheap profiles)
-	$(TIMED) build env $(LINTING) $(CARGO) build --release --workspace --bins
+	$(TIMED) build env $(LINTING) $(CARGO) build --release --workspace --bins $(BUILD_TARGETS)
 
 demo: build ## Run the local observatory for 30 s with the live display, then print the summary and the report path
 	$(OBS) up --local --duration 30 --rate 250000

@@ -1,14 +1,16 @@
 //! CI lints while it compiles (`make test LINT=build`): `.ci/rustc-lint`, cargo's
 //! `RUSTC_WORKSPACE_WRAPPER`, compiles each of the workspace's crates with rustc and then lints
 //! it with clippy (`-D warnings`), in place of a `cargo clippy --all-targets` that checked every
-//! dependency a second time. The lint must still reach every kind of target clippy's does.
+//! dependency a second time. The lint must still reach every kind of target clippy's does, and a
+//! failed lint must not be forgotten.
 //!
 //! A scratch crate with a library, a binary, a unit test, an integration test, a bench, an
 //! example and a build script is built the way `make test LINT=build` builds (`cargo build
-//! --release --bins`, then `cargo test --release --no-run --all-targets`), once clean and once
-//! with a clippy finding planted in each of those targets in turn: each planted finding must
-//! fail the build, naming the lint and the file. Without `OBSERVATORY_LINT=1` the wrapper is
-//! rustc alone, and what it builds is rustc's (the binary runs).
+//! --release --bins --lib`, then `cargo test --release --no-run --all-targets`), once clean and
+//! once with a clippy finding planted in each of those targets in turn: each planted finding
+//! must fail the build, naming the lint and the file; so must one in a library only its unit
+//! tests build. A failed lint is owed until it passes; a clippy.toml is refused. Without
+//! `OBSERVATORY_LINT=1` and nothing owed, the wrapper is rustc alone (the binary runs).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -71,13 +73,26 @@ fn wrapper() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../.ci/rustc-lint")
 }
 
-/// The two compilations of `make test LINT=build`: (success, everything cargo printed).
+/// The targets the Makefile adds under `LINT=build`: its `NAME := ...` line's arguments.
+fn makefile_targets(name: &str) -> Vec<String> {
+    let makefile = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Makefile");
+    let text = std::fs::read_to_string(&makefile).unwrap();
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.trim_start().strip_prefix(":="))
+        .unwrap_or_else(|| panic!("the Makefile sets no {name}"));
+    line.split_whitespace().map(str::to_string).collect()
+}
+
+/// The two compilations of `make test LINT=build` (the build and the test build, with the
+/// targets the Makefile adds): (success, everything cargo printed).
 fn build(dir: &Path, target: &Path, lint: bool) -> (bool, String) {
     let mut out = String::new();
-    for args in [
-        &["build", "--release", "--bins"][..],
-        &["test", "--release", "--no-run", "--all-targets"][..],
-    ] {
+    let mut build = vec!["build".to_string(), "--release".into(), "--bins".into()];
+    build.extend(makefile_targets("BUILD_TARGETS"));
+    let mut test = vec!["test".to_string(), "--release".into(), "--no-run".into()];
+    test.extend(makefile_targets("TEST_TARGETS"));
+    for args in [build, test] {
         let mut cmd = Command::new(env!("CARGO"));
         cmd.current_dir(dir)
             .args(args)
@@ -100,13 +115,38 @@ fn build(dir: &Path, target: &Path, lint: bool) -> (bool, String) {
     (true, out)
 }
 
+/// Whether these tests can run: clippy-driver is needed by CI's build (`make test LINT=build`
+/// runs the tests with `.ci/rustc-lint` as the wrapper, so there they must); a plain `make test`
+/// on a toolchain without clippy skips them, saying so.
+fn clippy_here() -> bool {
+    let found = Command::new("clippy-driver")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let under_lint = std::env::var_os("RUSTC_WORKSPACE_WRAPPER")
+        .is_some_and(|w| w.to_string_lossy().ends_with("rustc-lint"));
+    assert!(
+        found || !under_lint,
+        "clippy-driver is not installed (rustup component add clippy): `make test LINT=build` lints with it"
+    );
+    if !found {
+        eprintln!("SKIPPED: clippy-driver is not installed (rustup component add clippy)");
+    }
+    found
+}
+
+fn run_probe(target: &Path) -> String {
+    let ran = Command::new(target.join("release/probe"))
+        .output()
+        .expect("running the built binary");
+    String::from_utf8_lossy(&ran.stdout).trim().to_string()
+}
+
 #[test]
 fn a_clippy_finding_in_any_kind_of_target_fails_the_build_that_lints() {
-    let found = Command::new("clippy-driver").arg("--version").output();
-    assert!(
-        found.is_ok_and(|o| o.status.success()),
-        "clippy-driver is not installed (rustup component add clippy): CI's build lints with it"
-    );
+    if !clippy_here() {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("target");
     let krate = dir.path().join("probe");
@@ -114,11 +154,7 @@ fn a_clippy_finding_in_any_kind_of_target_fails_the_build_that_lints() {
     write_crate(&krate, None);
     let (ok, out) = build(&krate, &target, true);
     assert!(ok, "the clean crate must build and lint clean:\n{out}");
-    let bin = target.join("release/probe");
-    let ran = Command::new(&bin)
-        .output()
-        .expect("running the built binary");
-    assert_eq!(String::from_utf8_lossy(&ran.stdout).trim(), "(true, true)");
+    assert_eq!(run_probe(&target), "(true, true)");
 
     for (path, _) in FILES {
         write_crate(&krate, Some(path));
@@ -130,16 +166,86 @@ fn a_clippy_finding_in_any_kind_of_target_fails_the_build_that_lints() {
         );
     }
 
-    // Without OBSERVATORY_LINT=1 the wrapper is rustc alone: the finding builds, and runs.
+    // A library that only its unit tests build (no binary, no integration test): its code
+    // outside `cfg(test)` is linted too (the build's `--lib`).
+    let lib = dir.path().join("lib_only");
+    std::fs::create_dir_all(lib.join("src")).unwrap();
+    std::fs::write(
+        lib.join("Cargo.toml"),
+        "[package]\nname = \"lib_only\"\nversion = \"0.1.0\"\nedition = \"2024\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        lib.join("src/lib.rs"),
+        format!(
+            "#[cfg(not(test))]\npub fn outside_tests() -> bool {{\n    std::hint::black_box({FINDING})\n}}\n\n#[cfg(test)]\nmod t {{\n    #[test]\n    fn t() {{}}\n}}\n"
+        ),
+    )
+    .unwrap();
+    let (ok, out) = build(&lib, &target, true);
+    assert!(
+        !ok && out.contains("len_zero"),
+        "a finding outside cfg(test) of a library only its unit tests build passed:\n{out}"
+    );
+}
+
+/// A crate that failed its lint owes it: a compilation without OBSERVATORY_LINT (cargo's
+/// fingerprint has the wrapper, not the variable) lints it again rather than making it fresh
+/// unlinted; once it passes, the wrapper without OBSERVATORY_LINT is rustc alone again.
+#[test]
+fn a_failed_lint_is_owed_until_it_passes() {
+    if !clippy_here() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("target");
+    let krate = dir.path().join("probe");
+
     write_crate(&krate, Some("src/main.rs"));
+    let (ok, out) = build(&krate, &target, true);
+    assert!(!ok && out.contains("len_zero"), "{out}");
     let (ok, out) = build(&krate, &target, false);
     assert!(
-        ok,
+        !ok && out.contains("len_zero"),
+        "a compilation without OBSERVATORY_LINT must not clear a failed lint:\n{out}"
+    );
+    let (ok, out) = build(&krate, &target, true);
+    assert!(!ok && out.contains("len_zero"), "{out}");
+
+    write_crate(&krate, None);
+    let (ok, out) = build(&krate, &target, false);
+    assert!(ok, "the fixed crate must pass the lint it owed:\n{out}");
+    assert_eq!(run_probe(&target), "(true, true)");
+
+    // Nothing owed: without OBSERVATORY_LINT the wrapper only compiles.
+    write_crate(&krate, Some("src/lib.rs"));
+    let (ok, out) = build(&krate, &target, false);
+    assert!(
+        ok && !out.contains("len_zero"),
         "without OBSERVATORY_LINT the wrapper must only compile:\n{out}"
     );
-    assert!(!out.contains("len_zero"), "{out}");
-    let ran = Command::new(&bin)
-        .output()
-        .expect("running the built binary");
-    assert_eq!(String::from_utf8_lossy(&ran.stdout).trim(), "(true, true)");
+    assert_eq!(run_probe(&target), "(true, true)");
+}
+
+/// clippy's settings must be in Cargo.toml (rustc's arguments, so cargo's fingerprint): a
+/// clippy.toml, which the wrapper does not track, is refused rather than half-honoured.
+#[test]
+fn a_clippy_toml_is_refused() {
+    if !clippy_here() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("target");
+    let krate = dir.path().join("probe");
+    write_crate(&krate, None);
+    std::fs::write(
+        krate.join("clippy.toml"),
+        "too-many-arguments-threshold = 4\n",
+    )
+    .unwrap();
+    let (ok, out) = build(&krate, &target, true);
+    assert!(
+        !ok && out.contains("clippy.toml") && out.contains("[lints]"),
+        "{out}"
+    );
 }
