@@ -211,9 +211,9 @@ async fn check_lab<'a>(
 /// [`BUILD_MUTANTS`] in the background (cargo's output to a log file, shown when it fails);
 /// dropped unfinished, it is stopped.
 struct MutantBuild {
-    child: tokio::process::Child,
+    /// cargo's exit status and its seconds, from the moment it exited.
+    task: tokio::task::JoinHandle<std::io::Result<(std::process::ExitStatus, f64)>>,
     log: PathBuf,
-    started: std::time::Instant,
 }
 
 impl MutantBuild {
@@ -227,7 +227,8 @@ impl MutantBuild {
             "mutants: building the pipeline with them in the background ({BUILD_MUTANTS}; log: {})",
             log.display()
         );
-        let child = tokio::process::Command::new("cargo")
+        let started = std::time::Instant::now();
+        let mut child = tokio::process::Command::new("cargo")
             .current_dir(root)
             .args(BUILD_MUTANTS.split(' ').skip(1))
             .stdout(file.try_clone()?)
@@ -235,15 +236,18 @@ impl MutantBuild {
             .kill_on_drop(true)
             .spawn()
             .context("running cargo")?;
-        Ok(MutantBuild {
-            child,
-            log,
-            started: std::time::Instant::now(),
-        })
+        let task = tokio::spawn(async move {
+            let status = child.wait().await?;
+            Ok((status, started.elapsed().as_secs_f64()))
+        });
+        Ok(MutantBuild { task, log })
     }
 
     async fn finish(mut self) -> anyhow::Result<()> {
-        let status = self.child.wait().await.context("waiting for cargo")?;
+        let (status, seconds) = (&mut self.task)
+            .await
+            .context("the build's task")?
+            .context("waiting for cargo")?;
         if !status.success() {
             let out = std::fs::read_to_string(&self.log).unwrap_or_default();
             eprintln!("{out}");
@@ -251,11 +255,15 @@ impl MutantBuild {
                 "the pipeline does not build with the labs' mutants: `{BUILD_MUTANTS}` failed (above)"
             );
         }
-        eprintln!(
-            "mutants: built in {:.0} s (beside the checks above)",
-            self.started.elapsed().as_secs_f64()
-        );
+        eprintln!("mutants: built in {seconds:.0} s (beside the checks above)");
         Ok(())
+    }
+}
+
+impl Drop for MutantBuild {
+    /// Unfinished, the task and its child go (`kill_on_drop`).
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
