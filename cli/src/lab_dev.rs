@@ -208,6 +208,21 @@ async fn check_lab<'a>(
     })
 }
 
+/// [`check_lab`] of each of `labs`, in turn.
+async fn check_labs<'a>(
+    labs: &[&'a Lab],
+    ws: &Workspace,
+    root: &Path,
+    repeat: u32,
+    bin: &Path,
+) -> anyhow::Result<Vec<Progress<'a>>> {
+    let mut done = Vec::new();
+    for lab in labs {
+        done.push(check_lab(lab, ws, root, repeat, bin).await?);
+    }
+    Ok(done)
+}
+
 /// [`BUILD_MUTANTS`] in the background (cargo's output to a log file, shown when it fails);
 /// dropped unfinished, it is stopped.
 struct MutantBuild {
@@ -302,10 +317,7 @@ pub(crate) async fn dev_check(
     let (timed, untimed): (Vec<&Lab>, Vec<&Lab>) =
         chosen.iter().copied().partition(|l| measures_time(l));
     let bin = observatory_runner::local::find_pipeline_bin()?;
-    let mut progress = Vec::new();
-    for lab in timed {
-        progress.push(check_lab(lab, ws, root, repeat, &bin).await?);
-    }
+    let mut progress = check_labs(&timed, ws, root, repeat, &bin).await?;
     if mutants > 0 {
         mutant_files_current(root, labs)?;
         // Copied before the build starts: a warm build may end at once.
@@ -315,27 +327,14 @@ pub(crate) async fn dev_check(
         std::fs::copy(&bin, &copy)
             .with_context(|| format!("copying {} to {}", bin.display(), copy.display()))?;
         let build = MutantBuild::start(root, &ws.dir)?;
-        let rest = async {
-            let mut done = Vec::new();
-            for lab in &untimed {
-                done.push(check_lab(lab, ws, root, repeat, &copy).await?);
-            }
-            anyhow::Ok(done)
+        // A failed check drops the build here, which stops it.
+        let checked = async {
+            let mut done = check_labs(&untimed, ws, root, repeat, &copy).await?;
+            progress.append(&mut done);
+            build.finish().await?;
+            mutant_checks(&mut progress, ws, root).await
         }
         .await;
-        let checked = match rest {
-            Ok(mut done) => {
-                progress.append(&mut done);
-                match build.finish().await {
-                    Ok(()) => mutant_checks(&mut progress, ws, root).await,
-                    Err(e) => Err(e),
-                }
-            }
-            Err(e) => {
-                drop(build); // stops it
-                Err(e)
-            }
-        };
         // The binary of `make build` and a student's check again (cargo finds it built).
         let restored = crate::lab::build_pipeline(root, true)
             .map_err(|e| e.context("the pipeline does not build without the mutants"));
@@ -343,9 +342,7 @@ pub(crate) async fn dev_check(
         checked?;
         restored?;
     } else {
-        for lab in untimed {
-            progress.push(check_lab(lab, ws, root, repeat, &bin).await?);
-        }
+        progress.extend(check_labs(&untimed, ws, root, repeat, &bin).await?);
     }
     progress.sort_by_key(|p| p.lab.number());
     let mut results = Vec::new();

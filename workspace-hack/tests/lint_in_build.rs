@@ -73,15 +73,59 @@ fn wrapper() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../.ci/rustc-lint")
 }
 
-/// The targets the Makefile adds under `LINT=build`: its `NAME := ...` line's arguments.
-fn makefile_targets(name: &str) -> Vec<String> {
-    let makefile = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Makefile");
-    let text = std::fs::read_to_string(&makefile).unwrap();
+/// A file of the repository, read.
+fn repo_file(path: &str) -> String {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path);
+    std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+}
+
+/// What the Makefile sets `NAME` to (`[export] NAME := ...`), word by word.
+fn makefile_value(name: &str) -> Vec<String> {
+    let text = repo_file("Makefile");
     let line = text
         .lines()
-        .find_map(|l| l.strip_prefix(name)?.trim_start().strip_prefix(":="))
+        .find_map(|l| {
+            let l = l.strip_prefix("export ").unwrap_or(l);
+            l.strip_prefix(name)?.trim_start().strip_prefix(":=")
+        })
         .unwrap_or_else(|| panic!("the Makefile sets no {name}"));
     line.split_whitespace().map(str::to_string).collect()
+}
+
+/// The tests above build the way CI does only if CI builds that way: `.ci/run` runs `make build`
+/// and `make test` with `LINT=build`; under it the Makefile sets the wrapper, and its build and
+/// test build set OBSERVATORY_LINT and add the targets these tests add. (Dropping any of these
+/// would leave CI green with no clippy at all.)
+#[test]
+fn ci_builds_and_tests_with_the_lint_on() {
+    let run = repo_file(".ci/run");
+    for step in ["make build ", "make test "] {
+        assert!(
+            run.lines()
+                .any(|l| l.trim_start().starts_with(step) && l.contains("LINT=build")),
+            ".ci/run must run `{step}... LINT=build`"
+        );
+    }
+    assert_eq!(
+        makefile_value("RUSTC_WORKSPACE_WRAPPER"),
+        ["$(CURDIR)/.ci/rustc-lint"]
+    );
+    assert_eq!(makefile_value("LINTING"), ["OBSERVATORY_LINT=1"]);
+    let makefile = repo_file("Makefile");
+    for (phase, targets) in [
+        ("build", "$(BUILD_TARGETS)"),
+        ("test-build", "$(TEST_TARGETS)"),
+    ] {
+        let recipe = format!("$(TIMED) {phase} ");
+        let line = makefile
+            .lines()
+            .find(|l| l.trim_start().starts_with(&recipe))
+            .unwrap_or_else(|| panic!("the Makefile has no `{recipe}...` recipe line"));
+        assert!(
+            line.contains("env $(LINTING) $(CARGO)") && line.contains(targets),
+            "the {phase} must lint and add {targets}: {line}"
+        );
+    }
 }
 
 /// The two compilations of `make test LINT=build` (the build and the test build, with the
@@ -89,9 +133,9 @@ fn makefile_targets(name: &str) -> Vec<String> {
 fn build(dir: &Path, target: &Path, lint: bool) -> (bool, String) {
     let mut out = String::new();
     let mut build = vec!["build".to_string(), "--release".into(), "--bins".into()];
-    build.extend(makefile_targets("BUILD_TARGETS"));
+    build.extend(makefile_value("BUILD_TARGETS"));
     let mut test = vec!["test".to_string(), "--release".into(), "--no-run".into()];
-    test.extend(makefile_targets("TEST_TARGETS"));
+    test.extend(makefile_value("TEST_TARGETS"));
     for args in [build, test] {
         let mut cmd = Command::new(env!("CARGO"));
         cmd.current_dir(dir)
@@ -135,6 +179,18 @@ fn clippy_here() -> bool {
     found
 }
 
+/// A scratch folder with the probe crate's path and a target folder for it, when clippy is
+/// here ([`clippy_here`]).
+fn scratch() -> Option<(tempfile::TempDir, PathBuf, PathBuf)> {
+    if !clippy_here() {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("target");
+    let krate = dir.path().join("probe");
+    Some((dir, krate, target))
+}
+
 fn run_probe(target: &Path) -> String {
     let ran = Command::new(target.join("release/probe"))
         .output()
@@ -144,12 +200,9 @@ fn run_probe(target: &Path) -> String {
 
 #[test]
 fn a_clippy_finding_in_any_kind_of_target_fails_the_build_that_lints() {
-    if !clippy_here() {
+    let Some((dir, krate, target)) = scratch() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let target = dir.path().join("target");
-    let krate = dir.path().join("probe");
+    };
 
     write_crate(&krate, None);
     let (ok, out) = build(&krate, &target, true);
@@ -194,12 +247,9 @@ fn a_clippy_finding_in_any_kind_of_target_fails_the_build_that_lints() {
 /// unlinted; once it passes, the wrapper without OBSERVATORY_LINT is rustc alone again.
 #[test]
 fn a_failed_lint_is_owed_until_it_passes() {
-    if !clippy_here() {
+    let Some((_dir, krate, target)) = scratch() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let target = dir.path().join("target");
-    let krate = dir.path().join("probe");
+    };
 
     write_crate(&krate, Some("src/main.rs"));
     let (ok, out) = build(&krate, &target, true);
@@ -231,12 +281,9 @@ fn a_failed_lint_is_owed_until_it_passes() {
 /// clippy.toml, which the wrapper does not track, is refused rather than half-honoured.
 #[test]
 fn a_clippy_toml_is_refused() {
-    if !clippy_here() {
+    let Some((_dir, krate, target)) = scratch() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let target = dir.path().join("target");
-    let krate = dir.path().join("probe");
+    };
     write_crate(&krate, None);
     std::fs::write(
         krate.join("clippy.toml"),
