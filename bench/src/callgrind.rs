@@ -232,6 +232,7 @@ fn count(
     out: &Path,
 ) -> anyhow::Result<u64> {
     let mut cmd = Command::new("valgrind");
+    observatory_runner::sandbox::confine(&mut cmd, observatory_runner::sandbox::Kind::Run);
     cmd.arg("--tool=callgrind")
         .arg("--toggle-collect=observatory_measured_region")
         // The owner strategy's thread: callgrind's toggle is per thread.

@@ -8,6 +8,7 @@ use observatory_course::predict::{self, Prediction};
 use observatory_course::progress::Workspace;
 use observatory_course::spec::{Lab, Mode, find, load_labs};
 use observatory_runner::local::find_pipeline_bin;
+use observatory_runner::sandbox;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -72,6 +73,9 @@ pub enum LabCommand {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// A verification's confined check (started by `leaderboard verify` inside its sandbox).
+    #[command(hide = true)]
+    VerifyRun { request: PathBuf, outcome: PathBuf },
 }
 
 /// How `lab check --k8s` runs on the cluster.
@@ -226,6 +230,9 @@ pub async fn run(cmd: LabCommand) -> anyhow::Result<()> {
             repeat,
             json,
         } => crate::lab_dev::dev_check(&labs, &ws, &root, lab, all, repeat.max(1), json).await,
+        LabCommand::VerifyRun { request, outcome } => {
+            crate::verify_sandbox::verify_run(&request, &outcome).await
+        }
     }
 }
 
@@ -397,7 +404,9 @@ fn cargo_build(root: &Path, command: &str, quiet: bool) -> anyhow::Result<()> {
     if quiet {
         args.push("-q");
     }
-    let status = Command::new("cargo")
+    let mut cmd = Command::new("cargo");
+    sandbox::confine(&mut cmd, sandbox::Kind::Build);
+    let status = cmd
         .current_dir(root)
         .args(&args)
         .status()
@@ -629,29 +638,5 @@ fn print_outcome(lab: &Lab, o: &Outcome) {
     );
     if !o.passed {
         println!("  stuck? observatory lab hint {}", lab.number());
-    }
-}
-
-/// Puts a file's text back when dropped (`leaderboard verify` puts a submission's code in the slot file).
-pub(crate) struct Restore {
-    path: PathBuf,
-    text: String,
-}
-
-impl Restore {
-    pub(crate) fn new(path: PathBuf, text: String) -> Restore {
-        Restore { path, text }
-    }
-}
-
-impl Drop for Restore {
-    fn drop(&mut self) {
-        if let Err(e) = std::fs::write(&self.path, &self.text) {
-            eprintln!(
-                "observatory: could not restore {} ({e}): `git checkout -- {}`",
-                self.path.display(),
-                self.path.display()
-            );
-        }
     }
 }

@@ -3,7 +3,7 @@
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use observatory_course::check::{Outcome, Variant};
+use observatory_course::check::Outcome;
 use observatory_course::progress::Workspace;
 use observatory_course::spec::{Lab, find, load_labs};
 use observatory_course::submission::{SubmitContext, bundle_of, rule_of, this_machine};
@@ -141,7 +141,9 @@ pub enum LeaderboardCommand {
     Seed(crate::leaderboard_seed::SeedArgs),
     /// Re-run a submission's change on this machine, on the cohort's hidden workload seed, and
     /// post the verdict (the verified tier; a disagreement beyond both intervals is flagged).
-    /// With --k8s: as an Experiment on the cluster, whose verdict the operator posts.
+    /// The code runs confined (needs bubblewrap and Landlock): no network, no token, none of
+    /// your files but the checkout's tracked ones. With --k8s: as an Experiment on the
+    /// cluster, whose verdict the operator posts.
     Verify {
         submission: String,
         /// How this machine is named on the board (with --k8s, the Experiment names itself).
@@ -502,7 +504,9 @@ pub async fn run(cmd: LeaderboardCommand) -> anyhow::Result<()> {
     }
 }
 
-/// Put the submitted change in place, run the check on the hidden seed, put the file back.
+/// Re-run the submission's change on the hidden seed, confined ([`crate::verify_sandbox`]: the
+/// code never runs with the token, the instructor's files or the network in reach), and post
+/// the verdict.
 async fn verify(remote: &Remote, submission: &str, machine: &str) -> anyhow::Result<()> {
     let c = remote.cohort()?;
     let client = remote.client();
@@ -512,34 +516,26 @@ async fn verify(remote: &Remote, submission: &str, machine: &str) -> anyhow::Res
     let root = crate::lab::root()?;
     let labs = load_labs(&root.join("course/labs"))?;
     let lab = find(&labs, d.lab)?;
-    let ws = crate::lab::workspace(&root);
-    let variant = match lab.conformance_file() {
+    let (slot_text, answer) = match lab.conformance_file() {
         Some(file) => {
             let path = root.join(&file);
             let mine = std::fs::read_to_string(&path)
                 .with_context(|| format!("reading {}", path.display()))?;
             let protected = observatory_course::spec::protected_part(&mine)
                 .context("the slot file has no STUDENT marker")?;
-            let theirs = format!("{protected}{}", d.change);
-            let guard = crate::lab::Restore::new(path.clone(), mine);
-            std::fs::write(&path, theirs).with_context(|| format!("writing {}", path.display()))?;
-            let o = crate::lab::run_check_seeded(
-                lab,
-                &Variant::Student(Vec::new()),
-                &ws,
-                &root,
-                0,
-                true,
-                Some(d.hidden_seed),
-            )
-            .await;
-            drop(guard);
-            return post_verification(&client, c, &d, o?, machine).await;
+            (Some(format!("{protected}{}", d.change)), Vec::new())
         }
-        None => Variant::Student(d.change.lines().map(str::to_string).collect()),
+        None => (None, d.change.lines().map(str::to_string).collect()),
     };
-    let o = crate::lab::run_check_seeded(lab, &variant, &ws, &root, 0, true, Some(d.hidden_seed))
-        .await?;
+    let o = crate::verify_sandbox::check_confined(
+        &root,
+        lab,
+        slot_text,
+        answer,
+        d.hidden_seed,
+        &format!("{c}-{}", d.id),
+    )
+    .await?;
     post_verification(&client, c, &d, o, machine).await
 }
 

@@ -28,6 +28,7 @@ mod lab_k8s;
 mod leaderboard;
 mod leaderboard_seed;
 mod local;
+mod verify_sandbox;
 
 use args::{BenchCommand, BenchMode, Cli, Command, Sides};
 use clap::Parser;

@@ -9,6 +9,7 @@ use observatory_bench::ab::{AbConfig, AlsoSide, run_ab, run_ab_also};
 use observatory_bench::callgrind::{self, InstructionConfig};
 use observatory_bench::stats::{Better, Figures, Metric, RatioInterval, Threshold};
 use observatory_runner::run::{RunConfig, run_local};
+use observatory_runner::sandbox::{Kind, confine};
 use pipeline_plan::lab::Conformance;
 use pipeline_plan::{LabImpl, Role, StageKnobs};
 use serde::{Deserialize, Serialize};
@@ -607,7 +608,9 @@ fn conformance(
     let err_path = dir.join(format!("conformance-{seed}.stderr"));
     // No answer from an earlier check may stand in for this one.
     let _ = std::fs::remove_file(&out_path);
-    let mut child = Command::new(bin)
+    let mut cmd = Command::new(bin);
+    confine(&mut cmd, Kind::Run);
+    let mut child = cmd
         .args([
             "conformance",
             &slot,
@@ -737,6 +740,7 @@ fn kernel_ab(
                 if side == 0 { "baseline" } else { "variant" },
             );
             let mut cmd = Command::new(&opts.pipeline_bin);
+            confine(&mut cmd, Kind::Run);
             cmd.args(["kernel", stage.as_str(), "--input"])
                 .arg(&input)
                 .args(["--threads", &m.threads.to_string()])
@@ -786,28 +790,22 @@ fn criterion_ab(
         // `check` returns once a mutant's correctness is known.
         Variant::Mutant(n) => bail!("mutant {n} is not measured"),
     };
-    progress(
-        1,
-        1,
-        &format!("cargo bench --bench {bench} (builds it first)"),
-    );
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| opts.root.join("target"));
-    let group = target.join("criterion").join("lab12");
+    progress(1, 2, &format!("cargo bench --bench {bench} --no-run"));
+    let exe = build_bench(&opts.root, bench)?;
+    progress(2, 2, &format!("running {bench}"));
+    // Criterion's files go to the report, not to the target folder: the benchmark (a student's
+    // code) runs confined when a verification confines it, and writes only there.
+    let home = opts.report_dir.join("criterion");
+    let group = home.join("lab12");
     let _ = std::fs::remove_dir_all(&group);
-    let out = Command::new("cargo")
-        .current_dir(&opts.root)
+    let mut cmd = Command::new(&exe);
+    confine(&mut cmd, Kind::Run);
+    let out = cmd
+        // Where cargo bench runs a benchmark: its package's folder.
+        .current_dir(opts.root.join("course"))
+        .env("CRITERION_HOME", &home)
         .args([
-            "bench",
-            "-q",
-            "-p",
-            "observatory-course",
             "--bench",
-            bench,
-            "--",
-        ])
-        .args([
             "--noplot",
             "--warm-up-time",
             "1",
@@ -815,13 +813,12 @@ fn criterion_ab(
             "3",
             "lab12/",
         ])
-        // cargo's build progress and messages go to the student's terminal.
         .stderr(std::process::Stdio::inherit())
         .output()
-        .context("running cargo bench")?;
+        .with_context(|| format!("running {}", exe.display()))?;
     std::fs::write(opts.report_dir.join("criterion.txt"), &out.stdout)?;
     if !out.status.success() {
-        bail!("cargo bench --bench {bench} failed (cargo's message is above)");
+        bail!("the benchmark {bench} failed (its message is above)");
     }
     let a = samples(&group.join("baseline"))?;
     let b = samples(&group.join(id)).with_context(|| {
@@ -829,6 +826,48 @@ fn criterion_ab(
     })?;
     let c = Metric::TimePerIteration.compare(&a, &b, &Default::default());
     Ok((c.ratio, c.a_median, c.b_median, Figures::Samples { a, b }))
+}
+
+/// Build the course's benchmark `bench` (`cargo bench --no-run`, cargo's progress and messages
+/// on the terminal) and return its executable.
+fn build_bench(root: &Path, bench: &str) -> anyhow::Result<PathBuf> {
+    let mut cmd = Command::new("cargo");
+    confine(&mut cmd, Kind::Build);
+    let out = cmd
+        .current_dir(root)
+        .args([
+            "bench",
+            "--no-run",
+            "-q",
+            "--message-format=json-render-diagnostics",
+            "-p",
+            "observatory-course",
+            "--bench",
+            bench,
+        ])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("running cargo bench --no-run")?;
+    if !out.status.success() {
+        bail!("cargo bench --bench {bench} --no-run failed (cargo's message is above)");
+    }
+    #[derive(Deserialize)]
+    struct Message {
+        reason: String,
+        target: Option<Target>,
+        executable: Option<PathBuf>,
+    }
+    #[derive(Deserialize)]
+    struct Target {
+        name: String,
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Message>(l).ok())
+        .filter(|m| m.reason == "compiler-artifact")
+        .filter(|m| m.target.as_ref().is_some_and(|t| t.name == bench))
+        .find_map(|m| m.executable)
+        .with_context(|| format!("cargo built no executable for the benchmark {bench}"))
 }
 
 /// Seconds per iteration of each criterion sample (`new/sample.json`).

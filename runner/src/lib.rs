@@ -9,6 +9,7 @@
 //! - [`flame`]: folded stacks to flamegraph SVGs.
 //! - [`http`]: scraping admin ports.
 //! - [`chaos`]: faults done to real stage processes; [`robustness`]: attacks on a real run.
+//! - [`sandbox`]: untrusted code (a submission an instructor verifies) confined with Landlock.
 //!
 //! Measuring (A/B, instruction counts, reports) is the `observatory-bench` crate's business.
 
@@ -18,5 +19,6 @@ pub mod http;
 pub mod local;
 pub mod robustness;
 pub mod run;
+pub mod sandbox;
 pub mod stack;
 pub mod summary;

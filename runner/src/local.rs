@@ -382,6 +382,7 @@ async fn spawn_stage(
             Ok(())
         });
     }
+    crate::sandbox::confine(cmd.as_std_mut(), crate::sandbox::Kind::Run);
     let mut child = cmd
         .spawn()
         .with_context(|| format!("starting {}", opts.pipeline_bin.display()))?;
