@@ -131,6 +131,11 @@ pub async fn check_confined(
     label: &str,
 ) -> anyhow::Result<Outcome> {
     check_isolation()?;
+    // Mounts and Landlock rules want plain absolute paths (no `..`, no symlinks).
+    let root = root
+        .canonicalize()
+        .with_context(|| format!("finding {}", root.display()))?;
+    let root = root.as_path();
     let safe: String = label
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
@@ -147,10 +152,11 @@ pub async fn check_confined(
     }
     std::fs::create_dir_all(target_dir(root))?;
     let home = home_dir()?;
+    let real = |p: PathBuf| p.canonicalize().unwrap_or(p);
     let cargo_home =
-        std::env::var_os("CARGO_HOME").map_or_else(|| home.join(".cargo"), PathBuf::from);
+        real(std::env::var_os("CARGO_HOME").map_or_else(|| home.join(".cargo"), PathBuf::from));
     let rustup_home =
-        std::env::var_os("RUSTUP_HOME").map_or_else(|| home.join(".rustup"), PathBuf::from);
+        real(std::env::var_os("RUSTUP_HOME").map_or_else(|| home.join(".rustup"), PathBuf::from));
     let mut build_read = tracked_entries(root)?;
     build_read.push(rustup_home.clone());
     // cargo's programs, the crates' sources and its configuration; not its credentials.
