@@ -3,10 +3,11 @@
 //!
 //! The verifying process (which holds the token) never runs the code. It writes the request
 //! (lab, answer, seed) and the submitted slot file to a scratch folder, then starts
-//! `observatory lab verify-run` under bubblewrap: no network but a loopback of its own, an
-//! environment of [`ENV_PASSED`] only (no token), its own session (no keystrokes pushed into the
-//! instructor's terminal), and the submitted slot file mounted over the checkout's for that
-//! process alone (the checkout is never written). There, [`verify_run`] confines itself with
+//! `observatory lab verify-run` under bubblewrap ([`namespace`]): processes of its own (the
+//! verifier out of sight), no capabilities, no network but a loopback of its own, the machine's
+//! homes, temporary folders and sockets hidden, an environment of [`ENV_PASSED`] only (no
+//! token), no terminal, and the submitted slot file mounted over the checkout's for that process
+//! alone (the checkout is never written). There, [`verify_run`] confines itself with
 //! Landlock ([`observatory_runner::sandbox`]) and builds and checks as `lab check` does, each
 //! compilation and each process running the code narrower still:
 //!
@@ -14,7 +15,7 @@
 //!   (no `include_str!` of a token file, a database or a home folder), writes `target/verify`
 //!   only, a target folder of its own (the instructor's binaries are never the submission's);
 //! - running ([`Kind::Run`]): reads the system and the built binaries, writes only the check's
-//!   report folder; cannot trace, read the environment of, or signal anything outside.
+//!   report folder; cannot trace or open the memory of anything outside, nor signal it.
 //!
 //! The outcome comes back as a file only the confined check's own process can write.
 //!
@@ -336,13 +337,14 @@ pub async fn verify_run(request: &Path, outcome: &Path) -> anyhow::Result<()> {
         tmp: Some(r.scratch.join("tmp-build")),
     };
     let run = Policy {
-        read: vec![target.clone()],
+        read: vec![target],
         write: vec![r.scratch.join("home"), r.scratch.join("tmp-run")],
         tmp: Some(r.scratch.join("tmp-run")),
     };
     let own = Policy {
         read: vec![r.root.clone(), r.cargo_home.clone(), r.rustup_home.clone()],
-        write: vec![r.scratch.clone(), target],
+        // (and what `build` and `run` write: the ceiling is the union)
+        write: vec![r.scratch.clone()],
         tmp: None,
     };
     sandbox::install(&build, &run, &own).context("confining the check")?;

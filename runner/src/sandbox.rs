@@ -7,15 +7,17 @@
 //! that executes it: the stages, the kernel and conformance runs, valgrind, a benchmark). Each
 //! place that starts such a process passes its `Command` through [`confine`], which restricts the
 //! child before it executes: it reads and executes only the system's files and the paths of its
-//! [`Policy`], writes only its writable paths, and cannot trace, read the memory or environment
-//! of, or signal a process outside its confinement (the verifying process above all). A place
-//! that forgets [`confine`] still runs under this process's ceiling.
+//! [`Policy`], writes only its writable paths, and cannot trace, or open the memory of, a process
+//! outside its confinement, nor (Landlock ABI 6) signal one. Landlock leaves another process's
+//! `/proc/PID/environ` and `/proc/PID/cmdline` readable (tried on Linux 6.18): keeping secrets out
+//! of sight is the caller's part (a PID namespace). A place that forgets [`confine`] still runs
+//! under this process's ceiling.
 //!
 //! Without [`install`] (a student's own `lab check`, every test), [`confine`] does nothing.
 //!
-//! The network and the environment are the caller's part: `leaderboard verify` starts the whole
-//! check in a bubblewrap namespace with loopback only and an allow-listed environment
-//! (`cli/src/verify_sandbox.rs`).
+//! The network, the other processes and the environment are the caller's part: `leaderboard
+//! verify` starts the whole check in a bubblewrap namespace with processes of its own, loopback
+//! only and an allow-listed environment (`cli/src/verify_sandbox.rs`).
 
 use landlock::{
     ABI, Access, AccessFs, CompatLevel, Compatible, Ruleset, RulesetAttr, RulesetCreated,
@@ -62,9 +64,9 @@ pub enum Kind {
 
 /// What every confined process may read and execute: the programs and libraries of the system,
 /// the dynamic linker's and the C compiler's configuration, and the kernel's `/proc` and `/sys`
-/// (a process's own statistics; another process's environment or memory stays out of reach,
-/// Landlock refuses tracing one outside the confinement). Nothing under `/home`, `/root`, `/tmp`,
-/// `/var` or `/run`, and of `/etc` only these files.
+/// (a process's own statistics; another process's memory stays out of reach, Landlock refuses
+/// tracing one outside the confinement, but not its `environ`). Nothing under `/home`, `/root`,
+/// `/tmp`, `/var` or `/run`, and of `/etc` only these files.
 pub const SYSTEM_READ: &[&str] = &[
     "/usr",
     "/bin",
