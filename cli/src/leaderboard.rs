@@ -416,26 +416,31 @@ pub async fn run(cmd: LeaderboardCommand) -> anyhow::Result<()> {
                 b.rows.len()
             );
             println!(
-                "{:>5}  {:<20} {:>9}  {:<21} {}",
-                "place", "student", "B/A", "95% interval", "machine"
+                "{:>5}  {:<5}  {:<20} {:>9}  {:<21} {}",
+                "place", "band", "student", "B/A", "95% interval", "machine"
             );
-            // "=1": band 1 is shared (indistinguishable from the leader).
-            let shared = b.rows.iter().filter(|r| r.band == 1).count() > 1;
             for r in &b.rows {
                 let (ratio, interval) = match (r.ratio, r.low, r.high) {
                     (Some(x), Some(l), Some(h)) => (format!("{x:.4}"), format!("{l:.4} .. {h:.4}")),
                     _ => ("passed".into(), String::new()),
                 };
+                // "≈#3": indistinguishable from the band's first entry, placed 3rd.
+                let band = if r.band_leader == r.place {
+                    String::new()
+                } else {
+                    format!("≈#{}", r.band_leader)
+                };
                 println!(
-                    "{:>5}  {:<20} {ratio:>9}  {interval:<21} {}{}",
-                    if r.band == 1 && shared {
-                        format!("={}", r.place)
-                    } else {
-                        r.place.to_string()
-                    },
+                    "{:>5}  {band:<5}  {:<20} {ratio:>9}  {interval:<21} {}{}",
+                    r.place,
                     r.student,
                     r.cpu_model,
                     if r.flagged { "  FLAGGED" } else { "" }
+                );
+            }
+            if b.rows.iter().any(|r| r.band_leader != r.place) {
+                println!(
+                    "places follow B/A; ≈#N: the interval overlaps the interval of #N, the first of its tie band"
                 );
             }
             Ok(())
@@ -468,7 +473,16 @@ pub async fn run(cmd: LeaderboardCommand) -> anyhow::Result<()> {
             if !a.status.is_success() {
                 bail!("{}: {}", a.status, a.text().trim());
             }
-            write_out(out.as_deref(), &a.text())
+            let text = a.text();
+            // A CSV export's first line says what its grades count and whether they are final.
+            if let Some(note) = text
+                .lines()
+                .next()
+                .and_then(|l| l.strip_prefix("# PROVISIONAL"))
+            {
+                eprintln!("warning: PROVISIONAL{}", note.trim_end_matches('"'));
+            }
+            write_out(out.as_deref(), &text)
         }
         LeaderboardCommand::Seed(args) => crate::leaderboard_seed::seed(args).await,
         LeaderboardCommand::Verify {

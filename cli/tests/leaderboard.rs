@@ -270,8 +270,8 @@ async fn suite(s: &Server, tag: &str) {
     assert_eq!(st, StatusCode::TOO_MANY_REQUESTS, "{body}");
     assert!(body.contains("last 24 hours"), "{body}");
 
-    // Tie bands from intervals: bob's interval overlaps ada's (band 1 with her), cy's does
-    // not (band 2, place 3), dee is far behind (band 3).
+    // Places in B/A order; tie bands from intervals: bob's interval overlaps ada's (band 1
+    // with her, "≈ #1"), cy's does not (band 2, place 3), dee is far behind (band 3).
     for (who, key, factor, spread) in [
         (&bob, "bob-check-0001-aaaa", 0.305, 0.02),
         (&cy, "cy-check-0001-aaaaa", 0.40, 0.005),
@@ -293,14 +293,19 @@ async fn suite(s: &Server, tag: &str) {
         ))
         .await
         .unwrap();
-    let placed: Vec<(&str, u32, u32)> = board
+    let placed: Vec<(&str, u32, u32, u32)> = board
         .rows
         .iter()
-        .map(|r| (r.student.as_str(), r.band, r.place))
+        .map(|r| (r.student.as_str(), r.band, r.place, r.band_leader))
         .collect();
     assert_eq!(
         placed,
-        vec![("ada", 1, 1), ("bob", 1, 1), ("cy", 2, 3), ("dee", 3, 4)],
+        vec![
+            ("ada", 1, 1, 1),
+            ("bob", 1, 2, 1),
+            ("cy", 2, 3, 3),
+            ("dee", 3, 4, 4)
+        ],
         "{board:?}"
     );
     for r in &board.rows {
@@ -439,7 +444,8 @@ async fn suite(s: &Server, tag: &str) {
     assert!(stuck.is_empty(), "{stuck:?}");
 
     // The exports: grades from the verified board (ada passed with the bonus; cy's verified
-    // re-run passed but 0.47 is not within 1.05x of 0.302), every accepted submission.
+    // re-run passed but 0.47 is not within 1.05x of 0.302, and is flagged), every accepted
+    // submission. bob and dee are not verified yet: the grades say they are provisional.
     let a = instructor
         .raw(
             Method::GET,
@@ -453,14 +459,38 @@ async fn suite(s: &Server, tag: &str) {
     assert!(a.content_type.starts_with("text/csv"));
     let grades = a.text();
     let lines: Vec<&str> = grades.lines().collect();
-    assert_eq!(lines[0], "student,lab,passed,bonus,points", "{grades}");
-    assert!(lines.contains(&"ada,11,true,true,2.0"), "{grades}");
-    assert!(lines.contains(&"cy,11,true,false,1.0"), "{grades}");
     assert!(
-        lines.contains(&"bob,11,false,false,0.0"),
+        lines[0]
+            .starts_with("# PROVISIONAL: 2 result(s) are self-reported passes not verified yet"),
+        "{grades}"
+    );
+    assert_eq!(
+        lines[1], "student,lab,standing,passed,bonus,points",
+        "{grades}"
+    );
+    assert!(
+        lines.contains(&"ada,11,verified_passed,true,true,2.0"),
+        "{grades}"
+    );
+    assert!(lines.contains(&"cy,11,flagged,true,false,1.0"), "{grades}");
+    assert!(
+        lines.contains(&"bob,11,not_verified_yet,false,false,0.0"),
         "bob is not verified: {grades}"
     );
-    assert_eq!(lines.len(), 5, "{grades}");
+    assert_eq!(lines.len(), 6, "{grades}");
+    let o: Overview = anon.get(&format!("/api/cohorts/{cohort}")).await.unwrap();
+    let l = &o.labs[0];
+    assert_eq!(
+        (
+            l.submitted,
+            l.passed,
+            l.not_verified_yet,
+            l.flagged,
+            l.verified_failed
+        ),
+        (4, 2, 2, 1, 0),
+        "the overview counts what the grades count: {l:?}"
+    );
     let subs = instructor
         .raw(
             Method::GET,
@@ -471,15 +501,23 @@ async fn suite(s: &Server, tag: &str) {
         .await
         .unwrap()
         .text();
-    assert!(subs.starts_with("id,student,lab,ratio,low,high,cpu_model,cores,submitted_at,verified,verified_passed,verified_ratio,flagged\n"), "{subs}");
+    assert!(subs.starts_with("# PROVISIONAL"), "{subs}");
+    assert!(
+        subs.lines().nth(1)
+            == Some(
+                "id,student,lab,ratio,low,high,cpu_model,cores,submitted_at,standing,verified,verified_passed,verified_ratio,flagged"
+            ),
+        "{subs}"
+    );
     assert_eq!(
         subs.lines().count(),
-        1 + 5,
+        2 + 5,
         "ada, bob, cy, dee, dee again: {subs}"
     );
     assert!(
         subs.lines()
-            .any(|l| l.starts_with(&id_of(&board, "cy")) && l.ends_with(",true,true,0.47,true")),
+            .any(|l| l.starts_with(&id_of(&board, "cy"))
+                && l.ends_with(",flagged,true,true,0.47,true")),
         "{subs}"
     );
     let a = ada
@@ -505,10 +543,10 @@ async fn suite(s: &Server, tag: &str) {
         .unwrap();
     assert_eq!(page.status, StatusCode::OK);
     let html = page.text();
-    for want in ["<svg", "ada", "bob", "cy", "dee", "Test CPU", "=#1"] {
+    for want in ["<svg", "ada", "bob", "cy", "dee", "Test CPU", "≈ #1"] {
         assert!(html.contains(want), "{want} on the board page");
     }
-    // The verified board: ada leads alone (cy's re-run is far behind), so nobody is "=#1".
+    // The verified board: ada leads alone (cy's re-run is far behind), so nobody is "≈ #1".
     let verified_page = anon
         .raw(Method::GET, &format!("/c/{cohort}/labs/11"), None, vec![])
         .await
@@ -516,8 +554,8 @@ async fn suite(s: &Server, tag: &str) {
         .text();
     assert!(verified_page.contains("ada") && verified_page.contains("flagged"));
     assert!(
-        !verified_page.contains("=#1"),
-        "a lone leader shares no place"
+        !verified_page.contains("≈ #1"),
+        "a lone leader has no band to share"
     );
     let page = anon
         .raw(
@@ -529,7 +567,7 @@ async fn suite(s: &Server, tag: &str) {
         .await
         .unwrap()
         .text();
-    assert!(page.contains("<svg") && page.contains("agrees"), "{page}");
+    assert!(page.contains("<svg") && page.contains("verified passed"), "{page}");
     let page = anon
         .raw(Method::GET, "/c/nope/labs/11", None, vec![])
         .await
@@ -709,7 +747,7 @@ async fn the_leaderboard_on_a_sqlite_file() {
         .unwrap();
     assert_eq!(o.students, 4);
     assert_eq!(o.labs.len(), 1);
-    assert_eq!(o.labs[0].passed, 4);
+    assert_eq!((o.labs[0].submitted, o.labs[0].passed), (4, 2));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

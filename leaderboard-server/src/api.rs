@@ -16,7 +16,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use observatory_leaderboard::{Tier, agrees, well_formed};
+use observatory_leaderboard::{Standing, Tier, agrees, well_formed};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
@@ -917,11 +917,36 @@ async fn stuck(
 async fn export_of(app: &App, cohort: &str, headers: &HeaderMap) -> Answer<Export> {
     caller(app, headers).await?.instructor_of(cohort)?;
     cohort_of(app, cohort).await?;
+    let grades = grades_view(app, cohort).await?;
+    let (not_verified_yet, note) = grades_note(&grades);
     Ok(Export {
         cohort: cohort.to_string(),
-        grades: grades_view(app, cohort).await?,
+        not_verified_yet,
+        note,
+        grades,
         submissions: views::export_rows(&app.db.submissions(cohort).await?),
     })
+}
+
+/// How many grades wait for a verification, and the note that says what the grades count
+/// (the first line of a CSV export, the `note` of the JSON one, above the instructor's table).
+pub fn grades_note(grades: &[GradeRow]) -> (u32, String) {
+    let n = grades
+        .iter()
+        .filter(|g| g.standing == Standing::NotVerifiedYet)
+        .count() as u32;
+    (n, export_note(n))
+}
+
+fn export_note(not_verified_yet: u32) -> String {
+    let counts = "passed = the instructor's re-run passed (standing verified_passed or flagged)";
+    if not_verified_yet == 0 {
+        format!("final: every uploaded result is verified; {counts}")
+    } else {
+        format!(
+            "PROVISIONAL: {not_verified_yet} result(s) are self-reported passes not verified yet and count as not passed here (run `observatory leaderboard verify`); {counts}"
+        )
+    }
 }
 
 #[utoipa::path(get, path = "/api/cohorts/{cohort}/export.json", security(("bearer" = [])), params(("cohort" = String, Path)),
@@ -938,10 +963,28 @@ async fn export_json(
     ))
 }
 
-fn csv_of<T: Serialize>(rows: &[T]) -> Answer<Response> {
-    let mut w = csv::Writer::from_writer(Vec::new());
+/// A CSV export: a `# note` first line, the header (also when there are no rows), then the
+/// rows with every cell a spreadsheet would read as a formula neutralised.
+fn csv_of<T: Serialize>(note: &str, columns: &[&str], rows: &[T]) -> Answer<Response> {
+    // Flexible: the note line has one cell, the rows have the header's.
+    let mut w = csv::WriterBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_writer(Vec::new());
+    w.write_record([format!("# {note}")])
+        .map_err(ApiError::internal)?;
+    w.write_record(columns).map_err(ApiError::internal)?;
     for r in rows {
-        w.serialize(r).map_err(ApiError::internal)?;
+        let cells = csv_cells(r).map_err(ApiError::internal)?;
+        if cells.len() != columns.len() {
+            return Err(ApiError::internal(format!(
+                "an export row has {} cells for {} columns",
+                cells.len(),
+                columns.len()
+            )));
+        }
+        w.write_record(cells.iter().map(|c| neutralise(c).into_owned()))
+            .map_err(ApiError::internal)?;
     }
     let body = w.into_inner().map_err(ApiError::internal)?;
     Ok((
@@ -954,6 +997,32 @@ fn csv_of<T: Serialize>(rows: &[T]) -> Answer<Response> {
         .into_response())
 }
 
+/// A row's cells as csv's serde writer spells them.
+fn csv_cells<T: Serialize>(row: &T) -> Result<Vec<String>, csv::Error> {
+    let mut w = csv::WriterBuilder::new()
+        .has_headers(false)
+        .from_writer(Vec::new());
+    w.serialize(row)?;
+    let bytes = w.into_inner().map_err(|e| e.into_error())?;
+    let mut r = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(bytes.as_slice());
+    let rec = r.records().next().transpose()?.unwrap_or_default();
+    Ok(rec.iter().map(str::to_string).collect())
+}
+
+/// OWASP's rule for CSV injection: a cell that begins with `=`, `+`, `-`, `@`, a tab or a
+/// carriage return is prefixed with `'` so a spreadsheet shows it as text. Numbers (a
+/// negative one included) are left as they are.
+pub fn neutralise(cell: &str) -> std::borrow::Cow<'_, str> {
+    let risky = cell.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    if risky && cell.parse::<f64>().is_err() {
+        std::borrow::Cow::Owned(format!("'{cell}"))
+    } else {
+        std::borrow::Cow::Borrowed(cell)
+    }
+}
+
 #[utoipa::path(get, path = "/api/cohorts/{cohort}/export/grades.csv", security(("bearer" = [])), params(("cohort" = String, Path)),
     responses((status = 200, content_type = "text/csv", body = String, description = "student,lab,passed,bonus,points"),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
@@ -962,7 +1031,8 @@ async fn export_grades_csv(
     Path(cohort): Path<String>,
     headers: HeaderMap,
 ) -> Answer<Response> {
-    csv_of(&export_of(&app, &cohort, &headers).await?.grades)
+    let e = export_of(&app, &cohort, &headers).await?;
+    csv_of(&e.note, GradeRow::COLUMNS, &e.grades)
 }
 
 #[utoipa::path(get, path = "/api/cohorts/{cohort}/export/submissions.csv", security(("bearer" = [])), params(("cohort" = String, Path)),
@@ -973,7 +1043,8 @@ async fn export_submissions_csv(
     Path(cohort): Path<String>,
     headers: HeaderMap,
 ) -> Answer<Response> {
-    csv_of(&export_of(&app, &cohort, &headers).await?.submissions)
+    let e = export_of(&app, &cohort, &headers).await?;
+    csv_of(&e.note, ExportRow::COLUMNS, &e.submissions)
 }
 
 struct Bearer;
@@ -992,7 +1063,7 @@ impl utoipa::Modify for Bearer {
 /// The OpenAPI document of this API.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Rust Performance Observatory: cohort leaderboards", description = "Fair rankings of lab results across students' machines: every entry is the lab's own B/A ratio with its 95% interval; entries whose intervals overlap the leader's share its tie band."),
+    info(title = "Rust Performance Observatory: cohort leaderboards", description = "Fair rankings of lab results across students' machines: every entry is the lab's own B/A ratio with its 95% interval, placed in B/A order; neighbours whose intervals overlap the first of their run share a tie band."),
     paths(healthz, create_cohort, import_roster, revoke, rotate, set_lab, submit, board, overview, student, submission, verify, grades, stuck, export_json, export_grades_csv, export_submissions_csv),
     modifiers(&Bearer)
 )]
@@ -1076,5 +1147,121 @@ mod tests {
             .err()
             .unwrap();
         assert!(e.message.contains("extra"), "{}", e.message);
+    }
+
+    fn export_row(student: &str, cpu_model: &str) -> ExportRow {
+        ExportRow {
+            id: "s_1".into(),
+            student: student.into(),
+            lab: 9,
+            ratio: Some(0.5),
+            low: Some(0.4),
+            high: Some(0.6),
+            cpu_model: cpu_model.into(),
+            cores: 2,
+            submitted_at: "2026-12-08T00:00:00Z".into(),
+            standing: Standing::NotVerifiedYet,
+            verified: false,
+            verified_passed: None,
+            verified_ratio: None,
+            flagged: false,
+        }
+    }
+
+    async fn body_of(r: Response) -> String {
+        let b = http_body_util::BodyExt::collect(r.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        String::from_utf8(b.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_csv_export_neutralises_formulas_keeps_numbers_and_always_has_its_header() {
+        let rows = [
+            export_row("ada", r#"=HYPERLINK("http://x","click")"#),
+            export_row("bob", "@SUM(1+1)*cmd|' /C calc'!A0"),
+            export_row("cy", "+1+cmd"),
+            export_row("dee", "\tTab"),
+            export_row("eve", "Intel(R) Xeon(R) @ 2.0GHz"),
+        ];
+        let text = body_of(csv_of("a note", ExportRow::COLUMNS, &rows).unwrap()).await;
+        let mut r = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(text.as_bytes());
+        let recs: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
+        assert_eq!(&recs[0][0], "# a note");
+        assert_eq!(recs[1].iter().collect::<Vec<_>>(), ExportRow::COLUMNS);
+        let cpu = ExportRow::COLUMNS
+            .iter()
+            .position(|c| *c == "cpu_model")
+            .unwrap();
+        let cells: Vec<&str> = recs[2..].iter().map(|r| &r[cpu]).collect();
+        assert_eq!(
+            cells,
+            [
+                r#"'=HYPERLINK("http://x","click")"#,
+                "'@SUM(1+1)*cmd|' /C calc'!A0",
+                "'+1+cmd",
+                "'\tTab",
+                "Intel(R) Xeon(R) @ 2.0GHz"
+            ]
+        );
+        for rec in &recs[2..] {
+            for cell in rec {
+                assert!(
+                    !cell.starts_with(['=', '+', '-', '@', '\t', '\r'])
+                        || cell.parse::<f64>().is_ok(),
+                    "{cell:?} reaches a spreadsheet as a formula"
+                );
+            }
+        }
+        // Numbers stay numbers, a negative one included.
+        assert_eq!(neutralise("-0.5"), "-0.5");
+        assert_eq!(neutralise("-A1"), "'-A1");
+        // No rows: the note and the header all the same.
+        let empty = body_of(csv_of::<GradeRow>("n", GradeRow::COLUMNS, &[]).unwrap()).await;
+        assert_eq!(empty, "# n\nstudent,lab,standing,passed,bonus,points\n");
+    }
+
+    #[test]
+    fn the_csv_headers_are_the_rows_fields() {
+        // What csv's serde writer names the fields, held to the constants the header uses.
+        let header = |row: &dyn erased::Row| row.header();
+        mod erased {
+            pub trait Row {
+                fn header(&self) -> Vec<String>;
+            }
+            impl<T: serde::Serialize> Row for T {
+                fn header(&self) -> Vec<String> {
+                    let mut w = csv::Writer::from_writer(Vec::new());
+                    w.serialize(self).unwrap();
+                    let bytes = w.into_inner().unwrap();
+                    let text = String::from_utf8(bytes).unwrap();
+                    text.lines()
+                        .next()
+                        .unwrap()
+                        .split(',')
+                        .map(String::from)
+                        .collect()
+                }
+            }
+        }
+        assert_eq!(header(&export_row("ada", "m")), ExportRow::COLUMNS);
+        let g = GradeRow {
+            student: "ada".into(),
+            lab: 9,
+            standing: Standing::VerifiedPassed,
+            passed: true,
+            bonus: false,
+            points: 1.0,
+        };
+        assert_eq!(header(&g), GradeRow::COLUMNS);
+        assert_eq!(
+            export_note(0).starts_with("final"),
+            !export_note(3).starts_with("final")
+        );
+        assert!(export_note(3).starts_with("PROVISIONAL: 3 result(s)"));
     }
 }

@@ -7,7 +7,7 @@ use crate::wire::{
     BoardRow, BoardView, ExportRow, GradeRow, HistoryRow, LabSummary, StuckRow, VerifiedView,
 };
 use crate::{LabInfo, show_ms};
-use observatory_leaderboard::{Board, Entry, GradingRule, RankError, Tier};
+use observatory_leaderboard::{Board, Entry, GradingRule, RankError, Standing, Tier};
 use observatory_stats::{Better, RatioInterval, Threshold};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -40,6 +40,25 @@ pub fn flagged(s: &SubmissionRow) -> bool {
     s.verification.as_ref().is_some_and(|v| !v.agrees)
 }
 
+/// One submission's standing.
+pub fn standing(s: &SubmissionRow) -> Standing {
+    Standing::of_submission(s.verification.as_ref().map(|v| (v.passed, v.agrees)))
+}
+
+/// Each student's standing on one lab, from `subs` (that lab's submissions), for `roster`.
+pub fn standings<'a>(
+    roster: impl IntoIterator<Item = &'a str>,
+    subs: &[SubmissionRow],
+) -> BTreeMap<&'a str, Standing> {
+    roster
+        .into_iter()
+        .map(|st| {
+            let mine = subs.iter().filter(|s| s.student == st).map(standing);
+            (st, Standing::of_student(mine))
+        })
+        .collect()
+}
+
 pub fn verified_view(v: &VerificationRow) -> VerifiedView {
     VerifiedView {
         passed: v.passed,
@@ -58,9 +77,12 @@ pub fn board(
     tier: Tier,
 ) -> Result<BoardView, RankError> {
     let rule = &info.rule;
-    let row = |s: &SubmissionRow, place: usize, band: usize, r: Option<RatioInterval>| BoardRow {
+    let row = |s: &SubmissionRow,
+               (place, band, leader): (usize, usize, usize),
+               r: Option<RatioInterval>| BoardRow {
         place: place as u32,
         band: band as u32,
+        band_leader: leader as u32,
         student: s.student.clone(),
         submission: s.id.clone(),
         ratio: r.map(|r| r.ratio),
@@ -87,7 +109,7 @@ pub fn board(
         let mut seen = BTreeSet::new();
         subs.iter()
             .filter(|s| of_tier(s).is_some() && seen.insert(s.student.clone()))
-            .map(|s| row(s, 1, 1, None))
+            .map(|s| row(s, (1, 1, 1), None))
             .collect()
     } else {
         let mut by_entry: Vec<(Entry, &SubmissionRow)> = Vec::new();
@@ -109,7 +131,11 @@ pub fn board(
             .iter()
             .filter_map(|p| {
                 let (_, s) = by_entry.iter().find(|(e, _)| *e == p.entry)?;
-                Some(row(s, p.place, p.band, Some(p.entry.ratio)))
+                Some(row(
+                    s,
+                    (p.place, p.band, p.band_leader),
+                    Some(p.entry.ratio),
+                ))
             })
             .collect()
     };
@@ -161,23 +187,23 @@ pub fn lab_summary(
     roster: usize,
     now_ms: i64,
 ) -> LabSummary {
-    let students = |keep: &dyn Fn(&SubmissionRow) -> bool| {
-        subs.iter()
-            .filter(|s| keep(s))
-            .map(|s| s.student.as_str())
-            .collect::<BTreeSet<_>>()
-            .len() as u32
-    };
-    let passed = students(&|_| true);
+    // Every student with an upload, on the roster or not (a student removed from the roster
+    // keeps their submissions).
+    let who: BTreeSet<&str> = subs.iter().map(|s| s.student.as_str()).collect();
+    let by = standings(who.iter().copied(), subs);
+    let count = |keep: &dyn Fn(Standing) -> bool| by.values().filter(|s| keep(**s)).count() as u32;
+    let passed = count(&|s| s.counts());
     LabSummary {
         lab: info.rule.lab,
         title: info.title.clone(),
         opens_at: show_ms(lab.opens_ms),
         closes_at: show_ms(lab.closes_ms),
         open: lab.opens_ms <= now_ms && now_ms < lab.closes_ms,
+        submitted: who.len() as u32,
         passed,
-        verified: students(&|s| s.verification.as_ref().is_some_and(|v| v.passed)),
-        flagged: subs.iter().filter(|s| flagged(s)).count() as u32,
+        not_verified_yet: count(&|s| s == Standing::NotVerifiedYet),
+        flagged: count(&|s| s == Standing::Flagged),
+        verified_failed: count(&|s| s == Standing::VerifiedFailed),
         pass_rate: if roster == 0 {
             0.0
         } else {
@@ -195,6 +221,7 @@ pub fn history(subs: &[SubmissionRow]) -> Vec<HistoryRow> {
             ratio: reported(s),
             cpu_model: s.cpu_model.clone(),
             submitted_at: show_ms(s.received_ms),
+            standing: standing(s),
             verification: s.verification.as_ref().map(verified_view),
         })
         .collect()
@@ -225,21 +252,26 @@ pub fn grades(
             })
             .collect();
         let b = Board::build(&entries, info.rule.better, Tier::Verified)?;
-        for st in students {
-            let passed = verified_board.rows.iter().any(|r| r.student == st.id);
+        let by = standings(students.iter().map(|s| s.id.as_str()), &mine);
+        for (id, standing) in by {
+            // One meaning of passed: the standing says, and the verified board agrees (it
+            // holds exactly the students whose re-run passed).
+            let passed = standing.counts();
+            debug_assert_eq!(passed, verified_board.rows.iter().any(|r| r.student == id));
             let g = if info.rule.completes {
                 observatory_leaderboard::Grade {
-                    student: st.id.clone(),
+                    student: id.to_string(),
                     passed,
                     bonus: false,
                     points: if passed { 1.0 } else { 0.0 },
                 }
             } else {
-                rule.grade(&b, &st.id, passed)
+                rule.grade(&b, id, passed)
             };
             out.push(GradeRow {
                 student: g.student,
                 lab: info.rule.lab,
+                standing,
                 passed: g.passed,
                 bonus: g.bonus,
                 points: g.points,
@@ -284,6 +316,7 @@ pub fn export_rows(subs: &[SubmissionRow]) -> Vec<ExportRow> {
             cpu_model: s.cpu_model.clone(),
             cores: s.cores as u32,
             submitted_at: show_ms(s.received_ms),
+            standing: standing(s),
             verified: s.verification.is_some(),
             verified_passed: s.verification.as_ref().map(|v| v.passed),
             verified_ratio: s.verification.as_ref().and_then(|v| v.ratio),

@@ -14,13 +14,26 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use minijinja::value::Serde;
 use minijinja::{Environment, Value, context};
-use observatory_leaderboard::Tier;
+use observatory_leaderboard::{Standing, Tier};
 use std::collections::HashMap;
 use std::sync::Arc;
 
 /// The templates, compiled into the binary.
 pub fn templates() -> Environment<'static> {
     let mut env = Environment::new();
+    // `{{ g.standing | standing }}`: a standing's words (`not_verified_yet` -> "not verified
+    // yet"), from the one definition.
+    env.add_filter("standing", |name: String| {
+        Standing::ALL
+            .into_iter()
+            .find(|s| {
+                serde_json::to_value(s)
+                    .ok()
+                    .and_then(|v| v.as_str().map(|v| v == name))
+                    == Some(true)
+            })
+            .map_or(name.clone(), |s| s.words().to_string())
+    });
     for (name, text) in [
         ("base.html", include_str!("../templates/base.html")),
         ("index.html", include_str!("../templates/index.html")),
@@ -177,6 +190,11 @@ async fn instructor(
         let tries = 3;
         let stuck = api::stuck_view(&app, &cohort, tries).await?;
         let grades = api::grades_view(&app, &cohort).await?;
+        let (not_verified_yet, note) = api::grades_note(&grades);
+        let standings: Vec<Value> = Standing::ALL
+            .iter()
+            .map(|s| context! { words => s.words(), meaning => s.meaning() })
+            .collect();
         let flagged: Vec<_> = crate::views::export_rows(&app.db.submissions(&cohort).await?)
             .into_iter()
             .filter(|r| r.flagged)
@@ -184,7 +202,7 @@ async fn instructor(
         let body = render(
             &app,
             "instructor.html",
-            context! { cohort => &cohort, signed_in => true, tries => tries, stuck => Value::from(Serde(&stuck)), grades => Value::from(Serde(&grades)), flagged => Value::from(Serde(&flagged)) },
+            context! { cohort => &cohort, signed_in => true, tries => tries, stuck => Value::from(Serde(&stuck)), grades => Value::from(Serde(&grades)), flagged => Value::from(Serde(&flagged)), not_verified_yet => not_verified_yet, note => note, standings => standings },
         )?;
         Ok::<_, ApiError>(html(StatusCode::OK, body))
     };

@@ -1,7 +1,7 @@
 //! What goes over the wire: the JSON API's requests and answers (the OpenAPI document is
 //! generated from these), shared by the server, the CLI client and the tests.
 
-use observatory_leaderboard::{Bundle, GradingRule, Tier};
+use observatory_leaderboard::{Bundle, GradingRule, Standing, Tier};
 use observatory_stats::{Better, RatioInterval};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -90,13 +90,15 @@ pub struct LabSummary {
     pub opens_at: String,
     pub closes_at: String,
     pub open: bool,
-    /// Students with an accepted (passed) submission.
+    /// Students by standing (each student once, where their best submission stands): with an
+    /// accepted upload at all; whose re-run passed (what grades count: verified passed and
+    /// flagged); not verified yet; flagged; whose re-run failed.
+    pub submitted: u32,
     pub passed: u32,
-    /// Students with a verified passing re-run.
-    pub verified: u32,
-    /// Entries whose verification disagreed with the self-reported result.
+    pub not_verified_yet: u32,
     pub flagged: u32,
-    /// Passed students over the roster.
+    pub verified_failed: u32,
+    /// Verified passes over the roster.
     pub pass_rate: f64,
     /// The median of students' best self-reported ratios.
     pub median_ratio: Option<f64>,
@@ -114,10 +116,13 @@ pub struct Overview {
 /// One row of a lab's board.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct BoardRow {
-    /// Shared by a tie band.
+    /// In B/A order: 1 + the entries with a strictly better ratio (an exact tie shares it).
     pub place: u32,
-    /// 1: indistinguishable from the leader.
+    /// The tie band: a run of neighbours whose intervals overlap the run's first entry's
+    /// (1: indistinguishable from the leader).
     pub band: u32,
+    /// The place of the band's first entry (this row is "≈ #band_leader" when it is not it).
+    pub band_leader: u32,
     pub student: String,
     pub submission: String,
     /// `None` on a lab that only has to finish.
@@ -167,6 +172,8 @@ pub struct HistoryRow {
     pub ratio: Option<RatioInterval>,
     pub cpu_model: String,
     pub submitted_at: String,
+    /// This submission's standing.
+    pub standing: Standing,
     pub verification: Option<VerifiedView>,
 }
 
@@ -218,9 +225,16 @@ pub struct Verified {
 pub struct GradeRow {
     pub student: String,
     pub lab: u32,
+    /// Where the student stands on the lab; `passed` is `standing.counts()`.
+    pub standing: Standing,
     pub passed: bool,
     pub bonus: bool,
     pub points: f64,
+}
+
+impl GradeRow {
+    /// The header of grades.csv (a test holds it to the fields).
+    pub const COLUMNS: &[&str] = &["student", "lab", "standing", "passed", "bonus", "points"];
 }
 
 /// A student with no pass on a lab after N tries.
@@ -244,16 +258,43 @@ pub struct ExportRow {
     pub cpu_model: String,
     pub cores: u32,
     pub submitted_at: String,
+    /// This submission's standing (not the student's best).
+    pub standing: Standing,
     pub verified: bool,
     pub verified_passed: Option<bool>,
     pub verified_ratio: Option<f64>,
     pub flagged: bool,
 }
 
+impl ExportRow {
+    /// The header of submissions.csv (a test holds it to the fields).
+    pub const COLUMNS: &[&str] = &[
+        "id",
+        "student",
+        "lab",
+        "ratio",
+        "low",
+        "high",
+        "cpu_model",
+        "cores",
+        "submitted_at",
+        "standing",
+        "verified",
+        "verified_passed",
+        "verified_ratio",
+        "flagged",
+    ];
+}
+
 /// `GET /api/cohorts/{cohort}/export.json` (the instructor's).
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct Export {
     pub cohort: String,
+    /// Results that are self-reported passes not verified yet: while above 0, the grades are
+    /// provisional (they count those as not passed).
+    pub not_verified_yet: u32,
+    /// What the grades count, in words (and, while provisional, that they are).
+    pub note: String,
     pub grades: Vec<GradeRow>,
     pub submissions: Vec<ExportRow>,
 }

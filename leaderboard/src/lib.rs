@@ -9,6 +9,8 @@
 //!   intervals is flagged.
 //! - [`bundle`]: what `lab submit` uploads, and its validation: the ratio recomputed from the
 //!   raw figures with the runner's statistics, the pass recomputed with the lab's own rule.
+//! - [`standing`]: the one meaning of "passed": not submitted, not verified yet, verified
+//!   failed, flagged, verified passed; grades count a passing re-run only.
 //! - [`grade`]: the per-lab grading rules (threshold points or rank) on the verified board.
 //! - [`synthetic`]: bundles made as the lab runner makes them, for demo cohorts, the load
 //!   benchmark and tests.
@@ -18,8 +20,10 @@
 pub mod bundle;
 pub mod grade;
 pub mod rank;
+pub mod standing;
 pub mod synthetic;
 
 pub use bundle::{Bundle, Fingerprint, LabRule, Refusal, sha256_hex};
 pub use grade::{Grade, GradingRule};
 pub use rank::{Board, Entry, Placed, RankError, Tier, agrees, well_formed};
+pub use standing::Standing;

@@ -30,12 +30,15 @@ pub struct Entry {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Placed {
     pub entry: Entry,
-    /// The tie band, from 1: band 1 holds the leader and every entry whose interval overlaps
-    /// the leader's ("indistinguishable from #1").
-    pub band: usize,
-    /// The place the band shares: 1 + the number of entries in earlier bands (two entries in
-    /// band 1 make the next band's place 3).
+    /// The place in B/A order: 1 + the number of entries with a strictly better ratio (only
+    /// an exact tie shares a place).
     pub place: usize,
+    /// The tie band, from 1: a run of neighbours in B/A order whose intervals overlap the
+    /// run's first entry's ("indistinguishable from #`band_leader`"). Band 1 holds the
+    /// leader and the entries indistinguishable from it.
+    pub band: usize,
+    /// The place of the band's first entry.
+    pub band_leader: usize,
 }
 
 /// Why an entry cannot be placed.
@@ -79,7 +82,7 @@ pub fn agrees(self_reported: &RatioInterval, verified: &RatioInterval) -> bool {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Board {
     pub better: Better,
-    /// Best first: by band, then by ratio within a band.
+    /// Best first, by ratio; bands and places never go up as the ratio gets worse.
     pub placed: Vec<Placed>,
 }
 
@@ -111,39 +114,31 @@ impl Board {
                 best.push(e);
             }
         }
-        // Greedy bands: the best entry not yet placed leads a band; every unplaced entry
-        // whose interval overlaps the leader's joins it.
-        let mut band_of: Vec<Option<usize>> = vec![None; best.len()];
-        let mut band = 0;
-        while let Some(leader) = band_of.iter().position(Option::is_none) {
-            band += 1;
-            for i in leader..best.len() {
-                if band_of[i].is_none() && overlaps(&best[leader].ratio, &best[i].ratio) {
-                    band_of[i] = Some(band);
-                }
+        // Places follow B/A: 1 + the number of entries with a strictly better ratio (an
+        // exact tie shares a place). Bands run down the same order: the best entry not yet in
+        // a band leads one, and the entries right after it join while their intervals overlap
+        // the leader's. A band is a run of neighbours, so an entry below the run never joins
+        // it however wide its interval: a wide interval cannot lift a worse ratio above a
+        // better, narrower one.
+        let mut placed: Vec<Placed> = Vec::with_capacity(best.len());
+        let (mut band, mut leader) = (0, 0);
+        for (i, e) in best.iter().enumerate() {
+            let place = match placed.last() {
+                Some(prev) if prev.entry.ratio.ratio == e.ratio.ratio => prev.place,
+                _ => i + 1,
+            };
+            let tied = placed.last().is_some_and(|p| p.place == place);
+            if band == 0 || !(tied || overlaps(&best[leader].ratio, &e.ratio)) {
+                band += 1;
+                leader = i;
             }
-        }
-        let mut placed: Vec<Placed> = best
-            .iter()
-            .zip(&band_of)
-            .map(|(e, b)| Placed {
+            let band_leader = placed.get(leader).map_or(place, |p| p.place);
+            placed.push(Placed {
                 entry: (*e).clone(),
-                band: b.unwrap_or(band),
-                place: 0,
-            })
-            .collect();
-        // Stable: within a band the order stays best first.
-        placed.sort_by_key(|p| p.band);
-        let mut before = 0;
-        let mut i = 0;
-        while i < placed.len() {
-            let b = placed[i].band;
-            let n = placed[i..].iter().take_while(|p| p.band == b).count();
-            for p in &mut placed[i..i + n] {
-                p.place = before + 1;
-            }
-            before += n;
-            i += n;
+                place,
+                band,
+                band_leader,
+            });
         }
         Ok(Board { better, placed })
     }
@@ -170,11 +165,12 @@ mod tests {
         }
     }
 
-    fn bands(board: &Board) -> Vec<(String, usize, usize)> {
+    /// (student, band, place, band leader's place) from best to worst.
+    fn bands(board: &Board) -> Vec<(String, usize, usize, usize)> {
         board
             .placed
             .iter()
-            .map(|p| (p.entry.student.clone(), p.band, p.place))
+            .map(|p| (p.entry.student.clone(), p.band, p.place, p.band_leader))
             .collect()
     }
 
@@ -192,20 +188,20 @@ mod tests {
         assert_eq!(
             bands(&board),
             [
-                ("ann".into(), 1, 1),
-                ("bob".into(), 1, 1),
-                ("cyd".into(), 2, 3),
-                ("dee".into(), 2, 3),
-                ("eve".into(), 3, 5)
+                ("ann".into(), 1, 1, 1),
+                ("bob".into(), 1, 2, 1),
+                ("cyd".into(), 2, 3, 3),
+                ("dee".into(), 2, 4, 3),
+                ("eve".into(), 3, 5, 5)
             ]
         );
         assert_eq!(board.best(), Some(0.50));
     }
 
     #[test]
-    fn a_wide_interval_far_down_is_still_indistinguishable_from_the_leader() {
-        // cyd's point is worse than bob's, but cyd's interval holds the leader's: cyd is in
-        // band 1, bob (whose narrow interval does not reach the leader) is not.
+    fn a_wide_interval_never_lifts_a_worse_ratio_above_a_better_narrower_one() {
+        // cyd's interval holds the leader's ratio, but bob's ratio is better: bob comes
+        // first, and cyd joins bob's band (whose interval cyd's overlaps), not ann's.
         let v = Tier::Verified;
         let entries = [
             entry("ann", v, r(0.50, 0.49, 0.51)),
@@ -216,11 +212,105 @@ mod tests {
         assert_eq!(
             bands(&board),
             [
-                ("ann".into(), 1, 1),
-                ("cyd".into(), 1, 1),
-                ("bob".into(), 2, 3)
+                ("ann".into(), 1, 1, 1),
+                ("bob".into(), 2, 2, 2),
+                ("cyd".into(), 2, 3, 2)
             ]
         );
+    }
+
+    #[test]
+    fn the_inversions_found_on_lab_1_and_lab_7_are_gone() {
+        // Lab 1 (higher is better): 6.350 with a narrow interval was placed 12th below 6.308
+        // with a wide one (6th), because the wide one reached the leader's band.
+        let v = Tier::Verified;
+        let lab1 = [
+            entry("lead", v, r(6.60, 6.50, 6.70)),
+            entry("narrow", v, r(6.350, 6.34, 6.36)),
+            entry("wide", v, r(6.308, 6.00, 6.55)),
+        ];
+        let board = Board::build(&lab1, Better::Higher, v).unwrap();
+        let order: Vec<_> = board
+            .placed
+            .iter()
+            .map(|p| p.entry.student.as_str())
+            .collect();
+        assert_eq!(order, ["lead", "narrow", "wide"]);
+        assert_eq!(board.placed[1].place, 2);
+        assert_eq!(board.placed[2].place, 3);
+        // Lab 7 (lower is better): 0.5055, narrower and better, was placed below 0.5059.
+        let lab7 = [
+            entry("lead", v, r(0.500, 0.499, 0.501)),
+            entry("better", v, r(0.5055, 0.505, 0.506)),
+            entry("wider", v, r(0.5059, 0.49, 0.52)),
+        ];
+        let board = Board::build(&lab7, Better::Lower, v).unwrap();
+        assert_eq!(
+            bands(&board),
+            [
+                ("lead".into(), 1, 1, 1),
+                ("better".into(), 2, 2, 2),
+                ("wider".into(), 2, 3, 2)
+            ]
+        );
+    }
+
+    #[test]
+    fn places_and_bands_never_improve_as_the_ratio_gets_worse() {
+        // 2,000 random boards (a fixed xorshift, so a failure reproduces): for every pair,
+        // a strictly better ratio has a smaller place and no later band; an exact tie shares
+        // both; every member of a band overlaps its leader
+        // (or ties exactly with the entry before it).
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 11) as f64 / (1u64 << 53) as f64
+        };
+        for round in 0..2000 {
+            let better = if round % 2 == 0 {
+                Better::Lower
+            } else {
+                Better::Higher
+            };
+            let n = 1 + (next() * 30.0) as usize;
+            let entries: Vec<Entry> = (0..n)
+                .map(|i| {
+                    // Coarse ratios so exact ties happen; widths from 0 to 0.3.
+                    let ratio = 0.5 + (next() * 20.0).floor() / 40.0;
+                    let (lo, hi) = (next() * 0.3, next() * 0.3);
+                    entry(
+                        &format!("s{i:02}"),
+                        Tier::Verified,
+                        r(ratio, ratio - lo * ratio.min(1.0) / 2.0, ratio + hi),
+                    )
+                })
+                .collect();
+            let board = Board::build(&entries, better, Tier::Verified).unwrap();
+            let p = &board.placed;
+            assert_eq!(p.len(), n);
+            for i in 0..n {
+                let leader = p.iter().find(|q| q.band == p[i].band).unwrap();
+                assert_eq!(leader.place, p[i].band_leader);
+                // A member overlaps its leader, or ties exactly with the entry before it.
+                let ties_prev = i > 0 && p[i - 1].entry.ratio.ratio == p[i].entry.ratio.ratio;
+                assert!(overlaps(&leader.entry.ratio, &p[i].entry.ratio) || ties_prev);
+                for j in i + 1..n {
+                    let (a, b) = (p[i].entry.ratio.ratio, p[j].entry.ratio.ratio);
+                    let strictly = match better {
+                        Better::Lower => a < b,
+                        Better::Higher => a > b,
+                    };
+                    if strictly {
+                        assert!(p[i].place < p[j].place && p[i].band <= p[j].band, "{p:?}");
+                    } else {
+                        assert_eq!(a, b, "not best first: {p:?}");
+                        assert_eq!((p[i].place, p[i].band), (p[j].place, p[j].band), "{p:?}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
@@ -235,9 +325,9 @@ mod tests {
         assert_eq!(
             bands(&board),
             [
-                ("bob".into(), 1, 1),
-                ("cyd".into(), 1, 1),
-                ("ann".into(), 2, 3)
+                ("bob".into(), 1, 1, 1),
+                ("cyd".into(), 1, 1, 1),
+                ("ann".into(), 2, 3, 3)
             ]
         );
     }
@@ -251,10 +341,13 @@ mod tests {
             entry("bob", Tier::SelfReported, r(0.45, 0.44, 0.46)),
         ];
         let verified = Board::build(&entries, Better::Lower, Tier::Verified).unwrap();
-        assert_eq!(bands(&verified), [("ann".into(), 1, 1)]);
+        assert_eq!(bands(&verified), [("ann".into(), 1, 1, 1)]);
         assert_eq!(verified.best(), Some(0.40));
         let own = Board::build(&entries, Better::Lower, Tier::SelfReported).unwrap();
-        assert_eq!(bands(&own), [("ann".into(), 1, 1), ("bob".into(), 2, 2)]);
+        assert_eq!(
+            bands(&own),
+            [("ann".into(), 1, 1, 1), ("bob".into(), 2, 2, 2)]
+        );
     }
 
     #[test]
