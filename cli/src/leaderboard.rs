@@ -239,6 +239,7 @@ pub fn course_labs(course: Option<&Path>) -> anyhow::Result<Vec<LabInfo>> {
         .map(|l| LabInfo {
             rule: rule_of(l),
             title: l.spec.title.clone(),
+            code: l.is_code_lab(),
         })
         .collect())
 }

@@ -36,20 +36,26 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
     // One thread: the work happens in the stage processes; spawning children from one
     // long-lived thread also keeps their parent-death signal tied to this process. The
-    // leaderboard server is the exception: it serves many clients on every core.
+    // leaderboard server is the exception: it serves many clients on every core, and logs
+    // every state change (who, what, when) at its default level.
     let serving = matches!(
         cli.command,
         Command::Leaderboard(leaderboard::LeaderboardCommand::Serve(_))
     );
+    let default_filter = if serving {
+        "warn,observatory_leaderboard_server=info,observatory::leaderboard=info"
+    } else {
+        "warn"
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
+        )
+        .init();
     let mut builder = if serving {
         tokio::runtime::Builder::new_multi_thread()
     } else {

@@ -567,7 +567,10 @@ async fn suite(s: &Server, tag: &str) {
         .await
         .unwrap()
         .text();
-    assert!(page.contains("<svg") && page.contains("verified passed"), "{page}");
+    assert!(
+        page.contains("<svg") && page.contains("verified passed"),
+        "{page}"
+    );
     let page = anon
         .raw(Method::GET, "/c/nope/labs/11", None, vec![])
         .await
@@ -748,6 +751,287 @@ async fn the_leaderboard_on_a_sqlite_file() {
     assert_eq!(o.students, 4);
     assert_eq!(o.labs.len(), 1);
     assert_eq!((o.labs[0].submitted, o.labs[0].passed), (4, 2));
+}
+
+/// What a student who wants the grade without the work tries, and bad input an instructor's
+/// roster or a client can carry (issue 35): each refused with its reason, nothing stored, the
+/// instructor shown who matched whom, every state change in the server's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_replays_forgeries_and_bad_input_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = serve(&dir.path().join("data"), None, 200);
+    let anon = Client::new(&s.base, None);
+    let admin = anon.with_token(Some(&s.admin));
+    let cohort = "copies";
+    let (_, created): (_, CohortCreated) = admin
+        .send(
+            Method::POST,
+            "/api/cohorts",
+            &NewCohort {
+                id: cohort.into(),
+                name: "Copies".into(),
+                daily_limit: Some(50),
+            },
+        )
+        .await
+        .unwrap();
+    let instructor = anon.with_token(Some(&created.instructor_token));
+    let roster = format!("/api/cohorts/{cohort}/roster");
+    // Ids that are not safe slugs, and names carrying control or bidi characters.
+    for (bad, why) in [
+        ("student\n..\n", "roster line 2: student"),
+        ("student\n.\n", "roster line 2: student"),
+        ("student\n-A1\n", "roster line 2: student"),
+        ("student,name\nmal,Bell\u{7}\n", "roster line 2: name"),
+        ("student,name\nmal,\u{1b}[31mRed\n", "roster line 2: name"),
+        (
+            "student,name\nmal,Eve\u{202E}gnp.exe\n",
+            "roster line 2: name",
+        ),
+    ] {
+        let a = instructor
+            .raw(
+                Method::POST,
+                &roster,
+                Some("text/csv"),
+                bad.as_bytes().to_vec(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            a.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{bad:?}: {}",
+            a.text()
+        );
+        assert!(a.text().contains(why), "{bad:?}: {}", a.text());
+    }
+    let (_, imported): (_, RosterImported) = serde_json::from_str::<RosterImported>(
+        &instructor
+            .raw(
+                Method::POST,
+                &roster,
+                Some("text/csv"),
+                b"student,name\nada,Ada\nbob,Bob\ncy,Cy\n".to_vec(),
+            )
+            .await
+            .unwrap()
+            .text(),
+    )
+    .map(|r| ((), r))
+    .unwrap();
+    let token = |who: &str| {
+        let t = imported.issued.iter().find(|t| t.student == who).unwrap();
+        anon.with_token(Some(&t.token))
+    };
+    let (ada, bob, cy) = (token("ada"), token("bob"), token("cy"));
+    let open = LabSettings {
+        opens_at: None,
+        closes_at: "2099-01-01T00:00:00Z".into(),
+        grading: None,
+    };
+    for lab in [9, 11] {
+        let (st, body) = status_of(
+            &instructor,
+            Method::PUT,
+            &format!("/api/cohorts/{cohort}/labs/{lab}"),
+            &open,
+        )
+        .await;
+        assert_eq!(st, StatusCode::OK, "{body}");
+    }
+    let submit = format!("/api/cohorts/{cohort}/submissions");
+    let rule = course_rule(11);
+    let ada_upload = bundle(&rule, "ada-check-0001-aaaa", 0.30, 0.01, "all.leak=off");
+    let (st, body) = status_of(&ada, Method::POST, &submit, &ada_upload).await;
+    assert_eq!(st, StatusCode::CREATED, "{body}");
+
+    // 1. Ada's exact bundle replayed under bob's token.
+    // 2. Ada's figures paired with another change (its sha256 made to match).
+    // 3. Ada's figures and so her ratio scaled by 0.5 (the ratio recomputes the same).
+    let mut other_change = ada_upload.clone();
+    other_change.change = "all.leak=off\nparse.workers=2".into();
+    other_change.bundle.change_sha256 =
+        observatory_leaderboard::sha256_hex(other_change.change.as_bytes());
+    other_change.bundle.idempotency_key = "bob-check-0002-bbbb".into();
+    let mut scaled = ada_upload.clone();
+    scaled.bundle.idempotency_key = "bob-check-0003-cccc".into();
+    if let Some(observatory_stats::Figures::Samples { a, b }) = scaled.bundle.figures.as_mut() {
+        a.iter_mut().chain(b.iter_mut()).for_each(|x| *x *= 0.5);
+    }
+    scaled.bundle.ratio = scaled.bundle.figures.as_ref().map(|f| f.ratio());
+    for (what, forged, words) in [
+        ("a replay", &ada_upload, "the same figures"),
+        ("another change", &other_change, "the same figures"),
+        ("scaled figures", &scaled, "scaled by a factor"),
+    ] {
+        let (st, body) = status_of(&bob, Method::POST, &submit, forged).await;
+        assert_eq!(st, StatusCode::CONFLICT, "{what}: {body}");
+        assert!(body.contains(words), "{what}: {body}");
+        assert!(
+            !body.contains("ada"),
+            "the student is not told whose: {body}"
+        );
+    }
+    assert_eq!(history_len(&anon, cohort, "bob").await, 0, "nothing stored");
+    // bob's own check is accepted; the same student resubmitting his figures is not a copy.
+    let bob_own = bundle(&rule, "bob-check-0004-dddd", 0.31, 0.012, "all.leak=off");
+    let (st, body) = status_of(&bob, Method::POST, &submit, &bob_own).await;
+    assert_eq!(st, StatusCode::CREATED, "{body}");
+    let mut bob_again = bob_own.clone();
+    bob_again.bundle.idempotency_key = "bob-check-0005-eeee".into();
+    let (st, body) = status_of(&bob, Method::POST, &submit, &bob_again).await;
+    assert_eq!(st, StatusCode::CREATED, "{body}");
+
+    // A reused idempotency key with another body: 409, not a silent drop.
+    let mut reused = bundle(&rule, "ada-check-0001-aaaa", 0.29, 0.01, "all.leak=off");
+    reused.bundle.checked_at = "2026-12-06T00:00:00Z".into();
+    let (st, body) = status_of(&ada, Method::POST, &submit, &reused).await;
+    assert_eq!(st, StatusCode::CONFLICT, "{body}");
+    assert!(
+        body.contains("idempotency key was used for another bundle"),
+        "{body}"
+    );
+    let (st, _) = status_of(&ada, Method::POST, &submit, &ada_upload).await;
+    assert_eq!(st, StatusCode::OK, "the same bundle again is a retry");
+
+    // Check times and machines that cannot be.
+    for (i, (at, cores, why)) in [
+        ("not a time", 2, "checked_at"),
+        ("2099-01-01T00:00:00Z", 2, "between 2025 and now"),
+        ("2019-01-01T00:00:00Z", 2, "between 2025 and now"),
+        ("2026-12-05T00:00:00Z", 0, "cores 0"),
+        ("2026-12-05T00:00:00Z", u32::MAX, "cores 4294967295"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut b = bundle(
+            &rule,
+            &format!("cy-check-000{i}-ffff"),
+            0.33 + i as f64 / 100.0,
+            0.01,
+            "all.leak=off",
+        );
+        b.bundle.checked_at = at.into();
+        b.bundle.fingerprint.cores = cores;
+        let (st, body) = status_of(&cy, Method::POST, &submit, &b).await;
+        assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{at} {cores}: {body}");
+        assert!(body.contains(why), "{why}: {body}");
+    }
+    assert_eq!(history_len(&anon, cohort, "cy").await, 0);
+
+    // A code lab: ada's and cy's code is the same once comments and whitespace are out.
+    let rule9 = course_rule(9);
+    let ada_code = "fn student(key: &str) -> u32 {\n    // one hash\n    let h = fnv(key);\n    (h % 64) as u32\n}\n";
+    let cy_code = "fn student(key:&str)->u32{ let h=fnv(key); (h % 64) as u32 }";
+    let bob_code = "fn student(key: &str) -> u32 {\n    key.bytes().fold(7u32, |n, b| n.rotate_left(5) ^ b as u32) & 63\n}\n";
+    for (who, key, factor, code) in [
+        (&ada, "ada-lab9-0001-aaaa", 0.52, ada_code),
+        (&cy, "cy-lab9-0001-aaaaa", 0.55, cy_code),
+        (&bob, "bob-lab9-0001-aaaa", 0.58, bob_code),
+    ] {
+        let (st, body) = status_of(
+            who,
+            Method::POST,
+            &submit,
+            &bundle(&rule9, key, factor, 0.01, code),
+        )
+        .await;
+        assert_eq!(st, StatusCode::CREATED, "{body}");
+    }
+
+    // One verification, then the instructor's view of copies.
+    let ada_sub = {
+        let v: StudentView = anon
+            .get(&format!("/api/cohorts/{cohort}/students/ada"))
+            .await
+            .unwrap();
+        v.submissions
+            .iter()
+            .find(|h| h.lab == 11)
+            .unwrap()
+            .id
+            .clone()
+    };
+    let (st, body) = status_of(
+        &instructor,
+        Method::POST,
+        &format!("/api/cohorts/{cohort}/submissions/{ada_sub}/verification"),
+        &Verification {
+            passed: true,
+            ratio: Some(RatioInterval {
+                ratio: 0.301,
+                low: 0.295,
+                high: 0.31,
+            }),
+            machine: "instructor box".into(),
+        },
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let export: Export = instructor
+        .get(&format!("/api/cohorts/{cohort}/export.json"))
+        .await
+        .unwrap();
+    let refused: Vec<(&str, u32, &str)> = export
+        .copies
+        .refused
+        .iter()
+        .map(|r| (r.student.as_str(), r.lab, r.what.as_str()))
+        .collect();
+    assert_eq!(refused.len(), 3, "{refused:?}");
+    for (student, lab, what) in &refused {
+        assert_eq!((*student, *lab), ("bob", 11));
+        assert!(
+            what.contains(&ada_sub) && what.ends_with("of ada"),
+            "{what}"
+        );
+    }
+    let alike: Vec<(u32, &str, &str, f64)> = export
+        .copies
+        .alike
+        .iter()
+        .map(|a| (a.lab, a.student.as_str(), a.other.as_str(), a.similarity))
+        .collect();
+    // Lab 9: the same code reformatted; lab 11 (a code lab too): both sent the same text.
+    // bob's own lab-9 code is not listed.
+    assert_eq!(alike, [(9, "ada", "cy", 1.0), (11, "ada", "bob", 1.0)]);
+    assert_eq!(
+        export.not_verified_yet, 4,
+        "ada, bob and cy on lab 9, bob on lab 11 (ada's lab 11 is verified)"
+    );
+    let page = instructor
+        .raw(
+            Method::GET,
+            &format!("/c/{cohort}/instructor"),
+            None,
+            vec![],
+        )
+        .await
+        .unwrap()
+        .text();
+    assert!(
+        page.contains("the same code as cy") && page.contains("PROVISIONAL"),
+        "{page}"
+    );
+
+    // Every state change is in the log at the server's default level: who, what, when.
+    let log = s.log_text();
+    for line in [
+        "cohort created",
+        "roster imported",
+        "lab opened or changed",
+        "submission stored",
+        "upload refused as a copy",
+        "upload refused",
+        "verification recorded",
+    ] {
+        assert!(
+            log.contains(line),
+            "{line:?} is not in the server's log:\n{log}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,7 @@
 //! over a limit. The OpenAPI document at `/api/openapi.json` is generated from this file.
 
 use crate::auth::{self, Caller, Denied};
-use crate::db::{CohortRow, LabRow, NewSubmission, StudentRow, VerificationRow};
+use crate::db::{COPY_REASON, CohortRow, LabRow, NewSubmission, StudentRow, VerificationRow};
 use crate::limits::{
     DEFAULT_DAILY_LIMIT, MAX_BODY_BYTES, MAX_CHANGE_BYTES, MAX_DAILY_LIMIT, MAX_ROSTER_ROWS,
 };
@@ -16,7 +16,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use observatory_leaderboard::{Standing, Tier, agrees, well_formed};
+use observatory_leaderboard::copies::{Copied, Digests};
+use observatory_leaderboard::{Standing, Tier, agrees, text, well_formed};
+use observatory_stats::Figures;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
@@ -168,15 +170,21 @@ fn json<T: Serialize>(status: StatusCode, v: &T) -> Response {
 }
 
 fn id_ok(what: &str, id: &str) -> Answer<()> {
-    if id.is_empty()
-        || id.len() > 64
-        || !id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-    {
+    if !text::slug_ok(id) {
         return Err(ApiError::refused(format!(
-            "{what} {:?}: 1 to 64 letters, digits, '-', '_' or '.'",
-            id.chars().take(80).collect::<String>()
+            "{what} {:?}: {}",
+            id.chars().take(80).collect::<String>(),
+            text::SLUG_RULE
+        )));
+    }
+    Ok(())
+}
+
+fn plain_ok(what: &str, v: &str, max: usize) -> Answer<()> {
+    if !text::plain_ok(v, max) {
+        return Err(ApiError::refused(format!(
+            "{what}: {}",
+            text::plain_rule(max)
         )));
     }
     Ok(())
@@ -263,11 +271,10 @@ async fn create_cohort(State(app): AppState, headers: HeaderMap, body: Body) -> 
     }
     let new: NewCohort = parse_json(&read_body(body).await?)?;
     id_ok("cohort", &new.id)?;
-    if new.name.is_empty() || new.name.len() > 200 || new.name.chars().any(char::is_control) {
-        return Err(ApiError::refused(
-            "name: 1 to 200 characters, no control characters",
-        ));
+    if new.name.is_empty() {
+        return Err(ApiError::refused("name: not empty"));
     }
+    plain_ok("name", &new.name, 200)?;
     let daily_limit = new.daily_limit.unwrap_or(DEFAULT_DAILY_LIMIT);
     if !(1..=MAX_DAILY_LIMIT).contains(&daily_limit) {
         return Err(ApiError::refused(format!(
@@ -327,11 +334,8 @@ pub fn parse_roster(text: &[u8]) -> Answer<Vec<StudentRow>> {
             email: field(email),
         };
         id_ok(&format!("roster line {line}: student"), &s.id)?;
-        if s.name.len() > 200 || s.email.len() > 200 {
-            return Err(ApiError::refused(format!(
-                "roster line {line}: name and email at most 200 bytes"
-            )));
-        }
+        plain_ok(&format!("roster line {line}: name"), &s.name, 200)?;
+        plain_ok(&format!("roster line {line}: email"), &s.email, 200)?;
         if out.iter().any(|o| o.id == s.id) {
             return Err(ApiError::refused(format!(
                 "roster line {line}: student {:?} is listed twice",
@@ -372,6 +376,7 @@ async fn import_roster(
     }
     let added = app.db.add_students(&cohort, &with_tokens, now_ms()).await?;
     app.cache.invalidate();
+    tracing::info!(%cohort, by = "instructor", added = added.len(), listed = with_tokens.len(), "roster imported");
     let issued = added
         .iter()
         .filter_map(|id| {
@@ -413,6 +418,7 @@ async fn revoke_or_rotate(
     app.db
         .revoke(cohort, student, digest.as_deref(), now_ms())
         .await?;
+    tracing::info!(%cohort, %student, by = "instructor", "{}", if rotate { "token rotated" } else { "tokens revoked" });
     Ok(json(
         StatusCode::OK,
         &IssuedToken {
@@ -491,6 +497,7 @@ async fn set_lab(
     };
     app.db.set_lab(&cohort, &row).await?;
     app.cache.invalidate();
+    tracing::info!(%cohort, lab = row.lab, by = "instructor", opens = %crate::show_ms(opens_ms), closes = %crate::show_ms(closes_ms), grading = %row.grading, "lab opened or changed");
     let roster = app.db.students(&cohort).await?.len();
     let subs = app.db.submissions_of_lab(&cohort, row.lab).await?;
     Ok(json(
@@ -544,12 +551,13 @@ async fn submit(
             crate::show_ms(row.closes_ms)
         )));
     }
+    let bundle_json = serde_json::to_string(b).map_err(ApiError::internal)?;
     if let Some(id) = app
         .db
         .submission_with_key(&cohort, &student, &b.idempotency_key)
         .await?
     {
-        return Ok(json(StatusCode::OK, &duplicate(&app, &cohort, &id).await?));
+        return retried(&app, &cohort, &id, &bundle_json, &upload.change).await;
     }
     let used = app
         .db
@@ -571,6 +579,7 @@ async fn submit(
         app.db
             .record_attempt(&cohort, &student, lab, now, false, &reason)
             .await?;
+        tracing::info!(%cohort, %student, lab, %reason, "upload refused");
         Err::<Response, _>(ApiError::refused(reason))
     };
     if upload.change.len() > MAX_CHANGE_BYTES {
@@ -586,8 +595,36 @@ async fn submit(
         Ok(r) => r,
         Err(refusal) => return refuse(refusal.to_string()).await,
     };
+    if let Err(why) = plausible(b, now) {
+        return refuse(why).await;
+    }
+    // Figures are measured once, by one student's check: another student's figures, exact or
+    // scaled, are a replay or a copy. The student is told what matched, the instructor whose.
+    let digests = Digests::of(b.figures.as_ref(), &upload.change);
+    let counts = matches!(b.figures, Some(Figures::Counts { .. }));
+    for theirs in app
+        .db
+        .same_figures(&cohort, &student, lab, &digests)
+        .await?
+    {
+        if let Some(copied) = Copied::check(&digests, &theirs.digests, counts) {
+            let reason = format!(
+                "{COPY_REASON}{} as submission {} of {}",
+                copied.words(),
+                theirs.id,
+                theirs.student
+            );
+            app.db
+                .record_attempt(&cohort, &student, lab, now, false, &reason)
+                .await?;
+            tracing::warn!(%cohort, %student, lab, copy_of = %theirs.id, other = %theirs.student, what = copied.words(), "upload refused as a copy");
+            return Err(ApiError::conflict(format!(
+                "refused: these are {} as another student's upload. Figures are measured once, by your own check: run `observatory lab check {lab}` and submit that",
+                copied.words()
+            )));
+        }
+    }
     let id = random_id("s_")?;
-    let bundle_json = serde_json::to_string(b).map_err(ApiError::internal)?;
     let stored = app
         .db
         .insert_submission(&NewSubmission {
@@ -603,6 +640,7 @@ async fn submit(
             cores: i64::from(b.fingerprint.cores),
             bundle: &bundle_json,
             received_ms: now,
+            digests: &digests,
         })
         .await?;
     if !stored {
@@ -612,14 +650,8 @@ async fn submit(
             .submission_with_key(&cohort, &student, &b.idempotency_key)
             .await?
             .ok_or_else(|| ApiError::internal("a duplicate submission vanished"))?;
-        return Ok(json(
-            StatusCode::OK,
-            &duplicate(&app, &cohort, &first).await?,
-        ));
+        return retried(&app, &cohort, &first, &bundle_json, &upload.change).await;
     }
-    app.db
-        .record_attempt(&cohort, &student, lab, now, true, "")
-        .await?;
     app.cache.invalidate();
     tracing::info!(%cohort, %student, lab, %id, "submission stored");
     Ok(json(
@@ -630,6 +662,49 @@ async fn submit(
             ratio,
         },
     ))
+}
+
+/// A retried upload (its idempotency key is stored): the stored submission when the bundle
+/// and the change are the same, 409 when the key is reused for anything else.
+async fn retried(
+    app: &App,
+    cohort: &str,
+    id: &str,
+    bundle_json: &str,
+    change: &str,
+) -> Answer<Response> {
+    let (stored_bundle, stored_change) = app
+        .db
+        .stored_upload(id)
+        .await?
+        .ok_or_else(|| ApiError::internal("a stored submission vanished"))?;
+    if stored_bundle != bundle_json || stored_change != change {
+        return Err(ApiError::conflict(
+            "this idempotency key was used for another bundle: a retry sends the same bundle, a new check makes a new key",
+        ));
+    }
+    Ok(json(StatusCode::OK, &duplicate(app, cohort, id).await?))
+}
+
+/// What a bundle says about when and where it was checked, held to what is possible: a check
+/// time that is an RFC 3339 time, not in the future (5 minutes of clock skew allowed) and not
+/// before 2025; 1 to 4,096 cores.
+fn plausible(b: &observatory_leaderboard::Bundle, now_ms: i64) -> Result<(), String> {
+    let at = parse_time(&b.checked_at).map_err(|e| format!("checked_at: {e}"))?;
+    let earliest = parse_time("2025-01-01T00:00:00Z")?;
+    if at > now_ms + 5 * 60 * 1000 || at < earliest {
+        return Err(format!(
+            "checked_at {}: a check made between 2025 and now",
+            b.checked_at
+        ));
+    }
+    if !(1..=4096).contains(&b.fingerprint.cores) {
+        return Err(format!(
+            "fingerprint.cores {}: from 1 to 4096",
+            b.fingerprint.cores
+        ));
+    }
+    Ok(())
 }
 
 async fn duplicate(app: &App, cohort: &str, id: &str) -> Answer<Submitted> {
@@ -803,11 +878,7 @@ async fn verify(
             ApiError::not_found(format!("no submission {id:?} in cohort {cohort:?}"))
         })?;
     let v: Verification = parse_json(&read_body(body).await?)?;
-    if v.machine.len() > 200 || v.machine.chars().any(char::is_control) {
-        return Err(ApiError::refused(
-            "machine: at most 200 bytes, no control characters",
-        ));
-    }
+    plain_ok("machine", &v.machine, 200)?;
     if let Some(r) = &v.ratio
         && !well_formed(r)
     {
@@ -837,12 +908,13 @@ async fn verify(
                 low: v.ratio.map(|r| r.low),
                 high: v.ratio.map(|r| r.high),
                 agrees: agreed,
-                machine: v.machine,
+                machine: v.machine.clone(),
                 verified_ms: now_ms(),
             },
         )
         .await?;
     app.cache.invalidate();
+    tracing::info!(%cohort, submission = %id, student = %row.student, lab = row.lab, by = "instructor", passed = v.passed, agrees = agreed, machine = %v.machine, "verification recorded");
     Ok(json(
         StatusCode::OK,
         &Verified {
@@ -882,6 +954,47 @@ async fn grades(
 /// Who is stuck (shared by the API and the instructor's page).
 pub async fn stuck_view(app: &App, cohort: &str, tries: u32) -> Answer<Vec<StuckRow>> {
     Ok(views::stuck(&app.db.attempts(cohort).await?, tries))
+}
+
+/// Copies for the instructor: uploads refused as another student's figures, and students
+/// whose latest changes to a code lab are alike (shared by the page and export.json).
+pub async fn copies_view(app: &App, cohort: &str) -> Answer<Copies> {
+    let refused = app
+        .db
+        .attempts(cohort)
+        .await?
+        .into_iter()
+        .filter_map(|a| {
+            Some(RefusedCopy {
+                student: a.student,
+                lab: a.lab as u32,
+                what: a.reason.strip_prefix(COPY_REASON)?.to_string(),
+                at: crate::show_ms(a.at_ms),
+            })
+        })
+        .collect();
+    let changes = app.db.latest_changes(cohort).await?;
+    let code: Vec<_> = changes
+        .iter()
+        .filter(|(lab, ..)| {
+            u32::try_from(*lab)
+                .ok()
+                .and_then(|l| app.labs.get(&l))
+                .is_some_and(|info| info.code)
+        })
+        .map(
+            |(lab, student, id, text)| observatory_leaderboard::copies::Change {
+                lab: *lab as u32,
+                student,
+                submission: id,
+                text,
+            },
+        )
+        .collect();
+    Ok(Copies {
+        refused,
+        alike: observatory_leaderboard::copies::alike(&code),
+    })
 }
 
 fn tries_of(q: &HashMap<String, String>) -> Answer<u32> {
@@ -925,6 +1038,7 @@ async fn export_of(app: &App, cohort: &str, headers: &HeaderMap) -> Answer<Expor
         note,
         grades,
         submissions: views::export_rows(&app.db.submissions(cohort).await?),
+        copies: copies_view(app, cohort).await?,
     })
 }
 

@@ -2,6 +2,7 @@
 //! driver, so that every statement here runs unchanged on both (the tests run the same suite
 //! against each). Migrations are embedded in the binary and run at start.
 
+use observatory_leaderboard::copies::Digests;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, SqlSafeStr};
@@ -24,13 +25,19 @@ pub enum DbError {
 type Result<T> = std::result::Result<T, DbError>;
 
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        "cohorts".into(),
-        MigrationType::Simple,
-        include_str!("../migrations/0001_cohorts.sql").into_sql_str(),
-        false,
-    )])
+    let step = |version, name: &str, sql: &'static str| {
+        Migration::new(
+            version,
+            name.to_string().into(),
+            MigrationType::Simple,
+            sql.into_sql_str(),
+            false,
+        )
+    };
+    Migrator::with_migrations(vec![
+        step(1, "cohorts", include_str!("../migrations/0001_cohorts.sql")),
+        step(2, "copies", include_str!("../migrations/0002_copies.sql")),
+    ])
 }
 
 /// A cohort.
@@ -123,7 +130,23 @@ pub struct NewSubmission<'a> {
     pub cores: i64,
     pub bundle: &'a str,
     pub received_ms: i64,
+    /// What it is compared with other students' submissions by.
+    pub digests: &'a Digests,
 }
+
+/// Another student's submission whose figures match (what a copy is refused by).
+#[derive(Clone, Debug, PartialEq)]
+pub struct FiguresRow {
+    pub id: String,
+    pub student: String,
+    pub digests: Digests,
+}
+
+/// The accepted attempt stored with each submission.
+const ACCEPTED: &str = "";
+
+/// The prefix of a refused attempt's reason when the bundle was another student's.
+pub const COPY_REASON: &str = "copy: ";
 
 /// The connection pool.
 #[derive(Clone, Debug)]
@@ -487,16 +510,19 @@ impl Db {
         Ok(row.map(|(id,)| id))
     }
 
-    /// Store a submission; `false` when one with the same idempotency key exists (a retry
-    /// that raced the first upload).
+    /// Store a submission and its accepted attempt, in one transaction (a crash between the
+    /// two would leave an upload the daily limit does not count); `false` when one with the
+    /// same idempotency key exists (a retry that raced the first upload): then nothing is
+    /// stored.
     pub async fn insert_submission(&self, s: &NewSubmission<'_>) -> Result<bool> {
         let (ratio, low, high) = match s.ratio {
             Some((r, l, h)) => (Some(r), Some(l), Some(h)),
             None => (None, None, None),
         };
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
-            "INSERT INTO submissions (id, cohort, student, lab, idempotency_key, ratio, low, high, change_sha256, change_text, cpu_model, cores, bundle, received_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+            "INSERT INTO submissions (id, cohort, student, lab, idempotency_key, ratio, low, high, change_sha256, change_text, cpu_model, cores, bundle, received_ms, figures_sha256, shape_sha256, change_norm_sha256) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
              ON CONFLICT (cohort, student, idempotency_key) DO NOTHING",
         )
         .bind(s.id)
@@ -513,9 +539,87 @@ impl Db {
         .bind(s.cores)
         .bind(s.bundle)
         .bind(s.received_ms)
-        .execute(&self.pool)
+        .bind(&s.digests.figures)
+        .bind(&s.digests.shape)
+        .bind(&s.digests.change)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO attempts (cohort, student, lab, at_ms, accepted, reason) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(s.cohort)
+        .bind(s.student)
+        .bind(s.lab)
+        .bind(s.received_ms)
+        .bind(1_i64)
+        .bind(ACCEPTED)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Other students' submissions to `lab` whose figures are `d`'s exactly or up to a
+    /// factor.
+    pub async fn same_figures(
+        &self,
+        cohort: &str,
+        student: &str,
+        lab: i64,
+        d: &Digests,
+    ) -> Result<Vec<FiguresRow>> {
+        let rows: Vec<(String, String, String, String, String)> = sqlx::query_as(
+            "SELECT id, student, figures_sha256, shape_sha256, change_norm_sha256 FROM submissions \
+             WHERE cohort = $1 AND lab = $2 AND student <> $3 \
+             AND ((figures_sha256 <> '' AND figures_sha256 = $4) OR (shape_sha256 <> '' AND shape_sha256 = $5)) \
+             ORDER BY received_ms, id",
+        )
+        .bind(cohort)
+        .bind(lab)
+        .bind(student)
+        .bind(&d.figures)
+        .bind(&d.shape)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, student, figures, shape, change)| FiguresRow {
+                id,
+                student,
+                digests: Digests {
+                    figures,
+                    shape,
+                    change,
+                },
+            })
+            .collect())
+    }
+
+    /// The bundle and change stored under a student's idempotency key.
+    pub async fn stored_upload(&self, id: &str) -> Result<Option<(String, String)>> {
+        Ok(
+            sqlx::query_as("SELECT bundle, change_text FROM submissions WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Each student's latest change to each lab: (lab, student, submission, change).
+    pub async fn latest_changes(&self, cohort: &str) -> Result<Vec<(i64, String, String, String)>> {
+        Ok(sqlx::query_as(
+            "SELECT s.lab, s.student, s.id, s.change_text FROM submissions s \
+             WHERE s.cohort = $1 AND s.received_ms = (SELECT MAX(t.received_ms) FROM submissions t \
+             WHERE t.cohort = s.cohort AND t.student = s.student AND t.lab = s.lab) \
+             ORDER BY s.lab, s.student, s.id",
+        )
+        .bind(cohort)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     async fn read_submissions(&self, cohort: &str, which: Which<'_>) -> Result<Vec<SubmissionRow>> {
@@ -632,5 +736,71 @@ pub fn redact(url: &str) -> String {
             }
         }
         _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_submission_and_its_attempt_are_stored_together_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let db = Db::open(&url).await.unwrap();
+        let cohort = CohortRow {
+            id: "c".into(),
+            name: "C".into(),
+            hidden_seed: 1,
+            daily_limit: 6,
+        };
+        assert!(db.create_cohort(&cohort, "00", 0).await.unwrap());
+        let ada = StudentRow {
+            id: "ada".into(),
+            name: String::new(),
+            email: String::new(),
+        };
+        db.add_students("c", &[(ada, "11".into())], 0)
+            .await
+            .unwrap();
+        let digests = Digests::default();
+        let sub = |id: &'static str, key: &'static str| NewSubmission {
+            id,
+            cohort: "c",
+            student: "ada",
+            lab: 9,
+            idempotency_key: key,
+            ratio: Some((0.5, 0.4, 0.6)),
+            change_sha256: "",
+            change_text: "",
+            cpu_model: "m",
+            cores: 2,
+            bundle: "{}",
+            received_ms: 1,
+            digests: &digests,
+        };
+        assert!(db.insert_submission(&sub("s1", "k1")).await.unwrap());
+        assert!(
+            !db.insert_submission(&sub("s2", "k1")).await.unwrap(),
+            "the same key"
+        );
+        assert_eq!(db.count(Table::Submissions).await.unwrap(), 1);
+        assert_eq!(
+            db.count(Table::Attempts).await.unwrap(),
+            1,
+            "one attempt per stored upload"
+        );
+        assert_eq!(db.attempts_since("c", "ada", 9, 0).await.unwrap(), 1);
+        // The attempt cannot be written (as a full disk would refuse it): the submission is
+        // not stored either, so the daily limit never undercounts.
+        sqlx::query(
+            "CREATE TRIGGER no_attempts BEFORE INSERT ON attempts BEGIN SELECT RAISE(ABORT, 'disk full'); END",
+        )
+        .execute(&db.pool)
+        .await
+        .unwrap();
+        assert!(db.insert_submission(&sub("s3", "k3")).await.is_err());
+        assert_eq!(db.count(Table::Submissions).await.unwrap(), 1);
+        assert_eq!(db.count(Table::Attempts).await.unwrap(), 1);
     }
 }

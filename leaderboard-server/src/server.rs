@@ -15,6 +15,9 @@ pub const COOKIE: &str = "observatory_token";
 pub struct LabInfo {
     pub rule: LabRule,
     pub title: String,
+    /// A code lab (the change is code in a slot, compared across students for copies), not a
+    /// knob lab (whose few right answers everybody shares).
+    pub code: bool,
 }
 
 /// How to serve.

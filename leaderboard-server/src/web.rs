@@ -191,6 +191,7 @@ async fn instructor(
         let stuck = api::stuck_view(&app, &cohort, tries).await?;
         let grades = api::grades_view(&app, &cohort).await?;
         let (not_verified_yet, note) = api::grades_note(&grades);
+        let copies = api::copies_view(&app, &cohort).await?;
         let standings: Vec<Value> = Standing::ALL
             .iter()
             .map(|s| context! { words => s.words(), meaning => s.meaning() })
@@ -202,7 +203,7 @@ async fn instructor(
         let body = render(
             &app,
             "instructor.html",
-            context! { cohort => &cohort, signed_in => true, tries => tries, stuck => Value::from(Serde(&stuck)), grades => Value::from(Serde(&grades)), flagged => Value::from(Serde(&flagged)), not_verified_yet => not_verified_yet, note => note, standings => standings },
+            context! { cohort => &cohort, signed_in => true, tries => tries, stuck => Value::from(Serde(&stuck)), grades => Value::from(Serde(&grades)), flagged => Value::from(Serde(&flagged)), not_verified_yet => not_verified_yet, note => note, standings => standings, copies => Value::from(Serde(&copies)) },
         )?;
         Ok::<_, ApiError>(html(StatusCode::OK, body))
     };
@@ -231,6 +232,7 @@ async fn login(State(app): State<Arc<App>>, Path(cohort): Path<String>, body: Bo
                 ));
             }
         }
+        tracing::info!(%cohort, "instructor signed in on the page");
         let cookie = format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age=43200");
         let cookie = HeaderValue::from_str(&cookie).map_err(ApiError::internal)?;
         let to = HeaderValue::from_str(&format!("/c/{cohort}/instructor"))
@@ -246,6 +248,7 @@ async fn login(State(app): State<Arc<App>>, Path(cohort): Path<String>, body: Bo
     match attempt.await {
         Ok(r) => r,
         Err(e) => {
+            tracing::info!(%cohort, status = e.status.as_u16(), "instructor sign-in refused");
             let body = render(
                 &app,
                 "instructor.html",

@@ -1,6 +1,7 @@
 //! What goes over the wire: the JSON API's requests and answers (the OpenAPI document is
 //! generated from these), shared by the server, the CLI client and the tests.
 
+use observatory_leaderboard::copies::Alike;
 use observatory_leaderboard::{Bundle, GradingRule, Standing, Tier};
 use observatory_stats::{Better, RatioInterval};
 use serde::{Deserialize, Serialize};
@@ -297,4 +298,24 @@ pub struct Export {
     pub note: String,
     pub grades: Vec<GradeRow>,
     pub submissions: Vec<ExportRow>,
+    pub copies: Copies,
+}
+
+/// An upload refused because its figures were another student's.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct RefusedCopy {
+    pub student: String,
+    pub lab: u32,
+    /// What matched, and whose submission: "the same figures as submission s_... of ada".
+    pub what: String,
+    pub at: String,
+}
+
+/// What the instructor is shown of copies.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+pub struct Copies {
+    pub refused: Vec<RefusedCopy>,
+    /// Students whose latest changes to a code lab are alike (1.0: the same code once
+    /// comments and whitespace are out).
+    pub alike: Vec<Alike>,
 }

@@ -112,9 +112,10 @@ fn same(x: f64, y: f64) -> bool {
 }
 
 fn text_ok(name: &str, v: &str, max: usize) -> Result<(), Refusal> {
-    if v.len() > max || v.chars().any(char::is_control) {
+    if !crate::text::plain_ok(v, max) {
         return Err(Refusal::Malformed(format!(
-            "{name}: at most {max} bytes, no control characters"
+            "{name}: {}",
+            crate::text::plain_rule(max)
         )));
     }
     Ok(())

@@ -11,17 +11,22 @@
 //!   raw figures with the runner's statistics, the pass recomputed with the lab's own rule.
 //! - [`standing`]: the one meaning of "passed": not submitted, not verified yet, verified
 //!   failed, flagged, verified passed; grades count a passing re-run only.
+//! - [`copies`]: replayed, copied and scaled figures across students (refused at upload) and
+//!   code alike after normalising (listed for the instructor).
 //! - [`grade`]: the per-lab grading rules (threshold points or rank) on the verified board.
+//! - [`text`]: ids as safe slugs, text without control or bidirectional formatting characters.
 //! - [`synthetic`]: bundles made as the lab runner makes them, for demo cohorts, the load
 //!   benchmark and tests.
 //!
 //! The server, its database and the web page build on these; nothing here does I/O.
 
 pub mod bundle;
+pub mod copies;
 pub mod grade;
 pub mod rank;
 pub mod standing;
 pub mod synthetic;
+pub mod text;
 
 pub use bundle::{Bundle, Fingerprint, LabRule, Refusal, sha256_hex};
 pub use grade::{Grade, GradingRule};

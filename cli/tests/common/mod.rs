@@ -34,6 +34,15 @@ pub struct Server {
     child: Child,
     pub base: String,
     pub admin: String,
+    /// Where the server's log (its stderr) goes: `DATA/server.log`.
+    pub log: std::path::PathBuf,
+}
+
+impl Server {
+    /// The server's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
 }
 
 impl Drop for Server {
@@ -55,6 +64,8 @@ pub fn serve_course(
     burst: u32,
 ) -> Server {
     let mut cmd = observatory();
+    // The server's own default log level (what an instructor's terminal shows).
+    cmd.env_remove("RUST_LOG");
     cmd.args([
         "leaderboard",
         "serve",
@@ -64,8 +75,15 @@ pub fn serve_course(
     ])
     .arg(data)
     .args(["--rate-per-minute", "600", "--burst", &burst.to_string()])
-    .stdout(Stdio::piped())
-    .stderr(Stdio::inherit());
+    .stdout(Stdio::piped());
+    std::fs::create_dir_all(data).unwrap();
+    let log = data.join("server.log");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .unwrap();
+    cmd.stderr(Stdio::from(file));
     if let Some(u) = database_url {
         cmd.args(["--database-url", u]);
     }
@@ -92,5 +110,10 @@ pub fn serve_course(
         .unwrap()
         .trim()
         .to_string();
-    Server { child, base, admin }
+    Server {
+        child,
+        base,
+        admin,
+        log,
+    }
 }
