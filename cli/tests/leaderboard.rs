@@ -756,13 +756,17 @@ async fn the_leaderboard_on_a_sqlite_file() {
 /// What a student who wants the grade without the work tries, and bad input an instructor's
 /// roster or a client can carry (issue 35): each refused with its reason, nothing stored, the
 /// instructor shown who matched whom, every state change in the server's log.
+/// Run on SQLite here and on PostgreSQL after the suite there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copies_replays_forgeries_and_bad_input_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let s = serve(&dir.path().join("data"), None, 200);
+    copies(&s, "copies").await;
+}
+
+async fn copies(s: &Server, cohort: &str) {
     let anon = Client::new(&s.base, None);
     let admin = anon.with_token(Some(&s.admin));
-    let cohort = "copies";
     let (_, created): (_, CohortCreated) = admin
         .send(
             Method::POST,
@@ -1044,5 +1048,7 @@ async fn the_leaderboard_on_postgresql() {
     };
     let dir = tempfile::tempdir().unwrap();
     let s = serve(&dir.path().join("data"), Some(&url), 30);
-    suite(&s, &tag()).await;
+    let t = tag();
+    suite(&s, &t).await;
+    copies(&s, &format!("copies-{t}")).await;
 }

@@ -641,6 +641,7 @@ async fn submit(
             bundle: &bundle_json,
             received_ms: now,
             digests: &digests,
+            better: info.rule.better,
         })
         .await?;
     if !stored {
@@ -734,9 +735,11 @@ fn tier_of(q: &HashMap<String, String>) -> Answer<Tier> {
 pub async fn board_view(app: &App, cohort: &str, lab: &str, tier: Tier) -> Answer<BoardView> {
     cohort_of(app, cohort).await?;
     let info = lab_of(app, lab)?;
+    // Each student's best entry only (kept at each upload): the cost follows the students, not
+    // the uploads.
     let subs = app
         .db
-        .submissions_of_lab(cohort, i64::from(info.rule.lab))
+        .board_rows(cohort, i64::from(info.rule.lab), tier)
         .await?;
     views::board(cohort, info, &subs, tier).map_err(ApiError::internal)
 }
@@ -899,9 +902,10 @@ async fn verify(
             return Err(ApiError::refused("this lab only has to finish: no ratio"));
         }
     };
+    let better = lab_of(&app, &row.lab.to_string())?.rule.better;
     app.db
         .set_verification(
-            &id,
+            &row,
             &VerificationRow {
                 passed: v.passed,
                 ratio: v.ratio.map(|r| r.ratio),
@@ -911,6 +915,7 @@ async fn verify(
                 machine: v.machine.clone(),
                 verified_ms: now_ms(),
             },
+            better,
         )
         .await?;
     app.cache.invalidate();

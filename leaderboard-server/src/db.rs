@@ -2,7 +2,9 @@
 //! driver, so that every statement here runs unchanged on both (the tests run the same suite
 //! against each). Migrations are embedded in the binary and run at start.
 
+use observatory_leaderboard::Tier;
 use observatory_leaderboard::copies::Digests;
+use observatory_stats::Better;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, SqlSafeStr};
@@ -37,6 +39,7 @@ fn migrator() -> Migrator {
     Migrator::with_migrations(vec![
         step(1, "cohorts", include_str!("../migrations/0001_cohorts.sql")),
         step(2, "copies", include_str!("../migrations/0002_copies.sql")),
+        step(3, "bests", include_str!("../migrations/0003_bests.sql")),
     ])
 }
 
@@ -132,6 +135,24 @@ pub struct NewSubmission<'a> {
     pub received_ms: i64,
     /// What it is compared with other students' submissions by.
     pub digests: &'a Digests,
+    /// How the lab ranks (which ratio is a student's best).
+    pub better: Better,
+}
+
+/// A tier's name in the `bests` table (serde's).
+fn tier_name(tier: Tier) -> &'static str {
+    match tier {
+        Tier::SelfReported => "self_reported",
+        Tier::Verified => "verified",
+    }
+}
+
+/// `ASC` when lower is better.
+fn order(better: Better) -> &'static str {
+    match better {
+        Better::Lower => "ASC",
+        Better::Higher => "DESC",
+    }
 }
 
 /// Another student's submission whose figures match (what a copy is refused by).
@@ -559,8 +580,86 @@ impl Db {
         .bind(ACCEPTED)
         .execute(&mut *tx)
         .await?;
+        // The student's best self-reported entry: replaced only by a strictly better ratio (a
+        // lab without one keeps the first), so the cost does not grow with the uploads.
+        let sql = match s.better {
+            Better::Lower => {
+                "INSERT INTO bests (cohort, lab, tier, student, submission, ratio) VALUES ($1, $2, 'self_reported', $3, $4, $5) \
+                 ON CONFLICT (cohort, lab, tier, student) DO UPDATE SET submission = excluded.submission, ratio = excluded.ratio \
+                 WHERE excluded.ratio < bests.ratio"
+            }
+            Better::Higher => {
+                "INSERT INTO bests (cohort, lab, tier, student, submission, ratio) VALUES ($1, $2, 'self_reported', $3, $4, $5) \
+                 ON CONFLICT (cohort, lab, tier, student) DO UPDATE SET submission = excluded.submission, ratio = excluded.ratio \
+                 WHERE excluded.ratio > bests.ratio"
+            }
+        };
+        sqlx::query(sql)
+            .bind(s.cohort)
+            .bind(s.lab)
+            .bind(s.student)
+            .bind(s.id)
+            .bind(ratio)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// Rebuild every best entry from the submissions (at start: a database written before the
+    /// `bests` table, or by another version, is made consistent). `labs`: how each lab ranks.
+    pub async fn rebuild_bests(&self, labs: &[(i64, Better)]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM bests").execute(&mut *tx).await?;
+        for (lab, better) in labs {
+            let self_reported = format!(
+                "INSERT INTO bests (cohort, lab, tier, student, submission, ratio) \
+                 SELECT cohort, lab, 'self_reported', student, id, ratio FROM ( \
+                 SELECT s.cohort, s.lab, s.student, s.id, s.ratio, ROW_NUMBER() OVER ( \
+                 PARTITION BY s.cohort, s.student ORDER BY s.ratio {}, s.received_ms, s.id) AS n \
+                 FROM submissions s WHERE s.lab = $1) t WHERE n = 1",
+                order(*better)
+            );
+            let verified = format!(
+                "INSERT INTO bests (cohort, lab, tier, student, submission, ratio) \
+                 SELECT cohort, lab, 'verified', student, id, ratio FROM ( \
+                 SELECT s.cohort, s.lab, s.student, s.id, v.ratio, ROW_NUMBER() OVER ( \
+                 PARTITION BY s.cohort, s.student ORDER BY v.ratio {}, s.received_ms, s.id) AS n \
+                 FROM submissions s JOIN verifications v ON v.submission = s.id \
+                 WHERE s.lab = $1 AND v.passed = 1) t WHERE n = 1",
+                order(*better)
+            );
+            for sql in [self_reported, verified] {
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(lab)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A board's rows: each student's best entry of `tier` on `lab` (one row per student).
+    pub async fn board_rows(
+        &self,
+        cohort: &str,
+        lab: i64,
+        tier: Tier,
+    ) -> Result<Vec<SubmissionRow>> {
+        let rows = sqlx::query(submissions_where!(
+            "JOIN bests b ON b.submission = s.id \
+             WHERE b.cohort = $1 AND b.lab = $2 AND b.tier = $3 ORDER BY s.received_ms, s.id"
+        ))
+        .bind(cohort.to_string())
+        .bind(lab)
+        .bind(tier_name(tier))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(submission_of)
+            .collect::<std::result::Result<_, _>>()?)
     }
 
     /// Other students' submissions to `lab` whose figures are `d`'s exactly or up to a
@@ -572,11 +671,15 @@ impl Db {
         lab: i64,
         d: &Digests,
     ) -> Result<Vec<FiguresRow>> {
-        let rows: Vec<(String, String, String, String, String)> = sqlx::query_as(
-            "SELECT id, student, figures_sha256, shape_sha256, change_norm_sha256 FROM submissions \
-             WHERE cohort = $1 AND lab = $2 AND student <> $3 \
-             AND ((figures_sha256 <> '' AND figures_sha256 = $4) OR (shape_sha256 <> '' AND shape_sha256 = $5)) \
-             ORDER BY received_ms, id",
+        let rows: Vec<(String, String, String, String, String, i64)> = sqlx::query_as(
+            // Four index ranges (figures or shape, students before or after this one): a
+            // student who uploads the same figures many times never reads their own rows.
+            "SELECT id, student, figures_sha256, shape_sha256, change_norm_sha256, received_ms FROM ( \
+             SELECT * FROM submissions WHERE cohort = $1 AND lab = $2 AND figures_sha256 = $4 AND $4 <> '' AND student < $3 \
+             UNION ALL SELECT * FROM submissions WHERE cohort = $1 AND lab = $2 AND figures_sha256 = $4 AND $4 <> '' AND student > $3 \
+             UNION ALL SELECT * FROM submissions WHERE cohort = $1 AND lab = $2 AND shape_sha256 = $5 AND $5 <> '' AND student < $3 \
+             UNION ALL SELECT * FROM submissions WHERE cohort = $1 AND lab = $2 AND shape_sha256 = $5 AND $5 <> '' AND student > $3 \
+             ) m ORDER BY received_ms, id",
         )
         .bind(cohort)
         .bind(lab)
@@ -587,7 +690,7 @@ impl Db {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(id, student, figures, shape, change)| FiguresRow {
+            .map(|(id, student, figures, shape, change, _)| FiguresRow {
                 id,
                 student,
                 digests: Digests {
@@ -687,12 +790,21 @@ impl Db {
         Ok(Some((row, bundle, change)))
     }
 
-    pub async fn set_verification(&self, submission: &str, v: &VerificationRow) -> Result<()> {
+    /// Store the re-run of `sub` (replacing an earlier one), and the student's best verified
+    /// entry on the lab with it, in one transaction. A verification can turn a pass into a
+    /// fail, so the best is recomputed from the student's own verified entries on the lab.
+    pub async fn set_verification(
+        &self,
+        sub: &SubmissionRow,
+        v: &VerificationRow,
+        better: Better,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO verifications (submission, passed, ratio, low, high, agrees, machine, verified_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
              ON CONFLICT (submission) DO UPDATE SET passed = excluded.passed, ratio = excluded.ratio, low = excluded.low, high = excluded.high, agrees = excluded.agrees, machine = excluded.machine, verified_ms = excluded.verified_ms",
         )
-        .bind(submission)
+        .bind(&sub.id)
         .bind(i64::from(v.passed))
         .bind(v.ratio)
         .bind(v.low)
@@ -700,8 +812,31 @@ impl Db {
         .bind(i64::from(v.agrees))
         .bind(&v.machine)
         .bind(v.verified_ms)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        sqlx::query(
+            "DELETE FROM bests WHERE cohort = $1 AND lab = $2 AND tier = 'verified' AND student = $3",
+        )
+        .bind(&sub.cohort)
+        .bind(sub.lab)
+        .bind(&sub.student)
+        .execute(&mut *tx)
+        .await?;
+        let best = format!(
+            "INSERT INTO bests (cohort, lab, tier, student, submission, ratio) \
+             SELECT s.cohort, s.lab, 'verified', s.student, s.id, v.ratio \
+             FROM submissions s JOIN verifications v ON v.submission = s.id \
+             WHERE s.cohort = $1 AND s.lab = $2 AND s.student = $3 AND v.passed = 1 \
+             ORDER BY v.ratio {}, s.received_ms, s.id LIMIT 1",
+            order(better)
+        );
+        sqlx::query(sqlx::AssertSqlSafe(best))
+            .bind(&sub.cohort)
+            .bind(sub.lab)
+            .bind(&sub.student)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -778,6 +913,7 @@ mod tests {
             bundle: "{}",
             received_ms: 1,
             digests: &digests,
+            better: Better::Lower,
         };
         assert!(db.insert_submission(&sub("s1", "k1")).await.unwrap());
         assert!(
@@ -802,5 +938,126 @@ mod tests {
         assert!(db.insert_submission(&sub("s3", "k3")).await.is_err());
         assert_eq!(db.count(Table::Submissions).await.unwrap(), 1);
         assert_eq!(db.count(Table::Attempts).await.unwrap(), 1);
+    }
+
+    /// The board from the kept best entries is the board from the whole history, in both
+    /// tiers and both directions, after uploads, verifications that pass, fail and change
+    /// their minds, and a restart's rebuild.
+    #[tokio::test]
+    async fn the_kept_best_entries_make_the_board_the_whole_history_makes() {
+        use crate::LabInfo;
+        use observatory_leaderboard::LabRule;
+        for better in [Better::Lower, Better::Higher] {
+            let dir = tempfile::tempdir().unwrap();
+            let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+            let db = Db::open(&url).await.unwrap();
+            let cohort = CohortRow {
+                id: "c".into(),
+                name: "C".into(),
+                hidden_seed: 1,
+                daily_limit: 6,
+            };
+            db.create_cohort(&cohort, "00", 0).await.unwrap();
+            let students: Vec<(StudentRow, String)> = (0..12)
+                .map(|i| {
+                    let s = StudentRow {
+                        id: format!("s{i:02}"),
+                        name: String::new(),
+                        email: String::new(),
+                    };
+                    (s, format!("t{i:02}"))
+                })
+                .collect();
+            db.add_students("c", &students, 0).await.unwrap();
+            let info = LabInfo {
+                rule: LabRule {
+                    lab: 9,
+                    metric: "m".into(),
+                    better,
+                    min_effect: 0.1,
+                    completes: false,
+                },
+                title: "t".into(),
+                code: true,
+            };
+            let digests = Digests::default();
+            let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+            let mut next = move || {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 11) as f64 / (1u64 << 53) as f64
+            };
+            let same = |a: &crate::wire::BoardView, b: &crate::wire::BoardView| {
+                let rows = |v: &crate::wire::BoardView| -> Vec<(String, String, u32, u32)> {
+                    v.rows
+                        .iter()
+                        .map(|r| (r.student.clone(), r.submission.clone(), r.place, r.band))
+                        .collect()
+                };
+                assert_eq!(rows(a), rows(b), "{better:?}");
+            };
+            for step in 0..300 {
+                let student = format!("s{:02}", (next() * 12.0) as usize);
+                let id = format!("x{step:03}");
+                let key = format!("k{step:03}");
+                // Coarse ratios, so equal ones happen.
+                let r = 0.2 + (next() * 30.0).floor() / 50.0;
+                db.insert_submission(&NewSubmission {
+                    id: &id,
+                    cohort: "c",
+                    student: &student,
+                    lab: 9,
+                    idempotency_key: &key,
+                    ratio: Some((r, r * 0.95, r * 1.05)),
+                    change_sha256: "",
+                    change_text: "",
+                    cpu_model: "m",
+                    cores: 2,
+                    bundle: "{}",
+                    received_ms: step,
+                    digests: &digests,
+                    better,
+                })
+                .await
+                .unwrap();
+                if next() < 0.4 {
+                    // Verify a random earlier submission: pass or fail, sometimes again.
+                    let pick = format!("x{:03}", (next() * (step + 1) as f64) as i64);
+                    let (sub, _, _) = db.submission("c", &pick).await.unwrap().unwrap();
+                    let v = (0.2 + (next() * 30.0).floor() / 50.0, next() < 0.75);
+                    let row = VerificationRow {
+                        passed: v.1,
+                        ratio: Some(v.0),
+                        low: Some(v.0 * 0.97),
+                        high: Some(v.0 * 1.03),
+                        agrees: true,
+                        machine: "i".into(),
+                        verified_ms: step,
+                    };
+                    db.set_verification(&sub, &row, better).await.unwrap();
+                }
+                if step % 50 == 49 {
+                    let all = db.submissions_of_lab("c", 9).await.unwrap();
+                    for tier in [Tier::SelfReported, Tier::Verified] {
+                        let kept = db.board_rows("c", 9, tier).await.unwrap();
+                        assert!(kept.len() <= 12);
+                        let a = crate::views::board("c", &info, &all, tier).unwrap();
+                        let b = crate::views::board("c", &info, &kept, tier).unwrap();
+                        same(&a, &b);
+                    }
+                }
+            }
+            // A restart rebuilds the same bests.
+            db.rebuild_bests(&[(9, better)]).await.unwrap();
+            let all = db.submissions_of_lab("c", 9).await.unwrap();
+            for tier in [Tier::SelfReported, Tier::Verified] {
+                let kept = db.board_rows("c", 9, tier).await.unwrap();
+                same(
+                    &crate::views::board("c", &info, &all, tier).unwrap(),
+                    &crate::views::board("c", &info, &kept, tier).unwrap(),
+                );
+            }
+        }
     }
 }

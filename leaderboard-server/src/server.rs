@@ -128,6 +128,12 @@ pub fn parse_time(s: &str) -> Result<i64, String> {
 /// Open the database, run the migrations, and build the app.
 pub async fn app(config: &Config) -> Result<Arc<App>, ServeError> {
     let db = db::Db::open(&config.database_url).await?;
+    let ranks: Vec<(i64, observatory_stats::Better)> = config
+        .labs
+        .iter()
+        .map(|l| (i64::from(l.rule.lab), l.rule.better))
+        .collect();
+    db.rebuild_bests(&ranks).await?;
     Ok(Arc::new(App {
         db,
         admin_sha256: auth::digest(&config.admin_token),

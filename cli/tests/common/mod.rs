@@ -101,7 +101,12 @@ pub fn serve_course(
     let base = loop {
         let line = rx
             .recv_timeout(Duration::from_secs(60))
-            .expect("the server printed where it listens within 60 s");
+            .unwrap_or_else(|e| {
+                panic!(
+                    "the server did not print where it listens within 60 s ({e}); its log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            });
         if let Some(addr) = line.strip_prefix("leaderboard: listening on ") {
             break addr.trim().to_string();
         }
