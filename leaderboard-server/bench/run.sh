@@ -7,6 +7,10 @@
 #   uploads        POST a new upload per request (validated, ratio recomputed, stored)
 #   board + writes the next lab's board page while a second wrk uploads (each upload invalidates
 #                  the page cache, so the board is recomputed from the database again and again)
+#   board under writes, N stored
+#                  the uploads' lab's board page paced to ~1,000 req/s while ~50 uploads/s go to
+#                  the same lab, with 1,000 and then 20,000 uploads stored on it (the board's
+#                  cost must not grow with the history)
 # wrk and the server share this machine's cores. The rate limit is raised for the run (it is a
 # per-token limit: the load here is one token). Results: reports/leaderboard-bench/results.md.
 # Usage: leaderboard-server/bench/run.sh [observatory binary]   (DURATION=15s STUDENTS=500 LABS=14)
@@ -86,6 +90,46 @@ measure "board-page-with-uploads" "$base/c/bench/labs/$other?tier=self_reported"
 wait "$writer"
 echo "(the uploads beside it: $(awk '/^Requests\/sec/ {print $2}' "$work/background-uploads.txt") req/s)" >> "$results"
 cp "$work/background-uploads.txt" "$out/"
+
+# Board cost against history: lab $lab's board page, paced to about 1,000 requests/s, while about
+# 50 uploads/s go to the same lab, first with 1,000 uploads stored on it, then with 20,000. The
+# board reads each student's best entry only, so the two should agree within noise.
+stored() {
+  # Uploads stored on lab $lab: the submissions export counts them (one row each, after its note
+  # and header lines).
+  curl -fsS -H "Authorization: Bearer $(awk -F, '$1 == "instructor" {print $3}' "$work/tokens.csv")" \
+    "$base/api/cohorts/bench/export/submissions.csv" | awk -F, -v lab="$lab" 'NR > 2 && $3 == lab' | wc -l
+}
+fill_to() {
+  local want="$1" have filler
+  have="$(stored)"
+  if [ "$have" -lt "$want" ]; then
+    # wrk runs for its whole duration: stopped with SIGINT once enough are stored (LB_MAX caps
+    # the overshoot).
+    LB_PREFIX="fill$want" LB_TEMPLATE="$work/upload.json" LB_PATH="/api/cohorts/bench/submissions" LB_TOKEN="$student_token" \
+      LB_MAX=$((want - have)) wrk -t1 -c8 -d600s -s leaderboard-server/bench/upload.lua \
+      "$base/api/cohorts/bench/submissions" > "$work/fill-$want.txt" &
+    filler=$!
+    while kill -0 "$filler" 2>/dev/null && [ "$(stored)" -lt "$want" ]; do sleep 2; done
+    kill -INT "$filler" 2>/dev/null || true
+    wait "$filler" || true
+  fi
+  echo "lab $lab: $(stored) uploads stored"
+}
+echo "(history: lab $lab's board page paced to ~1,000 req/s while ~50 uploads/s go to lab $lab; wrk -c10 with 10 ms pauses, the writer one connection with 20 ms pauses)" >> "$results"
+for n in 1000 20000; do
+  echo "--- filling lab $lab to $n stored uploads"
+  fill_to "$n"
+  LB_PREFIX="paced$n" LB_DELAY_MS=20 LB_TEMPLATE="$work/upload.json" LB_PATH="/api/cohorts/bench/submissions" LB_TOKEN="$student_token" \
+    wrk -t1 -c1 -d"$DURATION" -s leaderboard-server/bench/upload.lua "$base/api/cohorts/bench/submissions" \
+    > "$work/paced-uploads-$n.txt" &
+  writer=$!
+  echo "--- wrk: board page of lab $lab with $n stored, while uploads go on"
+  LB_DELAY_MS=10 CONNECTIONS=10 measure "board-under-writes-$n-stored" -s leaderboard-server/bench/paced.lua "$board"
+  wait "$writer"
+  cp "$work/paced-uploads-$n.txt" "$out/"
+  echo "(the uploads beside it: $(awk '/^Requests\/sec/ {print $2}' "$work/paced-uploads-$n.txt") req/s; $(stored) stored at the end)" >> "$results"
+done
 if grep -q panicked "$work/serve.log"; then echo "the server panicked:"; grep -A3 panicked "$work/serve.log"; exit 1; fi
 echo "--- $results"
 cat "$results"

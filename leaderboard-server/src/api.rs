@@ -1032,7 +1032,8 @@ async fn stuck(
     ))
 }
 
-async fn export_of(app: &App, cohort: &str, headers: &HeaderMap) -> Answer<Export> {
+/// The export; `copies` as well for export.json (the CSV files do not carry them).
+async fn export_of(app: &App, cohort: &str, headers: &HeaderMap, copies: bool) -> Answer<Export> {
     caller(app, headers).await?.instructor_of(cohort)?;
     cohort_of(app, cohort).await?;
     let grades = grades_view(app, cohort).await?;
@@ -1043,7 +1044,11 @@ async fn export_of(app: &App, cohort: &str, headers: &HeaderMap) -> Answer<Expor
         note,
         grades,
         submissions: views::export_rows(&app.db.submissions(cohort).await?),
-        copies: copies_view(app, cohort).await?,
+        copies: if copies {
+            copies_view(app, cohort).await?
+        } else {
+            Copies::default()
+        },
     })
 }
 
@@ -1078,7 +1083,7 @@ async fn export_json(
 ) -> Answer<Response> {
     Ok(json(
         StatusCode::OK,
-        &export_of(&app, &cohort, &headers).await?,
+        &export_of(&app, &cohort, &headers, true).await?,
     ))
 }
 
@@ -1150,7 +1155,7 @@ async fn export_grades_csv(
     Path(cohort): Path<String>,
     headers: HeaderMap,
 ) -> Answer<Response> {
-    let e = export_of(&app, &cohort, &headers).await?;
+    let e = export_of(&app, &cohort, &headers, false).await?;
     csv_of(&e.note, GradeRow::COLUMNS, &e.grades)
 }
 
@@ -1162,7 +1167,7 @@ async fn export_submissions_csv(
     Path(cohort): Path<String>,
     headers: HeaderMap,
 ) -> Answer<Response> {
-    let e = export_of(&app, &cohort, &headers).await?;
+    let e = export_of(&app, &cohort, &headers, false).await?;
     csv_of(&e.note, ExportRow::COLUMNS, &e.submissions)
 }
 

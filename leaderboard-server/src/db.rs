@@ -715,10 +715,10 @@ impl Db {
     /// Each student's latest change to each lab: (lab, student, submission, change).
     pub async fn latest_changes(&self, cohort: &str) -> Result<Vec<(i64, String, String, String)>> {
         Ok(sqlx::query_as(
-            "SELECT s.lab, s.student, s.id, s.change_text FROM submissions s \
-             WHERE s.cohort = $1 AND s.received_ms = (SELECT MAX(t.received_ms) FROM submissions t \
-             WHERE t.cohort = s.cohort AND t.student = s.student AND t.lab = s.lab) \
-             ORDER BY s.lab, s.student, s.id",
+            "SELECT lab, student, id, change_text FROM ( \
+             SELECT s.lab, s.student, s.id, s.change_text, ROW_NUMBER() OVER ( \
+             PARTITION BY s.lab, s.student ORDER BY s.received_ms DESC, s.id DESC) AS n \
+             FROM submissions s WHERE s.cohort = $1) t WHERE n = 1 ORDER BY lab, student, id",
         )
         .bind(cohort)
         .fetch_all(&self.pool)

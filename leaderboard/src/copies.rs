@@ -8,7 +8,6 @@
 use crate::bundle::sha256_hex;
 use observatory_stats::Figures;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
 
 /// The digests the server keeps of a submission to compare it with other students'.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -150,22 +149,51 @@ fn without_comments(change: &str) -> String {
     out
 }
 
+/// A change's token trigrams, hashed and sorted (what [`similarity`] compares).
+fn trigrams(change: &str) -> Vec<u64> {
+    use std::hash::{Hash, Hasher};
+    let toks = tokens(change);
+    let hash = |w: &[String]| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        w.hash(&mut h);
+        h.finish()
+    };
+    let mut grams: Vec<u64> = if toks.len() < 3 {
+        vec![hash(&toks)]
+    } else {
+        toks.windows(3).map(hash).collect()
+    };
+    grams.sort_unstable();
+    grams.dedup();
+    grams
+}
+
+/// The Jaccard index of two sorted, deduplicated sets.
+fn jaccard(x: &[u64], y: &[u64]) -> f64 {
+    let (mut i, mut j, mut both) = (0, 0, 0usize);
+    while i < x.len() && j < y.len() {
+        match x[i].cmp(&y[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                both += 1;
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    let union = x.len() + y.len() - both;
+    if union == 0 {
+        1.0
+    } else {
+        both as f64 / union as f64
+    }
+}
+
 /// How alike two changes are, from 0 to 1: the Jaccard index of their token trigrams
 /// (renaming a variable or reordering two statements leaves most trigrams in place).
 pub fn similarity(a: &str, b: &str) -> f64 {
-    let grams = |t: &str| -> BTreeSet<Vec<String>> {
-        let toks = tokens(t);
-        if toks.len() < 3 {
-            return [toks].into_iter().collect();
-        }
-        toks.windows(3).map(<[String]>::to_vec).collect()
-    };
-    let (x, y) = (grams(a), grams(b));
-    let union = x.union(&y).count();
-    if union == 0 {
-        return 1.0;
-    }
-    x.intersection(&y).count() as f64 / union as f64
+    jaccard(&trigrams(a), &trigrams(b))
 }
 
 /// Code at least this similar is listed for the instructor.
@@ -196,28 +224,49 @@ pub struct Change<'a> {
 /// Pairs of students whose changes to the same code lab are at least [`SIMILAR`] alike,
 /// most alike first. `changes` holds one change per student and lab (their latest).
 pub fn alike(changes: &[Change<'_>]) -> Vec<Alike> {
+    let pair = |a: &Change<'_>, b: &Change<'_>, similarity: f64| Alike {
+        lab: a.lab,
+        student: a.student.to_string(),
+        submission: a.submission.to_string(),
+        other: b.student.to_string(),
+        other_submission: b.submission.to_string(),
+        similarity,
+    };
+    // The same normal form: listed against the first student who has it (a group of n makes
+    // n - 1 rows, not n^2 / 2); only the first of each group is compared further.
     let mut out = Vec::new();
-    let norm: Vec<String> = changes.iter().map(|c| normalised(c.text)).collect();
-    for i in 0..changes.len() {
-        for j in i + 1..changes.len() {
-            let (a, b) = (&changes[i], &changes[j]);
+    let mut first: std::collections::HashMap<(u32, String), usize> = Default::default();
+    let mut reps: Vec<usize> = Vec::new();
+    for (i, c) in changes.iter().enumerate() {
+        match first.entry((c.lab, normalised(c.text))) {
+            std::collections::hash_map::Entry::Occupied(e) => {
+                let r = &changes[*e.get()];
+                if r.student != c.student {
+                    out.push(pair(r, c, 1.0));
+                }
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(i);
+                reps.push(i);
+            }
+        }
+    }
+    // Trigrams once per representative; two sets whose sizes differ by more than the
+    // threshold allows cannot reach it.
+    let grams: Vec<Vec<u64>> = reps.iter().map(|&i| trigrams(changes[i].text)).collect();
+    for x in 0..reps.len() {
+        for y in x + 1..reps.len() {
+            let (a, b) = (&changes[reps[x]], &changes[reps[y]]);
             if a.lab != b.lab || a.student == b.student {
                 continue;
             }
-            let s = if norm[i] == norm[j] {
-                1.0
-            } else {
-                similarity(a.text, b.text)
-            };
+            let (m, n) = (grams[x].len(), grams[y].len());
+            if (m.min(n) as f64) < SIMILAR * m.max(n) as f64 {
+                continue;
+            }
+            let s = jaccard(&grams[x], &grams[y]);
             if s >= SIMILAR {
-                out.push(Alike {
-                    lab: a.lab,
-                    student: a.student.to_string(),
-                    submission: a.submission.to_string(),
-                    other: b.student.to_string(),
-                    other_submission: b.submission.to_string(),
-                    similarity: s,
-                });
+                out.push(pair(a, b, s));
             }
         }
     }
@@ -226,8 +275,12 @@ pub fn alike(changes: &[Change<'_>]) -> Vec<Alike> {
             .total_cmp(&x.similarity)
             .then(x.lab.cmp(&y.lab))
     });
+    out.truncate(MAX_ALIKE);
     out
 }
+
+/// Rows of alike code listed at most (the most alike first).
+pub const MAX_ALIKE: usize = 1000;
 
 #[cfg(test)]
 mod tests {
@@ -326,5 +379,23 @@ mod tests {
             .collect();
         assert_eq!(pairs, [("ada", "bob", 1.0)], "{found:?}");
         assert!(similarity(ada, own) < 0.5, "{}", similarity(ada, own));
+        // 300 students with the same code: 299 rows against the first, not 44,850 pairs.
+        let names: Vec<String> = (0..300).map(|i| format!("s{i:03}")).collect();
+        let many: Vec<Change<'_>> = names
+            .iter()
+            .map(|n| Change {
+                lab: 9,
+                student: n,
+                submission: n,
+                text: ada,
+            })
+            .collect();
+        let found = alike(&many);
+        assert_eq!(found.len(), 299);
+        assert!(
+            found
+                .iter()
+                .all(|a| a.student == "s000" && a.similarity == 1.0)
+        );
     }
 }
