@@ -7,7 +7,7 @@
 #   uploads        POST a new upload per request (validated, ratio recomputed, stored)
 #   board + writes the next lab's board page while a second wrk uploads (each upload invalidates
 #                  the page cache, so the board is recomputed from the database again and again)
-#   board under writes, N stored
+#   board under writes, N stored (run before the uploads case)
 #                  the uploads' lab's board page paced to ~1,000 req/s while ~50 uploads/s go to
 #                  the same lab, with 1,000 and then 20,000 uploads stored on it (the board's
 #                  cost must not grow with the history)
@@ -74,25 +74,9 @@ echo "--- wrk: board page"
 measure "board-page" "$board"
 echo "--- wrk: board JSON"
 measure "board-json" -H "Accept: application/json" "$base/api/cohorts/bench/labs/$lab/board?tier=self_reported"
-echo "--- wrk: uploads"
-LB_PREFIX=uploads LB_TEMPLATE="$work/upload.json" LB_PATH="/api/cohorts/bench/submissions" LB_TOKEN="$student_token" \
-  measure "uploads" -s leaderboard-server/bench/upload.lua "$base/api/cohorts/bench/submissions"
-# Lab $lab's board now holds the thousands of uploads above (the bench lifts the daily limit of
-# 20): this case reads the next lab's board, 500 rows like a real one, while uploads go to $lab.
-other=$((lab + 1))
-echo "(board + writes: the board of lab $other, while the uploads go to lab $lab and invalidate the cache)" >> "$results"
-echo "--- wrk: board page (lab $other) while uploads go on"
-LB_PREFIX=background LB_TEMPLATE="$work/upload.json" LB_PATH="/api/cohorts/bench/submissions" LB_TOKEN="$student_token" \
-  wrk -t1 -c4 -d"$DURATION" -s leaderboard-server/bench/upload.lua "$base/api/cohorts/bench/submissions" \
-  > "$work/background-uploads.txt" &
-writer=$!
-measure "board-page-with-uploads" "$base/c/bench/labs/$other?tier=self_reported"
-wait "$writer"
-echo "(the uploads beside it: $(awk '/^Requests\/sec/ {print $2}' "$work/background-uploads.txt") req/s)" >> "$results"
-cp "$work/background-uploads.txt" "$out/"
-
-# Board cost against history: lab $lab's board page, paced to about 1,000 requests/s, while about
-# 50 uploads/s go to the same lab, first with 1,000 uploads stored on it, then with 20,000. The
+# Board cost against history: lab $lab's board page, paced to about 1,000 requests/s (10 connections, 10 ms pauses), while about
+# 50 uploads/s go to the same lab, first with 1,000 uploads stored on it, then with 20,000 (before
+# the cases below add thousands more). The
 # board reads each student's best entry only, so the two should agree within noise.
 stored() {
   # Uploads stored on lab $lab: the submissions export counts them (one row each, after its note
@@ -116,11 +100,11 @@ fill_to() {
   fi
   echo "lab $lab: $(stored) uploads stored"
 }
-echo "(history: lab $lab's board page paced to ~1,000 req/s while ~50 uploads/s go to lab $lab; wrk -c10 with 10 ms pauses, the writer one connection with 20 ms pauses)" >> "$results"
+echo "(history: lab $lab's board page paced to ~1,000 req/s while ~50 uploads/s go to lab $lab; wrk -c10 with 10 ms pauses, the writer one connection with 15 ms pauses)" >> "$results"
 for n in 1000 20000; do
   echo "--- filling lab $lab to $n stored uploads"
   fill_to "$n"
-  LB_PREFIX="paced$n" LB_DELAY_MS=20 LB_TEMPLATE="$work/upload.json" LB_PATH="/api/cohorts/bench/submissions" LB_TOKEN="$student_token" \
+  LB_PREFIX="paced$n" LB_DELAY_MS=15 LB_TEMPLATE="$work/upload.json" LB_PATH="/api/cohorts/bench/submissions" LB_TOKEN="$student_token" \
     wrk -t1 -c1 -d"$DURATION" -s leaderboard-server/bench/upload.lua "$base/api/cohorts/bench/submissions" \
     > "$work/paced-uploads-$n.txt" &
   writer=$!
@@ -130,6 +114,23 @@ for n in 1000 20000; do
   cp "$work/paced-uploads-$n.txt" "$out/"
   echo "(the uploads beside it: $(awk '/^Requests\/sec/ {print $2}' "$work/paced-uploads-$n.txt") req/s; $(stored) stored at the end)" >> "$results"
 done
+echo "--- wrk: uploads"
+LB_PREFIX=uploads LB_TEMPLATE="$work/upload.json" LB_PATH="/api/cohorts/bench/submissions" LB_TOKEN="$student_token" \
+  measure "uploads" -s leaderboard-server/bench/upload.lua "$base/api/cohorts/bench/submissions"
+# Lab $lab's board now holds the thousands of uploads above (the bench lifts the daily limit of
+# 20): this case reads the next lab's board, 500 rows like a real one, while uploads go to $lab.
+other=$((lab + 1))
+echo "(board + writes: the board of lab $other, while the uploads go to lab $lab and invalidate the cache)" >> "$results"
+echo "--- wrk: board page (lab $other) while uploads go on"
+LB_PREFIX=background LB_TEMPLATE="$work/upload.json" LB_PATH="/api/cohorts/bench/submissions" LB_TOKEN="$student_token" \
+  wrk -t1 -c4 -d"$DURATION" -s leaderboard-server/bench/upload.lua "$base/api/cohorts/bench/submissions" \
+  > "$work/background-uploads.txt" &
+writer=$!
+measure "board-page-with-uploads" "$base/c/bench/labs/$other?tier=self_reported"
+wait "$writer"
+echo "(the uploads beside it: $(awk '/^Requests\/sec/ {print $2}' "$work/background-uploads.txt") req/s)" >> "$results"
+cp "$work/background-uploads.txt" "$out/"
+
 if grep -q panicked "$work/serve.log"; then echo "the server panicked:"; grep -A3 panicked "$work/serve.log"; exit 1; fi
 echo "--- $results"
 cat "$results"

@@ -230,19 +230,16 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Answer<Bytes>>,
 {
-    // A write during the computation bumps the generation: the next request gets a new slot,
-    // so nothing older than the request that computed it is served.
+    // A write during the computation bumps the generation: the next request gets a new slot.
     let c = app
         .cache
-        .slot(&key)
-        .get_or_try_init(|| async {
+        .get_or_compute(&key, || async {
             Ok::<_, ApiError>(Arc::new(Cached {
                 content_type,
                 body: compute().await?,
             }))
         })
-        .await?
-        .clone();
+        .await?;
     Ok((
         [(
             header::CONTENT_TYPE,

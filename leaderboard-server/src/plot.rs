@@ -1,155 +1,102 @@
-//! The pages' plots (plotters, SVG into a string): a lab's strip plot (every student's ratio
-//! with its interval, best first, and the lab's pass bound as a line) and a student's history
-//! (ratio over time, per lab).
+//! The pages' plots, drawn inside their tables: each row carries a small SVG of its ratio (a
+//! point) and 95% interval (a whisker) on an axis shared by the table, with the lab's pass
+//! bound as a line, so every plotted row has its student's name, place and figures beside it,
+//! a hover (`<title>`) and text the page's own size. Only the geometry is computed here; the
+//! templates draw it.
 
-use crate::wire::{BoardView, HistoryRow};
-use plotters::prelude::*;
+use serde::Serialize;
 
-const BAND_1: RGBColor = RGBColor(31, 119, 180);
-const OTHER: RGBColor = RGBColor(120, 120, 120);
-const FLAG: RGBColor = RGBColor(214, 39, 40);
-const BOUND: RGBColor = RGBColor(44, 160, 44);
-/// One strong colour per lab (matplotlib's category10), so that a point reads on white.
-const LABS: [RGBColor; 10] = [
-    RGBColor(31, 119, 180),
-    RGBColor(255, 127, 14),
-    RGBColor(44, 160, 44),
-    RGBColor(214, 39, 40),
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
-    RGBColor(227, 119, 194),
-    RGBColor(127, 127, 127),
-    RGBColor(188, 189, 34),
-    RGBColor(23, 190, 207),
-];
+/// The width of a row's plot, in CSS pixels (its SVG is drawn at this size, never scaled, so
+/// its axis labels stay readable on a phone).
+pub const WIDTH: f64 = 140.0;
 
-fn span(values: impl Iterator<Item = f64>, bound: f64) -> (f64, f64) {
-    let (mut lo, mut hi) = (bound, bound);
-    for v in values.filter(|v| v.is_finite()) {
-        lo = lo.min(v);
-        hi = hi.max(v);
-    }
-    let pad = ((hi - lo) * 0.08).max(0.02);
-    ((lo - pad).max(0.0), hi + pad)
+/// One row's interval, in pixels from the plot's left edge.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Interval {
+    pub low: f64,
+    pub ratio: f64,
+    pub high: f64,
 }
 
-/// The strip plot of a board: one row per student (best at the top).
-pub fn strip(board: &BoardView) -> Result<String, String> {
-    let rows: Vec<_> = board
-        .rows
-        .iter()
-        .filter_map(|r| Some((r, r.ratio?, r.low?, r.high?)))
-        .collect();
-    let n = rows.len().max(1);
-    // 14 px a row up to 40 rows, then the plot stops growing and rows get thinner.
-    let height = 90 + (n.min(40) * 14) as u32;
-    let (lo, hi) = span(rows.iter().flat_map(|(_, _, l, h)| [*l, *h]), board.bound);
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (760, height)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| e.to_string())?;
-        let mut chart = ChartBuilder::on(&root)
-            .margin(12)
-            .x_label_area_size(36)
-            .y_label_area_size(12)
-            .build_cartesian_2d(lo..hi, (n as f64 + 0.5)..0.5)
-            .map_err(|e| e.to_string())?;
-        chart
-            .configure_mesh()
-            .light_line_style(TRANSPARENT)
-            .disable_y_mesh()
-            .disable_y_axis()
-            .x_desc(format!(
-                "B/A ({} is better); the line: the pass bound {:.3}",
-                match board.better {
-                    observatory_stats::Better::Lower => "lower",
-                    observatory_stats::Better::Higher => "higher",
-                },
-                board.bound
-            ))
-            .draw()
-            .map_err(|e| e.to_string())?;
-        chart
-            .draw_series(LineSeries::new(
-                [(board.bound, 0.5), (board.bound, n as f64 + 0.5)],
-                BOUND.stroke_width(2),
-            ))
-            .map_err(|e| e.to_string())?;
-        for (i, (r, ratio, low, high)) in rows.iter().enumerate() {
-            let y = (i + 1) as f64;
-            let color = if r.flagged {
-                FLAG
-            } else if r.band == 1 {
-                BAND_1
-            } else {
-                OTHER
-            };
-            chart
-                .draw_series(LineSeries::new(
-                    [(*low, y), (*high, y)],
-                    color.stroke_width(2),
-                ))
-                .map_err(|e| e.to_string())?;
-            chart
-                .draw_series([Circle::new((*ratio, y), 4, color.filled())])
-                .map_err(|e| e.to_string())?;
-        }
-        root.present().map_err(|e| e.to_string())?;
-    }
-    Ok(svg)
+/// The axis a table's plots share.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Axis {
+    pub lo: f64,
+    pub hi: f64,
+    /// Where the pass bound is (pixels), and its value.
+    pub bound_x: f64,
+    pub bound: f64,
+    /// Tick marks: (pixels, label).
+    pub ticks: Vec<(f64, String)>,
+    pub width: f64,
 }
 
-/// A student's history: each lab's ratios in the order submitted.
-pub fn history(rows: &[HistoryRow]) -> Result<String, String> {
-    let points: Vec<(usize, u32, f64, f64, f64)> = rows
-        .iter()
-        .enumerate()
-        .filter_map(|(i, r)| {
-            let x = r.ratio?;
-            Some((i + 1, r.lab, x.ratio, x.low, x.high))
-        })
-        .collect();
-    let n = rows.len().max(1);
-    let (lo, hi) = span(points.iter().flat_map(|p| [p.3, p.4]), 1.0);
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (760, 300)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| e.to_string())?;
-        let mut chart = ChartBuilder::on(&root)
-            .margin(12)
-            .x_label_area_size(36)
-            .y_label_area_size(50)
-            .build_cartesian_2d(0.5..(n as f64 + 0.5), lo..hi)
-            .map_err(|e| e.to_string())?;
-        chart
-            .configure_mesh()
-            .light_line_style(TRANSPARENT)
-            .x_desc("submission, oldest first (one colour per lab; the grey line: no change)")
-            .y_desc("B/A")
-            .x_labels(n.min(12))
-            .x_label_formatter(&|x| format!("{x:.0}"))
-            .draw()
-            .map_err(|e| e.to_string())?;
-        chart
-            .draw_series(LineSeries::new(
-                [(0.5, 1.0), (n as f64 + 0.5, 1.0)],
-                OTHER.stroke_width(1),
-            ))
-            .map_err(|e| e.to_string())?;
-        for (i, lab, ratio, low, high) in &points {
-            let x = *i as f64;
-            let color = LABS[*lab as usize % LABS.len()];
-            chart
-                .draw_series(LineSeries::new(
-                    [(x, *low), (x, *high)],
-                    color.stroke_width(2),
-                ))
-                .map_err(|e| e.to_string())?;
-            chart
-                .draw_series([Circle::new((x, *ratio), 5, color.filled())])
-                .map_err(|e| e.to_string())?;
+impl Axis {
+    /// An axis spanning `values` (intervals' ends) and the bound, padded by 6%.
+    pub fn new(values: impl Iterator<Item = f64>, bound: f64) -> Axis {
+        let (mut lo, mut hi) = (bound, bound);
+        for v in values.filter(|v| v.is_finite()) {
+            lo = lo.min(v);
+            hi = hi.max(v);
         }
-        root.present().map_err(|e| e.to_string())?;
+        let pad = ((hi - lo) * 0.06).max(hi.abs() * 0.01).max(1e-9);
+        let (lo, hi) = ((lo - pad).max(0.0), hi + pad);
+        let mut axis = Axis {
+            lo,
+            hi,
+            bound_x: 0.0,
+            bound,
+            ticks: Vec::new(),
+            width: WIDTH,
+        };
+        axis.bound_x = axis.x(bound);
+        // Three ticks: the ends and the middle, at a precision that tells them apart.
+        let digits = if hi - lo >= 1.0 {
+            2
+        } else if hi - lo >= 0.1 {
+            3
+        } else {
+            4
+        };
+        axis.ticks = [lo, (lo + hi) / 2.0, hi]
+            .iter()
+            .map(|v| (axis.x(*v), format!("{v:.digits$}")))
+            .collect();
+        axis
     }
-    Ok(svg)
+
+    /// Pixels from the left edge for `v` (clamped to the plot).
+    pub fn x(&self, v: f64) -> f64 {
+        let x = (v - self.lo) / (self.hi - self.lo) * self.width;
+        (x.clamp(0.0, self.width) * 10.0).round() / 10.0
+    }
+
+    pub fn interval(&self, ratio: f64, low: f64, high: f64) -> Interval {
+        Interval {
+            low: self.x(low),
+            ratio: self.x(ratio),
+            high: self.x(high),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_axis_holds_every_interval_and_the_bound_inside_the_plot() {
+        let a = Axis::new([0.30, 0.31, 0.29, 0.46].into_iter(), 0.5);
+        assert!(a.lo < 0.29 && a.hi > 0.5, "{a:?}");
+        let iv = a.interval(0.30, 0.29, 0.31);
+        assert!(0.0 < iv.low && iv.low < iv.ratio && iv.ratio < iv.high && iv.high < a.bound_x);
+        assert!(a.bound_x < WIDTH);
+        assert_eq!(a.ticks.len(), 3);
+        assert_eq!(a.ticks[0].0, 0.0);
+        assert_eq!(a.ticks[2].0, WIDTH);
+        // A value outside (a lying row) stays on the plot; one value alone still spans.
+        assert_eq!(a.x(100.0), WIDTH);
+        let one = Axis::new(std::iter::empty(), 2.0);
+        assert!(one.lo < 2.0 && 2.0 < one.hi && one.x(2.0) > 0.0);
+    }
 }

@@ -50,16 +50,26 @@ pub enum ServeError {
 
 /// Rendered answers of the public pages, valid until the next write (every write bumps the
 /// generation): the board is read far more often than it changes. One computation per page and
-/// generation: requests that arrive while it runs wait for it instead of each computing the
-/// same page again (after a write, every reader of a busy board would otherwise miss at once).
+/// generation: the first reader after a write computes it (so a lone client reads its own
+/// writes); readers that arrive while it computes get the last page computed before it instead
+/// of waiting, if there is one (under a steady stream of uploads a busy board would otherwise
+/// keep its readers waiting on one recomputation after another). A page served so is at most
+/// one computation behind.
 #[derive(Default)]
 pub struct Cache {
     generation: AtomicU64,
-    entries: Mutex<HashMap<String, (u64, Slot)>>,
+    entries: Mutex<HashMap<String, (u64, Arc<Slot>)>>,
 }
 
 /// A page of one generation: computed once, by the first request that needs it.
-pub type Slot = Arc<tokio::sync::OnceCell<Arc<Cached>>>;
+#[derive(Default)]
+pub struct Slot {
+    cell: tokio::sync::OnceCell<Arc<Cached>>,
+    /// A request is computing it.
+    started: std::sync::atomic::AtomicBool,
+    /// The last page computed before this generation's.
+    stale: Option<Arc<Cached>>,
+}
 
 /// A cached answer.
 pub struct Cached {
@@ -75,24 +85,51 @@ impl Cache {
         self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// The slot of `key` for the current generation (a new, empty one when there is none yet).
-    pub fn slot(&self, key: &str) -> Slot {
+    /// The slot of `key` for the current generation (a new, empty one when there is none yet,
+    /// holding the last page computed as its stale one).
+    fn slot(&self, key: &str) -> Arc<Slot> {
         let generation = self.generation.load(Ordering::SeqCst);
         let Ok(mut map) = self.entries.lock() else {
             // A poisoned lock: serve uncached rather than fail.
-            return Slot::default();
+            return Arc::default();
         };
-        if let Some((g, slot)) = map.get(key)
-            && *g == generation
-        {
-            return slot.clone();
-        }
+        let stale = match map.get(key) {
+            Some((g, slot)) if *g == generation => return slot.clone(),
+            Some((_, old)) => old.cell.get().cloned().or_else(|| old.stale.clone()),
+            None => None,
+        };
         if map.len() >= CACHE_ENTRIES {
             map.clear();
         }
-        let slot = Slot::default();
+        let slot = Arc::new(Slot {
+            stale,
+            ..Slot::default()
+        });
         map.insert(key.to_string(), (generation, slot.clone()));
         slot
+    }
+
+    /// The page `key` of this generation: computed by the first request, the last page while
+    /// it computes (see [`Cache`]). A failure is not kept: the next request computes again.
+    pub async fn get_or_compute<E, F, Fut>(&self, key: &str, compute: F) -> Result<Arc<Cached>, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Arc<Cached>, E>>,
+    {
+        let slot = self.slot(key);
+        if let Some(c) = slot.cell.get() {
+            return Ok(c.clone());
+        }
+        if slot.started.swap(true, Ordering::SeqCst)
+            && let Some(stale) = &slot.stale
+        {
+            return Ok(stale.clone());
+        }
+        let got = slot.cell.get_or_try_init(compute).await.cloned();
+        if got.is_err() {
+            slot.started.store(false, Ordering::SeqCst);
+        }
+        got
     }
 }
 
@@ -206,20 +243,18 @@ mod tests {
         fail: bool,
     ) -> Result<Arc<Cached>, &'static str> {
         cache
-            .slot("board")
-            .get_or_try_init(|| async {
-                computed.fetch_add(1, Ordering::SeqCst);
+            .get_or_compute("board", || async {
+                let n = computed.fetch_add(1, Ordering::SeqCst);
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 if fail {
                     return Err("the database is down");
                 }
                 Ok(Arc::new(Cached {
                     content_type: "text/html",
-                    body: bytes::Bytes::from_static(b"<table>"),
+                    body: bytes::Bytes::from(format!("<table>{n}")),
                 }))
             })
             .await
-            .cloned()
     }
 
     #[tokio::test]
@@ -233,22 +268,54 @@ mod tests {
             })
             .collect();
         for r in readers {
-            assert_eq!(&r.await.unwrap().unwrap().body[..], b"<table>");
+            assert_eq!(&r.await.unwrap().unwrap().body[..], b"<table>0");
         }
         assert_eq!(
             computed.load(Ordering::SeqCst),
             1,
             "32 readers, one computation"
         );
-        // A write: the next reader computes the page again, once.
+        // A write: the next reader computes the page again, once, and reads the new page.
         cache.invalidate();
-        page(&cache, &computed, false).await.unwrap();
+        assert_eq!(
+            &page(&cache, &computed, false).await.unwrap().body[..],
+            b"<table>1"
+        );
         page(&cache, &computed, false).await.unwrap();
         assert_eq!(computed.load(Ordering::SeqCst), 2);
-        // A failure is not kept: the next reader tries again.
+        // A write while readers stream in: the first computes, the others get the last page at
+        // once instead of waiting; after it, everybody gets the new one.
+        cache.invalidate();
+        let first = {
+            let (cache, computed) = (cache.clone(), computed.clone());
+            tokio::spawn(async move { page(&cache, &computed, false).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        let t = std::time::Instant::now();
+        let meanwhile = page(&cache, &computed, false).await.unwrap();
+        assert_eq!(
+            &meanwhile.body[..],
+            b"<table>1",
+            "the last page, while it computes"
+        );
+        assert!(
+            t.elapsed() < std::time::Duration::from_millis(30),
+            "without waiting"
+        );
+        assert_eq!(&first.await.unwrap().unwrap().body[..], b"<table>2");
+        assert_eq!(
+            &page(&cache, &computed, false).await.unwrap().body[..],
+            b"<table>2"
+        );
+        assert_eq!(computed.load(Ordering::SeqCst), 3);
+        // A failure is not kept: the next reader tries again (and a reader of a page that was
+        // never computed waits for it).
         cache.invalidate();
         assert!(page(&cache, &computed, true).await.is_err());
         assert!(page(&cache, &computed, false).await.is_ok());
-        assert_eq!(computed.load(Ordering::SeqCst), 4);
+        assert_eq!(computed.load(Ordering::SeqCst), 5);
+        let fresh = Cache::default();
+        let waited = page(&fresh, &computed, false).await.unwrap();
+        assert_eq!(&waited.body[..], b"<table>5");
     }
 }

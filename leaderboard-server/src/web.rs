@@ -129,21 +129,81 @@ async fn board(
         "text/html; charset=utf-8",
         || async {
             let b = api::board_view(&app, &cohort, &lab, tier).await?;
-            let svg = if b.completes {
-                String::new()
-            } else {
-                plot::strip(&b).map_err(ApiError::internal)?
-            };
+            let axis = plot::Axis::new(
+                b.rows.iter().flat_map(|r| [r.low, r.high]).flatten(),
+                b.bound,
+            );
+            let ivs: Vec<Option<plot::Interval>> = b
+                .rows
+                .iter()
+                .map(|r| Some(axis.interval(r.ratio?, r.low?, r.high?)))
+                .collect();
             render(
                 &app,
                 "board.html",
-                context! { b => Value::from(Serde(&b)), plot => svg, cohort => &cohort },
+                context! { b => Value::from(Serde(&b)), axis => Value::from(Serde(&axis)), ivs => Value::from(Serde(&ivs)), cohort => &cohort },
             )
             .map(Bytes::from)
         },
     )
     .await;
     page.unwrap_or_else(|e| page_error(&app, Some(&cohort), e))
+}
+
+/// One lab on a student's page: its direction, bound, best self-reported ratio, and each
+/// submission with its interval on the lab's own axis (labs where lower is better and labs
+/// where higher is better are never drawn on one axis).
+#[derive(serde::Serialize)]
+struct LabHistory<'a> {
+    lab: u32,
+    title: String,
+    lower_is_better: bool,
+    bound: f64,
+    /// The best self-reported ratio, and how far past the bound it is (x 1.25: a quarter
+    /// better than a pass needs).
+    best: Option<f64>,
+    margin: Option<f64>,
+    axis: plot::Axis,
+    rows: Vec<(&'a crate::wire::HistoryRow, Option<plot::Interval>)>,
+}
+
+fn lab_histories<'a>(app: &App, rows: &'a [crate::wire::HistoryRow]) -> Vec<LabHistory<'a>> {
+    use observatory_stats::{Better, Threshold};
+    let labs: std::collections::BTreeSet<u32> = rows.iter().map(|r| r.lab).collect();
+    labs.into_iter()
+        .map(|lab| {
+            let mine: Vec<&crate::wire::HistoryRow> = rows.iter().filter(|r| r.lab == lab).collect();
+            let info = app.labs.get(&lab);
+            let better = info.map_or(Better::Lower, |i| i.rule.better);
+            let bound = info.map_or(1.0, |i| Threshold::new(better, i.rule.min_effect).bound());
+            let axis = plot::Axis::new(
+                mine.iter().filter_map(|r| r.ratio).flat_map(|r| [r.low, r.high]),
+                bound,
+            );
+            let ratios = mine.iter().filter_map(|r| r.ratio.map(|x| x.ratio));
+            let best = match better {
+                Better::Lower => ratios.reduce(f64::min),
+                Better::Higher => ratios.reduce(f64::max),
+            };
+            let margin = best.filter(|b| *b > 0.0).map(|b| match better {
+                Better::Lower => bound / b,
+                Better::Higher => b / bound,
+            });
+            LabHistory {
+                lab,
+                title: info.map_or_else(String::new, |i| i.title.clone()),
+                lower_is_better: better == Better::Lower,
+                bound,
+                best,
+                margin,
+                rows: mine
+                    .into_iter()
+                    .map(|r| (r, r.ratio.map(|x| axis.interval(x.ratio, x.low, x.high))))
+                    .collect(),
+                axis,
+            }
+        })
+        .collect()
 }
 
 async fn student(
@@ -156,11 +216,11 @@ async fn student(
         "text/html; charset=utf-8",
         || async {
             let s = api::student_view(&app, &cohort, &student).await?;
-            let svg = plot::history(&s.submissions).map_err(ApiError::internal)?;
+            let labs = lab_histories(&app, &s.submissions);
             render(
                 &app,
                 "student.html",
-                context! { s => Value::from(Serde(&s)), plot => svg, cohort => &cohort },
+                context! { s => Value::from(Serde(&s)), labs => Value::from(Serde(&labs)), cohort => &cohort },
             )
             .map(Bytes::from)
         },
