@@ -25,8 +25,14 @@ fn course_rule(n: u32) -> LabRule {
 
 /// A bundle for `rule` whose change has `factor` times the baseline's samples (with a
 /// spread `spread`), its ratio and pass computed the way the lab runner computes them.
+///
+/// The key is prefixed with this test process's tag: a synthetic bundle's samples follow its
+/// key, and the server refuses another student's samples in any cohort (a PostgreSQL database
+/// keeps earlier runs' cohorts).
 fn bundle(rule: &LabRule, key: &str, factor: f64, spread: f64, change: &str) -> Upload {
-    let mut bundle = synthetic::bundle(rule, key, factor, spread, change);
+    static RUN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let key = format!("{}-{key}", RUN.get_or_init(tag));
+    let mut bundle = synthetic::bundle(rule, &key, factor, spread, change);
     bundle.fingerprint = synthetic::fingerprint("Test CPU @ 2.0GHz", 2);
     Upload {
         bundle,
@@ -665,13 +671,7 @@ fn in_chromium(s: &Server, cohort: &str) {
     };
     // (name, url, the table and its rows, the table whose rows carry plots)
     let pages = [
-        (
-            "cohort",
-            format!("{}/c/{cohort}", s.base),
-            "labs",
-            1,
-            None,
-        ),
+        ("cohort", format!("{}/c/{cohort}", s.base), "labs", 1, None),
         (
             "board",
             format!("{}/c/{cohort}/labs/11?tier=self_reported", s.base),
@@ -706,12 +706,23 @@ fn in_chromium(s: &Server, cohort: &str) {
                 .find(&format!("id=\"{plot}\""))
                 .unwrap_or_else(|| panic!("{name}: no plot"));
             assert!(dom[p..end].contains("<svg"), "{name}: the axis is an SVG");
-            assert_eq!(dom[start..end].matches("<circle").count(), rows, "{name}: a point per row");
-            assert_eq!(dom[start..end].matches("<title>").count(), rows, "{name}: a hover per row");
+            assert_eq!(
+                dom[start..end].matches("<circle").count(),
+                rows,
+                "{name}: a point per row"
+            );
+            assert_eq!(
+                dom[start..end].matches("<title>").count(),
+                rows,
+                "{name}: a hover per row"
+            );
         }
         // Deadlines and times are shown in the reader's time zone by the page's script.
         if name == "cohort" {
-            assert!(dom.contains("(in "), "{name}: a countdown to the deadline: {dom}");
+            assert!(
+                dom.contains("(in "),
+                "{name}: a countdown to the deadline: {dom}"
+            );
         }
         for (size, suffix) in [("1280,900", ""), ("390,844", "-phone")] {
             let png = out.join(format!("{name}{suffix}.png"));
@@ -778,6 +789,9 @@ async fn copies_replays_forgeries_and_bad_input_are_refused() {
 }
 
 async fn copies(s: &Server, cohort: &str) {
+    // Keys (and so the synthetic figures) apart from the suite's, which may run on the same
+    // database: another cohort's same figures would be refused as a copy, as they should.
+    let k = |key: &str| format!("c-{key}");
     let anon = Client::new(&s.base, None);
     let admin = anon.with_token(Some(&s.admin));
     let (_, created): (_, CohortCreated) = admin
@@ -859,7 +873,7 @@ async fn copies(s: &Server, cohort: &str) {
     }
     let submit = format!("/api/cohorts/{cohort}/submissions");
     let rule = course_rule(11);
-    let ada_upload = bundle(&rule, "ada-check-0001-aaaa", 0.30, 0.01, "all.leak=off");
+    let ada_upload = bundle(&rule, &k("ada-check-0001-aaaa"), 0.30, 0.01, "all.leak=off");
     let (st, body) = status_of(&ada, Method::POST, &submit, &ada_upload).await;
     assert_eq!(st, StatusCode::CREATED, "{body}");
 
@@ -870,9 +884,9 @@ async fn copies(s: &Server, cohort: &str) {
     other_change.change = "all.leak=off\nparse.workers=2".into();
     other_change.bundle.change_sha256 =
         observatory_leaderboard::sha256_hex(other_change.change.as_bytes());
-    other_change.bundle.idempotency_key = "bob-check-0002-bbbb".into();
+    other_change.bundle.idempotency_key = k("bob-check-0002-bbbb");
     let mut scaled = ada_upload.clone();
-    scaled.bundle.idempotency_key = "bob-check-0003-cccc".into();
+    scaled.bundle.idempotency_key = k("bob-check-0003-cccc");
     if let Some(observatory_stats::Figures::Samples { a, b }) = scaled.bundle.figures.as_mut() {
         a.iter_mut().chain(b.iter_mut()).for_each(|x| *x *= 0.5);
     }
@@ -880,7 +894,11 @@ async fn copies(s: &Server, cohort: &str) {
     for (what, forged, words) in [
         ("a replay", &ada_upload, "the same figures"),
         ("another change", &other_change, "the same figures"),
-        ("scaled figures", &scaled, "scaled by a factor"),
+        (
+            "scaled figures",
+            &scaled,
+            "the same samples, reordered, rescaled or nudged",
+        ),
     ] {
         let (st, body) = status_of(&bob, Method::POST, &submit, forged).await;
         assert_eq!(st, StatusCode::CONFLICT, "{what}: {body}");
@@ -892,16 +910,22 @@ async fn copies(s: &Server, cohort: &str) {
     }
     assert_eq!(history_len(&anon, cohort, "bob").await, 0, "nothing stored");
     // bob's own check is accepted; the same student resubmitting his figures is not a copy.
-    let bob_own = bundle(&rule, "bob-check-0004-dddd", 0.31, 0.012, "all.leak=off");
+    let bob_own = bundle(
+        &rule,
+        &k("bob-check-0004-dddd"),
+        0.31,
+        0.012,
+        "all.leak=off",
+    );
     let (st, body) = status_of(&bob, Method::POST, &submit, &bob_own).await;
     assert_eq!(st, StatusCode::CREATED, "{body}");
     let mut bob_again = bob_own.clone();
-    bob_again.bundle.idempotency_key = "bob-check-0005-eeee".into();
+    bob_again.bundle.idempotency_key = k("bob-check-0005-eeee");
     let (st, body) = status_of(&bob, Method::POST, &submit, &bob_again).await;
     assert_eq!(st, StatusCode::CREATED, "{body}");
 
     // A reused idempotency key with another body: 409, not a silent drop.
-    let mut reused = bundle(&rule, "ada-check-0001-aaaa", 0.29, 0.01, "all.leak=off");
+    let mut reused = bundle(&rule, &k("ada-check-0001-aaaa"), 0.29, 0.01, "all.leak=off");
     reused.bundle.checked_at = "2026-12-06T00:00:00Z".into();
     let (st, body) = status_of(&ada, Method::POST, &submit, &reused).await;
     assert_eq!(st, StatusCode::CONFLICT, "{body}");
@@ -925,7 +949,7 @@ async fn copies(s: &Server, cohort: &str) {
     {
         let mut b = bundle(
             &rule,
-            &format!("cy-check-000{i}-ffff"),
+            &k(&format!("cy-check-000{i}-ffff")),
             0.33 + i as f64 / 100.0,
             0.01,
             "all.leak=off",
@@ -944,9 +968,9 @@ async fn copies(s: &Server, cohort: &str) {
     let cy_code = "fn student(key:&str)->u32{ let h=fnv(key); (h % 64) as u32 }";
     let bob_code = "fn student(key: &str) -> u32 {\n    key.bytes().fold(7u32, |n, b| n.rotate_left(5) ^ b as u32) & 63\n}\n";
     for (who, key, factor, code) in [
-        (&ada, "ada-lab9-0001-aaaa", 0.52, ada_code),
-        (&cy, "cy-lab9-0001-aaaaa", 0.55, cy_code),
-        (&bob, "bob-lab9-0001-aaaa", 0.58, bob_code),
+        (&ada, &k("ada-lab9-0001-aaaa"), 0.52, ada_code),
+        (&cy, &k("cy-lab9-0001-aaaaa"), 0.55, cy_code),
+        (&bob, &k("bob-lab9-0001-aaaa"), 0.58, bob_code),
     ] {
         let (st, body) = status_of(
             who,
@@ -987,10 +1011,53 @@ async fn copies(s: &Server, cohort: &str) {
     )
     .await;
     assert_eq!(st, StatusCode::OK, "{body}");
+    // A re-run that did not pass is "verified failed", not flagged (a review found it shown as
+    // flagged, in red, beside the same figures).
+    let bob_sub = {
+        let v: StudentView = anon
+            .get(&format!("/api/cohorts/{cohort}/students/bob"))
+            .await
+            .unwrap();
+        v.submissions
+            .iter()
+            .find(|h| h.lab == 11)
+            .unwrap()
+            .id
+            .clone()
+    };
+    let (_, v): (_, Verified) = instructor
+        .send(
+            Method::POST,
+            &format!("/api/cohorts/{cohort}/submissions/{bob_sub}/verification"),
+            &Verification {
+                passed: false,
+                ratio: Some(RatioInterval {
+                    ratio: 0.31,
+                    low: 0.30,
+                    high: 0.32,
+                }),
+                machine: "instructor box".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(!v.agrees && !v.flagged, "{v:?}");
+    // A bundle whose text would forge a line of the server's log is refused, and the log
+    // quotes it escaped.
+    let mut forged = bundle(&rule, &k("cy-check-0100-ffff"), 0.33, 0.01, "all.leak=off");
+    forged.bundle.metric =
+        "peak_rss\n2026-12-08T01:40:00.000000Z  INFO forged: verification recorded".into();
+    let (st, body) = status_of(&cy, Method::POST, &submit, &forged).await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     let export: Export = instructor
         .get(&format!("/api/cohorts/{cohort}/export.json"))
         .await
         .unwrap();
+    let bob_row = export.submissions.iter().find(|r| r.id == bob_sub).unwrap();
+    assert_eq!(
+        (bob_row.standing, bob_row.flagged),
+        (observatory_leaderboard::Standing::VerifiedFailed, false)
+    );
     let refused: Vec<(&str, u32, &str)> = export
         .copies
         .refused
@@ -1049,6 +1116,17 @@ async fn copies(s: &Server, cohort: &str) {
             "{line:?} is not in the server's log:\n{log}"
         );
     }
+    // Refusals of every kind are logged with their reason; nothing a bundle carries starts a
+    // line of its own.
+    assert!(
+        log.contains("idempotency key was used for another bundle"),
+        "{log}"
+    );
+    assert!(
+        !log.lines()
+            .any(|l| l.starts_with("2026-12-08T01:40:00.000000Z  INFO forged")),
+        "a forged log line:\n{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,9 +16,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use observatory_leaderboard::copies::{Copied, Digests};
+use observatory_leaderboard::copies::Digests;
 use observatory_leaderboard::{Standing, Tier, agrees, text, well_formed};
-use observatory_stats::Figures;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
@@ -296,7 +295,7 @@ async fn create_cohort(State(app): AppState, headers: HeaderMap, body: Body) -> 
         return Err(ApiError::conflict(format!("cohort {:?} exists", new.id)));
     }
     app.cache.invalidate();
-    tracing::info!(cohort = %new.id, "cohort created");
+    tracing::info!(cohort = %new.id, by = "admin", "cohort created");
     Ok(json(
         StatusCode::CREATED,
         &CohortCreated {
@@ -517,12 +516,24 @@ async fn submit(
     headers: HeaderMap,
     body: Body,
 ) -> Answer<Response> {
-    let who = caller(&app, &headers).await?;
+    let answer = upload(&app, &cohort, &headers, body).await;
+    if let Err(e) = &answer {
+        // Every refused upload, whatever refused it (a token, a limit, the lab, the bundle),
+        // with its reason quoted (`?`: control characters escaped, so a bundle's text cannot
+        // forge a log line).
+        tracing::info!(%cohort, status = e.status.as_u16(), reason = ?e.message, "upload refused");
+    }
+    answer
+}
+
+async fn upload(app: &App, cohort: &str, headers: &HeaderMap, body: Body) -> Answer<Response> {
+    let cohort = cohort.to_string();
+    let who = caller(app, headers).await?;
     let student = who.student_of(&cohort)?.to_string();
-    let c = cohort_of(&app, &cohort).await?;
+    let c = cohort_of(app, &cohort).await?;
     let upload: Upload = parse_json(&read_body(body).await?)?;
     let b = &upload.bundle;
-    let info = lab_of(&app, &b.lab.to_string())?;
+    let info = lab_of(app, &b.lab.to_string())?;
     let lab = i64::from(b.lab);
     let now = now_ms();
     let Some(row) = app
@@ -554,7 +565,7 @@ async fn submit(
         .submission_with_key(&cohort, &student, &b.idempotency_key)
         .await?
     {
-        return retried(&app, &cohort, &id, &bundle_json, &upload.change).await;
+        return retried(app, &cohort, &id, &bundle_json, &upload.change).await;
     }
     let used = app
         .db
@@ -576,7 +587,6 @@ async fn submit(
         app.db
             .record_attempt(&cohort, &student, lab, now, false, &reason)
             .await?;
-        tracing::info!(%cohort, %student, lab, %reason, "upload refused");
         Err::<Response, _>(ApiError::refused(reason))
     };
     if upload.change.len() > MAX_CHANGE_BYTES {
@@ -595,28 +605,37 @@ async fn submit(
     if let Err(why) = plausible(b, now) {
         return refuse(why).await;
     }
-    // Figures are measured once, by one student's check: another student's figures, exact or
-    // scaled, are a replay or a copy. The student is told what matched, the instructor whose.
+    // Figures are measured once, by one student's check: another student's figures (exact, or
+    // a side reordered, rescaled or nudged), in any lab or cohort, are a replay or a copy. The
+    // student is told what matched, the instructor whose.
     let digests = Digests::of(b.figures.as_ref(), &upload.change);
-    let counts = matches!(b.figures, Some(Figures::Counts { .. }));
-    for theirs in app
-        .db
-        .same_figures(&cohort, &student, lab, &digests)
-        .await?
-    {
-        if let Some(copied) = Copied::check(&digests, &theirs.digests, counts) {
+    let mine = digests.all();
+    let keys: Vec<&str> = mine.iter().map(|(d, _)| *d).collect();
+    for theirs in app.db.digests_of_others(&cohort, &student, &keys).await? {
+        let kind = mine
+            .iter()
+            .find(|(d, _)| *d == theirs.digest)
+            .map(|(_, k)| *k);
+        if let Some(copied) =
+            kind.and_then(|k| k.check(&digests, &theirs.change_norm, theirs.counts != 0))
+        {
+            let whose = if theirs.cohort == cohort {
+                theirs.student.clone()
+            } else {
+                format!("{} of cohort {}", theirs.student, theirs.cohort)
+            };
             let reason = format!(
-                "{COPY_REASON}{} as submission {} of {}",
+                "{COPY_REASON}{} as submission {} (lab {}) of {whose}",
                 copied.words(),
-                theirs.id,
-                theirs.student
+                theirs.submission,
+                theirs.lab
             );
             app.db
                 .record_attempt(&cohort, &student, lab, now, false, &reason)
                 .await?;
-            tracing::warn!(%cohort, %student, lab, copy_of = %theirs.id, other = %theirs.student, what = copied.words(), "upload refused as a copy");
+            tracing::warn!(%cohort, %student, lab, copy_of = %theirs.submission, other = %whose, what = copied.words(), "upload refused as a copy");
             return Err(ApiError::conflict(format!(
-                "refused: these are {} as another student's upload. Figures are measured once, by your own check: run `observatory lab check {lab}` and submit that",
+                "refused: this upload carries {} as another student's upload. Figures are measured once, by your own check: run `observatory lab check {lab}` and submit that",
                 copied.words()
             )));
         }
@@ -648,7 +667,7 @@ async fn submit(
             .submission_with_key(&cohort, &student, &b.idempotency_key)
             .await?
             .ok_or_else(|| ApiError::internal("a duplicate submission vanished"))?;
-        return retried(&app, &cohort, &first, &bundle_json, &upload.change).await;
+        return retried(app, &cohort, &first, &bundle_json, &upload.change).await;
     }
     app.cache.invalidate();
     tracing::info!(%cohort, %student, lab, %id, "submission stored");
@@ -921,7 +940,7 @@ async fn verify(
         StatusCode::OK,
         &Verified {
             agrees: agreed,
-            flagged: !agreed,
+            flagged: v.passed && !agreed,
         },
     ))
 }

@@ -155,12 +155,16 @@ fn order(better: Better) -> &'static str {
     }
 }
 
-/// Another student's submission whose figures match (what a copy is refused by).
+/// Another student's submission whose figures match a digest (what a copy is refused by).
 #[derive(Clone, Debug, PartialEq)]
-pub struct FiguresRow {
-    pub id: String,
+pub struct DigestRow {
+    pub digest: String,
+    pub cohort: String,
     pub student: String,
-    pub digests: Digests,
+    pub lab: i64,
+    pub submission: String,
+    pub change_norm: String,
+    pub counts: i64,
 }
 
 /// The accepted attempt stored with each submission.
@@ -542,8 +546,8 @@ impl Db {
         };
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
-            "INSERT INTO submissions (id, cohort, student, lab, idempotency_key, ratio, low, high, change_sha256, change_text, cpu_model, cores, bundle, received_ms, figures_sha256, shape_sha256, change_norm_sha256) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+            "INSERT INTO submissions (id, cohort, student, lab, idempotency_key, ratio, low, high, change_sha256, change_text, cpu_model, cores, bundle, received_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
              ON CONFLICT (cohort, student, idempotency_key) DO NOTHING",
         )
         .bind(s.id)
@@ -560,9 +564,6 @@ impl Db {
         .bind(s.cores)
         .bind(s.bundle)
         .bind(s.received_ms)
-        .bind(&s.digests.figures)
-        .bind(&s.digests.shape)
-        .bind(&s.digests.change)
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() != 1 {
@@ -602,6 +603,21 @@ impl Db {
             .bind(ratio)
             .execute(&mut *tx)
             .await?;
+        for (digest, _) in s.digests.all() {
+            sqlx::query(
+                "INSERT INTO figure_digests (digest, cohort, student, lab, submission, change_norm, counts) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (digest, cohort, student) DO NOTHING",
+            )
+            .bind(digest)
+            .bind(s.cohort)
+            .bind(s.student)
+            .bind(s.lab)
+            .bind(s.id)
+            .bind(&s.digests.change)
+            .bind(i64::from(s.digests.counts))
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(true)
     }
@@ -662,44 +678,38 @@ impl Db {
             .collect::<std::result::Result<_, _>>()?)
     }
 
-    /// Other students' submissions to `lab` whose figures are `d`'s exactly or up to a
-    /// factor.
-    pub async fn same_figures(
+    /// Other students' (any cohort's) digests among `digests`: at most one row per digest
+    /// and student, so the lookup does not grow with anybody's uploads.
+    pub async fn digests_of_others(
         &self,
         cohort: &str,
         student: &str,
-        lab: i64,
-        d: &Digests,
-    ) -> Result<Vec<FiguresRow>> {
-        let rows: Vec<(String, String, String, String, String, i64)> = sqlx::query_as(
-            // Four index ranges (figures or shape, students before or after this one): a
-            // student who uploads the same figures many times never reads their own rows.
-            "SELECT id, student, figures_sha256, shape_sha256, change_norm_sha256, received_ms FROM ( \
-             SELECT * FROM submissions WHERE cohort = $1 AND lab = $2 AND figures_sha256 = $4 AND $4 <> '' AND student < $3 \
-             UNION ALL SELECT * FROM submissions WHERE cohort = $1 AND lab = $2 AND figures_sha256 = $4 AND $4 <> '' AND student > $3 \
-             UNION ALL SELECT * FROM submissions WHERE cohort = $1 AND lab = $2 AND shape_sha256 = $5 AND $5 <> '' AND student < $3 \
-             UNION ALL SELECT * FROM submissions WHERE cohort = $1 AND lab = $2 AND shape_sha256 = $5 AND $5 <> '' AND student > $3 \
-             ) m ORDER BY received_ms, id",
-        )
-        .bind(cohort)
-        .bind(lab)
-        .bind(student)
-        .bind(&d.figures)
-        .bind(&d.shape)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, student, figures, shape, change, _)| FiguresRow {
-                id,
-                student,
-                digests: Digests {
-                    figures,
-                    shape,
-                    change,
+        digests: &[&str],
+    ) -> Result<Vec<DigestRow>> {
+        let mut out = Vec::new();
+        for d in digests {
+            let rows: Vec<(String, String, String, i64, String, String, i64)> = sqlx::query_as(
+                "SELECT digest, cohort, student, lab, submission, change_norm, counts FROM figure_digests \
+                 WHERE digest = $1 AND NOT (cohort = $2 AND student = $3) ORDER BY cohort, student LIMIT 20",
+            )
+            .bind(*d)
+            .bind(cohort)
+            .bind(student)
+            .fetch_all(&self.pool)
+            .await?;
+            out.extend(rows.into_iter().map(
+                |(digest, cohort, student, lab, submission, change_norm, counts)| DigestRow {
+                    digest,
+                    cohort,
+                    student,
+                    lab,
+                    submission,
+                    change_norm,
+                    counts,
                 },
-            })
-            .collect())
+            ));
+        }
+        Ok(out)
     }
 
     /// The bundle and change stored under a student's idempotency key.

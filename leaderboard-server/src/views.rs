@@ -35,9 +35,10 @@ pub fn verified(s: &SubmissionRow) -> Option<RatioInterval> {
     interval(v.ratio, v.low, v.high)
 }
 
-/// Flagged: re-run, and the re-run disagrees beyond both intervals (or did not pass).
+/// Flagged: the re-run passed, beyond both intervals from the self-reported result (a re-run
+/// that did not pass is "verified failed", not flagged).
 pub fn flagged(s: &SubmissionRow) -> bool {
-    s.verification.as_ref().is_some_and(|v| !v.agrees)
+    standing(s) == Standing::Flagged
 }
 
 /// One submission's standing.

@@ -172,12 +172,15 @@ fn lab_histories<'a>(app: &App, rows: &'a [crate::wire::HistoryRow]) -> Vec<LabH
     let labs: std::collections::BTreeSet<u32> = rows.iter().map(|r| r.lab).collect();
     labs.into_iter()
         .map(|lab| {
-            let mine: Vec<&crate::wire::HistoryRow> = rows.iter().filter(|r| r.lab == lab).collect();
+            let mine: Vec<&crate::wire::HistoryRow> =
+                rows.iter().filter(|r| r.lab == lab).collect();
             let info = app.labs.get(&lab);
             let better = info.map_or(Better::Lower, |i| i.rule.better);
             let bound = info.map_or(1.0, |i| Threshold::new(better, i.rule.min_effect).bound());
             let axis = plot::Axis::new(
-                mine.iter().filter_map(|r| r.ratio).flat_map(|r| [r.low, r.high]),
+                mine.iter()
+                    .filter_map(|r| r.ratio)
+                    .flat_map(|r| [r.low, r.high]),
                 bound,
             );
             let ratios = mine.iter().filter_map(|r| r.ratio.map(|x| x.ratio));

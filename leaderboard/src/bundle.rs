@@ -22,6 +22,9 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 pub const BUNDLE_VERSION: u32 = 1;
 /// Runs per side a bundle may carry (a lab check makes 2 to 10).
 pub const MAX_RUNS: usize = 1000;
+/// The range of one figure (a sample or a count).
+pub const MIN_FIGURE: f64 = 1e-9;
+pub const MAX_FIGURE: f64 = 1e15;
 
 /// One lab check's result, as submitted.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -139,6 +142,8 @@ impl Bundle {
             return Err(Refusal::Version(self.version));
         }
         let lab = rule.lab;
+        // Every text first: a refusal's reason quotes some of them.
+        text_ok("metric", &self.metric, 100)?;
         let mismatch = |what: String| Err(Refusal::Mismatch { lab, what });
         if self.lab != lab {
             return mismatch(format!("the bundle is for lab {}", self.lab));
@@ -199,16 +204,30 @@ impl Bundle {
                 "figures: 1 to {MAX_RUNS} runs per side"
             )));
         }
+        // Figures a machine can measure: samples finite, from 1e-9 to 1e15 (a 300-digit ratio
+        // from 1e-150 against 1e150 once broke the board page), counts from 1 to 1e15.
         let sound = match figures {
-            Figures::Samples { a, b } => a.iter().chain(b).all(|v| v.is_finite() && *v >= 0.0),
-            Figures::Counts { a, .. } => !a.contains(&0),
+            Figures::Samples { a, b } => a
+                .iter()
+                .chain(b)
+                .all(|v| v.is_finite() && (MIN_FIGURE..=MAX_FIGURE).contains(v)),
+            Figures::Counts { a, b } => a
+                .iter()
+                .chain(b)
+                .all(|v| (1..=MAX_FIGURE as u64).contains(v)),
         };
         if !sound {
-            return Err(Refusal::Malformed(
-                "figures: samples finite and not negative, the baseline's counts above 0".into(),
-            ));
+            return Err(Refusal::Malformed(format!(
+                "figures: samples from {MIN_FIGURE:e} to {MAX_FIGURE:e}, counts from 1 to {MAX_FIGURE:e}"
+            )));
         }
         let recomputed = figures.ratio();
+        if !(1e-6..=1e6).contains(&recomputed.ratio) {
+            return Err(Refusal::Malformed(format!(
+                "the ratio {} is not one a lab check makes (1e-6 to 1e6)",
+                recomputed.ratio
+            )));
+        }
         if !(same(claimed.ratio, recomputed.ratio)
             && same(claimed.low, recomputed.low)
             && same(claimed.high, recomputed.high))
@@ -306,7 +325,7 @@ mod tests {
     #[test]
     fn every_kind_of_bad_bundle_is_refused_with_its_reason() {
         type Edit = fn(&mut Bundle);
-        let cases: [(&str, Edit); 14] = [
+        let cases: [(&str, Edit); 18] = [
             ("not pass", |b| b.passed = false),
             ("lost events", |b| b.conserved = false),
             ("specification", |b| b.correct = Some(false)),
@@ -338,6 +357,27 @@ mod tests {
                 b.figures = Some(Figures::Counts {
                     a: vec![0],
                     b: vec![1],
+                })
+            }),
+            // Found by a review: a metric carrying a newline forged a line of the server's log;
+            // an ESC in it reached a terminal.
+            ("metric", |b| {
+                b.metric = "instructions_per_event\n2026-12-08T01:40:00Z INFO forged".into()
+            }),
+            ("metric", |b| {
+                b.metric = "\u{1b}[31minstructions_per_event".into()
+            }),
+            // A 300-digit ratio (1e-150 against 1e150) pushed a board page's columns away.
+            ("figures: samples from", |b| {
+                b.figures = Some(Figures::Samples {
+                    a: vec![1e-150; 6],
+                    b: vec![1e150; 6],
+                })
+            }),
+            ("figures: samples from", |b| {
+                b.figures = Some(Figures::Samples {
+                    a: vec![0.0; 6],
+                    b: vec![1.0; 6],
                 })
             }),
         ];

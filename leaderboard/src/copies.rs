@@ -1,86 +1,107 @@
 //! Copies, replays and forgeries across students. A bundle's figures are measured once, on
 //! one machine, by one check: no two honest students upload the same wall-clock samples, or
-//! samples that are another's scaled by a factor. Instruction counts are deterministic, so two
-//! students with the same change may share them honestly, but not with different changes.
-//! Code is compared after normalising (comments and whitespace out) and by a similarity of
-//! token trigrams, for the instructor to look at: similar code is a question, not a verdict.
+//! one side of another's samples reordered, rescaled or nudged in the sixth digit. Instruction
+//! counts are deterministic, so two students with the same change may share them honestly,
+//! but not with different changes. Code is compared after normalising (comments and whitespace
+//! out) and by a similarity of token trigrams, for the instructor to look at: similar code is a
+//! question, not a verdict.
+//!
+//! What this cannot catch: figures invented from nothing, or every sample of a copy moved by
+//! more than a part in a million. Grades count the instructor's re-run for that reason.
 
 use crate::bundle::sha256_hex;
 use observatory_stats::Figures;
 use serde::{Deserialize, Serialize};
 
-/// The digests the server keeps of a submission to compare it with other students'.
+/// Runs a side needs before its shape is compared (with fewer, honest students' shapes could
+/// meet by chance).
+pub const MIN_SHAPE_RUNS: usize = 5;
+
+/// What a submission's figures are compared with other students' by: digests (sha256 hex),
+/// each kept once per student, looked up across every lab and cohort of the server.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Digests {
-    /// The figures exactly (`""` for a lab without figures).
-    pub figures: String,
-    /// Wall-clock samples divided by the baseline's first one (`""` for counts or none): the
-    /// same for samples scaled by any factor.
-    pub shape: String,
+    /// The figures exactly (`None` for a lab without figures).
+    pub exact: Option<String>,
+    /// Each side of wall-clock samples with at least [`MIN_SHAPE_RUNS`] runs, not all equal:
+    /// its samples over their median, sorted, to six significant digits (the same for the side
+    /// reordered, scaled by any factor, nudged below a part in a million, or moved to the other
+    /// side).
+    pub sides: Vec<String>,
     /// The change with comments and whitespace removed.
     pub change: String,
+    /// The figures are instruction counts (shared honestly by the same change).
+    pub counts: bool,
 }
 
 impl Digests {
     pub fn of(figures: Option<&Figures>, change: &str) -> Digests {
+        let sides = match figures {
+            Some(Figures::Samples { a, b }) => {
+                [a, b].into_iter().filter_map(|s| shape(s)).collect()
+            }
+            _ => Vec::new(),
+        };
         Digests {
-            figures: figures
+            exact: figures
                 .and_then(|f| serde_json::to_vec(f).ok())
-                .map_or_else(String::new, |j| sha256_hex(&j)),
-            shape: figures.map_or_else(String::new, shape_digest),
+                .map(|j| sha256_hex(&j)),
+            sides,
             change: sha256_hex(normalised(change).as_bytes()),
+            counts: matches!(figures, Some(Figures::Counts { .. })),
         }
+    }
+
+    /// Every digest to look up, with what a match would mean.
+    pub fn all(&self) -> Vec<(&str, Copied)> {
+        self.exact
+            .iter()
+            .map(|d| (d.as_str(), Copied::SameFigures))
+            .chain(self.sides.iter().map(|d| (d.as_str(), Copied::SameSamples)))
+            .collect()
     }
 }
 
-/// Samples divided by the baseline's first sample, at 9 significant digits.
-fn shape_digest(f: &Figures) -> String {
-    let Figures::Samples { a, b } = f else {
-        return String::new();
-    };
-    let Some(&unit) = a.first().filter(|u| u.is_finite() && **u != 0.0) else {
-        return String::new();
-    };
-    let text: Vec<String> = a
-        .iter()
-        .chain([f64::NAN].iter())
-        .chain(b)
-        .map(|x| format!("{:.8e}", x / unit))
-        .collect();
-    sha256_hex(text.join(",").as_bytes())
+fn shape(side: &[f64]) -> Option<String> {
+    if side.len() < MIN_SHAPE_RUNS {
+        return None;
+    }
+    let mut v = side.to_vec();
+    v.sort_by(f64::total_cmp);
+    let median = v[v.len() / 2];
+    if !(median.is_finite() && median > 0.0) || v.first() == v.last() {
+        return None;
+    }
+    let text: Vec<String> = v.iter().map(|x| format!("{:.5e}", x / median)).collect();
+    Some(sha256_hex(format!("side:{}", text.join(",")).as_bytes()))
 }
 
-/// Why a bundle is refused as another student's (checked at upload, against the cohort).
+/// Why a bundle is refused as another student's (checked at upload, against every cohort).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Copied {
-    /// The same wall-clock samples or instruction counts with another change.
+    /// The same wall-clock samples, or instruction counts with another change.
     SameFigures,
-    /// Another student's samples scaled by a factor.
-    ScaledFigures,
+    /// One side's samples reordered, rescaled or nudged.
+    SameSamples,
 }
 
 impl Copied {
-    /// `mine` against `theirs` (another student's). Counts shared with the same change are
-    /// not a copy (a deterministic measurement of the same code).
-    pub fn check(mine: &Digests, theirs: &Digests, counts: bool) -> Option<Copied> {
-        if !mine.figures.is_empty() && mine.figures == theirs.figures {
-            if counts && mine.change == theirs.change {
-                return None;
-            }
-            return Some(Copied::SameFigures);
+    /// Does a match of `mine` on another student's digest (`their_change`, `their_counts`)
+    /// make a copy? Counts shared with the same change are not one.
+    pub fn check(self, mine: &Digests, their_change: &str, their_counts: bool) -> Option<Copied> {
+        if self == Copied::SameFigures && mine.counts && their_counts && mine.change == their_change
+        {
+            return None;
         }
-        if !mine.shape.is_empty() && mine.shape == theirs.shape {
-            return Some(Copied::ScaledFigures);
-        }
-        None
+        Some(self)
     }
 
     pub fn words(self) -> &'static str {
         match self {
             Copied::SameFigures => "the same figures",
-            Copied::ScaledFigures => "the same figures scaled by a factor",
+            Copied::SameSamples => "the same samples, reordered, rescaled or nudged,",
         }
     }
 }
@@ -293,29 +314,47 @@ mod tests {
         }
     }
 
+    /// What matches between two digests, as the server looks it up.
+    fn matched(mine: &Digests, theirs: &Digests) -> Option<Copied> {
+        let their: Vec<&str> = theirs.all().into_iter().map(|(d, _)| d).collect();
+        mine.all()
+            .into_iter()
+            .filter(|(d, _)| their.contains(d))
+            .find_map(|(_, kind)| kind.check(mine, &theirs.change, theirs.counts))
+    }
+
     #[test]
-    fn replayed_and_scaled_samples_are_copies_and_a_fresh_measurement_is_not() {
-        let ada = samples(&[100.0, 101.0, 99.5], &[50.0, 50.5, 49.0]);
-        let ada_d = Digests::of(Some(&ada), "fn f() { a }");
-        // Ada's bundle replayed, or her figures under another change: the same figures.
-        let replay = Digests::of(Some(&ada), "fn f() { b }");
-        assert_eq!(
-            Copied::check(&replay, &ada_d, false),
-            Some(Copied::SameFigures)
-        );
-        // Her figures scaled by 0.5 (and the ratio with them): the same shape.
-        let half = samples(&[50.0, 50.5, 49.75], &[25.0, 25.25, 24.5]);
-        let half_d = Digests::of(Some(&half), "fn f() { a }");
-        assert_eq!(
-            Copied::check(&half_d, &ada_d, false),
-            Some(Copied::ScaledFigures)
-        );
+    fn replayed_reordered_rescaled_nudged_and_swapped_samples_are_copies() {
+        let a = [1000.0, 1004.0, 997.5, 1010.0, 1001.0, 999.0];
+        let b = [500.0, 503.0, 498.5, 505.5, 501.0, 499.5];
+        let ada = Digests::of(Some(&samples(&a, &b)), "fn f() { a }");
+        let copy = |a: Vec<f64>, b: Vec<f64>| Digests::of(Some(&samples(&a, &b)), "fn f() { b }");
+        let scale = |v: &[f64], k: f64| v.iter().map(|x| x * k).collect::<Vec<_>>();
+        let mut reversed = (a.to_vec(), b.to_vec());
+        reversed.0.reverse();
+        reversed.1.reverse();
+        let mut nudged = b.to_vec();
+        nudged[5] *= 1.0 + 1e-9;
+        let mut nudged6 = b.to_vec();
+        nudged6[2] *= 1.0 + 1e-7;
+        for (what, forged) in [
+            ("a replay with another change", copy(a.to_vec(), b.to_vec())),
+            ("both sides scaled", copy(scale(&a, 0.5), scale(&b, 0.5))),
+            ("one side scaled", copy(scale(&a, 0.5), b.to_vec())),
+            ("runs reordered", copy(reversed.0, reversed.1)),
+            ("one sample nudged by 1e-9", copy(a.to_vec(), nudged)),
+            ("one sample nudged by 1e-7", copy(a.to_vec(), nudged6)),
+            ("the sides swapped", copy(b.to_vec(), a.to_vec())),
+        ] {
+            assert!(matched(&forged, &ada).is_some(), "{what}");
+        }
         // Another honest run of the same code: other samples.
-        let bob = samples(&[100.2, 100.9, 99.7], &[50.1, 50.4, 49.2]);
-        assert_eq!(
-            Copied::check(&Digests::of(Some(&bob), "fn f() { a }"), &ada_d, false),
-            None
-        );
+        let bob = [1002.0, 999.0, 1006.5, 1001.5, 995.0, 1003.0];
+        let bob_b = [501.5, 499.0, 504.0, 500.5, 497.0, 502.0];
+        assert_eq!(matched(&copy(bob.to_vec(), bob_b.to_vec()), &ada), None);
+        // Too few runs to compare a side's shape: only the exact figures count.
+        let few = Digests::of(Some(&samples(&[1.0, 2.0], &[0.5, 0.7])), "");
+        assert!(few.sides.is_empty() && few.exact.is_some());
     }
 
     #[test]
@@ -326,15 +365,13 @@ mod tests {
         };
         let ada = Digests::of(Some(&counts), "fn f() {\n  a // mine\n}");
         let same_code = Digests::of(Some(&counts), "fn f() { a }");
-        assert_eq!(Copied::check(&same_code, &ada, true), None);
+        assert_eq!(matched(&same_code, &ada), None);
         let other_code = Digests::of(Some(&counts), "fn f() { b }");
-        assert_eq!(
-            Copied::check(&other_code, &ada, true),
-            Some(Copied::SameFigures)
-        );
-        // Labs without figures never match on figures.
-        let none = Digests::of(None, "x");
-        assert_eq!(Copied::check(&none, &Digests::of(None, "y"), false), None);
+        assert_eq!(matched(&other_code, &ada), Some(Copied::SameFigures));
+        // Counts have no shape (every honest baseline's counts are alike), labs without
+        // figures no digest at all.
+        assert!(ada.sides.is_empty());
+        assert!(Digests::of(None, "x").all().is_empty());
     }
 
     #[test]

@@ -27,7 +27,15 @@ pub fn bundle(rule: &LabRule, key: &str, factor: f64, spread: f64, change: &str)
     let (ratio, figures, passed) = if rule.completes {
         (None, None, true)
     } else {
-        let a: Vec<f64> = (0..6).map(|i| 1000.0 + (i as f64) * 3.0).collect();
+        // The baseline's runs, each jittered by under half a unit from the key: two students'
+        // checks never measure the same samples (the server refuses a copy of another's).
+        let jitter = sha256_hex(key.as_bytes());
+        let a: Vec<f64> = (0..6)
+            .map(|i| {
+                let byte = u8::from_str_radix(&jitter[2 * i..2 * i + 2], 16).unwrap_or(128);
+                1000.0 + (i as f64) * 3.0 + (f64::from(byte) / 255.0 - 0.5)
+            })
+            .collect();
         let b: Vec<f64> = a
             .iter()
             .enumerate()
