@@ -119,16 +119,15 @@ pub async fn seed(args: SeedArgs) -> anyhow::Result<()> {
         .await
         .context("importing the roster")?;
     for lab in &labs {
-        let _: (_, LabSummary) = instructor
-            .send(
-                Method::PUT,
-                &format!("/api/cohorts/{c}/labs/{}", lab.rule.lab),
-                &LabSettings {
-                    opens_at: None,
-                    closes_at: "2099-01-01T00:00:00Z".into(),
-                    grading: None,
-                },
-            )
+        // Opening 20 labs right after the roster is a burst over a token's rate limit: wait
+        // and retry a 429 (a review saw `seed --labs 20` fail there).
+        let path = format!("/api/cohorts/{c}/labs/{}", lab.rule.lab);
+        let settings = LabSettings {
+            opens_at: None,
+            closes_at: "2099-01-01T00:00:00Z".into(),
+            grading: None,
+        };
+        let _: (_, LabSummary) = with_retry(|| instructor.send(Method::PUT, &path, &settings))
             .await
             .with_context(|| format!("opening lab {}", lab.rule.lab))?;
     }
