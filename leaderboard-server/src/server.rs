@@ -291,7 +291,6 @@ mod tests {
             tokio::spawn(async move { page(&cache, &computed, false).await })
         };
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        let t = std::time::Instant::now();
         let meanwhile = page(&cache, &computed, false).await.unwrap();
         assert_eq!(
             &meanwhile.body[..],
@@ -299,8 +298,8 @@ mod tests {
             "the last page, while it computes"
         );
         assert!(
-            t.elapsed() < std::time::Duration::from_millis(30),
-            "without waiting"
+            !first.is_finished(),
+            "served without waiting for the computation"
         );
         assert_eq!(&first.await.unwrap().unwrap().body[..], b"<table>2");
         assert_eq!(
