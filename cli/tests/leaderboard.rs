@@ -983,18 +983,23 @@ async fn copies(s: &Server, cohort: &str) {
     }
 
     // One verification, then the instructor's view of copies.
-    let ada_sub = {
-        let v: StudentView = anon
-            .get(&format!("/api/cohorts/{cohort}/students/ada"))
-            .await
-            .unwrap();
-        v.submissions
-            .iter()
-            .find(|h| h.lab == 11)
-            .unwrap()
-            .id
-            .clone()
+    // A student's first submission to lab 11, from their public page.
+    let lab11 = |student: &'static str| {
+        let anon = anon.clone();
+        async move {
+            let v: StudentView = anon
+                .get(&format!("/api/cohorts/{cohort}/students/{student}"))
+                .await
+                .unwrap();
+            v.submissions
+                .iter()
+                .find(|h| h.lab == 11)
+                .unwrap()
+                .id
+                .clone()
+        }
     };
+    let ada_sub = lab11("ada").await;
     let (st, body) = status_of(
         &instructor,
         Method::POST,
@@ -1013,18 +1018,7 @@ async fn copies(s: &Server, cohort: &str) {
     assert_eq!(st, StatusCode::OK, "{body}");
     // A re-run that did not pass is "verified failed", not flagged (a review found it shown as
     // flagged, in red, beside the same figures).
-    let bob_sub = {
-        let v: StudentView = anon
-            .get(&format!("/api/cohorts/{cohort}/students/bob"))
-            .await
-            .unwrap();
-        v.submissions
-            .iter()
-            .find(|h| h.lab == 11)
-            .unwrap()
-            .id
-            .clone()
-    };
+    let bob_sub = lab11("bob").await;
     let (_, v): (_, Verified) = instructor
         .send(
             Method::POST,

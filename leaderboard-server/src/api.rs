@@ -4,7 +4,9 @@
 //! over a limit. The OpenAPI document at `/api/openapi.json` is generated from this file.
 
 use crate::auth::{self, Caller, Denied};
-use crate::db::{COPY_REASON, CohortRow, LabRow, NewSubmission, StudentRow, VerificationRow};
+use crate::db::{
+    AttemptRow, COPY_REASON, CohortRow, LabRow, NewSubmission, StudentRow, VerificationRow,
+};
 use crate::limits::{
     DEFAULT_DAILY_LIMIT, MAX_BODY_BYTES, MAX_CHANGE_BYTES, MAX_DAILY_LIMIT, MAX_ROSTER_ROWS,
 };
@@ -940,7 +942,7 @@ async fn verify(
         StatusCode::OK,
         &Verified {
             agrees: agreed,
-            flagged: v.passed && !agreed,
+            flagged: Standing::of_submission(Some((v.passed, agreed))) == Standing::Flagged,
         },
     ))
 }
@@ -979,15 +981,14 @@ pub async fn stuck_view(app: &App, cohort: &str, tries: u32) -> Answer<Vec<Stuck
 
 /// Copies for the instructor: uploads refused as another student's figures, and students
 /// whose latest changes to a code lab are alike (shared by the page and export.json).
-pub async fn copies_view(app: &App, cohort: &str) -> Answer<Copies> {
-    let refused = app
-        .db
-        .attempts(cohort)
-        .await?
-        .into_iter()
+/// `attempts`: the cohort's (the instructor's page reads them once for this and for who is
+/// stuck).
+pub async fn copies_view(app: &App, cohort: &str, attempts: &[AttemptRow]) -> Answer<Copies> {
+    let refused = attempts
+        .iter()
         .filter_map(|a| {
             Some(RefusedCopy {
-                student: a.student,
+                student: a.student.clone(),
                 lab: a.lab as u32,
                 what: a.reason.strip_prefix(COPY_REASON)?.to_string(),
                 at: crate::show_ms(a.at_ms),
@@ -1061,7 +1062,7 @@ async fn export_of(app: &App, cohort: &str, headers: &HeaderMap, copies: bool) -
         grades,
         submissions: views::export_rows(&app.db.submissions(cohort).await?),
         copies: if copies {
-            copies_view(app, cohort).await?
+            copies_view(app, cohort, &app.db.attempts(cohort).await?).await?
         } else {
             Copies::default()
         },

@@ -888,10 +888,9 @@ pub fn redact(url: &str) -> String {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn a_submission_and_its_attempt_are_stored_together_or_not_at_all() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+    /// A SQLite database in `dir` holding cohort `c` (instructor token digest `00`).
+    async fn with_cohort(dir: &std::path::Path) -> Db {
+        let url = format!("sqlite://{}?mode=rwc", dir.join("t.db").display());
         let db = Db::open(&url).await.unwrap();
         let cohort = CohortRow {
             id: "c".into(),
@@ -900,6 +899,13 @@ mod tests {
             daily_limit: 6,
         };
         assert!(db.create_cohort(&cohort, "00", 0).await.unwrap());
+        db
+    }
+
+    #[tokio::test]
+    async fn a_submission_and_its_attempt_are_stored_together_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = with_cohort(dir.path()).await;
         let ada = StudentRow {
             id: "ada".into(),
             name: String::new(),
@@ -959,15 +965,7 @@ mod tests {
         use observatory_leaderboard::LabRule;
         for better in [Better::Lower, Better::Higher] {
             let dir = tempfile::tempdir().unwrap();
-            let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
-            let db = Db::open(&url).await.unwrap();
-            let cohort = CohortRow {
-                id: "c".into(),
-                name: "C".into(),
-                hidden_seed: 1,
-                daily_limit: 6,
-            };
-            db.create_cohort(&cohort, "00", 0).await.unwrap();
+            let db = with_cohort(dir.path()).await;
             let students: Vec<(StudentRow, String)> = (0..12)
                 .map(|i| {
                     let s = StudentRow {

@@ -46,18 +46,17 @@ pub fn standing(s: &SubmissionRow) -> Standing {
     Standing::of_submission(s.verification.as_ref().map(|v| (v.passed, v.agrees)))
 }
 
-/// Each student's standing on one lab, from `subs` (that lab's submissions), for `roster`.
-pub fn standings<'a>(
-    roster: impl IntoIterator<Item = &'a str>,
-    subs: &[SubmissionRow],
-) -> BTreeMap<&'a str, Standing> {
-    roster
-        .into_iter()
-        .map(|st| {
-            let mine = subs.iter().filter(|s| s.student == st).map(standing);
-            (st, Standing::of_student(mine))
-        })
-        .collect()
+/// The standing of each student with a submission in `subs` (one lab's), in one pass; a
+/// student not in the map has not submitted.
+pub fn standings(subs: &[SubmissionRow]) -> BTreeMap<&str, Standing> {
+    let mut by: BTreeMap<&str, Standing> = BTreeMap::new();
+    for s in subs {
+        let best = by
+            .entry(s.student.as_str())
+            .or_insert(Standing::NotSubmitted);
+        *best = Standing::of_student([*best, standing(s)]);
+    }
+    by
 }
 
 pub fn verified_view(v: &VerificationRow) -> VerifiedView {
@@ -190,8 +189,7 @@ pub fn lab_summary(
 ) -> LabSummary {
     // Every student with an upload, on the roster or not (a student removed from the roster
     // keeps their submissions).
-    let who: BTreeSet<&str> = subs.iter().map(|s| s.student.as_str()).collect();
-    let by = standings(who.iter().copied(), subs);
+    let by = standings(subs);
     let count = |keep: &dyn Fn(Standing) -> bool| by.values().filter(|s| keep(**s)).count() as u32;
     let passed = count(&|s| s.counts());
     LabSummary {
@@ -200,7 +198,7 @@ pub fn lab_summary(
         opens_at: show_ms(lab.opens_ms),
         closes_at: show_ms(lab.closes_ms),
         open: lab.opens_ms <= now_ms && now_ms < lab.closes_ms,
-        submitted: who.len() as u32,
+        submitted: by.len() as u32,
         passed,
         not_verified_yet: count(&|s| s == Standing::NotVerifiedYet),
         flagged: count(&|s| s == Standing::Flagged),
@@ -253,8 +251,14 @@ pub fn grades(
             })
             .collect();
         let b = Board::build(&entries, info.rule.better, Tier::Verified)?;
-        let by = standings(students.iter().map(|s| s.id.as_str()), &mine);
-        for (id, standing) in by {
+        let by = standings(&mine);
+        for st in students {
+            let (id, standing) = (
+                st.id.as_str(),
+                by.get(st.id.as_str())
+                    .copied()
+                    .unwrap_or(Standing::NotSubmitted),
+            );
             // One meaning of passed: the standing says, and the verified board agrees (it
             // holds exactly the students whose re-run passed).
             let passed = standing.counts();

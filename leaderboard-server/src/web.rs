@@ -251,10 +251,11 @@ async fn instructor(
             return Ok(html(StatusCode::UNAUTHORIZED, body));
         }
         let tries = 3;
-        let stuck = api::stuck_view(&app, &cohort, tries).await?;
+        let attempts = app.db.attempts(&cohort).await?;
+        let stuck = crate::views::stuck(&attempts, tries);
         let grades = api::grades_view(&app, &cohort).await?;
         let (not_verified_yet, note) = api::grades_note(&grades);
-        let copies = api::copies_view(&app, &cohort).await?;
+        let copies = api::copies_view(&app, &cohort, &attempts).await?;
         let standings: Vec<Value> = Standing::ALL
             .iter()
             .map(|s| context! { words => s.words(), meaning => s.meaning() })
